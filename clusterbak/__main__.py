@@ -1,0 +1,3 @@
+from clusterbak.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Executes plans and read-only inspections through injected ports."""

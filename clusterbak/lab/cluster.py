@@ -1,0 +1,208 @@
+"""Bring a lab cluster up and down. State lives in <dir>/lab.json; `down` stops exactly those nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import redis
+
+from clusterbak.errors import PreconditionError, StepFailed, UsageError
+from clusterbak.lab.procs import find_binary, is_our_redis, pid_alive, port_free, read_pid, start_server, stop_pid
+from clusterbak.model.topology import SLOT_COUNT, parse_cluster_nodes
+
+STATE_FILE = "lab.json"
+NODE_TIMEOUT_MS = 3000
+
+
+def default_lab_dir() -> Path:
+    return Path(os.environ.get("CLUSTERBAK_LAB_DIR") or Path.home() / ".clusterbak" / "lab").absolute()
+
+
+@dataclass(frozen=True, slots=True)
+class LabNode:
+    port: int
+    role: str  # "master" | "replica" (as created)
+    dir: str
+    pid: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def conf(self) -> Path:
+        return Path(self.dir) / "redis.conf"
+
+
+@dataclass(frozen=True, slots=True)
+class Lab:
+    dir: str
+    masters: int
+    replicas: int
+    base_port: int
+    nodes: tuple[LabNode, ...]
+    inventory: str
+    sshd: dict | None = None
+
+    @property
+    def seed(self) -> str:
+        return self.nodes[0].address
+
+
+def node_conf(port: int, node_dir: Path, extra: dict[str, str] | None = None) -> str:
+    settings = {
+        "port": str(port), "bind": "127.0.0.1", "daemonize": "yes",
+        "pidfile": str(node_dir / "redis.pid"), "logfile": str(node_dir / "redis.log"),
+        "dir": str(node_dir), "dbfilename": "dump.rdb", "cluster-enabled": "yes",
+        "cluster-config-file": f"nodes-{port}.conf", "cluster-node-timeout": str(NODE_TIMEOUT_MS),
+        "appendonly": "no", "save": '""', "enable-debug-command": "local",
+        "repl-diskless-sync": "yes", "repl-diskless-sync-delay": "0",
+    }
+    settings.update(extra or {})
+    return "".join(f"{k} {v}\n" for k, v in settings.items())
+
+
+def up(lab_dir: Path, masters: int = 3, replicas: int = 1, base_port: int = 7000,
+       extra_conf: dict[str, str] | None = None, timeout: float = 30.0) -> Lab:
+    if masters < 1 or replicas < 0:
+        raise UsageError("--masters must be >= 1 and --replicas >= 0")
+    lab_dir = lab_dir.absolute()
+    existing = load(lab_dir)
+    if existing and any(pid_alive(n.pid) for n in existing.nodes):
+        raise PreconditionError(f"a lab is already running from {lab_dir}; run `clusterbak lab down --dir {lab_dir}`")
+    find_binary("redis-server")
+    count = masters * (1 + replicas)
+    ports = list(range(base_port, base_port + count))
+    busy = [p for p in ports if not port_free(p) or not port_free(p + 10000)]
+    if busy:
+        raise PreconditionError(f"port {busy[0]} (or its bus port {busy[0] + 10000}) is in use; pick --base-port")
+    lab_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    nodes: list[LabNode] = []
+    try:
+        for i, port in enumerate(ports):
+            node_dir = lab_dir / str(port)
+            node_dir.mkdir(exist_ok=True)
+            (node_dir / "redis.conf").write_text(node_conf(port, node_dir, extra_conf))
+            pid = start_server(node_dir / "redis.conf", port)
+            nodes.append(LabNode(port, "master" if i < masters else "replica", str(node_dir), pid))
+            _save(lab_dir, Lab(str(lab_dir), masters, replicas, base_port, tuple(nodes), ""))
+        form_cluster(nodes, masters, timeout)
+    except BaseException:
+        for node in nodes:
+            stop_pid(node.pid)
+        (lab_dir / STATE_FILE).unlink(missing_ok=True)
+        raise
+    lab = Lab(str(lab_dir), masters, replicas, base_port, tuple(nodes), str(lab_dir / "inventory.toml"))
+    _save(lab_dir, lab)
+    return lab
+
+
+def form_cluster(nodes: list[LabNode], masters: int, timeout: float) -> None:
+    """ADDSLOTSRANGE + distinct config epochs on masters, MEET everyone, then REPLICATE round-robin."""
+    clients = {n.port: redis.Redis(host="127.0.0.1", port=n.port, decode_responses=True, socket_timeout=5)
+               for n in nodes}
+    try:
+        per = SLOT_COUNT // masters
+        for i, node in enumerate(nodes[:masters]):
+            start, end = i * per, (SLOT_COUNT - 1 if i == masters - 1 else (i + 1) * per - 1)
+            clients[node.port].execute_command("CLUSTER", "ADDSLOTSRANGE", start, end)
+            clients[node.port].execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+        first = nodes[0].port
+        for node in nodes[1:]:
+            clients[node.port].execute_command("CLUSTER", "MEET", "127.0.0.1", first)
+        _wait(lambda: all(len(parse_cluster_nodes(c.execute_command("CLUSTER", "NODES")).nodes) == len(nodes)
+                          for c in clients.values()), timeout, "nodes did not all meet")
+        ids = {n.port: clients[n.port].execute_command("CLUSTER", "MYID") for n in nodes}
+        for j, node in enumerate(nodes[masters:]):
+            master = nodes[j % masters]
+            _wait(lambda: _knows_master(clients[node.port], ids[master.port]), timeout,
+                  f"127.0.0.1:{node.port} does not see its master yet")
+            clients[node.port].execute_command("CLUSTER", "REPLICATE", ids[master.port])
+        _wait(lambda: all(c.execute_command("CLUSTER", "INFO").find("cluster_state:ok") >= 0
+                          for c in clients.values()), timeout, "cluster_state did not become ok")
+        _wait(lambda: all(clients[n.port].info("replication").get("master_link_status") == "up"
+                          for n in nodes[masters:]), timeout, "replicas did not finish syncing")
+        _wait(lambda: _views_agree(clients), timeout, "nodes do not agree on roles yet")
+    finally:
+        for c in clients.values():
+            c.close()
+
+
+def _knows_master(client: redis.Redis, master_id: str) -> bool:
+    topo = parse_cluster_nodes(client.execute_command("CLUSTER", "NODES"))
+    try:
+        return topo.by_id(master_id).is_master
+    except KeyError:
+        return False
+
+
+def _views_agree(clients: dict[int, redis.Redis]) -> bool:
+    views = {tuple(sorted((n.node_id, n.role, n.master_id or "") for n in
+                          parse_cluster_nodes(c.execute_command("CLUSTER", "NODES")).nodes))
+             for c in clients.values()}
+    return len(views) == 1
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except redis.RedisError:
+            pass
+        time.sleep(0.1)
+    raise StepFailed(f"lab: {what} within {timeout:.0f}s")
+
+
+def current_pid(node: LabNode) -> int | None:
+    """The node's live pid: the recorded one, or the pidfile's after a restart by clusterbak."""
+    for pid in (node.pid, read_pid(Path(node.dir) / "redis.pid")):
+        if pid and pid_alive(pid) and is_our_redis(pid, node.conf):
+            return pid
+    return None
+
+
+def down(lab_dir: Path) -> list[str]:
+    lab = load(lab_dir.absolute())
+    if lab is None:
+        raise PreconditionError(f"no lab recorded in {lab_dir} ({STATE_FILE} missing)")
+    stopped = []
+    for node in lab.nodes:
+        pid = current_pid(node)
+        if pid:
+            stop_pid(pid)
+            stopped.append(f"redis-server 127.0.0.1:{node.port} (pid {pid})")
+    if lab.sshd and lab.sshd.get("pid") and pid_alive(lab.sshd["pid"]):
+        stop_pid(lab.sshd["pid"])
+        stopped.append(f"sshd 127.0.0.1:{lab.sshd['port']} (pid {lab.sshd['pid']})")
+    (Path(lab.dir) / STATE_FILE).unlink(missing_ok=True)
+    return stopped
+
+
+def load(lab_dir: Path) -> Lab | None:
+    path = lab_dir / STATE_FILE
+    if not path.exists():
+        return None
+    raw = json.loads(path.read_text())
+    raw["nodes"] = tuple(LabNode(**n) for n in raw["nodes"])
+    return Lab(**raw)
+
+
+def _save(lab_dir: Path, lab: Lab) -> None:
+    tmp = lab_dir / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(asdict(lab), indent=2))
+    os.replace(tmp, lab_dir / STATE_FILE)
+
+
+def save(lab: Lab) -> None:
+    _save(Path(lab.dir), lab)
+
+
+def python_command() -> str:
+    return sys.executable

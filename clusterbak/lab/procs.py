@@ -1,0 +1,120 @@
+"""Start, stop and wait for one lab redis-server; bounded waits everywhere."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from clusterbak.errors import PreconditionError, StepFailed
+
+
+def find_binary(name: str) -> str:
+    path = shutil.which(name) or (f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else None)
+    if not path:
+        raise PreconditionError(
+            f"{name} not found on PATH; install it with: sudo apt-get install -y redis-server redis-tools"
+        )
+    return path
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_base_port(count: int, start: int = 20000, stop: int = 40000) -> int:
+    """A base port such that base..base+count-1 and their bus ports (+10000) are all free."""
+    import random
+
+    rng = random.Random(os.getpid() ^ int(time.time()))
+    for _ in range(200):
+        base = rng.randrange(start, stop - count)
+        if all(port_free(p) and port_free(p + 10000) for p in range(base, base + count)):
+            return base
+    raise PreconditionError(f"no {count} consecutive free ports found between {start} and {stop}")
+
+
+def read_pid(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def is_our_redis(pid: int, conf: Path) -> bool:
+    """True when pid is a redis-server started from this conf file (guards against pid reuse)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        return False
+    return "redis" in exe and (str(conf) in cmdline or "redis-server" in cmdline)
+
+
+def wait_port(port: int, timeout: float, host: str = "127.0.0.1") -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                s.settimeout(1.0)
+                if s.recv(64).startswith((b"+PONG", b"-LOADING", b"-NOAUTH")):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def start_server(conf: Path, port: int, timeout: float = 15.0) -> int:
+    """Start a daemonizing redis-server from conf; return its pid once it answers PING."""
+    result = subprocess.run([find_binary("redis-server"), str(conf)], capture_output=True, text=True, timeout=30)
+    if result.returncode != 0:
+        raise StepFailed(f"redis-server {conf} failed: {result.stderr.strip() or result.stdout.strip()}")
+    if not wait_port(port, timeout):
+        log = conf.parent / "redis.log"
+        raise StepFailed(f"redis-server on 127.0.0.1:{port} did not answer PING within {timeout:.0f}s; see {log}")
+    pid = read_pid(conf.parent / "redis.pid")
+    if pid is None:
+        raise StepFailed(f"redis-server on port {port} wrote no pidfile in {conf.parent}")
+    return pid
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM, wait, then SIGKILL: the pid is gone when this returns."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        if not pid_alive(pid):
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and pid_alive(pid):
+            time.sleep(0.05)
+    if pid_alive(pid):
+        raise StepFailed(f"process {pid} did not exit after SIGKILL")

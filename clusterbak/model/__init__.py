@@ -1,0 +1,1 @@
+"""Pure model: snapshots of a cluster, parsed once and immutable. Stdlib only."""

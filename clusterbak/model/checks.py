@@ -1,0 +1,149 @@
+"""Preflight findings from probed node states. Pure: a list of Findings, each with a severity and a reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clusterbak.model.state import NodeState, replica_lag, states_by_id
+from clusterbak.model.topology import Topology
+
+CRITICAL, WARNING, INFO = "critical", "warning", "info"
+SEVERITIES = (CRITICAL, WARNING, INFO)
+DEFAULT_MAX_LAG = 1024 * 1024
+SLOW_FORK_USEC = 500_000
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    severity: str
+    code: str
+    subject: str  # a node address, a shard's master address, or "cluster"
+    message: str
+
+
+def has_critical(findings: tuple[Finding, ...]) -> bool:
+    return any(f.severity == CRITICAL for f in findings)
+
+
+def cluster_findings(topology: Topology, states: tuple[NodeState, ...], max_lag: int = DEFAULT_MAX_LAG) -> list[Finding]:
+    out: list[Finding] = []
+    by_id = states_by_id(states)
+    for s in states:
+        if not s.reachable:
+            out.append(Finding(CRITICAL, "unreachable", s.node.address, s.error or "unreachable"))
+        elif s.cluster_info.get("cluster_state") != "ok":
+            out.append(Finding(CRITICAL, "cluster_state", s.node.address,
+                               f"cluster_state is {s.cluster_info.get('cluster_state', '?')} as seen from this node"))
+    for node in topology.nodes:
+        if node.is_failing:
+            flag = "fail" if "fail" in node.flags else "fail?"
+            out.append(Finding(CRITICAL, "node_failing", node.address,
+                               f"{node.role} {node.short_id} is flagged {flag}; bring it back or remove it (CLUSTER FORGET)"))
+    gaps = topology.uncovered_slots()
+    if gaps:
+        total = sum(g.count for g in gaps)
+        shown = ", ".join(str(g) for g in gaps[:5])
+        out.append(Finding(CRITICAL, "slots_uncovered", "cluster", f"{total} slots not served by a healthy master: {shown}"))
+    for node, slot in topology.open_slots():
+        out.append(Finding(CRITICAL, "open_slot", node.address,
+                           f"slot {slot.slot} is {slot.direction} ({slot.peer_id[:8]}); finish it with redis-cli --cluster fix"))
+    reference = topology.slot_map()
+    for s in states:
+        if s.reachable and s.view is not None and s.view.slot_map() != reference:
+            out.append(Finding(CRITICAL, "slot_map_disagrees", s.node.address,
+                               "this node's slot map differs from the seed's; wait for gossip to converge or investigate"))
+    for shard in topology.shards:
+        out.extend(_replica_findings(shard, by_id, max_lag))
+    return out
+
+
+def _replica_findings(shard, by_id: dict[str, NodeState], max_lag: int) -> list[Finding]:
+    master_state = by_id.get(shard.master.node_id)
+    if not shard.replicas:
+        return [Finding(CRITICAL, "no_replica", shard.master.address, "master has no replica")]
+    healthy, reasons = 0, []
+    for replica in shard.replicas:
+        reason = replica_refusal(by_id.get(replica.node_id), master_state, max_lag)
+        if reason is None:
+            healthy += 1
+        else:
+            reasons.append(reason)
+    if healthy:
+        return []
+    return [Finding(CRITICAL, "no_synced_replica", shard.master.address,
+                    "no replica in sync: " + "; ".join(reasons))]
+
+
+def replica_refusal(replica: NodeState | None, master: NodeState | None, max_lag: int) -> str | None:
+    """Why this replica cannot stand in for its master (None when it can)."""
+    if replica is None or not replica.reachable:
+        return f"{replica.node.address if replica else 'replica'}: unreachable"
+    addr = replica.node.address
+    if replica.node.is_failing:
+        return f"{addr}: flagged failing"
+    link = replica.info.get("master_link_status", "?")
+    if link != "up":
+        return f"{addr}: master link is {link}"
+    if replica.int_info("master_sync_in_progress"):
+        return f"{addr}: full sync in progress"
+    lag = replica_lag(replica, master) if master else None
+    if lag is None:
+        return f"{addr}: replication offset unknown (master unreachable)"
+    if lag > max_lag:
+        return f"{addr}: {lag} bytes behind its master (max {max_lag})"
+    return None
+
+
+def node_findings(state: NodeState, has_data_dir_override: bool = False) -> list[Finding]:
+    if not state.reachable:
+        return []
+    addr, cfg, out = state.node.address, state.config, []
+    if state.config_error:
+        sev = INFO if has_data_dir_override else WARNING
+        out.append(Finding(sev, "config_unavailable", addr,
+                           f"{state.config_error}; set data_dir for this node in the inventory"))
+    else:
+        out.extend(_config_findings(addr, cfg))
+    out.extend(_fork_findings(state))
+    return out
+
+
+def _config_findings(addr: str, cfg) -> list[Finding]:
+    out = []
+    data_dir = cfg.get("dir", "")
+    if not data_dir.startswith("/"):
+        out.append(Finding(CRITICAL, "dir_relative", addr,
+                           f"dir is {data_dir!r}, not absolute: dumps land wherever the server started; "
+                           "set an absolute dir in redis.conf (CONFIG SET dir /abs/path; CONFIG REWRITE)"))
+    if cfg.get("rdbchecksum", "yes") != "yes":
+        out.append(Finding(WARNING, "rdbchecksum_off", addr, "rdbchecksum no: backups cannot be checked by CRC64"))
+    save = cfg.get("save", "")
+    out.append(Finding(INFO, "config", addr, "; ".join((
+        f"dir {data_dir}", f"dbfilename {cfg.get('dbfilename', '?')}",
+        f"cluster-config-file {cfg.get('cluster-config-file', '?')}",
+        f"appendonly {cfg.get('appendonly', '?')}", f"save {save!r}" if save else "no save points",
+        f"stop-writes-on-bgsave-error {cfg.get('stop-writes-on-bgsave-error', '?')}"))))
+    return out
+
+
+def _fork_findings(state: NodeState) -> list[Finding]:
+    addr, out = state.node.address, []
+    used = state.int_info("used_memory")
+    total = state.int_info("total_system_memory")
+    maxmemory = state.int_info("maxmemory")
+    if total and used * 2 > total:
+        out.append(Finding(WARNING, "fork_headroom", addr,
+                           f"used_memory {used} is over half of total_system_memory {total}: a BGSAVE fork's "
+                           "copy-on-write can exhaust memory"))
+    if maxmemory and used > maxmemory * 0.9:
+        out.append(Finding(WARNING, "near_maxmemory", addr, f"used_memory {used} is within 10% of maxmemory {maxmemory}"))
+    fork_usec = state.int_info("latest_fork_usec")
+    if fork_usec > SLOW_FORK_USEC:
+        out.append(Finding(WARNING, "slow_fork", addr, f"latest_fork_usec {fork_usec}: forks stall this node"))
+    if state.int_info("rdb_bgsave_in_progress"):
+        out.append(Finding(WARNING, "bgsave_running", addr, "a BGSAVE is running now"))
+    if state.int_info("aof_rewrite_in_progress"):
+        out.append(Finding(WARNING, "aof_rewrite_running", addr, "an AOF rewrite is running now"))
+    if state.info.get("rdb_last_bgsave_status", "ok") != "ok":
+        out.append(Finding(WARNING, "last_bgsave_failed", addr, "the last BGSAVE failed; see the node's log"))
+    return out

@@ -1,0 +1,171 @@
+"""The inventory: how to reach each node's host. Parsed from an already-loaded TOML dict.
+
+Pure: checks shape and values only. Files it names (ssh keys, known_hosts) are checked by
+clusterbak.config, which is allowed to touch the filesystem.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, replace
+from typing import Any, Mapping
+
+from clusterbak.errors import InventoryError
+from clusterbak.model.topology import Node, Topology
+
+TRANSPORTS = ("ssh", "local", "docker")
+PLACEHOLDERS = frozenset({"host", "port", "node_id", "data_dir"})
+REDIS_KEYS = frozenset({"username", "password_env"})
+NODE_SETTING_KEYS = frozenset(
+    {"transport", "ssh_user", "ssh_port", "ssh_key", "known_hosts", "restart_command",
+     "stop_command", "start_command", "data_dir", "ssh_host", "container"}
+)
+COMMAND_KEYS = ("restart_command", "stop_command", "start_command")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAccess:
+    """Everything needed to reach one node's files and run its service commands."""
+
+    address: str
+    transport: str = "ssh"
+    ssh_host: str | None = None
+    ssh_user: str | None = None
+    ssh_port: int = 22
+    ssh_key: str | None = None
+    known_hosts: str | None = None
+    data_dir: str | None = None
+    container: str | None = None
+    restart_command: str | None = None
+    stop_command: str | None = None
+    start_command: str | None = None
+
+    @property
+    def host(self) -> str:
+        return self.address.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rsplit(":", 1)[1])
+
+    def command(self, which: str, node_id: str = "", data_dir: str = "") -> str | None:
+        """A service command with its placeholders filled in, or None when not configured."""
+        template = getattr(self, which)
+        if template is None:
+            return None
+        return template.format(host=self.host, port=self.port, node_id=node_id,
+                               data_dir=data_dir or self.data_dir or "")
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    source: str
+    username: str | None
+    password_env: str
+    nodes: tuple[NodeAccess, ...]
+
+    def access(self, address: str) -> NodeAccess:
+        for node in self.nodes:
+            if node.address == address:
+                return node
+        raise InventoryError(
+            f"{self.source}: node {address} is in the cluster but not in the inventory; "
+            f'add a [nodes."{address}"] table'
+        )
+
+    def place(self, topology: Topology) -> dict[str, NodeAccess]:
+        """NodeAccess for every node of the topology, by node id; raises naming the first unplaced node."""
+        return {node.node_id: self.access(node.address) for node in topology.nodes if not _ghost(node)}
+
+    def unknown_addresses(self, topology: Topology) -> tuple[str, ...]:
+        known = {n.address for n in topology.nodes}
+        return tuple(n.address for n in self.nodes if n.address not in known)
+
+
+def _ghost(node: Node) -> bool:
+    return "noaddr" in node.flags or "handshake" in node.flags
+
+
+def parse_inventory(data: Mapping[str, Any], source: str = "inventory") -> Inventory:
+    _only(data, {"redis", "defaults", "nodes"}, source, "top level")
+    redis = _table(data, "redis", source)
+    _only(redis, REDIS_KEYS, source, "[redis]")
+    defaults = _table(data, "defaults", source)
+    _only(defaults, NODE_SETTING_KEYS - {"ssh_host", "container"}, source, "[defaults]")
+    base = _settings(defaults, source, "[defaults]")
+    nodes_table = _table(data, "nodes", source)
+    nodes = []
+    for address, table in nodes_table.items():
+        where = f'[nodes."{address}"]'
+        _check_address(address, source, where)
+        if not isinstance(table, Mapping):
+            raise InventoryError(f"{source}: {where} must be a table")
+        _only(table, NODE_SETTING_KEYS, source, where)
+        merged = {**base, **_settings(table, source, where)}
+        node = replace(NodeAccess(address=address), **merged)
+        if node.transport == "docker" and not node.container:
+            raise InventoryError(f"{source}: {where} uses transport docker but sets no container")
+        nodes.append(node)
+    return Inventory(
+        source=source,
+        username=_opt_str(redis, "username", source, "[redis]"),
+        password_env=_opt_str(redis, "password_env", source, "[redis]") or "REDISCLI_AUTH",
+        nodes=tuple(nodes),
+    )
+
+
+def _settings(table: Mapping[str, Any], source: str, where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "ssh_port":
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
+                raise InventoryError(f"{source}: {where} ssh_port must be a port number, got {value!r}")
+        elif not isinstance(value, str) or not value:
+            raise InventoryError(f"{source}: {where} {key} must be a non-empty string")
+        if key == "transport" and value not in TRANSPORTS:
+            raise InventoryError(f"{source}: {where} transport {value!r} is not one of {', '.join(TRANSPORTS)}")
+        if key in COMMAND_KEYS:
+            _check_placeholders(value, source, f"{where} {key}")
+        out[key] = value
+    return out
+
+
+def _check_placeholders(template: str, source: str, where: str) -> None:
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise InventoryError(f"{source}: {where}: {exc}") from exc
+    unknown = names - PLACEHOLDERS
+    if unknown:
+        raise InventoryError(
+            f"{source}: {where} uses unknown placeholder {{{sorted(unknown)[0]}}}; "
+            f"allowed: {', '.join('{' + p + '}' for p in sorted(PLACEHOLDERS))}"
+        )
+
+
+def _check_address(address: str, source: str, where: str) -> None:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InventoryError(f"{source}: {where} is not an address host:port as CLUSTER NODES shows it")
+
+
+def _only(table: Mapping[str, Any], allowed: frozenset[str] | set[str], source: str, where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise InventoryError(
+                f"{source}: unknown key {key!r} in {where}; allowed: {', '.join(sorted(allowed))}"
+            )
+
+
+def _table(data: Mapping[str, Any], key: str, source: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise InventoryError(f"{source}: [{key}] must be a table")
+    return value
+
+
+def _opt_str(table: Mapping[str, Any], key: str, source: str, where: str) -> str | None:
+    value = table.get(key)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise InventoryError(f"{source}: {where} {key} must be a non-empty string")
+    return value

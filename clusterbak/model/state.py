@@ -1,0 +1,54 @@
+"""What one probe of a node saw: INFO, CLUSTER INFO, its own view of the topology, CONFIG."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from clusterbak.model.topology import Node, Topology
+
+CONFIG_KEYS = (
+    "dir", "dbfilename", "cluster-config-file", "rdbchecksum", "stop-writes-on-bgsave-error",
+    "appendonly", "appenddirname", "appendfilename", "save", "maxmemory",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    node: Node
+    error: str | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+    cluster_info: Mapping[str, str] = field(default_factory=dict)
+    view: Topology | None = None
+    dbsize: int | None = None
+    config: Mapping[str, str] = field(default_factory=dict)
+    config_error: str | None = None
+
+    @property
+    def reachable(self) -> bool:
+        return self.error is None
+
+    def int_info(self, key: str, default: int = 0) -> int:
+        try:
+            return int(self.info.get(key, default))
+        except (TypeError, ValueError):
+            return default
+
+    @property
+    def repl_offset(self) -> int | None:
+        """This node's replication offset: master_repl_offset on a master, slave_repl_offset on a replica."""
+        if not self.reachable:
+            return None
+        key = "slave_repl_offset" if self.info.get("role") == "slave" else "master_repl_offset"
+        return self.int_info(key) if key in self.info else None
+
+
+def replica_lag(replica: NodeState, master: NodeState) -> int | None:
+    """Bytes the replica is behind its master, from the two INFOs (never negative)."""
+    if replica.repl_offset is None or master.repl_offset is None:
+        return None
+    return max(0, master.repl_offset - replica.repl_offset)
+
+
+def states_by_id(states) -> dict[str, NodeState]:
+    return {s.node.node_id: s for s in states}

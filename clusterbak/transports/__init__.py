@@ -1,0 +1,1 @@
+"""How clusterbak reaches the files and commands of a node's host."""
