@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clusterbak.errors import InventoryError
-from clusterbak.model.checks import CRITICAL, DEFAULT_MAX_LAG, Finding, cluster_findings, node_findings
+from clusterbak.errors import ClusterbakError, InventoryError
+from clusterbak.model.checks import CRITICAL, DEFAULT_MAX_LAG, INFO, WARNING, Finding, cluster_findings, node_findings
+from clusterbak.model.redisconf import dir_directive
+from clusterbak.transports.factory import open_transport, read_text
 from clusterbak.model.inventory import Inventory
 from clusterbak.model.state import NodeState
 from clusterbak.model.topology import Topology
@@ -35,7 +37,40 @@ def inspect(opts: ConnectionOptions, inventory: Inventory | None = None,
         findings.extend(node_findings(state, override))
     if inventory is not None:
         findings.extend(inventory_findings(topology, inventory))
+        findings.extend(config_file_findings(states, inventory))
     return Inspection(topology, states, tuple(findings))
+
+
+def config_file_findings(states: tuple[NodeState, ...], inventory: Inventory) -> list[Finding]:
+    """CONFIG GET dir always answers the resolved cwd, so `dir ./` only shows in the config file itself."""
+    out = []
+    for state in states:
+        conf = state.info.get("config_file") if state.reachable else None
+        try:
+            access = inventory.access(state.node.address)
+        except InventoryError:
+            continue
+        addr = state.node.address
+        if not conf:
+            if state.reachable:
+                out.append(Finding(INFO, "no_config_file", addr, "started without a config file; dir cannot be checked"))
+            continue
+        try:
+            transport = open_transport(access)
+            try:
+                text = read_text(transport, conf)
+            finally:
+                transport.close()
+        except ClusterbakError as exc:
+            out.append(Finding(WARNING, "config_file_unreadable", addr, f"cannot read {conf}: {exc}"))
+            continue
+        data_dir = dir_directive(text)
+        if data_dir is None or not data_dir.startswith("/"):
+            shown = "no dir directive" if data_dir is None else f"dir {data_dir}"
+            out.append(Finding(CRITICAL, "dir_relative", addr,
+                               f"{conf} has {shown}: the data dir depends on where redis-server was started "
+                               "(seed 004); set an absolute dir in that file"))
+    return out
 
 
 def inventory_findings(topology: Topology, inventory: Inventory) -> list[Finding]:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from clusterbak.errors import ConnectError, UsageError
 
@@ -51,7 +53,7 @@ def make_client(opts: ConnectionOptions, host: str, port: int, *, decode: bool =
         host=host, port=port, username=opts.username, password=os.environ.get(opts.password_env) or None,
         socket_connect_timeout=opts.connect_timeout,
         socket_timeout=socket_timeout if socket_timeout is not None else opts.socket_timeout,
-        decode_responses=decode, retry_on_timeout=False,
+        decode_responses=decode, retry=Retry(NoBackoff(), 0),
     )
     if opts.tls:
         kwargs.update(ssl=True, ssl_ca_certs=opts.cacert, ssl_certfile=opts.cert, ssl_keyfile=opts.key)
