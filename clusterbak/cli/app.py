@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from clusterbak import __version__
+from clusterbak.cli import backup_cmd
 from clusterbak.cli import common as c
 from clusterbak.cli.lab_cmd import lab_app
 from clusterbak.cli.render import Outcome, Renderer
@@ -19,6 +20,7 @@ from clusterbak.model.checks import DEFAULT_MAX_LAG, has_critical
 app = typer.Typer(name="clusterbak", no_args_is_help=True, add_completion=False,
                   help="Backups, restores, drills and rolling restarts for Redis Cluster.")
 app.add_typer(lab_app, name="lab")
+backup_cmd.register(app)
 
 
 def _version(value: bool) -> None:

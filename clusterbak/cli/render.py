@@ -99,7 +99,108 @@ class Renderer:
         self.out.print(f"{verdict}: {crit} critical, {warn} warnings")
 
 
+    def confirm(self, question: str) -> bool:
+        """Ask on the terminal; never with --json or without a terminal (the caller then refuses)."""
+        import typer
+
+        if self.json_mode or not sys.stdin.isatty():
+            return False
+        return typer.confirm(question, default=False, err=True)
+
+    def backup_plan(self, plan: dict, gate: list[str]) -> None:
+        if self.json_mode:
+            return
+        self.table(f"backup plan {plan['backup_id']} (source: {plan['source_mode']})",
+                   ("shard", "slots", "snapshot on", "role", "host", "file", "why"),
+                   [(s["index"], " ".join(s["slots"]), s["source_address"] or "-", s["source_role"] or "-",
+                     s["host"] or "-", s["rdb_path"] or "-", s["refusal"] or s["why"]) for s in plan["shards"]],
+                   ["red" if s["refusal"] else None for s in plan["shards"]])
+        self.table("nodes.conf of every node", ("node", "role", "host", "file"),
+                   [(n["address"], n["role"], n["host"], n["nodes_conf_path"] or n["refusal"]) for n in plan["node_files"]])
+        for line in gate:
+            self.out.print(f"[bold red]gate:[/] {_escape(line)}")
+        for line in plan["refusals"]:
+            self.out.print(f"[bold red]refused:[/] {_escape(line)}")
+
+    def backup_summary(self, m: dict) -> None:
+        if self.json_mode:
+            return
+        rows = []
+        for s in m["shards"]:
+            f, secs = s["file"], s.get("transfer_seconds") or 0
+            rate = f"{f['raw_size'] / secs / 1e6:.0f} MB/s" if secs else "-"
+            rows.append((s["index"], s["source"]["address"], s["source"]["role"], s["rdb"]["keys"],
+                         _size(f["raw_size"]), _size(f["stored_size"]), f"{s['save']['duration_s']:.2f}s",
+                         f"{secs:.2f}s", rate, f["crc64"]))
+        self.table(f"backup {m['backup_id']} ({m['created_at']}, {m['kind']})",
+                   ("shard", "source", "role", "keys", "rdb", "stored", "bgsave", "transfer", "rate", "crc64"), rows)
+        self.out.print(f"{m['totals']['keys']} keys, {_size(m['totals']['raw_bytes'])} raw, "
+                       f"{_size(m['totals']['stored_bytes'])} stored, {len(m['nodes'])} nodes.conf, "
+                       f"cross-shard skew {m['skew_seconds']}s, took {m['duration_s']}s")
+
+    def sets(self, rows: list[dict]) -> None:
+        self.table("backup sets", ("id", "status", "kind", "age", "shards", "size"),
+                   [(x["backup_id"], x["status"], x["kind"] or "-", _age(x["age_s"]), x["shards"] or "-",
+                     _size(x["size"])) for x in rows],
+                   [None if x["status"] == "complete" else "yellow" for x in rows])
+
+
 def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(str(text))
+
+
+class BackupProgress:
+    """Per shard: a BGSAVE wait, then bytes transferred. Silent with --json. Thread-safe via rich's Progress."""
+
+    def __init__(self, renderer: Renderer, shards: list[dict]) -> None:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+        self.enabled = not renderer.json_mode
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                 TransferSpeedColumn(), console=renderer.err, transient=False)
+        self.tasks = {}
+        self.shards = {s["index"]: s for s in shards}
+
+    def __enter__(self):
+        if self.enabled:
+            self.progress.start()
+            for i, s in self.shards.items():
+                self.tasks[i] = self.progress.add_task(f"shard {i} {s['source_address']}: waiting", total=None)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+    def __call__(self, kind: str, data: dict) -> None:
+        if not self.enabled or "shard" not in data:
+            return
+        task, addr = self.tasks[data["shard"]], self.shards[data["shard"]]["source_address"]
+        if kind == "bgsave":
+            self.progress.update(task, description=f"shard {data['shard']} {addr}: BGSAVE")
+        elif kind == "transfer":
+            self.progress.reset(task, description=f"shard {data['shard']} {addr}: transfer", total=None)
+        elif kind == "bytes":
+            self.progress.advance(task, data["bytes"])
+        elif kind == "fetched":
+            self.progress.update(task, description=f"shard {data['shard']} {addr}: verified",
+                                 total=data["bytes"], completed=data["bytes"])
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"

@@ -1,0 +1,145 @@
+"""backup, list, show, verify, prune."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import datetime, timezone
+from typing import Annotated, Optional
+
+import typer
+
+from clusterbak.cli import common as c
+from clusterbak.cli.render import BackupProgress, Outcome, Renderer
+from clusterbak.config import load_inventory
+from clusterbak.engine.backup import BackupOptions, run_backup
+from clusterbak.engine.inspect import inspect
+from clusterbak.engine.verify import verify_set
+from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
+from clusterbak.plan.backup import SOURCES, plan_backup
+from clusterbak.plan.prune import Candidate, plan_prune
+from clusterbak.storage.backupset import BackupStore
+
+GATE_CODES = {"cluster_state", "slots_uncovered", "open_slot", "slot_map_disagrees"}
+Dest = Annotated[str, typer.Option("--dest", help="Directory holding backup sets.", envvar="CLUSTERBAK_DEST")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")]
+
+
+def new_backup_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(backup)
+    app.command("list")(list_sets)
+    app.command()(show)
+    app.command()(verify)
+    app.command()(prune)
+
+
+def backup(seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory")], dest: Dest,
+           parallel: Annotated[int, typer.Option("--parallel", min=1, help="Shards in flight at once (BGSAVEs stay one per host).")] = 2,
+           source: Annotated[str, typer.Option("--source", help="replica | master | auto")] = "replica",
+           max_lag: Annotated[int, typer.Option("--max-lag", help="Bytes a source replica may trail its master.")] = 1024 * 1024,
+           timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each BGSAVE.")] = 600.0,
+           compress: Annotated[str, typer.Option("--compress", help="zstd | none")] = "zstd",
+           force: Annotated[bool, typer.Option("--force", help="Back up even if the cluster is not ok.")] = False,
+           accept_new_host_keys: Annotated[bool, typer.Option("--accept-new-host-keys")] = False,
+           dry_run: DryRun = False, user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None,
+           cert: c.Cert = None, key: c.Key = None, connect_timeout: c.ConnectTimeout = 3.0,
+           json_out: c.Json = False) -> None:
+    """Snapshot every shard on an in-sync replica, collect dump.rdb and every nodes.conf, verify, write a set."""
+
+    def body(r: Renderer) -> Outcome:
+        if source not in SOURCES:
+            raise UsageError(f"--source {source!r} is not one of {', '.join(SOURCES)}")
+        if compress not in ("zstd", "none"):
+            raise UsageError(f"--compress {compress!r} is not zstd or none")
+        opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout)
+        inv = load_inventory(inventory)
+        seen = inspect(opts, None, max_lag)
+        gate = [f"{f.subject}: {f.message}" for f in seen.findings if f.severity == "critical" and f.code in GATE_CODES]
+        plan = plan_backup(new_backup_id(), seen.topology, seen.states, inv, source, max_lag)
+        data = {"backup_id": plan.backup_id, "dry_run": dry_run, "plan": plan.to_dict(), "gate": gate}
+        r.backup_plan(data["plan"], gate)
+        if gate and not force:
+            return Outcome(data=data, exit_code=EXIT_PRECONDITION, errors=gate + ["use --force to back up anyway"])
+        if not plan.ok:
+            return Outcome(data=data, exit_code=EXIT_PRECONDITION, errors=list(plan.refusals))
+        if dry_run:
+            return Outcome(data=data)
+        options = BackupOptions(dest, parallel, timeout, compress, accept_new_host_keys)
+        with BackupProgress(r, list(data["plan"]["shards"])) as progress:
+            manifest = run_backup(plan, seed, seen.topology, seen.states, inv, opts, options, progress)
+        data.update(path=str(BackupStore(dest).path(plan.backup_id)), manifest=manifest)
+        r.backup_summary(manifest)
+        return Outcome(data=data)
+
+    c.execute("backup", json_out, body)
+
+
+def list_sets(dest: Dest, json_out: c.Json = False) -> None:
+    """Backup sets in DIR: id, age, shards, size, status."""
+
+    def body(r: Renderer) -> Outcome:
+        now = time.time()
+        rows = [{"backup_id": e.backup_id, "status": e.status, "kind": e.kind, "shards": e.shards, "size": e.size,
+                 "created_at_unix": e.created_at, "age_s": round(now - e.created_at)} for e in BackupStore(dest).entries()]
+        r.sets(rows)
+        return Outcome(data={"dest": dest, "sets": rows})
+
+    c.execute("list", json_out, body)
+
+
+def show(backup_id: str, dest: Dest, json_out: c.Json = False) -> None:
+    """A set's manifest: shards, sources, offsets, keys, files."""
+
+    def body(r: Renderer) -> Outcome:
+        manifest = BackupStore(dest).manifest(backup_id)
+        r.backup_summary(manifest)
+        return Outcome(data=manifest)
+
+    c.execute("show", json_out, body)
+
+
+def verify(backup_id: str, dest: Dest, json_out: c.Json = False) -> None:
+    """Re-read every file: sha256, decompression, RDB structure and CRC64. Exit 4 naming any bad file."""
+
+    def body(r: Renderer) -> Outcome:
+        store = BackupStore(dest)
+        results = verify_set(store.path(backup_id), store.manifest(backup_id))
+        bad = [f"{x['file']}: {x['problem']}" for x in results if not x["ok"]]
+        r.table(f"verify {backup_id}", ("file", "result"), [(x["file"], "ok" if x["ok"] else x["problem"]) for x in results])
+        for line in bad:
+            r.error(line)
+        return Outcome(data={"backup_id": backup_id, "files": results, "ok": not bad},
+                       exit_code=EXIT_STEP_FAILED if bad else 0, errors=bad)
+
+    c.execute("verify", json_out, body)
+
+
+def prune(dest: Dest, keep_last: Annotated[int, typer.Option("--keep-last", min=1)],
+          keep_daily: Annotated[int, typer.Option("--keep-daily", min=0)] = 0,
+          keep_weekly: Annotated[int, typer.Option("--keep-weekly", min=0)] = 0,
+          partial_grace_hours: Annotated[float, typer.Option("--partial-grace-hours")] = 24.0,
+          dry_run: DryRun = False, yes: Annotated[bool, typer.Option("--yes", help="Do not ask before deleting.")] = False,
+          json_out: c.Json = False) -> None:
+    """Delete backup sets outside the retention policy; the newest complete set is never deleted."""
+
+    def body(r: Renderer) -> Outcome:
+        store = BackupStore(dest)
+        entries = {e.backup_id: e for e in store.entries()}
+        decisions = plan_prune([Candidate(e.backup_id, e.status, e.created_at) for e in entries.values()],
+                               time.time(), keep_last, keep_daily, keep_weekly, partial_grace_hours * 3600)
+        rows = [{"backup_id": d.backup_id, "action": d.action, "reason": d.reason} for d in decisions]
+        r.table("prune plan", ("set", "action", "reason"), [(d.backup_id, d.action, d.reason) for d in decisions])
+        doomed = [d for d in decisions if d.action == "delete"]
+        if dry_run or not doomed:
+            return Outcome(data={"dry_run": dry_run, "decisions": rows, "deleted": []})
+        if not yes and not r.confirm(f"delete {len(doomed)} backup set(s) from {store.root}?"):
+            raise PreconditionError("not confirmed; nothing deleted (use --yes to skip the question)")
+        for d in doomed:
+            store.delete(entries[d.backup_id])
+        return Outcome(data={"dry_run": False, "decisions": rows, "deleted": [d.backup_id for d in doomed]})
+
+    c.execute("prune", json_out, body)

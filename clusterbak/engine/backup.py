@@ -1,0 +1,184 @@
+"""Execute a BackupPlan: per shard BGSAVE (one at a time per host) and stream + verify; every nodes.conf;
+manifest last. A failure or interrupt discards the .partial set: nothing complete-looking is left."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from clusterbak import __version__
+from clusterbak.errors import StepFailed
+from clusterbak.engine.sinks import TextFileSink, VerifyingRdbSink
+from clusterbak.model.inventory import Inventory
+from clusterbak.model.state import NodeState, states_by_id
+from clusterbak.model.topology import Topology
+from clusterbak.plan.backup import BackupPlan, NodeFilePlan, ShardPlan
+from clusterbak.redisops.bgsave import bgsave_and_wait
+from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_errors
+from clusterbak.storage.backupset import FORMAT, BackupStore
+from clusterbak.transports.factory import open_transport
+
+Event = Callable[[str, dict], None]
+
+
+@dataclass(frozen=True, slots=True)
+class BackupOptions:
+    dest: str
+    parallel: int = 2
+    timeout: float = 600.0
+    compress: str = "zstd"
+    accept_new_host_keys: bool = False
+
+
+def run_backup(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeState, ...], inventory: Inventory,
+               conn: ConnectionOptions, options: BackupOptions, on_event: Event = lambda k, d: None) -> dict:
+    if not plan.ok:
+        raise StepFailed("refusing to execute a plan with refusals: " + "; ".join(plan.refusals))
+    store = BackupStore(options.dest)
+    partial = store.begin(plan.backup_id)
+    started = time.time()
+    try:
+        host_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        with ThreadPoolExecutor(max_workers=max(1, options.parallel)) as pool:
+            futures = [pool.submit(_shard, s, partial, inventory, conn, options, host_locks, on_event) for s in plan.shards]
+            done, _ = wait(futures, return_when="FIRST_EXCEPTION")
+            failed = [f for f in done if f.exception() is not None]
+            if failed:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise failed[0].exception()
+            shard_records = [f.result() for f in futures]
+        node_records = [_node_file(nf, partial, inventory, options, on_event) for nf in plan.node_files]
+        manifest = build_manifest(plan, seed, topology, states, shard_records, node_records, started)
+        final = store.finalize(partial, manifest)
+    except BaseException:
+        store.discard(partial)
+        raise
+    on_event("complete", {"path": str(final), "backup_id": plan.backup_id})
+    return manifest
+
+
+def _shard(shard: ShardPlan, partial: Path, inventory: Inventory, conn: ConnectionOptions, options: BackupOptions,
+           host_locks: dict, on_event: Event) -> dict:
+    host, port = shard.source_address.rsplit(":", 1)
+    mhost, mport = shard.master_address.rsplit(":", 1)
+    source = make_client(conn, host, int(port))
+    master = make_client(conn, mhost, int(mport))
+    try:
+        with host_locks[shard.host]:
+            on_event("bgsave", {"shard": shard.index, "node": shard.source_address})
+            with redis_errors(shard.master_address, conn):
+                mrepl = master.info("replication")
+            with redis_errors(shard.source_address, conn):
+                logfile = _logfile(source)
+                save = bgsave_and_wait(source, shard.source_address, options.timeout, logfile)
+        on_event("saved", {"shard": shard.index, "node": shard.source_address, "seconds": save.duration_s})
+    finally:
+        source.close()
+        master.close()
+    suffix = ".rdb.zst" if options.compress == "zstd" else ".rdb"
+    target = partial / f"shard-{shard.index:02d}-{shard.source_id[:8]}{suffix}"
+    holder: dict = {}
+
+    def open_sink() -> VerifyingRdbSink:
+        holder["sink"] = VerifyingRdbSink(target, options.compress, f"{shard.source_address}:{shard.rdb_path}",
+                                          lambda n: on_event("bytes", {"shard": shard.index, "bytes": n}))
+        on_event("transfer", {"shard": shard.index, "node": shard.source_address, "path": shard.rdb_path})
+        return holder["sink"]
+
+    t0 = time.monotonic()
+    transport = open_transport(inventory.access(shard.source_address), options.accept_new_host_keys)
+    try:
+        transport.fetch(shard.rdb_path, open_sink)
+    finally:
+        transport.close()
+    seconds = time.monotonic() - t0
+    sink: VerifyingRdbSink = holder["sink"]
+    report, stored = sink.report, sink.stored
+    ctime = int(dict(report.aux).get("ctime", "0") or 0)
+    if ctime and ctime < int(save.requested_at) - 1:
+        raise StepFailed(f"{shard.source_address}:{shard.rdb_path} was written at {ctime}, before our BGSAVE "
+                         f"({int(save.requested_at)}): dir/dbfilename do not point at the file this node saves")
+    on_event("fetched", {"shard": shard.index, "bytes": stored.raw_size, "seconds": seconds})
+    return {
+        "index": shard.index, "slots": list(shard.slots),
+        "master": {"id": shard.master_id, "address": shard.master_address},
+        "source": {"id": shard.source_id, "address": shard.source_address, "role": shard.source_role, "why": shard.why},
+        "master_replid": mrepl.get("master_replid"), "master_repl_offset": int(mrepl.get("master_repl_offset", 0)),
+        "source_repl_offset": save.repl_offset, "source_replid": save.master_replid,
+        "save": {"requested_at": save.requested_at, "finished_at": save.finished_at,
+                 "duration_s": round(save.duration_s, 3), "scheduled": save.scheduled,
+                 "waited_for_foreign_save": save.waited_for_foreign_save,
+                 "rdb_saves_before": save.rdb_saves_before, "rdb_saves_after": save.rdb_saves_after},
+        "rdb": {"version": report.rdb_version, "magic": report.magic, "redis_ver": dict(report.aux).get("redis-ver"),
+                "ctime": ctime, "keys": report.total_keys, "expires": sum(d.expires for d in report.dbs),
+                "dbs": [asdict(d) for d in report.dbs], "counts_known": report.counts_known},
+        "file": {"path": target.name, "source_path": shard.rdb_path, "raw_size": stored.raw_size,
+                 "stored_size": stored.stored_size, "sha256": stored.sha256_stored, "raw_sha256": report.sha256,
+                 "crc64": report.crc64_stored, "checksum_disabled": report.checksum_disabled,
+                 "compression": stored.compression},
+        "transfer_seconds": round(seconds, 3),
+    }
+
+
+def _node_file(nf: NodeFilePlan, partial: Path, inventory: Inventory, options: BackupOptions, on_event: Event) -> dict:
+    (partial / "nodes").mkdir(exist_ok=True, mode=0o700)
+    target = partial / "nodes" / f"{nf.address.replace(':', '_')}-{nf.node_id[:8]}.conf"
+    holder: dict = {}
+
+    def open_sink() -> TextFileSink:
+        holder["sink"] = TextFileSink(target, f"{nf.address}:{nf.nodes_conf_path}", nf.node_id)
+        return holder["sink"]
+
+    transport = open_transport(inventory.access(nf.address), options.accept_new_host_keys)
+    try:
+        transport.fetch(nf.nodes_conf_path, open_sink)
+    finally:
+        transport.close()
+    stored = holder["sink"].stored
+    on_event("nodes_conf", {"node": nf.address})
+    return {"id": nf.node_id, "address": nf.address, "role": nf.role,
+            "nodes_conf": {"path": f"nodes/{target.name}", "source_path": nf.nodes_conf_path,
+                           "size": stored.stored_size, "sha256": stored.sha256_stored}}
+
+
+def _logfile(client) -> str:
+    try:
+        reply = client.execute_command("CONFIG", "GET", "logfile")
+        value = reply.get("logfile") if isinstance(reply, dict) else (reply[1] if len(reply) > 1 else "")
+        return f"logfile {value}" if value else "logging to stdout/syslog"
+    except Exception:  # noqa: BLE001 - only a hint for an error message
+        return ""
+
+
+def build_manifest(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeState, ...],
+                   shards: list[dict], nodes: list[dict], started: float) -> dict:
+    by_id = states_by_id(states)
+    starts = [s["save"]["requested_at"] for s in shards]
+    ends = [s["save"]["finished_at"] for s in shards]
+    created = time.time()
+    return {
+        "format": FORMAT, "kind": "rdb", "backup_id": plan.backup_id,
+        "created_at": datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="seconds"),
+        "created_at_unix": created, "duration_s": round(created - started, 3),
+        "clusterbak_version": __version__, "seed": seed, "source_mode": plan.source_mode,
+        "redis_versions": sorted({str(s.info.get("redis_version")) for s in states if s.reachable}),
+        "skew_seconds": round(max(ends) - min(starts), 3) if shards else 0,
+        "topology": {"nodes": [{
+            "id": n.node_id, "address": n.address, "hostname": n.hostname or None, "role": n.role,
+            "master_id": n.master_id, "flags": sorted(n.flags - {"myself"}), "config_epoch": n.config_epoch,
+            "slots": [str(r) for r in n.slots]} for n in topology.nodes]},
+        "config": {n.address: {k: by_id[n.node_id].config.get(k) for k in
+                               ("dir", "dbfilename", "cluster-config-file", "appendonly", "appenddirname", "save")}
+                   for n in topology.nodes if n.node_id in by_id and by_id[n.node_id].reachable},
+        "shards": shards,
+        "nodes": nodes,
+        "totals": {"keys": sum(s["rdb"]["keys"] for s in shards),
+                   "raw_bytes": sum(s["file"]["raw_size"] for s in shards),
+                   "stored_bytes": sum(s["file"]["stored_size"] for s in shards)},
+    }

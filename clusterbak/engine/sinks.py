@@ -1,0 +1,68 @@
+"""Sinks that a transport streams one attempt of a file into: store it and verify it in the same pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from clusterbak.errors import VerifyError
+from clusterbak.rdb.verify import RdbReport, RdbVerifier
+from clusterbak.storage.sink import FileSink, StoredFile
+
+
+class VerifyingRdbSink:
+    """One read of the bytes: RDB structure + CRC64 + sha256 while compressing into the set."""
+
+    def __init__(self, path: Path, compress: str, name: str, on_bytes=None) -> None:
+        self.file = FileSink(path, compress)
+        self.verifier = RdbVerifier(name)
+        self.on_bytes = on_bytes
+        self.stored: StoredFile | None = None
+        self.report: RdbReport | None = None
+
+    def write(self, chunk: bytes) -> None:
+        self.verifier.feed(chunk)
+        self.file.write(chunk)
+        if self.on_bytes:
+            self.on_bytes(len(chunk))
+
+    def close(self) -> None:
+        try:
+            report = self.verifier.finish()
+        except VerifyError:
+            self.file.abort()
+            raise
+        self.stored = self.file.close()
+        self.report = report
+
+    def abort(self) -> None:
+        self.file.abort()
+
+
+class TextFileSink:
+    """A small file (nodes.conf) stored as it is, with a check of its shape on close."""
+
+    def __init__(self, path: Path, name: str, node_id: str) -> None:
+        self.file = FileSink(path, "none")
+        self.name, self.node_id = name, node_id
+        self.parts: list[bytes] = []
+        self.stored: StoredFile | None = None
+
+    def write(self, chunk: bytes) -> None:
+        self.parts.append(chunk)
+        self.file.write(chunk)
+
+    def close(self) -> None:
+        text = b"".join(self.parts).decode(errors="replace")
+        lines = [line.split() for line in text.splitlines() if line.strip()]
+        myself = [p for p in lines if len(p) > 2 and "myself" in p[2].split(",")]
+        if not any(p[:2] == ["vars", "currentEpoch"] for p in lines) or not myself:
+            self.file.abort()
+            raise VerifyError(f"{self.name} is not a cluster nodes.conf (no myself line or vars line)")
+        if myself[0][0] != self.node_id:
+            self.file.abort()
+            raise VerifyError(f"{self.name} belongs to node {myself[0][0][:8]}, not {self.node_id[:8]}: "
+                              "cluster-config-file or data_dir points at another node's file")
+        self.stored = self.file.close()
+
+    def abort(self) -> None:
+        self.file.abort()

@@ -1,0 +1,146 @@
+"""Which node snapshots each shard, and which files come from which host. Pure."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import asdict, dataclass
+
+from clusterbak.errors import InventoryError
+from clusterbak.model.checks import replica_refusal
+from clusterbak.model.inventory import Inventory, NodeAccess
+from clusterbak.model.state import NodeState, replica_lag, states_by_id
+from clusterbak.model.topology import Node, Topology
+
+SOURCES = ("replica", "master", "auto")
+
+
+@dataclass(frozen=True, slots=True)
+class NodePaths:
+    data_dir: str | None
+    rdb: str | None
+    nodes_conf: str | None
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ShardPlan:
+    index: int
+    master_id: str
+    master_address: str
+    slots: tuple[str, ...]
+    source_id: str | None
+    source_address: str | None
+    source_role: str | None
+    host: str | None  # BGSAVEs are serialized per host
+    rdb_path: str | None
+    why: str
+    refusal: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFilePlan:
+    node_id: str
+    address: str
+    role: str
+    host: str
+    nodes_conf_path: str | None
+    refusal: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackupPlan:
+    backup_id: str
+    source_mode: str
+    max_lag: int
+    shards: tuple[ShardPlan, ...]
+    node_files: tuple[NodeFilePlan, ...]
+    refusals: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.refusals
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def node_paths(state: NodeState | None, access: NodeAccess) -> NodePaths:
+    cfg = state.config if state is not None and state.reachable else {}
+    data_dir = access.data_dir or cfg.get("dir")
+    if not data_dir:
+        return NodePaths(None, None, None, f"{access.address}: data dir unknown (CONFIG GET unavailable); "
+                                           "set data_dir for this node in the inventory")
+    conf = cfg.get("cluster-config-file") or "nodes.conf"
+    return NodePaths(data_dir, posixpath.join(data_dir, cfg.get("dbfilename") or "dump.rdb"),
+                     conf if conf.startswith("/") else posixpath.join(data_dir, conf))
+
+
+def host_of(access: NodeAccess) -> str:
+    if access.transport == "docker":
+        return f"docker:{access.container}"
+    return access.ssh_host or access.host if access.transport == "ssh" else access.host
+
+
+def choose_source(shard, by_id: dict[str, NodeState], mode: str, max_lag: int) -> tuple[Node | None, str]:
+    """(node, why) — node None means refused and why says why."""
+    master_state = by_id.get(shard.master.node_id)
+    if mode != "master":
+        candidates, reasons = [], []
+        for replica in shard.replicas:
+            state = by_id.get(replica.node_id)
+            reason = replica_refusal(state, master_state, max_lag)
+            if reason is None:
+                candidates.append((replica_lag(state, master_state), replica.address, replica))
+            else:
+                reasons.append(reason)
+        if candidates:
+            lag, _, best = min(candidates, key=lambda c: (c[0], c[1]))
+            return best, f"in-sync replica, {lag} bytes behind its master (least lagging of {len(candidates)})"
+        why = "no eligible replica: " + ("; ".join(reasons) if reasons else "the master has no replica")
+        if mode == "replica":
+            return None, why + " (--source auto would use the master)"
+    if master_state is None or not master_state.reachable or shard.master.is_failing:
+        return None, f"master {shard.master.address} is unreachable or failing"
+    return shard.master, "master (--source master)" if mode == "master" else "master: no eligible replica (--source auto)"
+
+
+def plan_backup(backup_id: str, topology: Topology, states: tuple[NodeState, ...], inventory: Inventory,
+                source_mode: str = "replica", max_lag: int = 1024 * 1024) -> BackupPlan:
+    by_id = states_by_id(states)
+    refusals: list[str] = []
+    access: dict[str, NodeAccess] = {}
+    for node in topology.nodes:
+        try:
+            access[node.node_id] = inventory.access(node.address)
+        except InventoryError as exc:
+            refusals.append(str(exc))
+    shards = []
+    for i, shard in enumerate(topology.shards):
+        node, why = choose_source(shard, by_id, source_mode, max_lag)
+        refusal = None if node is not None else f"shard {i} (master {shard.master.address}): {why}"
+        paths = node_paths(by_id.get(node.node_id), access[node.node_id]) if node and node.node_id in access else None
+        if paths and paths.problem:
+            refusal = f"shard {i}: {paths.problem}"
+        if refusal:
+            refusals.append(refusal)
+        shards.append(ShardPlan(
+            index=i, master_id=shard.master.node_id, master_address=shard.master.address,
+            slots=tuple(str(r) for r in shard.slots), source_id=node.node_id if node else None,
+            source_address=node.address if node else None, source_role=node.role if node else None,
+            host=host_of(access[node.node_id]) if node and node.node_id in access else None,
+            rdb_path=paths.rdb if paths else None, why=why, refusal=refusal))
+    files = []
+    for node in topology.nodes:
+        if node.node_id not in access:
+            continue
+        if node.is_failing:
+            refusal = f"{node.address}: node is flagged failing; its nodes.conf cannot be collected"
+            refusals.append(refusal)
+            files.append(NodeFilePlan(node.node_id, node.address, node.role, host_of(access[node.node_id]), None, refusal))
+            continue
+        paths = node_paths(by_id.get(node.node_id), access[node.node_id])
+        if paths.problem:
+            refusals.append(paths.problem)
+        files.append(NodeFilePlan(node.node_id, node.address, node.role, host_of(access[node.node_id]),
+                                  paths.nodes_conf, paths.problem))
+    return BackupPlan(backup_id, source_mode, max_lag, tuple(shards), tuple(files), tuple(refusals))

@@ -1,0 +1,54 @@
+"""Which backup sets a retention policy keeps. Pure: sets in, (keep, delete, reasons) out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    backup_id: str
+    status: str  # complete | partial | damaged
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PruneDecision:
+    backup_id: str
+    action: str  # keep | delete
+    reason: str
+
+
+def plan_prune(sets: list[Candidate], now: float, keep_last: int, keep_daily: int = 0, keep_weekly: int = 0,
+               partial_grace_s: float = 24 * 3600) -> list[PruneDecision]:
+    complete = sorted((s for s in sets if s.status == "complete"), key=lambda s: s.created_at, reverse=True)
+    reasons: dict[str, str] = {}
+    for s in complete[:max(keep_last, 1)]:  # the newest complete set is never deleted
+        reasons.setdefault(s.backup_id, "newest complete" if s is complete[0] else f"within --keep-last {keep_last}")
+    for label, count, key in (("daily", keep_daily, _day), ("weekly", keep_weekly, _week)):
+        seen: list[str] = []
+        for s in complete:
+            bucket = key(s.created_at)
+            if bucket not in seen and len(seen) < count:
+                seen.append(bucket)
+                reasons.setdefault(s.backup_id, f"--keep-{label}: newest of {bucket}")
+    out = []
+    for s in sorted(sets, key=lambda s: s.created_at):
+        if s.status == "complete":
+            keep = s.backup_id in reasons
+            out.append(PruneDecision(s.backup_id, "keep" if keep else "delete", reasons.get(s.backup_id, "outside the policy")))
+        elif now - s.created_at > partial_grace_s:
+            out.append(PruneDecision(s.backup_id, "delete", f"stale {s.status} set older than {partial_grace_s / 3600:g} h"))
+        else:
+            out.append(PruneDecision(s.backup_id, "keep", f"{s.status} set younger than the grace period (may be running)"))
+    return out
+
+
+def _day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d")
+
+
+def _week(ts: float) -> str:
+    year, week, _ = datetime.fromtimestamp(ts, timezone.utc).isocalendar()
+    return f"{year}-W{week:02d}"

@@ -1,0 +1,123 @@
+"""BGSAVE on one node and know for sure when *that* save finished (seed 000, without inotify).
+
+Done means: rdb_bgsave_in_progress:0, rdb_saves advanced past the value read before our BGSAVE was
+accepted, rdb_last_save_time >= the server time at which we asked, rdb_last_bgsave_status:ok.
+A save already running is waited out first, then ours is taken, so a foreign save can never be
+mistaken for ours.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
+
+from clusterbak.errors import StepFailed
+
+POLL = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class SaveResult:
+    address: str
+    requested_at: float  # server clock (TIME) when BGSAVE was accepted
+    finished_at: float  # server clock when we saw the save done
+    last_save_time: int  # rdb_last_save_time
+    rdb_saves_before: int
+    rdb_saves_after: int
+    scheduled: bool  # BGSAVE SCHEDULE because an AOF rewrite was running
+    waited_for_foreign_save: bool
+    duration_s: float
+    repl_offset: int | None  # the node's offset when the save was accepted
+    master_replid: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Persistence:
+    in_progress: bool
+    scheduled: bool
+    saves: int
+    last_save_time: int
+    status: str
+    aof_rewrite: bool
+
+    @staticmethod
+    def read(client: redis.Redis) -> "_Persistence":
+        info = client.info("persistence")
+        saves = info.get("rdb_saves")
+        return _Persistence(
+            in_progress=bool(int(info.get("rdb_bgsave_in_progress", 0))),
+            scheduled=bool(int(info.get("rdb_bgsave_scheduled", 0) or 0)),
+            saves=int(saves) if saves is not None else -1,
+            last_save_time=int(info.get("rdb_last_save_time", 0)),
+            status=str(info.get("rdb_last_bgsave_status", "ok")),
+            aof_rewrite=bool(int(info.get("aof_rewrite_in_progress", 0))),
+        )
+
+
+def _wait(client: redis.Redis, done, timeout: float, what: str, address: str) -> _Persistence:
+    """The one wait policy for saves: poll INFO persistence every POLL seconds until done or timeout."""
+    retrying = Retrying(stop=stop_after_delay(max(timeout, POLL)), wait=wait_fixed(POLL),
+                        retry=retry_if_result(lambda p: not done(p)))
+    try:
+        return retrying(_Persistence.read, client)
+    except RetryError as exc:
+        raise StepFailed(f"{address}: {what} did not finish within {timeout:.0f}s; "
+                         "raise --timeout or look at the node's load and log") from exc
+
+
+def server_time(client: redis.Redis) -> float:
+    sec, usec = client.time()
+    return sec + usec / 1e6
+
+
+def bgsave_and_wait(client: redis.Redis, address: str, timeout: float = 600.0, logfile_hint: str = "") -> SaveResult:
+    t_start = time.monotonic()
+    waited = False
+    deadline = t_start + timeout
+    while True:
+        before = _Persistence.read(client)
+        if before.in_progress or before.scheduled:
+            waited = True
+            _wait(client, lambda p: not p.in_progress and not p.scheduled, deadline - time.monotonic(),
+                  "a BGSAVE that was already running", address)
+            continue
+        asked_at = server_time(client)
+        repl = client.info("replication")
+        schedule = before.aof_rewrite
+        try:
+            reply = client.execute_command("BGSAVE", "SCHEDULE") if schedule else client.execute_command("BGSAVE")
+        except redis.ResponseError as exc:
+            if "already in progress" in str(exc).lower():
+                waited = True
+                continue  # someone else's save won the race: wait it out, then take ours
+            raise StepFailed(f"{address}: BGSAVE refused: {exc}") from exc
+        if "scheduled" in str(reply).lower():
+            schedule = True
+        break
+    if before.saves >= 0:
+        def done(p: _Persistence) -> bool:
+            return not p.in_progress and not p.scheduled and p.saves > before.saves
+    else:  # before Redis 7.0 there is no rdb_saves: LASTSAVE must move past our request
+        def done(p: _Persistence) -> bool:
+            return not p.in_progress and not p.scheduled and p.last_save_time >= int(asked_at) \
+                and p.last_save_time != before.last_save_time
+    after = _wait(client, done, max(1.0, deadline - time.monotonic()), "our BGSAVE", address)
+    if after.status != "ok":
+        hint = f" ({logfile_hint})" if logfile_hint else ""
+        raise StepFailed(f"{address}: BGSAVE failed (rdb_last_bgsave_status:{after.status}); "
+                         f"see the node's log{hint} - a full disk or a dir it cannot write is the usual cause")
+    if after.last_save_time < int(asked_at):
+        raise StepFailed(f"{address}: rdb_last_save_time {after.last_save_time} is older than our request "
+                         f"{int(asked_at)}; refusing a snapshot that is not ours")
+    offset_key = "slave_repl_offset" if repl.get("role") == "slave" else "master_repl_offset"
+    return SaveResult(
+        address=address, requested_at=asked_at, finished_at=server_time(client),
+        last_save_time=after.last_save_time,
+        rdb_saves_before=before.saves, rdb_saves_after=after.saves, scheduled=schedule,
+        waited_for_foreign_save=waited, duration_s=time.monotonic() - t_start,
+        repl_offset=int(repl[offset_key]) if offset_key in repl else None,
+        master_replid=repl.get("master_replid"),
+    )
