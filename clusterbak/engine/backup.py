@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from clusterbak import __version__
-from clusterbak.errors import StepFailed
+from clusterbak.errors import ClusterbakError, StepFailed
 from clusterbak.engine.sinks import TextFileSink, VerifyingRdbSink
 from clusterbak.model.inventory import Inventory
 from clusterbak.model.state import NodeState, states_by_id
@@ -40,6 +40,7 @@ def run_backup(plan: BackupPlan, seed: str, topology: Topology, states: tuple[No
                conn: ConnectionOptions, options: BackupOptions, on_event: Event = lambda k, d: None) -> dict:
     if not plan.ok:
         raise StepFailed("refusing to execute a plan with refusals: " + "; ".join(plan.refusals))
+    preflight_transports(plan, inventory, options)
     store = BackupStore(options.dest)
     partial = store.begin(plan.backup_id)
     started = time.time()
@@ -53,14 +54,34 @@ def run_backup(plan: BackupPlan, seed: str, topology: Topology, states: tuple[No
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise failed[0].exception()
             shard_records = [f.result() for f in futures]
-        node_records = [_node_file(nf, partial, inventory, options, on_event) for nf in plan.node_files]
+        node_records, warnings = [], list(plan.warnings)
+        for nf in plan.node_files:
+            try:
+                node_records.append(_node_file(nf, partial, inventory, options, on_event))
+            except ClusterbakError as exc:
+                if not nf.optional:
+                    raise
+                warnings.append(f"{nf.address}: nodes.conf not collected: {exc}")
         manifest = build_manifest(plan, seed, topology, states, shard_records, node_records, started)
+        manifest["warnings"] = warnings
         final = store.finalize(partial, manifest)
     except BaseException:
         store.discard(partial)
         raise
     on_event("complete", {"path": str(final), "backup_id": plan.backup_id})
     return manifest
+
+
+def preflight_transports(plan: BackupPlan, inventory: Inventory, options: BackupOptions) -> None:
+    """Reach every host once before any BGSAVE: a refused host key or a dead host fails before work starts."""
+    for nf in plan.node_files:
+        if nf.optional or nf.nodes_conf_path is None:
+            continue
+        transport = open_transport(inventory.access(nf.address), options.accept_new_host_keys)
+        try:
+            transport.run("true", timeout=30)
+        finally:
+            transport.close()
 
 
 def _shard(shard: ShardPlan, partial: Path, inventory: Inventory, conn: ConnectionOptions, options: BackupOptions,
@@ -127,6 +148,8 @@ def _shard(shard: ShardPlan, partial: Path, inventory: Inventory, conn: Connecti
 
 
 def _node_file(nf: NodeFilePlan, partial: Path, inventory: Inventory, options: BackupOptions, on_event: Event) -> dict:
+    if nf.nodes_conf_path is None:
+        raise StepFailed(f"{nf.address}: where its nodes.conf is is unknown; set data_dir in the inventory")
     (partial / "nodes").mkdir(exist_ok=True, mode=0o700)
     target = partial / "nodes" / f"{nf.address.replace(':', '_')}-{nf.node_id[:8]}.conf"
     holder: dict = {}

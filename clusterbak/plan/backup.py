@@ -45,6 +45,7 @@ class NodeFilePlan:
     host: str
     nodes_conf_path: str | None
     refusal: str | None = None
+    optional: bool = False  # a down node: try to collect its file, warn if it can't be had
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class BackupPlan:
     shards: tuple[ShardPlan, ...]
     node_files: tuple[NodeFilePlan, ...]
     refusals: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -129,18 +131,17 @@ def plan_backup(backup_id: str, topology: Topology, states: tuple[NodeState, ...
             source_address=node.address if node else None, source_role=node.role if node else None,
             host=host_of(access[node.node_id]) if node and node.node_id in access else None,
             rdb_path=paths.rdb if paths else None, why=why, refusal=refusal))
-    files = []
+    files, warnings = [], []
     for node in topology.nodes:
         if node.node_id not in access:
             continue
-        if node.is_failing:
-            refusal = f"{node.address}: node is flagged failing; its nodes.conf cannot be collected"
-            refusals.append(refusal)
-            files.append(NodeFilePlan(node.node_id, node.address, node.role, host_of(access[node.node_id]), None, refusal))
-            continue
-        paths = node_paths(by_id.get(node.node_id), access[node.node_id])
-        if paths.problem:
+        state = by_id.get(node.node_id)
+        down = node.is_failing or state is None or not state.reachable
+        paths = node_paths(state, access[node.node_id])
+        if down:
+            warnings.append(f"{node.address}: node is down; its nodes.conf is collected only if its host still has it")
+        elif paths.problem:
             refusals.append(paths.problem)
         files.append(NodeFilePlan(node.node_id, node.address, node.role, host_of(access[node.node_id]),
-                                  paths.nodes_conf, paths.problem))
-    return BackupPlan(backup_id, source_mode, max_lag, tuple(shards), tuple(files), tuple(refusals))
+                                  paths.nodes_conf, None if down else paths.problem, optional=down))
+    return BackupPlan(backup_id, source_mode, max_lag, tuple(shards), tuple(files), tuple(refusals), tuple(warnings))

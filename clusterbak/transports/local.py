@@ -1,0 +1,146 @@
+"""The local filesystem and shell, for nodes that run beside clusterbak."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import BinaryIO, Iterator
+
+from clusterbak.errors import TransportError
+from clusterbak.transports.base import CHUNK, FileStat, OpenSink, RunResult, stream_into
+
+
+class LocalTransport:
+    """Runs commands with /bin/sh and reads/writes files directly. Nothing here is retried: a local
+    failure does not go away by trying again."""
+
+    @property
+    def where(self) -> str:
+        return "local"
+
+    def run(self, command: str, timeout: float = 60.0, check: bool = True) -> RunResult:
+        try:
+            proc = subprocess.run(
+                command, shell=True, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL
+            )
+        except subprocess.TimeoutExpired:
+            raise TransportError(f"local: `{command}` did not finish within {timeout:g}s") from None
+        result = RunResult(
+            command,
+            proc.returncode,
+            proc.stdout.decode(errors="replace"),
+            proc.stderr.decode(errors="replace"),
+        )
+        if check and result.exit_status != 0:
+            raise TransportError(f"local: `{command}` exited {result.exit_status}: {_last_line(result.stderr)}")
+        return result
+
+    def read_chunks(self, path: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        try:
+            f = open(path, "rb", buffering=0)
+        except OSError as e:
+            raise TransportError(f"local: cannot read {path}: {e.strerror}; check the path and permissions") from None
+        with f:
+            # The handle's size, not the path's: a save that renames a new file over `path`
+            # leaves this handle on the old inode, whose size is what we must read in full.
+            size = os.fstat(f.fileno()).st_size
+            done = 0
+            while done < size:
+                try:
+                    chunk = f.read(min(chunk_size, size - done))
+                except OSError as e:
+                    raise TransportError(f"local: reading {path} failed at byte {done}: {e.strerror}") from None
+                if not chunk:
+                    raise TransportError(
+                        f"local: {path} ended after {done} of {size} bytes (truncated while read?); take it again"
+                    )
+                done += len(chunk)
+                yield chunk
+
+    def fetch(self, path: str, open_sink: OpenSink, chunk_size: int = CHUNK) -> int:
+        return stream_into(self.read_chunks(path, chunk_size), open_sink)
+
+    def write_from(self, path: str, source: BinaryIO, mode: int = 0o640) -> int:
+        tmp = f"{path}.clusterbak-tmp-{os.getpid()}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        except OSError as e:
+            raise TransportError(
+                f"local: cannot create {tmp}: {e.strerror}; check the directory exists and is writable"
+            ) from None
+        written = 0
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as out:
+                os.fchmod(out.fileno(), mode)  # the umask must not narrow the mode we were asked for
+                while chunk := source.read(CHUNK):  # the source's own errors pass through unchanged
+                    try:
+                        _write_all(out.fileno(), chunk)
+                    except OSError as e:
+                        msg = f"local: writing {path} failed after {written} bytes: {e.strerror}"
+                        raise TransportError(msg) from None
+                    written += len(chunk)
+                try:
+                    os.fsync(out.fileno())
+                except OSError as e:
+                    raise TransportError(f"local: fsync of {tmp} failed: {e.strerror}") from None
+            try:
+                os.replace(tmp, path)
+            except OSError as e:
+                raise TransportError(f"local: cannot move {tmp} into place as {path}: {e.strerror}") from None
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        _fsync_dir(os.path.dirname(os.path.abspath(path)))
+        return written
+
+    def stat(self, path: str) -> FileStat | None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise TransportError(f"local: cannot stat {path}: {e.strerror}") from None
+        return FileStat(path, st.st_size, st.st_mtime, st.st_mode)
+
+    def rename(self, src: str, dst: str) -> None:
+        if os.path.lexists(dst):
+            raise TransportError(f"local: cannot rename {src} to {dst}: the target exists; move it aside first")
+        try:
+            os.rename(src, dst)
+        except OSError as e:
+            raise TransportError(f"local: cannot rename {src} to {dst}: {e.strerror}") from None
+        _fsync_dir(os.path.dirname(os.path.abspath(dst)))
+
+    def close(self) -> None:
+        pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return  # not every filesystem lets a directory be opened; the rename is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else "no output on stderr"
