@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from clusterbak import __version__
-from clusterbak.cli import backup_cmd
+from clusterbak.cli import backup_cmd, restore_cmd
 from clusterbak.cli import common as c
 from clusterbak.cli.lab_cmd import lab_app
 from clusterbak.cli.render import Outcome, Renderer
@@ -21,6 +21,7 @@ app = typer.Typer(name="clusterbak", no_args_is_help=True, add_completion=False,
                   help="Backups, restores, drills and rolling restarts for Redis Cluster.")
 app.add_typer(lab_app, name="lab")
 backup_cmd.register(app)
+restore_cmd.register(app)
 
 
 def _version(value: bool) -> None:

@@ -145,6 +145,39 @@ class Renderer:
                    [None if x["status"] == "complete" else "yellow" for x in rows])
 
 
+    def restore_plan(self, plan: dict) -> None:
+        if self.json_mode:
+            return
+        self.table(f"restore plan for backup {plan['backup_id']}",
+                   ("node", "role", "shard", "nodes.conf", "dump", "stop", "start", "replaces"),
+                   [(n["old_address"] if n["old_address"] == n["new_address"] else f"{n['old_address']} -> {n['new_address']}",
+                     n["role"], n["shard"],
+                     f"{n['nodes_conf_path']}{' (rewritten)' if n['rewrite_nodes_conf'] else ''}",
+                     f"{n['aof_dir']}/{n['aof_base_name']} (AOF base)" if n["aof_dir"] else n["rdb_path"],
+                     n["stop"], n["start"], f"{n['replaces_keys']} keys") for n in plan["nodes"]],
+                   ["red" if n["refusal"] else None for n in plan["nodes"]])
+        self.out.print("steps: " + " -> ".join(plan["steps"]))
+        for line in plan["warnings"]:
+            self.out.print(f"[yellow]warning:[/] {_escape(line)}")
+        for line in plan["refusals"]:
+            self.out.print(f"[bold red]refused:[/] {_escape(line)}")
+
+    def verdict(self, checks: list[dict]) -> None:
+        self.table("verdict", ("check", "subject", "result", "detail"),
+                   [(x["check"], x["subject"], "ok" if x["ok"] else "FAILED", x["detail"]) for x in checks],
+                   [None if x["ok"] else "bold red" for x in checks])
+
+    def drill_report(self, rep: dict) -> None:
+        if self.json_mode:
+            return
+        self.kv(f"drill of backup {rep['backup_id']}: {'PASSED' if rep['ok'] else 'FAILED'}", [
+            ("RTO", f"{rep['rto_seconds']} s"), ("RPO (backup age)", f"{rep['rpo_seconds']} s"),
+            ("keys", rep["keys"]), ("raw", _size(rep["raw_bytes"])), ("stored", _size(rep["stored_bytes"])),
+            ("restore rate", f"{rep['restore_rate_mb_s']} MB/s"),
+            ("types read", ", ".join(f"{k} {v['read']}" for k, v in rep["samples"].items())),
+            ("lab", rep["lab"]["seed"] + (f" (kept: clusterbak lab down --dir {rep['lab']['dir']})" if rep["lab"]["kept"] else " (removed)"))])
+
+
 def _escape(text: str) -> str:
     from rich.markup import escape
 

@@ -68,7 +68,8 @@ def node_conf(port: int, node_dir: Path, extra: dict[str, str] | None = None) ->
 
 
 def up(lab_dir: Path, masters: int = 3, replicas: int = 1, base_port: int = 7000,
-       extra_conf: dict[str, str] | None = None, timeout: float = 30.0) -> Lab:
+       extra_conf: dict[str, str] | None = None, timeout: float = 30.0, form: bool = True) -> Lab:
+    """Start the nodes; with form=False they stay lone empty cluster nodes (a drill restores into them)."""
     if masters < 1 or replicas < 0:
         raise UsageError("--masters must be >= 1 and --replicas >= 0")
     lab_dir = lab_dir.absolute()
@@ -91,7 +92,8 @@ def up(lab_dir: Path, masters: int = 3, replicas: int = 1, base_port: int = 7000
             pid = start_server(node_dir / "redis.conf", port)
             nodes.append(LabNode(port, "master" if i < masters else "replica", str(node_dir), pid))
             _save(lab_dir, Lab(str(lab_dir), masters, replicas, base_port, tuple(nodes), ""))
-        form_cluster(nodes, masters, timeout)
+        if form:
+            form_cluster(nodes, masters, timeout)
     except BaseException:
         for node in nodes:
             stop_pid(node.pid)

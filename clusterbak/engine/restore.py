@@ -1,0 +1,100 @@
+"""Execute a RestorePlan: verify, stop all, move aside, place atomically, start all, prove.
+
+Nothing is deleted: what was in a target's data dir is kept as `<file>.before-restore-<id>`.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import shlex
+import time
+from pathlib import Path
+from typing import Callable
+
+from clusterbak.engine.prove import prove
+from clusterbak.engine.verify import verify_set
+from clusterbak.errors import StepFailed, VerifyError
+from clusterbak.model.inventory import Inventory
+from clusterbak.model.nodesconf import rewrite
+from clusterbak.plan.restore import NodeRestore, RestorePlan
+from clusterbak.redisops.connect import ConnectionOptions
+from clusterbak.redisops.target import answers, shutdown_nosave, wait_down
+from clusterbak.storage.reader import StoredReader
+from clusterbak.transports.factory import open_transport
+
+Event = Callable[[str, dict], None]
+STOP_TIMEOUT = 30.0
+
+
+def verify_or_refuse(set_dir: Path, manifest: dict) -> None:
+    bad = [f"{r['file']}: {r['problem']}" for r in verify_set(set_dir, manifest) if not r["ok"]]
+    if bad:
+        raise VerifyError(f"backup {manifest['backup_id']} is damaged, nothing was touched: {bad[0]}"
+                          + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+
+
+def run_restore(plan: RestorePlan, set_dir: Path, manifest: dict, inventory: Inventory, conn: ConnectionOptions,
+                prove_timeout: float = 120.0, accept_new_host_keys: bool = False, on_event: Event = lambda k, d: None,
+                verified: bool = False) -> list[dict]:
+    if not plan.ok:
+        raise StepFailed("refusing to execute a plan with refusals: " + "; ".join(plan.refusals))
+    if not verified:
+        verify_or_refuse(set_dir, manifest)
+        on_event("verified", {"backup_id": plan.backup_id})
+    transports = {n.new_address: open_transport(inventory.access(n.new_address), accept_new_host_keys) for n in plan.nodes}
+    try:
+        for node in plan.nodes:
+            _stop(node, transports[node.new_address], conn)
+            on_event("stopped", {"node": node.new_address})
+        for node in plan.nodes:
+            _move_aside(node, transports[node.new_address], plan.backup_id)
+            _place(node, transports[node.new_address], set_dir, plan)
+            on_event("placed", {"node": node.new_address})
+        for node in plan.nodes:
+            result = transports[node.new_address].run(node.start, timeout=120, check=False)
+            if result.exit_status != 0:
+                raise StepFailed(f"{node.new_address}: start command failed (exit {result.exit_status}): "
+                                 f"{node.start}: {(result.stderr or result.stdout).strip()[-300:]}")
+            on_event("started", {"node": node.new_address})
+    finally:
+        for t in transports.values():
+            t.close()
+    return prove(conn, manifest, {n.node_id: n.new_address for n in plan.nodes}, prove_timeout)
+
+
+def _stop(node: NodeRestore, transport, conn: ConnectionOptions) -> None:
+    if node.stop == "SHUTDOWN NOSAVE":
+        shutdown_nosave(conn, node.new_address)
+    else:
+        result = transport.run(node.stop, timeout=STOP_TIMEOUT + 30, check=False)
+        if result.exit_status != 0 and answers(conn, node.new_address):
+            raise StepFailed(f"{node.new_address}: stop command failed (exit {result.exit_status}): {node.stop}")
+    if not wait_down(conn, node.new_address, STOP_TIMEOUT):
+        raise StepFailed(f"{node.new_address} still answers {STOP_TIMEOUT:.0f}s after `{node.stop}`; stop it by hand "
+                         "and run the restore again (files were not touched yet on this node)")
+
+
+def _move_aside(node: NodeRestore, transport, backup_id: str) -> None:
+    for path in (node.rdb_path, node.nodes_conf_path, node.aof_dir):
+        if path and transport.stat(path) is not None:
+            aside = f"{path}.before-restore-{backup_id}"
+            if transport.stat(aside) is not None:
+                aside = f"{aside}-{int(time.time())}"
+            transport.rename(path, aside)
+
+
+def _place(node: NodeRestore, transport, set_dir: Path, plan: RestorePlan) -> None:
+    text = (set_dir / node.nodes_conf_source).read_text()
+    if node.rewrite_nodes_conf:
+        text = rewrite(text, plan.mapping)
+    transport.write_from(node.nodes_conf_path, io.BytesIO(text.encode()), mode=0o644)
+    if node.aof_dir:  # appendonly yes: the node would ignore dump.rdb, so the dump becomes the AOF base
+        transport.run(f"mkdir -p -- {shlex.quote(node.aof_dir)}", timeout=30)
+        transport.write_from(posixpath.join(node.aof_dir, node.aof_base_name),
+                             StoredReader(set_dir / node.dump_source, node.dump_compression), mode=0o644)
+        manifest_name = node.aof_base_name[: -len(".1.base.rdb")] + ".manifest"
+        transport.write_from(posixpath.join(node.aof_dir, manifest_name),
+                             io.BytesIO(f"file {node.aof_base_name} seq 1 type b\n".encode()), mode=0o644)
+    else:
+        transport.write_from(node.rdb_path, StoredReader(set_dir / node.dump_source, node.dump_compression), mode=0o644)
