@@ -12,4 +12,9 @@ INV=$CLUSTERBAK_LAB_DIR/inventory.toml
 cb lab load --keys 20000
 cb topology --seed "$SEED"
 cb check --seed "$SEED" --inventory "$INV"
+DEST=$CLUSTERBAK_LAB_DIR/backups
+cb backup --seed "$SEED" --inventory "$INV" --dest "$DEST"
+ID=$(.venv/bin/clusterbak list --dest "$DEST" --json | .venv/bin/python -c 'import json,sys; print([s["backup_id"] for s in json.load(sys.stdin)["data"]["sets"] if s["status"] == "complete"][-1])')
+cb verify "$ID" --dest "$DEST"
+cb drill "$ID" --dest "$DEST"
 echo "The lab keeps running: stop it with  .venv/bin/clusterbak lab down --dir $CLUSTERBAK_LAB_DIR" >&2
