@@ -9,6 +9,7 @@ import io
 import posixpath
 import shlex
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -44,23 +45,31 @@ def run_restore(plan: RestorePlan, set_dir: Path, manifest: dict, inventory: Inv
         on_event("verified", {"backup_id": plan.backup_id})
     transports = {n.new_address: open_transport(inventory.access(n.new_address), accept_new_host_keys) for n in plan.nodes}
     try:
-        for node in plan.nodes:
-            _stop(node, transports[node.new_address], conn)
-            on_event("stopped", {"node": node.new_address})
-        for node in plan.nodes:
-            _move_aside(node, transports[node.new_address], plan.backup_id)
-            _place(node, transports[node.new_address], set_dir, plan)
-            on_event("placed", {"node": node.new_address})
-        for node in plan.nodes:
-            result = transports[node.new_address].run(node.start, timeout=120, check=False)
-            if result.exit_status != 0:
-                raise StepFailed(f"{node.new_address}: start command failed (exit {result.exit_status}): "
-                                 f"{node.start}: {(result.stderr or result.stdout).strip()[-300:]}")
-            on_event("started", {"node": node.new_address})
+        _each(plan, lambda n: _stop(n, transports[n.new_address], conn), "stopped", on_event)
+        _each(plan, lambda n: (_move_aside(n, transports[n.new_address], plan.backup_id),
+                               _place(n, transports[n.new_address], set_dir, plan)), "placed", on_event)
+        _each(plan, lambda n: _start(n, transports[n.new_address]), "started", on_event)
     finally:
         for t in transports.values():
             t.close()
     return prove(conn, manifest, {n.node_id: n.new_address for n in plan.nodes}, prove_timeout)
+
+
+def _each(plan: RestorePlan, action, event: str, on_event: Event) -> None:
+    """One phase on every node at once (each node has its own transport); the phase ends when all are done,
+    and the first failure is raised after the others finished, so no node is left mid-step."""
+    with ThreadPoolExecutor(max_workers=min(8, len(plan.nodes)) or 1) as pool:
+        futures = {pool.submit(action, n): n for n in plan.nodes}
+    for future, node in futures.items():
+        future.result()
+        on_event(event, {"node": node.new_address})
+
+
+def _start(node: NodeRestore, transport) -> None:
+    result = transport.run(node.start, timeout=120, check=False)
+    if result.exit_status != 0:
+        raise StepFailed(f"{node.new_address}: start command failed (exit {result.exit_status}): "
+                         f"{node.start}: {(result.stderr or result.stdout).strip()[-300:]}")
 
 
 def _stop(node: NodeRestore, transport, conn: ConnectionOptions) -> None:
