@@ -45,6 +45,8 @@ def backup(seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory")],
            compress: Annotated[str, typer.Option("--compress", help="zstd | none")] = "zstd",
            force: Annotated[bool, typer.Option("--force", help="Back up even if the cluster is not ok.")] = False,
            accept_new_host_keys: Annotated[bool, typer.Option("--accept-new-host-keys")] = False,
+           aof: Annotated[bool, typer.Option("--aof", help="Back up each shard's AOF (BGREWRITEAOF) instead of an RDB.")] = False,
+           relax_fsync: Annotated[bool, typer.Option("--relax-fsync", help="With --aof: appendfsync no during the copy (put back after).")] = False,
            dry_run: DryRun = False, user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None,
            cert: c.Cert = None, key: c.Key = None, connect_timeout: c.ConnectTimeout = 3.0,
            json_out: c.Json = False) -> None:
@@ -59,7 +61,9 @@ def backup(seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory")],
         inv = load_inventory(inventory)
         seen = inspect(opts, None, max_lag)
         gate = [f"{f.subject}: {f.message}" for f in seen.findings if f.severity == "critical" and f.code in GATE_CODES]
-        plan = plan_backup(new_backup_id(), seen.topology, seen.states, inv, source, max_lag)
+        if relax_fsync and not aof:
+            raise UsageError("--relax-fsync only applies to --aof backups")
+        plan = plan_backup(new_backup_id(), seen.topology, seen.states, inv, source, max_lag, aof)
         data = {"backup_id": plan.backup_id, "dry_run": dry_run, "plan": plan.to_dict(), "gate": gate}
         r.backup_plan(data["plan"], gate)
         if gate and not force:
@@ -68,7 +72,7 @@ def backup(seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory")],
             return Outcome(data=data, exit_code=EXIT_PRECONDITION, errors=list(plan.refusals))
         if dry_run:
             return Outcome(data=data)
-        options = BackupOptions(dest, parallel, timeout, compress, accept_new_host_keys)
+        options = BackupOptions(dest, parallel, timeout, compress, accept_new_host_keys, relax_fsync)
         with BackupProgress(r, list(data["plan"]["shards"])) as progress:
             manifest = run_backup(plan, seed, seen.topology, seen.states, inv, opts, options, progress)
         data.update(path=str(BackupStore(dest).path(plan.backup_id)), manifest=manifest)

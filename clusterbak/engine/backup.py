@@ -14,6 +14,7 @@ from typing import Callable
 
 from clusterbak import __version__
 from clusterbak.errors import ClusterbakError, StepFailed
+from clusterbak.engine.aof_backup import collect_aof
 from clusterbak.engine.sinks import TextFileSink, VerifyingRdbSink
 from clusterbak.model.inventory import Inventory
 from clusterbak.model.state import NodeState, states_by_id
@@ -34,6 +35,7 @@ class BackupOptions:
     timeout: float = 600.0
     compress: str = "zstd"
     accept_new_host_keys: bool = False
+    relax_fsync: bool = False
 
 
 def run_backup(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeState, ...], inventory: Inventory,
@@ -46,14 +48,28 @@ def run_backup(plan: BackupPlan, seed: str, topology: Topology, states: tuple[No
     started = time.time()
     try:
         host_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
-        with ThreadPoolExecutor(max_workers=max(1, options.parallel)) as pool:
-            futures = [pool.submit(_shard, s, partial, inventory, conn, options, host_locks, on_event) for s in plan.shards]
+        cancel = threading.Event()
+
+        def guarded(kind: str, data: dict) -> None:
+            """Every step and chunk reports here: once the run is cancelled, workers stop at their next one."""
+            if cancel.is_set():
+                raise StepFailed("backup cancelled")
+            on_event(kind, data)
+
+        collect = collect_aof if plan.kind == "aof" else _shard
+        pool = ThreadPoolExecutor(max_workers=max(1, options.parallel))
+        try:
+            futures = [pool.submit(collect, s, partial, inventory, conn, options, host_locks, guarded) for s in plan.shards]
             done, _ = wait(futures, return_when="FIRST_EXCEPTION")
             failed = [f for f in done if f.exception() is not None]
             if failed:
-                pool.shutdown(wait=True, cancel_futures=True)
                 raise failed[0].exception()
             shard_records = [f.result() for f in futures]
+        except BaseException:
+            cancel.set()  # then wait: a worker puts a node's settings back before it stops
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         node_records, warnings = [], list(plan.warnings)
         for nf in plan.node_files:
             try:
@@ -186,7 +202,7 @@ def build_manifest(plan: BackupPlan, seed: str, topology: Topology, states: tupl
     ends = [s["save"]["finished_at"] for s in shards]
     created = time.time()
     return {
-        "format": FORMAT, "kind": "rdb", "backup_id": plan.backup_id,
+        "format": FORMAT, "kind": plan.kind, "backup_id": plan.backup_id,
         "created_at": datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="seconds"),
         "created_at_unix": created, "duration_s": round(created - started, 3),
         "clusterbak_version": __version__, "seed": seed, "source_mode": plan.source_mode,
@@ -202,6 +218,11 @@ def build_manifest(plan: BackupPlan, seed: str, topology: Topology, states: tupl
         "shards": shards,
         "nodes": nodes,
         "totals": {"keys": sum(s["rdb"]["keys"] for s in shards),
-                   "raw_bytes": sum(s["file"]["raw_size"] for s in shards),
-                   "stored_bytes": sum(s["file"]["stored_size"] for s in shards)},
+                   "raw_bytes": sum(f["raw_size"] for s in shards for f in shard_files(s)),
+                   "stored_bytes": sum(f["stored_size"] for s in shards for f in shard_files(s))},
     }
+
+
+def shard_files(shard: dict) -> list[dict]:
+    """The stored files of one shard record: its dump, or its AOF files."""
+    return shard["aof"]["files"] if "aof" in shard else [shard["file"]]

@@ -17,6 +17,7 @@ from clusterbak.engine.prove import prove
 from clusterbak.engine.verify import verify_set
 from clusterbak.errors import StepFailed, VerifyError
 from clusterbak.model.inventory import Inventory
+from clusterbak.model.aofmanifest import needed, parse_aof_manifest, render_manifest, rename_prefix
 from clusterbak.model.nodesconf import rewrite
 from clusterbak.plan.restore import NodeRestore, RestorePlan
 from clusterbak.redisops.connect import ConnectionOptions
@@ -47,7 +48,7 @@ def run_restore(plan: RestorePlan, set_dir: Path, manifest: dict, inventory: Inv
     try:
         _each(plan, lambda n: _stop(n, transports[n.new_address], conn), "stopped", on_event)
         _each(plan, lambda n: (_move_aside(n, transports[n.new_address], plan.backup_id),
-                               _place(n, transports[n.new_address], set_dir, plan)), "placed", on_event)
+                               _place(n, transports[n.new_address], set_dir, plan, manifest)), "placed", on_event)
         _each(plan, lambda n: _start(n, transports[n.new_address]), "started", on_event)
     finally:
         for t in transports.values():
@@ -93,12 +94,14 @@ def _move_aside(node: NodeRestore, transport, backup_id: str) -> None:
             transport.rename(path, aside)
 
 
-def _place(node: NodeRestore, transport, set_dir: Path, plan: RestorePlan) -> None:
+def _place(node: NodeRestore, transport, set_dir: Path, plan: RestorePlan, manifest: dict) -> None:
     text = (set_dir / node.nodes_conf_source).read_text()
     if node.rewrite_nodes_conf:
         text = rewrite(text, plan.mapping)
     transport.write_from(node.nodes_conf_path, io.BytesIO(text.encode()), mode=0o644)
-    if node.aof_dir:  # appendonly yes: the node would ignore dump.rdb, so the dump becomes the AOF base
+    if node.from_aof:
+        _place_aof(node, transport, set_dir, manifest["shards"][node.shard]["aof"])
+    elif node.aof_dir:  # appendonly yes: the node would ignore dump.rdb, so the dump becomes the AOF base
         transport.run(f"mkdir -p -- {shlex.quote(node.aof_dir)}", timeout=30)
         transport.write_from(posixpath.join(node.aof_dir, node.aof_base_name),
                              StoredReader(set_dir / node.dump_source, node.dump_compression), mode=0o644)
@@ -107,3 +110,22 @@ def _place(node: NodeRestore, transport, set_dir: Path, plan: RestorePlan) -> No
                              io.BytesIO(f"file {node.aof_base_name} seq 1 type b\n".encode()), mode=0o644)
     else:
         transport.write_from(node.rdb_path, StoredReader(set_dir / node.dump_source, node.dump_compression), mode=0o644)
+
+
+def _place_aof(node: NodeRestore, transport, set_dir: Path, aof: dict) -> None:
+    """An AOF set: the base and incr files (renamed to the target's appendfilename) and a manifest naming them."""
+    if aof.get("manifest_text") is None:  # a pre-7.0 single appendonly.aof: Redis 7 upgrades it on start
+        (record,) = aof["files"]
+        transport.write_from(posixpath.join(node.data_dir, node.aof_filename),
+                             StoredReader(set_dir / record["path"], record["compression"]), mode=0o644)
+        return
+    transport.run(f"mkdir -p -- {shlex.quote(node.aof_dir)}", timeout=30)
+    files = needed(parse_aof_manifest(aof["manifest_text"]))
+    renamed = rename_prefix(files, aof["filename"], node.aof_filename)
+    by_name = {f["name"]: f for f in aof["files"]}
+    for old, new in zip(files, renamed):
+        record = by_name[old.name]
+        transport.write_from(posixpath.join(node.aof_dir, new.name),
+                             StoredReader(set_dir / record["path"], record["compression"]), mode=0o644)
+    transport.write_from(posixpath.join(node.aof_dir, f"{node.aof_filename}.manifest"),
+                         io.BytesIO(render_manifest(renamed).encode()), mode=0o644)

@@ -66,3 +66,29 @@ class TextFileSink:
 
     def abort(self) -> None:
         self.file.abort()
+
+
+class HashingSink:
+    """A file stored (maybe compressed) with the sha256 of its raw bytes: for AOF files."""
+
+    def __init__(self, path: Path, compress: str, on_bytes=None) -> None:
+        import hashlib
+
+        self.file = FileSink(path, compress)
+        self.digest = hashlib.sha256()
+        self.on_bytes = on_bytes
+        self.stored: StoredFile | None = None
+        self.raw_sha256: str | None = None
+
+    def write(self, chunk: bytes) -> None:
+        self.digest.update(chunk)
+        self.file.write(chunk)
+        if self.on_bytes:
+            self.on_bytes(len(chunk))
+
+    def close(self) -> None:
+        self.stored = self.file.close()
+        self.raw_sha256 = self.digest.hexdigest()
+
+    def abort(self) -> None:
+        self.file.abort()

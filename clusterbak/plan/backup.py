@@ -53,6 +53,7 @@ class BackupPlan:
     backup_id: str
     source_mode: str
     max_lag: int
+    kind: str
     shards: tuple[ShardPlan, ...]
     node_files: tuple[NodeFilePlan, ...]
     refusals: tuple[str, ...]
@@ -83,14 +84,23 @@ def host_of(access: NodeAccess) -> str:
     return access.ssh_host or access.host if access.transport == "ssh" else access.host
 
 
-def choose_source(shard, by_id: dict[str, NodeState], mode: str, max_lag: int) -> tuple[Node | None, str]:
+def aof_refusal(state: NodeState | None) -> str | None:
+    if state is None or not state.reachable:
+        return None  # reported as unreachable elsewhere
+    if state.config.get("appendonly") != "yes" and state.info.get("aof_enabled") not in (1, "1"):
+        return f"{state.node.address}: appendonly is no (an AOF backup needs appendonly yes on the source)"
+    return None
+
+
+def choose_source(shard, by_id: dict[str, NodeState], mode: str, max_lag: int,
+                  aof: bool = False) -> tuple[Node | None, str]:
     """(node, why) — node None means refused and why says why."""
     master_state = by_id.get(shard.master.node_id)
     if mode != "master":
         candidates, reasons = [], []
         for replica in shard.replicas:
             state = by_id.get(replica.node_id)
-            reason = replica_refusal(state, master_state, max_lag)
+            reason = replica_refusal(state, master_state, max_lag) or (aof_refusal(state) if aof else None)
             if reason is None:
                 candidates.append((replica_lag(state, master_state), replica.address, replica))
             else:
@@ -103,11 +113,13 @@ def choose_source(shard, by_id: dict[str, NodeState], mode: str, max_lag: int) -
             return None, why + " (--source auto would use the master)"
     if master_state is None or not master_state.reachable or shard.master.is_failing:
         return None, f"master {shard.master.address} is unreachable or failing"
+    if aof and aof_refusal(master_state):
+        return None, aof_refusal(master_state)
     return shard.master, "master (--source master)" if mode == "master" else "master: no eligible replica (--source auto)"
 
 
 def plan_backup(backup_id: str, topology: Topology, states: tuple[NodeState, ...], inventory: Inventory,
-                source_mode: str = "replica", max_lag: int = 1024 * 1024) -> BackupPlan:
+                source_mode: str = "replica", max_lag: int = 1024 * 1024, aof: bool = False) -> BackupPlan:
     by_id = states_by_id(states)
     refusals: list[str] = []
     access: dict[str, NodeAccess] = {}
@@ -118,7 +130,7 @@ def plan_backup(backup_id: str, topology: Topology, states: tuple[NodeState, ...
             refusals.append(str(exc))
     shards = []
     for i, shard in enumerate(topology.shards):
-        node, why = choose_source(shard, by_id, source_mode, max_lag)
+        node, why = choose_source(shard, by_id, source_mode, max_lag, aof)
         refusal = None if node is not None else f"shard {i} (master {shard.master.address}): {why}"
         paths = node_paths(by_id.get(node.node_id), access[node.node_id]) if node and node.node_id in access else None
         if paths and paths.problem:
@@ -144,4 +156,4 @@ def plan_backup(backup_id: str, topology: Topology, states: tuple[NodeState, ...
             refusals.append(paths.problem)
         files.append(NodeFilePlan(node.node_id, node.address, node.role, host_of(access[node.node_id]),
                                   paths.nodes_conf, None if down else paths.problem, optional=down))
-    return BackupPlan(backup_id, source_mode, max_lag, tuple(shards), tuple(files), tuple(refusals), tuple(warnings))
+    return BackupPlan(backup_id, source_mode, max_lag, "aof" if aof else "rdb", tuple(shards), tuple(files), tuple(refusals), tuple(warnings))

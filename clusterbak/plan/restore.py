@@ -33,8 +33,9 @@ class NodeRestore:
     data_dir: str | None
     rdb_path: str | None
     nodes_conf_path: str | None
-    aof_dir: str | None  # appendonly yes: the dump becomes the AOF base file in this dir
+    aof_dir: str | None  # appendonly yes: the dump becomes the AOF base file in this dir (or an AOF set goes there)
     aof_base_name: str | None
+    aof_filename: str | None
     nodes_conf_source: str
     rewrite_nodes_conf: bool
     dump_source: str
@@ -43,6 +44,7 @@ class NodeRestore:
     start: str | None
     replaces_keys: int
     refusal: str | None = None
+    from_aof: bool = False  # the set holds this shard's AOF files, not a dump
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +126,12 @@ def plan_restore(manifest: dict, inventory: Inventory, mapping: dict[str, NewAdd
         if target.reachable and target.node_id != node["id"] and (target.dbsize or target.known_nodes > 1) and not force:
             refusal = (f"{where}: target is node {str(target.node_id)[:8]} of another cluster or holds "
                        f"{target.dbsize} keys; use --force to overwrite it")
+        s = shards[shard[node["id"]]]
+        if "aof" in s and not aof and refusal is None:
+            refusal = (f"{where}: target has appendonly no, but this is an AOF set; set appendonly yes on the target "
+                       "(it would ignore the AOF and load dump.rdb) or restore an RDB set")
         if refusal:
             refusals.append(refusal)
-        s = shards[shard[node["id"]]]
         join = posixpath.join
         nodes.append(NodeRestore(
             node_id=node["id"], role=node["role"], shard=s["index"], old_address=old, new_address=new.address,
@@ -135,8 +140,10 @@ def plan_restore(manifest: dict, inventory: Inventory, mapping: dict[str, NewAdd
             nodes_conf_path=(conf_name if conf_name.startswith("/") else join(data_dir, conf_name)) if data_dir else None,
             aof_dir=join(data_dir, cfg.get("appenddirname") or "appendonlydir") if aof and data_dir else None,
             aof_base_name=f"{cfg.get('appendfilename') or 'appendonly.aof'}.1.base.rdb" if aof else None,
+            aof_filename=(cfg.get("appendfilename") or "appendonly.aof") if aof else None, from_aof="aof" in s,
             nodes_conf_source=confs[node["id"]]["path"], rewrite_nodes_conf=moved,
-            dump_source=s["file"]["path"], dump_compression=s["file"]["compression"], stop=stop, start=start,
+            dump_source=s["aof"]["folder"] if "aof" in s else s["file"]["path"],
+            dump_compression="" if "aof" in s else s["file"]["compression"], stop=stop, start=start,
             replaces_keys=target.dbsize if target.reachable else 0, refusal=refusal))
     return RestorePlan(manifest["backup_id"], tuple(nodes), tuple(refusals), tuple(warnings))
 

@@ -1,0 +1,107 @@
+"""One shard's AOF: pin the settings, BGREWRITEAOF, then the manifest, the base and every incr file."""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from pathlib import Path
+
+import redis
+
+from clusterbak.engine.sinks import HashingSink, VerifyingRdbSink
+from clusterbak.errors import StepFailed
+from clusterbak.model.aofmanifest import AofManifestError, needed, parse_aof_manifest
+from clusterbak.model.inventory import Inventory
+from clusterbak.plan.backup import ShardPlan
+from clusterbak.redisops.aofrewrite import pinned_settings, rewrite_and_wait
+from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_errors
+from clusterbak.transports.factory import open_transport, read_text
+
+
+def collect_aof(shard: ShardPlan, partial: Path, inventory: Inventory, conn: ConnectionOptions, options,
+                host_locks: dict, on_event) -> dict:
+    host, port = shard.source_address.rsplit(":", 1)
+    client = make_client(conn, host, int(port))
+    access = inventory.access(shard.source_address)
+    transport = open_transport(access, options.accept_new_host_keys)
+    try:
+        with redis_errors(shard.source_address, conn):
+            cfg = {k: str(client.config_get(k).get(k, "")) for k in ("dir", "appenddirname", "appendfilename")}
+            with pinned_settings(client, shard.source_address, options.relax_fsync) as saved:
+                with host_locks[shard.host]:
+                    on_event("bgsave", {"shard": shard.index, "node": shard.source_address})
+                    result = rewrite_and_wait(client, shard.source_address, options.timeout)
+                keys, expires = _counts(client)
+                files = _fetch_all(shard, partial, transport, access.data_dir or cfg["dir"], cfg, options, on_event)
+    finally:
+        transport.close()
+        client.close()
+    return {
+        "index": shard.index, "slots": list(shard.slots),
+        "master": {"id": shard.master_id, "address": shard.master_address},
+        "source": {"id": shard.source_id, "address": shard.source_address, "role": shard.source_role, "why": shard.why},
+        "rewrite": {"duration_s": round(result.duration_s, 3), "finished_at": result.finished_at,
+                    "aof_rewrites_before": result.rewrites_before, "aof_rewrites_after": result.rewrites_after,
+                    "waited_for_foreign_rewrite": result.waited_for_foreign_rewrite, "settings_pinned": saved},
+        "save": {"requested_at": result.finished_at - result.duration_s, "finished_at": result.finished_at,
+                 "duration_s": round(result.duration_s, 3)},
+        "rdb": {"keys": keys, "expires": expires},
+        "aof": files,
+    }
+
+
+def _counts(client: redis.Redis) -> tuple[int, int]:
+    db0 = client.info("keyspace").get("db0", {})
+    return int(db0.get("keys", 0)), int(db0.get("expires", 0))
+
+
+def _fetch_all(shard: ShardPlan, partial: Path, transport, data_dir: str, cfg: dict, options, on_event) -> dict:
+    if cfg.get("appenddirname"):
+        aof_dir = posixpath.join(data_dir, cfg["appenddirname"])
+        manifest_name = f"{cfg['appendfilename']}.manifest"
+        text = read_text(transport, posixpath.join(aof_dir, manifest_name))
+        try:
+            files = needed(parse_aof_manifest(text))
+        except AofManifestError as exc:
+            raise StepFailed(f"{shard.source_address}:{aof_dir}/{manifest_name}: {exc}") from exc
+        names = [(f.name, f.type, f.seq) for f in files]
+    else:  # before Redis 7.0: one appendonly.aof in dir
+        aof_dir, manifest_name, text = data_dir, None, None
+        names = [(cfg["appendfilename"], "single", 0)]
+    folder = partial / f"shard-{shard.index:02d}-{shard.source_id[:8]}.aof"
+    folder.mkdir(mode=0o700)
+    out = []
+    for name, kind, seq in names:
+        out.append(_fetch_one(shard, folder, transport, posixpath.join(aof_dir, name), name, kind, seq, options, on_event))
+    return {"dirname": cfg.get("appenddirname") or None, "filename": cfg["appendfilename"],
+            "manifest_name": manifest_name, "manifest_text": text, "folder": folder.name, "files": out}
+
+
+def _fetch_one(shard, folder: Path, transport, source: str, name: str, kind: str, seq: int, options, on_event) -> dict:
+    is_rdb = name.endswith(".rdb")
+    suffix = ".zst" if options.compress == "zstd" else ""
+    target = folder / (name + suffix)
+    holder: dict = {}
+
+    def on_bytes(n: int) -> None:
+        on_event("bytes", {"shard": shard.index, "bytes": n})
+
+    def open_sink():
+        holder["sink"] = (VerifyingRdbSink(target, options.compress, f"{shard.source_address}:{source}", on_bytes)
+                          if is_rdb else HashingSink(target, options.compress, on_bytes))
+        on_event("transfer", {"shard": shard.index, "node": shard.source_address, "path": source})
+        return holder["sink"]
+
+    t0 = time.monotonic()
+    transport.fetch(source, open_sink)
+    sink = holder["sink"]
+    record = {"name": name, "type": kind, "seq": seq, "path": f"{folder.name}/{target.name}", "source_path": source,
+              "raw_size": sink.stored.raw_size, "stored_size": sink.stored.stored_size,
+              "sha256": sink.stored.sha256_stored, "compression": sink.stored.compression,
+              "transfer_seconds": round(time.monotonic() - t0, 3)}
+    if is_rdb:
+        record.update(raw_sha256=sink.report.sha256, crc64=sink.report.crc64_stored, rdb_version=sink.report.rdb_version)
+    else:
+        record.update(raw_sha256=sink.raw_sha256)
+    on_event("fetched", {"shard": shard.index, "bytes": record["raw_size"], "seconds": record["transfer_seconds"]})
+    return record

@@ -1,0 +1,120 @@
+"""BGREWRITEAOF on one node with its settings pinned, and always put back (seed 002's script, done properly).
+
+While we copy the AOF no automatic rewrite may swap files under us: auto-aof-rewrite-percentage is set to 0
+(and with relax_fsync, appendfsync no). Whatever happens - success, failure, Ctrl-C - the old values are set
+again and read back; if that fails the error says exactly which CONFIG SET to run.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import redis
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
+
+from clusterbak.errors import PreconditionError, StepFailed
+
+POLL = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteResult:
+    address: str
+    rewrites_before: int
+    rewrites_after: int
+    waited_for_foreign_rewrite: bool
+    duration_s: float
+    finished_at: float
+
+
+def _config_get(client: redis.Redis, key: str) -> str:
+    reply = client.config_get(key)
+    return str(reply.get(key, ""))
+
+
+class SettingsNotRestored(StepFailed):
+    """The node's settings could not be put back: the message holds the exact CONFIG SET to run."""
+
+
+@contextmanager
+def pinned_settings(client: redis.Redis, address: str, relax_fsync: bool) -> Iterator[dict[str, str]]:
+    keys = ["auto-aof-rewrite-percentage"] + (["appendfsync"] if relax_fsync else [])
+    saved = {k: _config_get(client, k) for k in keys}
+    wanted = {"auto-aof-rewrite-percentage": "0", **({"appendfsync": "no"} if relax_fsync else {})}
+    try:
+        for key, value in wanted.items():
+            client.config_set(key, value)
+        yield saved
+    finally:
+        _put_back(client, address, saved)
+
+
+def _put_back(client: redis.Redis, address: str, saved: dict[str, str]) -> None:
+    problems = []
+    for key, value in saved.items():
+        for _ in range(3):
+            try:
+                client.config_set(key, value)
+                if _config_get(client, key) == value:
+                    break
+            except (redis.RedisError, OSError):
+                time.sleep(0.5)
+        else:
+            problems.append(f"CONFIG SET {key} {value!r}")
+    if problems:
+        host, port = address.rsplit(":", 1)
+        raise SettingsNotRestored(f"{address}: COULD NOT RESTORE SETTINGS; run now: "
+                                  + "; ".join(f"redis-cli -h {host} -p {port} {p}" for p in problems))
+
+
+def _read(client: redis.Redis) -> dict:
+    return client.info("persistence")
+
+
+def _wait(client: redis.Redis, done, timeout: float, what: str, address: str) -> dict:
+    retrying = Retrying(stop=stop_after_delay(max(timeout, POLL)), wait=wait_fixed(POLL),
+                        retry=retry_if_result(lambda p: not done(p)))
+    try:
+        return retrying(_read, client)
+    except RetryError as exc:
+        raise StepFailed(f"{address}: {what} did not finish within {timeout:.0f}s; raise --timeout") from exc
+
+
+def _busy(p: dict) -> bool:
+    return bool(int(p.get("aof_rewrite_in_progress", 0)) or int(p.get("aof_rewrite_scheduled", 0)))
+
+
+def rewrite_and_wait(client: redis.Redis, address: str, timeout: float = 600.0) -> RewriteResult:
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    waited = False
+    before = _read(client)
+    if not int(before.get("aof_enabled", 0)):
+        raise PreconditionError(f"{address}: appendonly is no; an AOF backup needs a replica with appendonly yes")
+    while True:
+        before = _read(client)
+        if _busy(before):
+            waited = True
+            _wait(client, lambda p: not _busy(p), deadline - time.monotonic(), "a rewrite already running", address)
+            continue
+        try:
+            client.execute_command("BGREWRITEAOF")
+        except redis.ResponseError as exc:
+            if "already in progress" in str(exc).lower():
+                waited = True
+                continue
+            raise StepFailed(f"{address}: BGREWRITEAOF refused: {exc}") from exc
+        break
+    count = int(before.get("aof_rewrites", -1))
+
+    def done(p: dict) -> bool:
+        return not _busy(p) and int(p.get("aof_rewrites", 0)) > count
+
+    after = _wait(client, done, deadline - time.monotonic(), "our AOF rewrite", address)
+    if after.get("aof_last_bgrewrite_status") != "ok":
+        raise StepFailed(f"{address}: BGREWRITEAOF failed (aof_last_bgrewrite_status:"
+                         f"{after.get('aof_last_bgrewrite_status')}); see the node's log")
+    return RewriteResult(address, count, int(after.get("aof_rewrites", 0)), waited, time.monotonic() - t0, time.time())
