@@ -127,13 +127,16 @@ class Renderer:
             return
         rows = []
         for s in m["shards"]:
-            f, secs = s["file"], s.get("transfer_seconds") or 0
-            rate = f"{f['raw_size'] / secs / 1e6:.0f} MB/s" if secs else "-"
+            files = s["aof"]["files"] if "aof" in s else [s["file"]]
+            raw, stored = sum(f["raw_size"] for f in files), sum(f["stored_size"] for f in files)
+            secs = s.get("transfer_seconds") or sum(f.get("transfer_seconds", 0) for f in files)
+            rate = f"{raw / secs / 1e6:.0f} MB/s" if secs else "-"
+            check = f"{len(files)} AOF files" if "aof" in s else s["file"]["crc64"]
             rows.append((s["index"], s["source"]["address"], s["source"]["role"], s["rdb"]["keys"],
-                         _size(f["raw_size"]), _size(f["stored_size"]), f"{s['save']['duration_s']:.2f}s",
-                         f"{secs:.2f}s", rate, f["crc64"]))
+                         _size(raw), _size(stored), f"{s['save']['duration_s']:.2f}s", f"{secs:.2f}s", rate, check))
         self.table(f"backup {m['backup_id']} ({m['created_at']}, {m['kind']})",
-                   ("shard", "source", "role", "keys", "rdb", "stored", "bgsave", "transfer", "rate", "crc64"), rows)
+                   ("shard", "source", "role", "keys", "data", "stored", "snapshot", "transfer", "rate", "crc64 / files"),
+                   rows)
         self.out.print(f"{m['totals']['keys']} keys, {_size(m['totals']['raw_bytes'])} raw, "
                        f"{_size(m['totals']['stored_bytes'])} stored, {len(m['nodes'])} nodes.conf, "
                        f"cross-shard skew {m['skew_seconds']}s, took {m['duration_s']}s")
