@@ -148,3 +148,10 @@ def test_lab_status_load_and_down_stop_exactly_the_lab(tmp_path, cli):
 
     assert not any(pid_alive(p) for p in pids)
     assert cli("lab", "status", "--dir", handle.lab.dir).exit_code == 3
+
+
+def test_missing_redis_server_says_how_to_install_it(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server anywhere on PATH
+    monkeypatch.setattr("os.path.exists", lambda p: False if str(p).startswith("/usr/bin/") else os.path.lexists(p))
+    result, doc = cli.json("lab", "up", "--dir", str(tmp_path / "lab"))
+    assert result.exit_code == 3 and "apt-get install" in doc["errors"][0] and "redis-server" in doc["errors"][0]
