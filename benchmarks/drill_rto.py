@@ -1,0 +1,137 @@
+"""RTO of `clusterbak drill` vs the physical floor, in one run, on the same ~1 GB backup set.
+
+Run standalone:  /tmp/v/bin/python benchmarks/drill_rto.py [--gb 1.0] [--runs 2]
+
+1. a 3x1 lab on free loopback ports filled fast (the fill of benchmarks/backup_vs_anchor.py), one backup (zstd);
+2. --runs rounds, alternated, of
+     drill  `clusterbak drill ID --dest D --json`  (verify every file, a lab of the backup's shape, restore with --map,
+            wait for cluster_state ok + replicas synced, prove slots/roles/key counts, read keys of every type):
+            its reported RTO and its wall time;
+     floor  by hand, the least an operator must do: decompress each shard's dump into a fresh dir (all shards at
+            once) and start a standalone redis-server on each (all at once) until loading:0 - no verification, no
+            replicas, no cluster;
+3. prints a markdown table: median seconds and the ratio drill/floor (goal <= 1.3x).
+Everything it starts is stopped and removed on the way out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import redis  # noqa: E402
+from backup_vs_anchor import Filled, fill, text_pool  # noqa: E402
+
+from clusterbak.lab import cluster  # noqa: E402
+from clusterbak.lab.inventory import write_inventory  # noqa: E402
+from clusterbak.lab.procs import free_base_port, start_server, stop_pid  # noqa: E402
+from clusterbak.storage.sink import iter_stored_file  # noqa: E402
+
+CLI = [sys.executable, "-m", "clusterbak"]
+
+
+def floor_once(set_dir: Path, manifest: dict, work: Path) -> float:
+    """Decompress every shard's dump and load each into a standalone redis-server, all shards in parallel."""
+    t0 = time.perf_counter()
+    pids = []
+    base = free_base_port(len(manifest["shards"]))  # one block, so parallel starts cannot pick the same port
+
+    def one(shard: dict) -> int:
+        d = work / f"floor-{shard['index']}"
+        d.mkdir(parents=True)
+        with open(d / "dump.rdb", "wb") as out:
+            for chunk in iter_stored_file(set_dir / shard["file"]["path"], shard["file"]["compression"]):
+                out.write(chunk)
+        port = base + shard["index"]
+        conf = d / "redis.conf"
+        conf.write_text(f"port {port}\nbind 127.0.0.1\ndaemonize yes\npidfile {d}/redis.pid\nlogfile {d}/log\n"
+                        f"dir {d}\nsave \"\"\n")
+        pid = start_server(conf, port, timeout=600)
+        pids.append(pid)
+        c = redis.Redis(port=port)
+        while int(c.info("persistence")["loading"]):
+            time.sleep(0.02)
+        assert c.dbsize() == shard["rdb"]["keys"], "floor loaded a different key count"
+        return pid
+
+    try:
+        with ThreadPoolExecutor(len(manifest["shards"])) as pool:
+            list(pool.map(one, manifest["shards"]))
+        return time.perf_counter() - t0
+    finally:
+        for pid in pids:
+            stop_pid(pid)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def drill_once(backup_id: str, dest: Path, lab_dir: Path) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    out = subprocess.run([*CLI, "drill", backup_id, "--dest", str(dest), "--lab-dir", str(lab_dir), "--json"],
+                         capture_output=True, text=True, timeout=1800)
+    wall = time.perf_counter() - t0
+    doc = json.loads(out.stdout)
+    if doc["exit_code"] != 0:
+        raise SystemExit(f"drill failed: {doc['errors']}")
+    return doc["data"]["rto_seconds"], wall
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gb", type=float, default=1.0)
+    ap.add_argument("--runs", type=int, default=2)
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="clusterbak-bench-rto-"))
+    lab_dir = root / "lab"
+    try:
+        lab = cluster.up(lab_dir, 3, 1, free_base_port(6))
+        write_inventory(lab)
+        filled = Filled()
+        fill(lab.nodes[0].port, int(args.gb * 1e9), 0, text_pool(4_000_000), filled)
+        dest = root / "sets"
+        out = subprocess.run([*CLI, "backup", "--seed", lab.seed, "--inventory", lab.inventory, "--dest", str(dest),
+                              "--json"], capture_output=True, text=True, timeout=1800)
+        doc = json.loads(out.stdout)
+        if doc["exit_code"] != 0:
+            raise SystemExit(f"backup failed: {doc['errors']}")
+        manifest = doc["data"]["manifest"]
+        cluster.down(lab_dir)  # the drill's and the floor's servers get the machine to themselves
+        set_dir = dest / manifest["backup_id"]
+        rto, wall, floors = [], [], []
+        for i in range(args.runs):
+            steps = [lambda: floors.append(floor_once(set_dir, manifest, root / f"floor{i}")),
+                     lambda: [(rto.append(r), wall.append(w)) for r, w in [drill_once(manifest["backup_id"], dest, root / f"drill{i}")]]]
+            for step in (steps if i % 2 == 0 else steps[::-1]):
+                step()
+        f, r, w = statistics.median(floors), statistics.median(rto), statistics.median(wall)
+        raw = manifest["totals"]["raw_bytes"]
+        print(f"\nbackup set: {manifest['totals']['keys']} keys, {raw / 1e6:.0f} MB of RDB, "
+              f"{manifest['totals']['stored_bytes'] / 1e6:.0f} MB stored (zstd), 3 shards x 1 replica; {args.runs} runs each\n")
+        print("| what | median s | ratio to floor | goal |")
+        print("|---|---|---|---|")
+        print(f"| floor: decompress + standalone load by hand, 3 shards in parallel | {f:.2f} | 1.00x | |")
+        print(f"| clusterbak drill RTO (verify, lab, restore 6 nodes, prove, sample) | {r:.2f} | {r / f:.2f}x | <= 1.3x |")
+        print(f"| clusterbak drill wall time (plus process start and lab teardown) | {w:.2f} | {w / f:.2f}x | |")
+        print(f"\nall runs: floor {[round(x, 2) for x in floors]}, RTO {[round(x, 2) for x in rto]}, wall {[round(x, 2) for x in wall]}")
+        return 0
+    finally:
+        if cluster.load(lab_dir):
+            cluster.down(lab_dir)
+        for d in root.glob("drill*"):
+            if cluster.load(d):
+                cluster.down(d)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
