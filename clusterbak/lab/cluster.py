@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -174,12 +175,11 @@ def down(lab_dir: Path) -> list[str]:
     lab = load(lab_dir.absolute())
     if lab is None:
         raise PreconditionError(f"no lab recorded in {lab_dir} ({STATE_FILE} missing)")
-    stopped = []
-    for node in lab.nodes:
-        pid = current_pid(node)
-        if pid:
-            stop_pid(pid)
-            stopped.append(f"redis-server 127.0.0.1:{node.port} (pid {pid})")
+    running = [(node, current_pid(node)) for node in lab.nodes]
+    running = [(node, pid) for node, pid in running if pid]
+    with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:  # all at once: each may take a while
+        list(pool.map(lambda item: stop_pid(item[1]), running))
+    stopped = [f"redis-server 127.0.0.1:{node.port} (pid {pid})" for node, pid in running]
     if lab.sshd and lab.sshd.get("pid") and pid_alive(lab.sshd["pid"]):
         stop_pid(lab.sshd["pid"])
         stopped.append(f"sshd 127.0.0.1:{lab.sshd['port']} (pid {lab.sshd['pid']})")
