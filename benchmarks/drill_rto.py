@@ -35,7 +35,7 @@ from backup_vs_anchor import Filled, fill, text_pool  # noqa: E402
 
 from clusterbak.lab import cluster  # noqa: E402
 from clusterbak.lab.inventory import write_inventory  # noqa: E402
-from clusterbak.lab.procs import free_base_port, start_server, stop_pid  # noqa: E402
+from clusterbak.lab.procs import free_base_port, start_standalone, stop_pid  # noqa: E402
 from clusterbak.storage.sink import iter_stored_file  # noqa: E402
 
 CLI = [sys.executable, "-m", "clusterbak"]
@@ -60,10 +60,7 @@ def floor_once(set_dir: Path, manifest: dict, work: Path) -> float:
             for chunk in iter_stored_file(set_dir / shard["file"]["path"], shard["file"]["compression"]):
                 out.write(chunk)
         port = base + n
-        conf = d / "redis.conf"
-        conf.write_text(f"port {port}\nbind 127.0.0.1\ndaemonize yes\npidfile {d}/redis.pid\nlogfile {d}/log\n"
-                        f"dir {d}\nsave \"\"\n")
-        pid = start_server(conf, port, timeout=600)
+        pid = start_standalone(d, port, timeout=600)
         pids.append(pid)
         c = redis.Redis(port=port)
         while int(c.info("persistence")["loading"]):

@@ -118,3 +118,11 @@ def stop_pid(pid: int, timeout: float = 10.0) -> None:
             time.sleep(0.05)
     if pid_alive(pid):
         raise StepFailed(f"process {pid} did not exit after SIGKILL")
+
+
+def start_standalone(workdir: Path, port: int, extra: str = "", timeout: float = 15.0) -> int:
+    """A non-cluster redis-server in workdir (dir, pidfile and log there, no save points); returns its pid."""
+    conf = workdir / "redis.conf"
+    conf.write_text(f"port {port}\nbind 127.0.0.1\ndaemonize yes\npidfile {workdir}/redis.pid\n"
+                    f"logfile {workdir}/redis.log\ndir {workdir}\nsave \"\"\n{extra}")
+    return start_server(conf, port, timeout)

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from clusterbak.lab import cluster
-from clusterbak.lab.procs import free_base_port, start_server, stop_pid
+from clusterbak.lab.procs import free_base_port, start_standalone, stop_pid
 from clusterbak.storage.sink import iter_stored_file
 
 
@@ -31,10 +31,7 @@ def load_into_standalone(rdb: Path, workdir: Path) -> int:
     workdir.mkdir()
     shutil.copy(rdb, workdir / "dump.rdb")
     port = free_base_port(1)
-    conf = workdir / "redis.conf"
-    conf.write_text(f"port {port}\nbind 127.0.0.1\ndaemonize yes\npidfile {workdir}/redis.pid\n"
-                    f"logfile {workdir}/redis.log\ndir {workdir}\nsave \"\"\n")
-    pid = start_server(conf, port)
+    pid = start_standalone(workdir, port)
     try:
         client = redis.Redis(port=port)
         deadline = time.monotonic() + 30

@@ -97,13 +97,10 @@ def test_unreachable_seed_exits_3_with_one_line(cli):
 
 
 def test_non_cluster_node_exits_3(tmp_path, cli):
-    from clusterbak.lab.procs import free_base_port, start_server, stop_pid
+    from clusterbak.lab.procs import free_base_port, start_standalone, stop_pid
 
     port = free_base_port(1)
-    conf = tmp_path / "redis.conf"
-    conf.write_text(f"port {port}\nbind 127.0.0.1\ndaemonize yes\npidfile {tmp_path}/redis.pid\n"
-                    f"logfile {tmp_path}/redis.log\ndir {tmp_path}\nsave \"\"\nrequirepass s3cret\n")
-    pid = start_server(conf, port)
+    pid = start_standalone(tmp_path, port, "requirepass s3cret\n")
     try:
         result, doc = cli.json("check", "--seed", f"127.0.0.1:{port}")
         assert result.exit_code == 3 and "authentication failed" in doc["errors"][0]
