@@ -12,6 +12,9 @@ INV=$CLUSTERBAK_LAB_DIR/inventory.toml
 cb lab load --keys 20000
 cb topology --seed "$SEED"
 cb check --seed "$SEED" --inventory "$INV"
+rm -f "$CLUSTERBAK_LAB_DIR/inventory.rolling-restart.json"  # a fresh lab: no earlier run to resume
+cb rolling-restart --seed "$SEED" --inventory "$INV" --dry-run
+cb rolling-restart --seed "$SEED" --inventory "$INV" --yes
 DEST=$CLUSTERBAK_LAB_DIR/backups
 cb backup --seed "$SEED" --inventory "$INV" --dest "$DEST"
 ID=$(.venv/bin/clusterbak list --dest "$DEST" --json | .venv/bin/python -c 'import json,sys; print([s["backup_id"] for s in json.load(sys.stdin)["data"]["sets"] if s["status"] == "complete"][-1])')

@@ -20,8 +20,11 @@ class LocalTransport:
 
     def run(self, command: str, timeout: float = 60.0, check: bool = True) -> RunResult:
         try:
+            # A session of its own: a Ctrl-C at the terminal is for clusterbak (which finishes the step it is
+            # in), not for a service command half-way through stopping and starting a node.
             proc = subprocess.run(
-                command, shell=True, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL
+                command, shell=True, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         except subprocess.TimeoutExpired:
             raise TransportError(f"local: `{command}` did not finish within {timeout:g}s") from None

@@ -1,0 +1,104 @@
+"""rolling-restart: replicas first, then per master CLUSTER FAILOVER -> restart -> failback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from clusterbak.cli import common as c
+from clusterbak.cli.render import Outcome, Renderer
+from clusterbak.cli.render_rolling import progress, show_plan, show_report, stopping
+from clusterbak.config import load_inventory
+from clusterbak.engine.rolling import RollingOptions, StopFlag, prepare, prepare_resume, run_rolling
+from clusterbak.engine.rolling_state import RunState, default_state_path, load_state
+from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
+from clusterbak.model.checks import DEFAULT_MAX_LAG
+from clusterbak.plan.rolling import RollingPlan
+
+EXIT_INTERRUPTED = 130
+
+
+def register(app: typer.Typer) -> None:
+    app.command("rolling-restart")(rolling_restart)
+
+
+def rolling_restart(
+        seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory", help="Inventory TOML with restart_command.")],
+        nodes: Annotated[Optional[str], typer.Option("--nodes", help="Only these nodes: ADDR,ADDR,... (default: all).")] = None,
+        replicas_only: Annotated[bool, typer.Option("--replicas-only", help="Restart replicas only; no failover.")] = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")] = False,
+        yes: Annotated[bool, typer.Option("--yes", help="Do not ask before starting.")] = False,
+        resume: Annotated[bool, typer.Option("--resume", help="Go on with the run recorded in the state file.")] = False,
+        step_timeout: Annotated[float, typer.Option("--step-timeout", min=1.0, help="Seconds per step, gates included.")] = 300.0,
+        state: Annotated[Optional[str], typer.Option("--state", help="State file (default: beside the inventory).")] = None,
+        max_lag: Annotated[int, typer.Option("--max-lag", help="Bytes a replica may trail its master.")] = DEFAULT_MAX_LAG,
+        force_failover: Annotated[bool, typer.Option("--force-failover", help="CLUSTER FAILOVER FORCE: can lose writes.")] = False,
+        accept_new_host_keys: Annotated[bool, typer.Option("--accept-new-host-keys")] = False,
+        user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None,
+        connect_timeout: c.ConnectTimeout = 3.0, json_out: c.Json = False) -> None:
+    """Restart every node with no lost write and every master back in its role (see docs/rolling-restart.md)."""
+
+    def body(r: Renderer) -> Outcome:
+        opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout)
+        inv = load_inventory(inventory)
+        path = Path(state).absolute() if state else default_state_path(inventory)
+        wanted = tuple(a.strip() for a in (nodes or "").split(",") if a.strip())
+        existing = load_state(path)
+        if resume:
+            existing = _resumable(existing, path, wanted, replicas_only, force_failover)
+            prep = prepare_resume(opts, inv, existing)
+        else:
+            prep = prepare(opts, inv, wanted, replicas_only, max_lag, force_failover)
+            if existing is not None and not existing.finished:
+                _refuse_unfinished(existing, path, prep)
+        records = [{"index": x.index, "status": x.status} for x in existing.records] if resume else None
+        data = {"dry_run": dry_run, "resume": resume, "state_file": str(path), "plan": prep.plan.to_dict(),
+                "refusals": list(prep.refusals)}
+        show_plan(r, data["plan"], records, prep.refusals)
+        if prep.refusals:
+            return Outcome(data=data, exit_code=EXIT_PRECONDITION, errors=list(prep.refusals))
+        if dry_run:
+            return Outcome(data=data)
+        if not yes and not r.confirm(f"restart {len(prep.plan.targets)} nodes of the cluster at {seed}?"):
+            raise PreconditionError("not confirmed, nothing restarted (without a terminal to ask on, pass --yes)")
+        run_ids = {s.node.node_id: s.info.get("run_id") for s in prep.inspection.states if s.reachable}
+        if resume:
+            existing.plan = prep.plan  # restart commands re-read from the inventory as it is now
+        run = existing if resume else RunState.new(prep.plan, seed, str(Path(inventory).absolute()), run_ids)
+        stop = StopFlag()
+        with stop.on_sigint(lambda: stopping(r)):
+            result = run_rolling(run, path, inv, opts, RollingOptions(step_timeout, accept_new_host_keys),
+                                 progress(r), stop)
+        data["result"] = result
+        show_report(r, result)
+        if result["status"] == "ok":
+            return Outcome(data=data)
+        code = EXIT_INTERRUPTED if result["status"] == "interrupted" else EXIT_STEP_FAILED
+        return Outcome(data=data, exit_code=code, errors=[result["error"], result["advice"]])
+
+    c.execute("rolling-restart", json_out, body)
+
+
+def _resumable(existing: RunState | None, path: Path, wanted: tuple[str, ...], replicas_only: bool,
+               force_failover: bool) -> RunState:
+    if existing is None:
+        raise PreconditionError(f"nothing to resume: {path} does not exist; run without --resume to start")
+    if existing.finished:
+        raise PreconditionError(f"the rolling restart in {path} has finished; run without --resume to start a new one")
+    plan: RollingPlan = existing.plan
+    if (wanted and wanted != plan.nodes) or (replicas_only and not plan.replicas_only) or \
+            (force_failover and plan.failover_mode != "force"):
+        raise UsageError("--resume goes on with the plan in the state file; --nodes, --replicas-only and "
+                         "--force-failover must match it or be left out")
+    return existing
+
+
+def _refuse_unfinished(existing: RunState, path: Path, prep) -> None:
+    ours = {n.node_id for n in prep.inspection.topology.nodes} == {r.node_id for r in existing.plan.roles}
+    if ours:
+        raise PreconditionError(f"a rolling restart is under way ({existing.done_count}/{len(existing.records)} steps "
+                                f"done, {path}); add --resume to go on, or move the file aside to start over")
+    raise PreconditionError(f"{path} holds an unfinished rolling restart of another cluster (other node ids); "
+                            "move it aside, or pass --state FILE")

@@ -1,0 +1,271 @@
+"""CLUSTER FAILOVER and the gates of a rolling restart, confirmed from every node's own view.
+
+A gate is a function that returns why it is not passed yet (str) or None; `wait_gate` polls it with one
+tenacity policy until it passes or the step's time runs out, then raises GateTimeout naming the last reason.
+`CLUSTER FAILOVER` answering OK only means *scheduled*: the switch is confirmed from INFO of the two nodes
+(the write window) and then from CLUSTER NODES of every node.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import redis
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
+
+from clusterbak.errors import StepFailed
+from clusterbak.model.topology import Topology, TopologyParseError, parse_cluster_nodes
+from clusterbak.redisops.connect import ConnectionOptions, describe_redis_error, make_client
+from clusterbak.redisops.discover import parse_cluster_info
+
+POLL = 0.2  # cluster-wide gates: every node's INFO and CLUSTER NODES
+FAST_POLL = 0.03  # the two nodes of a failover, to measure the write window
+MF_ATTEMPT = 12.0  # Redis aborts a manual failover after 5 s (CLUSTER_MF_TIMEOUT); then we ask again
+MF_MAX_ATTEMPTS = 3  # each failed attempt pauses the master's writers for up to 5 s: do not keep asking
+
+
+class GateTimeout(StepFailed):
+    """A gate did not pass within the step timeout; the message names the node and the last reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One look at one node: INFO server/replication/persistence, CLUSTER INFO, its CLUSTER NODES."""
+
+    address: str
+    error: str | None = None
+    info: Mapping[str, object] = field(default_factory=dict)
+    cluster_state: str | None = None
+    view: Topology | None = None
+
+    @property
+    def up(self) -> bool:
+        return self.error is None
+
+    def num(self, key: str) -> int:
+        try:
+            return int(self.info.get(key, 0))
+        except (TypeError, ValueError):
+            return 0
+
+    @property
+    def run_id(self) -> str | None:
+        return str(self.info["run_id"]) if "run_id" in self.info else None
+
+    @property
+    def role(self) -> str | None:
+        return str(self.info.get("role")) if self.up else None
+
+    @property
+    def master_id(self) -> str | None:
+        """Whom this node replicates, by its own CLUSTER NODES (myself line)."""
+        me = self.view.myself if self.view else None
+        return me.master_id if me else None
+
+
+class Clients:
+    """One redis client per address, short timeouts: a hung node must not stall a gate."""
+
+    def __init__(self, conn: ConnectionOptions, socket_timeout: float = 3.0) -> None:
+        self.conn, self.timeout, self._clients = conn, socket_timeout, {}
+
+    def get(self, address: str) -> redis.Redis:
+        if address not in self._clients:
+            host, port = address.rsplit(":", 1)
+            self._clients[address] = make_client(self.conn, host, int(port), socket_timeout=self.timeout)
+        return self._clients[address]
+
+    def probe(self, address: str, cluster: bool = True) -> Probe:
+        client = self.get(address)
+        try:
+            info = client.info("server", "replication", "persistence")
+            if not cluster:
+                return Probe(address, info=info)
+            state = parse_cluster_info(client.execute_command("CLUSTER", "INFO")).get("cluster_state")
+            view = parse_cluster_nodes(client.execute_command("CLUSTER", "NODES"))
+        except (redis.RedisError, OSError, TopologyParseError) as exc:
+            return Probe(address, error=describe_redis_error(address, exc, self.conn))
+        return Probe(address, info=info, cluster_state=state, view=view)
+
+    def time_ms(self, address: str) -> int | None:
+        """The node's own clock (TIME), in ms: what its CLUSTER NODES ping/pong times are measured in."""
+        try:
+            sec, usec = self.get(address).time()
+        except (redis.RedisError, OSError):
+            return None
+        return sec * 1000 + usec // 1000
+
+    def probe_all(self, addresses) -> dict[str, Probe]:
+        return {a: self.probe(a) for a in addresses}
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+
+def wait_gate(check: Callable[[], str | None], timeout: float, what: str, poll: float = POLL) -> float:
+    """Poll `check` until it returns None; returns the seconds waited. Raises GateTimeout with the last reason."""
+    started = time.monotonic()
+    retrying = Retrying(stop=stop_after_delay(max(timeout, poll)), wait=wait_fixed(poll),
+                        retry=retry_if_result(lambda reason: reason is not None))
+    try:
+        retrying(check)
+    except RetryError as exc:
+        last = exc.last_attempt.result() if not exc.last_attempt.failed else str(exc.last_attempt.exception())
+        raise GateTimeout(f"{what}: not passed within {timeout:.0f}s: {last}") from None
+    return time.monotonic() - started
+
+
+# --- gates: pure functions of probes -----------------------------------------------------------------------
+
+def node_up_reason(p: Probe, run_id_before: str | None) -> str | None:
+    """The restarted node answers, has loaded its data, and is a new process."""
+    if not p.up:
+        return p.error
+    if p.num("loading"):
+        return f"{p.address}: still loading its data (loading:1)"
+    if run_id_before and p.run_id == run_id_before:
+        return f"{p.address}: run_id is still {run_id_before[:12]}: it has not restarted"
+    return None
+
+
+def replica_reason(p: Probe, master: Probe | None, master_id: str, max_lag: int) -> str | None:
+    """A replica of `master_id`, linked, not syncing, caught up."""
+    if not p.up:
+        return p.error
+    if p.role != "slave":
+        slots = p.view.myself.slot_count if p.view and p.view.myself else 0
+        return (f"{p.address} came back as a {p.role} with {slots} slots, not as a replica "
+                "(lost its nodes.conf? see seed 004)")
+    if p.master_id != master_id:
+        return f"{p.address} replicates {str(p.master_id)[:8]}, expected {master_id[:8]}"
+    link = p.info.get("master_link_status")
+    if link != "up":
+        return f"{p.address}: master_link_status:{link}"
+    if p.num("master_sync_in_progress"):
+        return f"{p.address}: master_sync_in_progress:1 (full sync running)"
+    if master is None or not master.up:
+        return f"its master {master.address if master else master_id[:8]}: {master.error if master else 'unknown'}"
+    lag = master.num("master_repl_offset") - p.num("slave_repl_offset")
+    if lag > max_lag:
+        return f"{p.address}: {lag} bytes behind its master (max {max_lag})"
+    return None
+
+
+def links_reason(probes: Mapping[str, Probe], node_id: str, address: str, since_ms: Mapping[str, int]) -> str | None:
+    """Every other node has a bus link to the restarted node and heard a PONG from it after it came back.
+
+    Redis 7.0 sends a FAILOVER_AUTH_ACK over the voter's own outbound link and drops it silently when that link
+    is not re-established yet: a CLUSTER FAILOVER sent right after a restart then loses its votes and times out.
+    `since_ms` is each observer's clock (TIME) read once the node answered again, so clock skew does not matter.
+    """
+    for observer, since in since_ms.items():
+        p = probes.get(observer)
+        if p is None or not p.up:
+            return p.error if p else f"{observer}: not probed"
+        try:
+            seen = p.view.by_id(node_id)
+        except KeyError:
+            return f"{observer} does not know {address}"
+        if seen.link_state != "connected":
+            return f"{observer} has no cluster bus link to {address} yet"
+        if seen.pong_recv < since:
+            return f"{observer} has not heard a PONG from the restarted {address} yet"
+    return None
+
+
+def cluster_reason(probes: Mapping[str, Probe], slot_map) -> str | None:
+    """cluster_state:ok from every node, every node's slot map as expected, nobody flagged failing."""
+    for p in probes.values():
+        if not p.up:
+            return p.error
+        if p.cluster_state != "ok":
+            return f"cluster_state is {p.cluster_state} as seen from {p.address}"
+        if p.view.slot_map() != tuple(slot_map):
+            return f"{p.address}'s slot map differs from the expected one (gossip not converged yet?)"
+        failing = [n for n in p.view.nodes if n.is_failing]
+        if failing:
+            return f"{p.address} flags {failing[0].address} as {','.join(sorted(failing[0].flags & {'fail', 'fail?'}))}"
+    return None
+
+
+def switched_reason(promote: Probe, demote: Probe) -> str | None:
+    """The two nodes themselves report the switch: the promoted one is writable, the old one redirects."""
+    if not promote.up or promote.role != "master":
+        return promote.error or f"{promote.address} is still {promote.role}"
+    if not demote.up or demote.role != "slave":
+        return demote.error or f"{demote.address} is still {demote.role}"
+    return None
+
+
+def roles_agree_reason(probes: Mapping[str, Probe], promote_id: str, demote_id: str) -> str | None:
+    """Every node's CLUSTER NODES shows promote as a master and demote as its replica."""
+    for p in probes.values():
+        if not p.up:
+            return p.error
+        try:
+            new, old = p.view.by_id(promote_id), p.view.by_id(demote_id)
+        except KeyError as exc:
+            return f"{p.address} does not know node {str(exc)[:10]}"
+        if not new.is_master:
+            return f"{p.address} still sees {new.address} as {new.role}"
+        if old.master_id != promote_id:
+            return f"{p.address} sees {old.address} as {old.role} of {str(old.master_id)[:8]}"
+    return None
+
+
+# --- actions --------------------------------------------------------------------------------------------------
+
+def cluster_failover(client: redis.Redis, address: str, force: bool = False) -> None:
+    args = ("CLUSTER", "FAILOVER", "FORCE") if force else ("CLUSTER", "FAILOVER")
+    try:
+        client.execute_command(*args)
+    except (redis.RedisError, OSError) as exc:
+        raise StepFailed(f"{address}: {' '.join(args)} refused: {describe_redis_error(address, exc)}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Switch:
+    window_s: float  # CLUSTER FAILOVER sent -> new master writable and the old one redirecting
+    confirm_s: float  # -> every node's CLUSTER NODES agrees
+    attempts: int
+
+
+def failover_and_confirm(clients: Clients, promote: str, promote_id: str, demote: str, demote_id: str,
+                         everyone: tuple[str, ...], slot_map, timeout: float, force: bool = False) -> Switch:
+    deadline = time.monotonic() + timeout
+    attempts = 0
+
+    def switched() -> str | None:
+        return switched_reason(clients.probe(promote, cluster=False), clients.probe(demote, cluster=False))
+
+    sent = time.monotonic()
+    while True:
+        if switched() is None:  # an earlier attempt went through late: do not ask a master to fail over
+            break
+        attempts += 1
+        sent = time.monotonic()
+        cluster_failover(clients.get(promote), promote, force)
+        try:
+            wait_gate(switched, min(MF_ATTEMPT, deadline - time.monotonic()), f"failover to {promote}", FAST_POLL)
+            break
+        except GateTimeout as exc:
+            if attempts >= MF_MAX_ATTEMPTS or deadline - time.monotonic() < MF_ATTEMPT / 2:
+                raise GateTimeout(f"{exc} (CLUSTER FAILOVER asked {attempts} times)") from None
+    window = time.monotonic() - sent
+    confirm_switch(clients, promote, promote_id, demote_id, everyone, slot_map, deadline - time.monotonic())
+    return Switch(window, time.monotonic() - sent, attempts)
+
+
+def confirm_switch(clients: Clients, promote: str, promote_id: str, demote_id: str, everyone: tuple[str, ...],
+                   slot_map, timeout: float) -> float:
+    """Wait until every node's CLUSTER NODES shows the switch and the cluster is ok with the expected slot map."""
+
+    def agreed() -> str | None:
+        probes = clients.probe_all(everyone)
+        return roles_agree_reason(probes, promote_id, demote_id) or cluster_reason(probes, slot_map)
+
+    return wait_gate(agreed, max(1.0, timeout), f"failover to {promote} confirmed by every node")
