@@ -9,6 +9,8 @@ import typer
 from clusterbak import __version__
 from clusterbak.cli import backup_cmd, restore_cmd
 from clusterbak.cli import common as c
+from clusterbak.cli import rolling_cmd
+from clusterbak.cli import inventory_cmd
 from clusterbak.cli.lab_cmd import lab_app
 from clusterbak.cli.render import Outcome, Renderer
 from clusterbak.cli.views import finding_view, topology_view
@@ -21,6 +23,8 @@ app = typer.Typer(name="clusterbak", no_args_is_help=True, add_completion=False,
                   help="Backups, restores, drills and rolling restarts for Redis Cluster.")
 app.add_typer(lab_app, name="lab")
 backup_cmd.register(app)
+rolling_cmd.register(app)
+inventory_cmd.register(app)
 restore_cmd.register(app)
 
 

@@ -17,6 +17,7 @@ from clusterbak.lab.inventory import write_inventory
 lab_app = typer.Typer(no_args_is_help=True, help="Start, fill, inspect and stop a local lab cluster.")
 
 DirOpt = Annotated[Optional[Path], typer.Option("--dir", help="Lab directory (default ~/.clusterbak/lab or $CLUSTERBAK_LAB_DIR).")]
+DockerOpt = Annotated[bool, typer.Option("--docker", help="Redis containers through the Docker Engine (see docs/docker.md).")]
 
 
 def _dir(path: Path | None) -> Path:
@@ -45,11 +46,17 @@ def up(masters: Annotated[int, typer.Option("--masters")] = 3,
        base_port: Annotated[int, typer.Option("--base-port")] = 7000,
        dir: DirOpt = None,
        ssh: Annotated[bool, typer.Option("--ssh", help="Also start an sshd on loopback; the inventory uses SSH.")] = False,
+       docker: DockerOpt = False,
+       image: Annotated[Optional[str], typer.Option("--image", help="Redis image for --docker (default $CLUSTERBAK_REDIS_IMAGE or redis:7.4).")] = None,
        json_out: c.Json = False) -> None:
-    """Start redis-server processes, form the cluster, wait for cluster_state:ok, write inventory.toml."""
+    """Start redis-server processes (or containers, --docker), form the cluster, wait for cluster_state:ok, write the inventory."""
 
     def body(r: Renderer) -> Outcome:
         lab_dir = _dir(dir)
+        if docker:
+            from clusterbak.cli import lab_docker
+
+            return lab_docker.up(r, lab_dir, image, masters, replicas, base_port)
         r.note(f"starting {masters * (1 + replicas)} redis-server processes in {lab_dir} ...")
         lab = cluster.up(lab_dir, masters, replicas, base_port)
         if ssh:
@@ -77,10 +84,14 @@ def _with_sshd(lab: cluster.Lab) -> cluster.Lab:
 
 
 @lab_app.command("down")
-def down(dir: DirOpt = None, json_out: c.Json = False) -> None:
-    """Stop exactly the processes the lab recorded (its redis-servers and its sshd)."""
+def down(dir: DirOpt = None, docker: DockerOpt = False, json_out: c.Json = False) -> None:
+    """Stop exactly the processes the lab recorded (its redis-servers and its sshd); --docker: remove its containers and volumes."""
 
     def body(r: Renderer) -> Outcome:
+        if docker:
+            from clusterbak.cli import lab_docker
+
+            return lab_docker.down(r, _dir(dir))
         stopped = cluster.down(_dir(dir))
         for item in stopped:
             r.line(f"stopped {item}")
@@ -90,10 +101,14 @@ def down(dir: DirOpt = None, json_out: c.Json = False) -> None:
 
 
 @lab_app.command("status")
-def status(dir: DirOpt = None, json_out: c.Json = False) -> None:
+def status(dir: DirOpt = None, docker: DockerOpt = False, json_out: c.Json = False) -> None:
     """Show the lab's nodes and whether each is running."""
 
     def body(r: Renderer) -> Outcome:
+        if docker:
+            from clusterbak.cli import lab_docker
+
+            return lab_docker.status(r, _dir(dir))
         lab = cluster.load(_dir(dir))
         if lab is None:
             raise PreconditionError(f"no lab in {_dir(dir)}; start one with `clusterbak lab up`")

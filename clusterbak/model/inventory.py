@@ -14,7 +14,7 @@ from clusterbak.errors import InventoryError
 from clusterbak.model.topology import Node, Topology
 
 TRANSPORTS = ("ssh", "local", "docker")
-PLACEHOLDERS = frozenset({"host", "port", "node_id", "data_dir"})
+PLACEHOLDERS = frozenset({"host", "port", "node_id", "data_dir", "container"})
 REDIS_KEYS = frozenset({"username", "password_env"})
 NODE_SETTING_KEYS = frozenset(
     {"transport", "ssh_user", "ssh_port", "ssh_key", "known_hosts", "restart_command",
@@ -54,7 +54,7 @@ class NodeAccess:
         if template is None:
             return None
         return template.format(host=self.host, port=self.port, node_id=node_id,
-                               data_dir=data_dir or self.data_dir or "")
+                               data_dir=data_dir or self.data_dir or "", container=self.container or "")
 
 
 @dataclass(frozen=True, slots=True)

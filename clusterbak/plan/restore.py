@@ -117,7 +117,8 @@ def plan_restore(manifest: dict, inventory: Inventory, mapping: dict[str, NewAdd
         if not cfg:
             warnings.append(f"{where}: target config unknown; assuming dbfilename dump.rdb and cluster-config-file nodes.conf")
         aof = (cfg.get("appendonly") == "yes")
-        stop = access.command("stop_command", node["id"], data_dir or "") or "SHUTDOWN NOSAVE"
+        stop = access.command("stop_command", node["id"], data_dir or "") or (
+            f"docker stop {access.container}" if access.transport == "docker" else "SHUTDOWN NOSAVE")
         start = access.command("start_command", node["id"], data_dir or "")
         if start is None and access.transport == "docker":
             start = f"docker start {access.container}"
