@@ -7,8 +7,10 @@ import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from functools import partial as partial_fn
 from pathlib import Path
 from typing import Callable
 
@@ -16,13 +18,14 @@ from clusterbak import __version__
 from clusterbak.errors import ClusterbakError, StepFailed
 from clusterbak.engine.aof_backup import collect_aof
 from clusterbak.engine.sinks import TextFileSink, VerifyingRdbSink
-from clusterbak.model.inventory import Inventory
+from clusterbak.model.inventory import Inventory, NodeAccess
 from clusterbak.model.state import NodeState, states_by_id
 from clusterbak.model.topology import Topology
 from clusterbak.plan.backup import BackupPlan, NodeFilePlan, ShardPlan
 from clusterbak.redisops.bgsave import bgsave_and_wait
 from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_errors
 from clusterbak.storage.backupset import FORMAT, BackupStore
+from clusterbak.transports.base import Transport
 from clusterbak.transports.factory import open_transport
 
 Event = Callable[[str, dict], None]
@@ -42,7 +45,16 @@ def run_backup(plan: BackupPlan, seed: str, topology: Topology, states: tuple[No
                conn: ConnectionOptions, options: BackupOptions, on_event: Event = lambda k, d: None) -> dict:
     if not plan.ok:
         raise StepFailed("refusing to execute a plan with refusals: " + "; ".join(plan.refusals))
-    preflight_transports(plan, inventory, options)
+    links = _Links(inventory, options.accept_new_host_keys)
+    try:
+        preflight_transports(plan, inventory, options, links)
+        return _run(plan, seed, topology, states, inventory, conn, options, on_event, links)
+    finally:
+        links.close()
+
+
+def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeState, ...], inventory: Inventory,
+         conn: ConnectionOptions, options: BackupOptions, on_event: Event, links: _Links) -> dict:
     store = BackupStore(options.dest)
     partial = store.begin(plan.backup_id)
     started = time.time()
@@ -56,8 +68,14 @@ def run_backup(plan: BackupPlan, seed: str, topology: Topology, states: tuple[No
                 raise StepFailed("backup cancelled")
             on_event(kind, data)
 
-        collect = collect_aof if plan.kind == "aof" else _shard
-        pool = ThreadPoolExecutor(max_workers=max(1, options.parallel))
+        slots = max(1, options.parallel)
+        if plan.kind == "aof":
+            collect, workers = collect_aof, slots
+        else:  # `parallel` saves and `parallel` transfers: a finished save never waits for a busy transfer
+            collect = partial_fn(_shard, save_slots=threading.BoundedSemaphore(slots),
+                                 transfer_slots=threading.BoundedSemaphore(slots))
+            workers = 2 * slots
+        pool = ThreadPoolExecutor(max_workers=workers)
         try:
             futures = [pool.submit(collect, s, partial, inventory, conn, options, host_locks, guarded) for s in plan.shards]
             done, _ = wait(futures, return_when="FIRST_EXCEPTION")
@@ -71,9 +89,11 @@ def run_backup(plan: BackupPlan, seed: str, topology: Topology, states: tuple[No
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         node_records, warnings = [], list(plan.warnings)
-        for nf in plan.node_files:
+        with ThreadPoolExecutor(max_workers=4) as small:  # tiny files, one round trip each: overlap them
+            fetched = [small.submit(_node_file, nf, partial, links, on_event) for nf in plan.node_files]
+        for nf, future in zip(plan.node_files, fetched):
             try:
-                node_records.append(_node_file(nf, partial, inventory, options, on_event))
+                node_records.append(future.result())
             except ClusterbakError as exc:
                 if not nf.optional:
                     raise
@@ -88,26 +108,58 @@ def run_backup(plan: BackupPlan, seed: str, topology: Topology, states: tuple[No
     return manifest
 
 
-def preflight_transports(plan: BackupPlan, inventory: Inventory, options: BackupOptions) -> None:
-    """Reach every host once before any BGSAVE: a refused host key or a dead host fails before work starts."""
-    for nf in plan.node_files:
-        if nf.optional or nf.nodes_conf_path is None:
-            continue
-        transport = open_transport(inventory.access(nf.address), options.accept_new_host_keys)
-        try:
-            transport.run("true", timeout=30)
-        finally:
+class _Links:
+    """One open transport per distinct way in (transport kind, host, port, user, key, container), shared by the
+    preflight and the nodes.conf fetches: nodes on one host cost one connection, not one each. Thread-safe."""
+
+    def __init__(self, inventory: Inventory, accept_new_host_keys: bool) -> None:
+        self.inventory, self.accept = inventory, accept_new_host_keys
+        self._open: dict[tuple, Transport] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(access: NodeAccess) -> tuple:
+        if access.transport == "local":
+            return ("local",)
+        return (access.transport, access.ssh_host or access.host, access.ssh_port, access.ssh_user, access.ssh_key,
+                access.known_hosts, access.container)
+
+    def get(self, address: str) -> Transport:
+        access = self.inventory.access(address)
+        with self._lock:
+            transport = self._open.get(self.key(access))
+            if transport is None:
+                transport = self._open[self.key(access)] = open_transport(access, self.accept)
+            return transport
+
+    def close(self) -> None:
+        with self._lock:
+            opened, self._open = list(self._open.values()), {}
+        for transport in opened:
             transport.close()
 
 
+def preflight_transports(plan: BackupPlan, inventory: Inventory, options: BackupOptions, links: _Links) -> None:
+    """Reach every host once before any BGSAVE: a refused host key or a dead host fails before work starts."""
+    reached: set[tuple] = set()
+    for nf in plan.node_files:
+        if nf.optional or nf.nodes_conf_path is None:
+            continue
+        key = links.key(inventory.access(nf.address))
+        if key not in reached:
+            links.get(nf.address).run("true", timeout=30)
+            reached.add(key)
+
+
 def _shard(shard: ShardPlan, partial: Path, inventory: Inventory, conn: ConnectionOptions, options: BackupOptions,
-           host_locks: dict, on_event: Event) -> dict:
+           host_locks: dict, on_event: Event, save_slots: AbstractContextManager | None = None,
+           transfer_slots: AbstractContextManager | None = None) -> dict:
     host, port = shard.source_address.rsplit(":", 1)
     mhost, mport = shard.master_address.rsplit(":", 1)
     source = make_client(conn, host, int(port))
     master = make_client(conn, mhost, int(mport))
     try:
-        with host_locks[shard.host]:
+        with host_locks[shard.host], save_slots or nullcontext():  # the host first: a slot never idles on a busy host
             on_event("bgsave", {"shard": shard.index, "node": shard.source_address})
             with redis_errors(shard.master_address, conn):
                 mrepl = master.info("replication")
@@ -128,13 +180,14 @@ def _shard(shard: ShardPlan, partial: Path, inventory: Inventory, conn: Connecti
         on_event("transfer", {"shard": shard.index, "node": shard.source_address, "path": shard.rdb_path})
         return holder["sink"]
 
-    t0 = time.monotonic()
-    transport = open_transport(inventory.access(shard.source_address), options.accept_new_host_keys)
-    try:
-        transport.fetch(shard.rdb_path, open_sink)
-    finally:
-        transport.close()
-    seconds = time.monotonic() - t0
+    with transfer_slots or nullcontext():
+        t0 = time.monotonic()
+        transport = open_transport(inventory.access(shard.source_address), options.accept_new_host_keys)
+        try:
+            transport.fetch(shard.rdb_path, open_sink)
+        finally:
+            transport.close()
+        seconds = time.monotonic() - t0
     sink: VerifyingRdbSink = holder["sink"]
     report, stored = sink.report, sink.stored
     ctime = int(dict(report.aux).get("ctime", "0") or 0)
@@ -163,7 +216,7 @@ def _shard(shard: ShardPlan, partial: Path, inventory: Inventory, conn: Connecti
     }
 
 
-def _node_file(nf: NodeFilePlan, partial: Path, inventory: Inventory, options: BackupOptions, on_event: Event) -> dict:
+def _node_file(nf: NodeFilePlan, partial: Path, links: _Links, on_event: Event) -> dict:
     if nf.nodes_conf_path is None:
         raise StepFailed(f"{nf.address}: where its nodes.conf is is unknown; set data_dir in the inventory")
     (partial / "nodes").mkdir(exist_ok=True, mode=0o700)
@@ -174,11 +227,7 @@ def _node_file(nf: NodeFilePlan, partial: Path, inventory: Inventory, options: B
         holder["sink"] = TextFileSink(target, f"{nf.address}:{nf.nodes_conf_path}", nf.node_id)
         return holder["sink"]
 
-    transport = open_transport(inventory.access(nf.address), options.accept_new_host_keys)
-    try:
-        transport.fetch(nf.nodes_conf_path, open_sink)
-    finally:
-        transport.close()
+    links.get(nf.address).fetch(nf.nodes_conf_path, open_sink)
     stored = holder["sink"].stored
     on_event("nodes_conf", {"node": nf.address})
     return {"id": nf.node_id, "address": nf.address, "role": nf.role,
