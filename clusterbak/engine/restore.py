@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import posixpath
-import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -102,7 +101,7 @@ def _place(node: NodeRestore, transport, set_dir: Path, plan: RestorePlan, manif
     if node.from_aof:
         _place_aof(node, transport, set_dir, manifest["shards"][node.shard]["aof"])
     elif node.aof_dir:  # appendonly yes: the node would ignore dump.rdb, so the dump becomes the AOF base
-        transport.run(f"mkdir -p -- {shlex.quote(node.aof_dir)}", timeout=30)
+        transport.makedirs(node.aof_dir)
         transport.write_from(posixpath.join(node.aof_dir, node.aof_base_name),
                              StoredReader(set_dir / node.dump_source, node.dump_compression), mode=0o644)
         manifest_name = node.aof_base_name[: -len(".1.base.rdb")] + ".manifest"
@@ -119,7 +118,7 @@ def _place_aof(node: NodeRestore, transport, set_dir: Path, aof: dict) -> None:
         transport.write_from(posixpath.join(node.data_dir, node.aof_filename),
                              StoredReader(set_dir / record["path"], record["compression"]), mode=0o644)
         return
-    transport.run(f"mkdir -p -- {shlex.quote(node.aof_dir)}", timeout=30)
+    transport.makedirs(node.aof_dir)
     files = needed(parse_aof_manifest(aof["manifest_text"]))
     renamed = rename_prefix(files, aof["filename"], node.aof_filename)
     by_name = {f["name"]: f for f in aof["files"]}

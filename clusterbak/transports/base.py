@@ -99,6 +99,9 @@ class Transport(Protocol):
     def stat(self, path: str) -> FileStat | None:
         """The file's stat, or None when it does not exist."""
 
+    def makedirs(self, path: str) -> None:
+        """Create a directory and its parents on the host (exists already: fine)."""
+
     def rename(self, src: str, dst: str) -> None:
         """Rename on the host (used to move files aside, never to delete)."""
 

@@ -187,6 +187,12 @@ class DockerTransport:
         if done.exit_status != 0:
             raise TransportError(f"{self.where}: cannot rename {src} to {dst}: {_last_line(done.stderr)}")
 
+    def makedirs(self, path: str) -> None:
+        """`mkdir -p` in the container, or in a helper with its volumes when it is stopped (a restore stops it)."""
+        done = self._sh('mkdir -p -- "$1"', path)
+        if done.exit_status != 0:
+            raise TransportError(f"{self.where}: cannot create {path}: {_last_line(done.stderr)}")
+
     # -- the container's own lifecycle (used when the inventory gives no restart/stop/start command) ------
 
     def stop(self, timeout: float = 60.0) -> None:

@@ -105,6 +105,12 @@ class LocalTransport:
             raise TransportError(f"local: cannot stat {path}: {e.strerror}") from None
         return FileStat(path, st.st_size, st.st_mtime, st.st_mode)
 
+    def makedirs(self, path: str) -> None:
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            raise TransportError(f"local: cannot create {path}: {e.strerror}") from None
+
     def rename(self, src: str, dst: str) -> None:
         if os.path.lexists(dst):
             raise TransportError(f"local: cannot rename {src} to {dst}: the target exists; move it aside first")

@@ -276,6 +276,9 @@ class SshTransport:
         except ValueError:
             raise TransportError(f"{self.where}: unexpected stat output for {path}: {out!r}") from None
 
+    def makedirs(self, path: str) -> None:
+        self.run(sh('mkdir -p -- "$1"', path), timeout=self.io_timeout)
+
     def rename(self, src: str, dst: str) -> None:
         """`mv src dst`; refuses when dst exists (a rename moves aside, it never deletes)."""
         done = self.run(sh(RENAME_SCRIPT, src, dst), self.io_timeout, False)

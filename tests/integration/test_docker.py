@@ -96,6 +96,14 @@ def test_transport_files_commands_and_errors(box, tmp_path):
     t.close()
 
 
+def test_makedirs_works_on_a_stopped_container(box, docker_client):
+    """A restore stops the container before it places an AOF directory on its volume."""
+    t = DockerTransport(box)
+    docker_client.containers.get(box).stop(timeout=1)
+    t.makedirs("/data/appendonlydir")
+    assert t.stat("/data/appendonlydir") is not None
+
+
 def test_missing_container_is_named(docker_client):
     with pytest.raises(TransportError, match="docker clusterbak-no-such-container: no such container"):
         DockerTransport("clusterbak-no-such-container").stat("/data/dump.rdb")

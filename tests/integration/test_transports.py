@@ -168,6 +168,13 @@ def test_rename_moves_aside_but_never_over(transport, tmp_path) -> None:
     assert b.read_text() == "A" and a.read_text() == "A2"
 
 
+def test_makedirs_creates_parents_and_accepts_existing(transport, tmp_path) -> None:
+    target = tmp_path / "data" / "appendonlydir"
+    transport.makedirs(str(target))
+    transport.makedirs(str(target))
+    assert target.is_dir()
+
+
 # -- ssh only ---------------------------------------------------------------------------------------------
 
 
