@@ -68,18 +68,27 @@ def run_drill(set_dir: Path, manifest: dict, lab_dir: Path, keep: bool, on_event
     return report
 
 
-def sample_keys(seed: str, per_type: int = 3) -> dict:
-    """Read a few keys of every type through a cluster client; a type is ok if all its reads succeed."""
+def sample_keys(seed: str, per_type: int = 3, scan_limit: int = 3000) -> dict:
+    """Read a few keys of every type found among the first `scan_limit` keys of each master (TYPE pipelined);
+    a type is ok if all its reads succeed. Types the data does not have are simply absent."""
     host, port = seed.rsplit(":", 1)
     client = RedisCluster(startup_nodes=[ClusterNode(host, int(port))], socket_timeout=10)
     found: dict[str, list[bytes]] = {t: [] for t in READERS}
     try:
-        for key in client.scan_iter(count=500, target_nodes=RedisCluster.PRIMARIES):
-            kind = client.type(key).decode()
-            if kind in found and len(found[kind]) < per_type:
-                found[kind].append(key)
-            if all(len(v) >= per_type for v in found.values()):
-                break
+        for node in client.get_primaries():
+            conn = client.get_redis_connection(node)
+            keys = []
+            for key in conn.scan_iter(count=1000):
+                keys.append(key)
+                if len(keys) >= scan_limit:
+                    break
+            pipe = conn.pipeline(transaction=False)
+            for key in keys:
+                pipe.type(key)
+            for key, kind in zip(keys, pipe.execute()):
+                kind = kind.decode() if isinstance(kind, bytes) else kind
+                if kind in found and len(found[kind]) < per_type:
+                    found[kind].append(key)
         out = {}
         for kind, keys in found.items():
             if not keys:

@@ -177,14 +177,28 @@ def down(lab_dir: Path) -> list[str]:
         raise PreconditionError(f"no lab recorded in {lab_dir} ({STATE_FILE} missing)")
     running = [(node, current_pid(node)) for node in lab.nodes]
     running = [(node, pid) for node, pid in running if pid]
-    with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:  # all at once: each may take a while
-        list(pool.map(lambda item: stop_pid(item[1]), running))
+    # replicas first, then masters, each group at once: a master stopped while its replicas are connected waits
+    # up to shutdown-timeout (10 s) for them to catch up
+    replicas = [item for item in running if _is_replica(item[0].port)]
+    for group in (replicas, [item for item in running if item not in replicas]):
+        with ThreadPoolExecutor(max_workers=max(1, len(group))) as pool:
+            list(pool.map(lambda item: stop_pid(item[1]), group))
     stopped = [f"redis-server 127.0.0.1:{node.port} (pid {pid})" for node, pid in running]
     if lab.sshd and lab.sshd.get("pid") and pid_alive(lab.sshd["pid"]):
         stop_pid(lab.sshd["pid"])
         stopped.append(f"sshd 127.0.0.1:{lab.sshd['port']} (pid {lab.sshd['pid']})")
     (Path(lab.dir) / STATE_FILE).unlink(missing_ok=True)
     return stopped
+
+
+def _is_replica(port: int) -> bool:
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        return client.info("replication").get("role") == "slave"
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
 
 
 def load(lab_dir: Path) -> Lab | None:
