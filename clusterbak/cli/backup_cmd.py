@@ -57,12 +57,12 @@ def backup(seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory")],
             raise UsageError(f"--source {source!r} is not one of {', '.join(SOURCES)}")
         if compress not in ("zstd", "none"):
             raise UsageError(f"--compress {compress!r} is not zstd or none")
+        if relax_fsync and not aof:
+            raise UsageError("--relax-fsync only applies to --aof backups")
         opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout)
         inv = load_inventory(inventory)
         seen = inspect(opts, None, max_lag)
         gate = [f"{f.subject}: {f.message}" for f in seen.findings if f.severity == "critical" and f.code in GATE_CODES]
-        if relax_fsync and not aof:
-            raise UsageError("--relax-fsync only applies to --aof backups")
         plan = plan_backup(new_backup_id(), seen.topology, seen.states, inv, source, max_lag, aof)
         data = {"backup_id": plan.backup_id, "dry_run": dry_run, "plan": plan.to_dict(), "gate": gate}
         r.backup_plan(data["plan"], gate)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import posixpath
 from dataclasses import asdict, dataclass, field
 
-from clusterbak.errors import InventoryError
+from clusterbak.errors import InventoryError, UsageError
 from clusterbak.model.inventory import Inventory
-from clusterbak.model.nodesconf import NewAddress
+from clusterbak.model.nodesconf import NewAddress, NodesConfError, parse_new_address
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +150,7 @@ def plan_restore(manifest: dict, inventory: Inventory, mapping: dict[str, NewAdd
 
 
 def parse_maps(values: list[str]) -> dict[str, NewAddress]:
-    from clusterbak.errors import UsageError
-    from clusterbak.model.nodesconf import NodesConfError, parse_new_address
-
+    """--map OLD=NEW[@CPORT] values -> old address -> new address; a malformed one is a usage error."""
     out = {}
     for value in values:
         old, sep, new = value.partition("=")

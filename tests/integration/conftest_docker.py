@@ -17,6 +17,8 @@ from typing import Iterator
 
 import pytest
 
+from tests.integration.conftest import LabHandle
+
 from clusterbak.lab import docker_lab as dlab
 from clusterbak.lab.load import load as load_keys
 from clusterbak.lab.procs import free_base_port
@@ -75,17 +77,8 @@ def docker_image(docker_client) -> str:
     return image
 
 
-class DockerLabHandle:
-    def __init__(self, lab: dlab.DockerLab):
-        self.lab = lab
-
-    @property
-    def seed(self) -> str:
-        return self.lab.seed
-
-    @property
-    def inventory(self) -> str:
-        return self.lab.inventory
+class DockerLabHandle(LabHandle):
+    """The same handle as the process lab's, over a lab of containers."""
 
     def port_of(self, role: str) -> list[int]:
         return [n.port for n in self.lab.nodes if n.role == role]

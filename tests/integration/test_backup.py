@@ -204,3 +204,27 @@ def test_prune_without_yes_and_without_a_terminal_deletes_nothing(lab, cli, tmp_
         time.sleep(1.1)
     result, doc = cli.json("prune", "--dest", str(dest), "--keep-last", "1")
     assert result.exit_code == 3 and len(list(dest.iterdir())) == 2
+
+
+def test_bad_flags_are_usage_errors_before_any_connection(cli, tmp_path):
+    for flags, needle in ((["--source", "nearest"], "--source"), (["--compress", "lz4"], "--compress"),
+                          (["--relax-fsync"], "--relax-fsync")):
+        result, doc = cli.json("backup", "--seed", "127.0.0.1:1", "--inventory", str(tmp_path / "x.toml"),
+                               "--dest", str(tmp_path / "s"), *flags)
+        assert result.exit_code == 2 and needle in doc["errors"][0]
+
+
+def test_cluster_in_fail_state_is_refused_and_force_does_not_hide_a_dead_shard(make_lab, cli, tmp_path):
+    handle = make_lab(masters=3, replicas=0)
+    victim = handle.lab.nodes[2]
+    stop_pid(cluster.current_pid(victim))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        result, doc = backup(cli, handle, tmp_path / "sets", "--source", "master")
+        if any("cluster_state" in e for e in doc["errors"]):
+            break
+        time.sleep(0.5)
+    assert result.exit_code == 3 and any("cluster_state is fail" in e for e in doc["errors"])
+    result, doc = backup(cli, handle, tmp_path / "sets", "--source", "master", "--force")
+    assert result.exit_code == 3 and any(victim.address in e for e in doc["errors"])
+    assert not (tmp_path / "sets").exists()
