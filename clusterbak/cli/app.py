@@ -40,13 +40,14 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 
 @app.command()
-def topology(seed: c.Seed, user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None,
-             cert: c.Cert = None, key: c.Key = None, connect_timeout: c.ConnectTimeout = 3.0,
-             json_out: c.Json = False) -> None:
+def topology(seed: c.Seed, inventory: c.InventoryOpt = None, user: c.User = None, tls: c.Tls = False,
+             cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
+             connect_timeout: c.ConnectTimeout = 3.0, json_out: c.Json = False) -> None:
     """Show the cluster by shard: roles, slots, epochs, offsets, lag, memory and keys."""
 
     def body(r: Renderer) -> Outcome:
-        opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout)
+        inv = load_inventory(inventory) if inventory else None
+        opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout, inv, tls_insecure)
         seen = inspect(opts)
         data = topology_view(seed, seen.topology, seen.states)
         r.topology(data)
@@ -57,15 +58,15 @@ def topology(seed: c.Seed, user: c.User = None, tls: c.Tls = False, cacert: c.Ca
 
 @app.command()
 def check(seed: c.Seed, inventory: c.InventoryOpt = None, user: c.User = None, tls: c.Tls = False,
-          cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None,
+          cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
           connect_timeout: c.ConnectTimeout = 3.0,
           max_lag: Annotated[int, typer.Option("--max-lag", help="Bytes a replica may trail its master.")] = DEFAULT_MAX_LAG,
           json_out: c.Json = False) -> None:
     """Preflight before a backup or a restart: exit 0 healthy, 3 on any critical finding."""
 
     def body(r: Renderer) -> Outcome:
-        opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout)
         inv = load_inventory(inventory) if inventory else None
+        opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout, inv, tls_insecure)
         seen = inspect(opts, inv, max_lag)
         findings = [finding_view(f) for f in seen.findings]
         r.findings(findings)

@@ -48,8 +48,8 @@ def backup(seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory")],
            aof: Annotated[bool, typer.Option("--aof", help="Back up each shard's AOF (BGREWRITEAOF) instead of an RDB.")] = False,
            relax_fsync: Annotated[bool, typer.Option("--relax-fsync", help="With --aof: appendfsync no during the copy (put back after).")] = False,
            dry_run: DryRun = False, user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None,
-           cert: c.Cert = None, key: c.Key = None, connect_timeout: c.ConnectTimeout = 3.0,
-           json_out: c.Json = False) -> None:
+           cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
+           connect_timeout: c.ConnectTimeout = 3.0, json_out: c.Json = False) -> None:
     """Snapshot every shard on an in-sync replica, collect dump.rdb and every nodes.conf, verify, write a set."""
 
     def body(r: Renderer) -> Outcome:
@@ -59,8 +59,8 @@ def backup(seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory")],
             raise UsageError(f"--compress {compress!r} is not zstd or none")
         if relax_fsync and not aof:
             raise UsageError("--relax-fsync only applies to --aof backups")
-        opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout)
         inv = load_inventory(inventory)
+        opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout, inv, tls_insecure)
         seen = inspect(opts, None, max_lag)
         gate = [f"{f.subject}: {f.message}" for f in seen.findings if f.severity == "critical" and f.code in GATE_CODES]
         plan = plan_backup(new_backup_id(), seen.topology, seen.states, inv, source, max_lag, aof)
@@ -99,9 +99,9 @@ def show(backup_id: str, dest: Dest, json_out: c.Json = False) -> None:
     """A set's manifest: shards, sources, offsets, keys, files."""
 
     def body(r: Renderer) -> Outcome:
-        manifest = BackupStore(dest).manifest(backup_id)
-        r.backup_summary(manifest)
-        return Outcome(data=manifest)
+        manifest = BackupStore(dest).manifest(backup_id)  # validated; the document is shown as stored
+        r.backup_summary(dict(manifest.raw))
+        return Outcome(data=dict(manifest.raw))
 
     c.execute("show", json_out, body)
 

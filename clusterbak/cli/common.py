@@ -8,6 +8,7 @@ import typer
 
 from clusterbak.cli.render import Outcome, Renderer
 from clusterbak.errors import EXIT_UNEXPECTED, ClusterbakError, exit_code_for
+from clusterbak.model.inventory import Inventory
 from clusterbak.redisops.connect import PASSWORD_ENV, ConnectionOptions, split_address
 
 Seed = Annotated[str, typer.Option("--seed", help="Any cluster node, HOST:PORT.", envvar="CLUSTERBAK_SEED")]
@@ -19,13 +20,21 @@ Key = Annotated[Optional[str], typer.Option("--key", help="Client key for --tls.
 ConnectTimeout = Annotated[float, typer.Option("--connect-timeout", help="Seconds to wait for a TCP connection.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON envelope on stdout, nothing else.")]
 InventoryOpt = Annotated[Optional[str], typer.Option("--inventory", help="Inventory TOML (see docs/inventory.md).")]
+TlsInsecure = Annotated[bool, typer.Option(
+    "--tls-insecure-skip-verify", help="With --tls: accept ANY certificate and host name (unsafe; for a lab only).")]
 
 
 def connection(seed: str, user: str | None, tls: bool, cacert: str | None, cert: str | None, key: str | None,
-               connect_timeout: float) -> ConnectionOptions:
+               connect_timeout: float, inventory: Inventory | None = None,
+               tls_insecure: bool = False) -> ConnectionOptions:
+    """Connection options from the flags; the inventory's [redis] username/password_env apply unless --user /
+    $REDISCLI_AUTH override them."""
     split_address(seed)  # usage error early, naming the bad value
-    return ConnectionOptions(seed=seed, username=user, tls=tls, cacert=cacert, cert=cert, key=key,
-                             connect_timeout=connect_timeout)
+    opts = ConnectionOptions(seed=seed, username=user, tls=tls, cacert=cacert, cert=cert, key=key,
+                             connect_timeout=connect_timeout, tls_insecure=tls_insecure)
+    if inventory is not None:
+        opts = opts.with_inventory(inventory.username, inventory.password_env)
+    return opts
 
 
 def execute(command: str, json_mode: bool, body: Callable[[Renderer], Outcome]) -> None:

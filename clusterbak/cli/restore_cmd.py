@@ -15,8 +15,7 @@ from clusterbak.config import load_inventory
 from clusterbak.engine.drill import run_drill
 from clusterbak.engine.restore import run_restore, verify_or_refuse
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError
-from clusterbak.plan.restore import parse_maps, plan_restore
-from clusterbak.redisops.connect import ConnectionOptions
+from clusterbak.plan.restore import parse_maps, plan_restore, target_address
 from clusterbak.redisops.target import probe_target
 from clusterbak.storage.backupset import BackupStore
 
@@ -33,8 +32,8 @@ def restore(backup_id: str, dest: Dest, inventory: Annotated[str, typer.Option("
             prove_timeout: Annotated[float, typer.Option("--prove-timeout")] = 120.0,
             accept_new_host_keys: Annotated[bool, typer.Option("--accept-new-host-keys")] = False,
             dry_run: DryRun = False, user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None,
-            cert: c.Cert = None, key: c.Key = None, connect_timeout: c.ConnectTimeout = 3.0,
-            json_out: c.Json = False) -> None:
+            cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
+            connect_timeout: c.ConnectTimeout = 3.0, json_out: c.Json = False) -> None:
     """Turn a backup set back into a running cluster (same addresses, or new ones with --map), then prove it."""
 
     def body(r: Renderer) -> Outcome:
@@ -44,13 +43,15 @@ def restore(backup_id: str, dest: Dest, inventory: Annotated[str, typer.Option("
         inv = load_inventory(inventory)
         mapping = parse_maps(map_ or [])
         verify_or_refuse(set_dir, manifest)  # before anything is touched, even for a dry run
-        conn = ConnectionOptions(seed=manifest["seed"], username=user, tls=tls, cacert=cacert, cert=cert, key=key,
-                                 connect_timeout=connect_timeout)
-        targets = {}
-        for node in manifest["topology"]["nodes"]:
-            new = mapping.get(node["address"])
-            address = new.address if new else node["address"]
-            targets[address] = probe_target(conn, address)
+        # connect only where the operator said: a set's addresses go through --map and the inventory first, and an
+        # address the inventory does not list is never probed (the plan refuses it instead)
+        wanted = [target_address(manifest, mapping, n.address).address for n in manifest.nodes]
+        placed = [a for a in wanted if a in inv.addresses()]
+        if not placed:
+            raise PreconditionError(f"no node of backup {backup_id} maps to a node of {inv.source}; "
+                                    "check --inventory and --map")
+        conn = c.connection(placed[0], user, tls, cacert, cert, key, connect_timeout, inv, tls_insecure)
+        targets = {address: probe_target(conn, address) for address in placed}
         plan = plan_restore(manifest, inv, mapping, targets, force)
         data = {"backup_id": backup_id, "dry_run": dry_run, "plan": plan.to_dict()}
         r.restore_plan(data["plan"])

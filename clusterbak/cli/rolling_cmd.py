@@ -37,12 +37,12 @@ def rolling_restart(
         force_failover: Annotated[bool, typer.Option("--force-failover", help="CLUSTER FAILOVER FORCE: can lose writes.")] = False,
         accept_new_host_keys: Annotated[bool, typer.Option("--accept-new-host-keys")] = False,
         user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None,
-        connect_timeout: c.ConnectTimeout = 3.0, json_out: c.Json = False) -> None:
+        tls_insecure: c.TlsInsecure = False, connect_timeout: c.ConnectTimeout = 3.0, json_out: c.Json = False) -> None:
     """Restart every node with no lost write and every master back in its role (see docs/rolling-restart.md)."""
 
     def body(r: Renderer) -> Outcome:
-        opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout)
         inv = load_inventory(inventory)
+        opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout, inv, tls_insecure)
         path = Path(state).absolute() if state else default_state_path(inventory)
         wanted = tuple(a.strip() for a in (nodes or "").split(",") if a.strip())
         existing = load_state(path)

@@ -16,7 +16,8 @@ from clusterbak.lab import cluster
 from clusterbak.lab.inventory import write_inventory
 from clusterbak.lab.procs import free_base_port
 from clusterbak.model.nodesconf import parse_new_address
-from clusterbak.plan.restore import plan_restore, shard_of
+from clusterbak.model.manifest import Manifest, TopologyNode
+from clusterbak.plan.restore import plan_restore
 from clusterbak.redisops.connect import ConnectionOptions
 from clusterbak.redisops.target import probe_target
 
@@ -24,21 +25,21 @@ READERS = {"string": "GET", "hash": "HGETALL", "list": "LRANGE", "set": "SMEMBER
 EXTRA = {"LRANGE": (0, -1), "ZRANGE": (0, -1), "XRANGE": ("-", "+")}
 
 
-def drill_order(manifest: dict) -> list[dict]:
+def drill_order(manifest: Manifest) -> list[TopologyNode]:
     """Backup nodes in lab port order: every shard's master first, then replicas by shard."""
-    shard = shard_of(manifest)
-    nodes = [n for n in manifest["topology"]["nodes"] if shard.get(n["id"], -1) >= 0]
-    return sorted(nodes, key=lambda n: (n["role"] != "master", shard[n["id"]], n["address"]))
+    shard = manifest.shard_of()
+    nodes = [n for n in manifest.nodes if shard.get(n.id, -1) >= 0]
+    return sorted(nodes, key=lambda n: (n.role != "master", shard[n.id], n.address))
 
 
-def run_drill(set_dir: Path, manifest: dict, lab_dir: Path, keep: bool, on_event=lambda k, d: None) -> dict:
+def run_drill(set_dir: Path, manifest: Manifest, lab_dir: Path, keep: bool, on_event=lambda k, d: None) -> dict:
     t0 = time.monotonic()
     verify_or_refuse(set_dir, manifest)
     on_event("verified", {})
     order = drill_order(manifest)
-    masters = len(manifest["shards"])
-    shard = shard_of(manifest)
-    replicas = max(Counter(shard[n["id"]] for n in order if n["role"] != "master").values(), default=0)
+    masters = len(manifest.shards)
+    shard = manifest.shard_of()
+    replicas = max(Counter(shard[n.id] for n in order if n.role != "master").values(), default=0)
     count = masters * (1 + replicas)
     lab = cluster.up(lab_dir, masters, replicas, free_base_port(count), form=False)
     report: dict = {"lab": {"dir": lab.dir, "seed": lab.seed, "inventory": lab.inventory, "kept": keep}}
@@ -47,20 +48,20 @@ def run_drill(set_dir: Path, manifest: dict, lab_dir: Path, keep: bool, on_event
         on_event("lab", {"seed": lab.seed})
         inventory = load_inventory(lab.inventory)
         conn = ConnectionOptions(seed=lab.seed)
-        mapping = {n["address"]: parse_new_address(lab.nodes[i].address) for i, n in enumerate(order)}
+        mapping = {n.address: parse_new_address(lab.nodes[i].address) for i, n in enumerate(order)}
         targets = {a.address: probe_target(conn, a.address) for a in mapping.values()}
         plan = plan_restore(manifest, inventory, mapping, targets, force=True)
         checks = run_restore(plan, set_dir, manifest, inventory, conn, verified=True, on_event=on_event)
         proven = time.monotonic()
         samples = sample_keys(lab.seed) if all(c["ok"] for c in checks) else {}
-        raw = manifest["totals"]["raw_bytes"]
+        raw = manifest.raw_bytes
         rto = proven - t0
         report.update(
             ok=all(c["ok"] for c in checks) and all(v["ok"] for v in samples.values()),
             checks=checks, samples=samples, rto_seconds=round(rto, 3),
-            rpo_seconds=round(time.time() - min(s["save"]["requested_at"] for s in manifest["shards"]), 1),
-            backup_id=manifest["backup_id"], raw_bytes=raw, stored_bytes=manifest["totals"]["stored_bytes"],
-            keys=manifest["totals"]["keys"], restore_rate_mb_s=round(raw / rto / 1e6, 1) if rto else None,
+            rpo_seconds=round(time.time() - min(s.requested_at for s in manifest.shards), 1),
+            backup_id=manifest.backup_id, raw_bytes=raw, stored_bytes=manifest.stored_bytes,
+            keys=manifest.keys, restore_rate_mb_s=round(raw / rto / 1e6, 1) if rto else None,
             mapping={old: new.address for old, new in mapping.items()})
     finally:
         if not keep:

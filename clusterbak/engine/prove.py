@@ -7,6 +7,7 @@ import time
 
 import redis
 
+from clusterbak.model.manifest import Manifest
 from clusterbak.model.topology import parse_cluster_nodes
 from clusterbak.redisops.connect import ConnectionOptions, make_client
 
@@ -42,7 +43,7 @@ def _cluster_ok(conn: ConnectionOptions, address: str) -> bool:
         client.close()
 
 
-def prove(conn: ConnectionOptions, manifest: dict, new_address: dict[str, str], timeout: float) -> list[dict]:
+def prove(conn: ConnectionOptions, manifest: Manifest, new_address: dict[str, str], timeout: float) -> list[dict]:
     """Checks as rows {check, subject, ok, detail}. new_address: node id -> address now."""
     rows = []
     addresses = sorted(set(new_address.values()))
@@ -58,22 +59,22 @@ def prove(conn: ConnectionOptions, manifest: dict, new_address: dict[str, str], 
     rows.append(_row("all 16384 slots served", "cluster", not topo.uncovered_slots(),
                      ", ".join(str(r) for r in topo.uncovered_slots()[:3])))
     rows.append(_row("no open slots", "cluster", not topo.open_slots(), ""))
-    for node in manifest["topology"]["nodes"]:
-        if node["id"] not in new_address:
+    for node in manifest.nodes:
+        if node.id not in new_address:
             continue
         try:
-            now = topo.by_id(node["id"])
+            now = topo.by_id(node.id)
         except KeyError:
-            rows.append(_row("node present", new_address[node["id"]], False, f"node id {node['id'][:8]} missing"))
+            rows.append(_row("node present", new_address[node.id], False, f"node id {node.id[:8]} missing"))
             continue
-        same = now.role == node["role"] and (now.master_id or None) == (node["master_id"] or None)
-        rows.append(_row("same role", now.address, same, f"{node['role']} -> {now.role}"))
-        if node["role"] == "master":
-            want = node["slots"]
+        same = now.role == node.role and (now.master_id or None) == (node.master_id or None)
+        rows.append(_row("same role", now.address, same, f"{node.role} -> {now.role}"))
+        if node.role == "master":
+            want = list(node.slots)
             have = [str(r) for r in now.slots]
             rows.append(_row("same slots", now.address, want == have, f"{' '.join(want)} vs {' '.join(have)}"))
-    for shard in manifest["shards"]:
-        address = new_address.get(shard["master"]["id"])
+    for shard in manifest.shards:
+        address = new_address.get(shard.master_id)
         if address is None:
             continue
         client = _client(conn, address)
@@ -81,7 +82,7 @@ def prove(conn: ConnectionOptions, manifest: dict, new_address: dict[str, str], 
             size = int(client.dbsize())
         finally:
             client.close()
-        keys, expires = shard["rdb"]["keys"], shard["rdb"]["expires"]
+        keys, expires = shard.keys, shard.expires
         rows.append(_row("key count", address, keys - expires <= size <= keys,
                          f"{size} keys; manifest {keys} of which {expires} had a TTL"))
     return rows

@@ -29,10 +29,25 @@ def render_inventory(lab: Lab) -> str:
     for action in ("restart", "stop", "start"):
         lines.append(f"{action}_command = {_q(ctl + ' ' + action + ' --dir {data_dir} --port {port}')}")
     for node in lab.nodes:
-        lines += ["", f'[nodes."{node.address}"]', f"data_dir = {_q(node.dir)}"]
+        conf = _conf(Path(node.dir) / "redis.conf")
+        lines += ["", f'[nodes."{node.address}"]', f"data_dir = {_q(node.dir)}",
+                  f"cluster_config_file = {_q(conf.get('cluster-config-file', 'nodes.conf'))}",
+                  f"dbfilename = {_q(conf.get('dbfilename', 'dump.rdb'))}",
+                  f"appendonly = {_q(conf.get('appendonly', 'no'))}"]
         if lab.sshd:
             lines.append('ssh_host = "127.0.0.1"')
     return "\n".join(lines) + "\n"
+
+
+def _conf(path: Path) -> dict[str, str]:
+    """The lab's own redis.conf (it wrote it): what a restore into a stopped node needs to know."""
+    out = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, _, value = line.strip().partition(" ")
+            if key and not key.startswith("#"):
+                out[key] = value.strip().strip('"')
+    return out
 
 
 def write_inventory(lab: Lab) -> Path:

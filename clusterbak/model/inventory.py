@@ -6,11 +6,14 @@ clusterbak.config, which is allowed to touch the filesystem.
 
 from __future__ import annotations
 
+import shlex
 import string
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from clusterbak.errors import InventoryError
+from clusterbak.model.names import NameError_, check_absolute_dir, check_bare_name, check_container, check_host, \
+    check_node_id
 from clusterbak.model.topology import Node, Topology
 
 TRANSPORTS = ("ssh", "local", "docker")
@@ -18,7 +21,8 @@ PLACEHOLDERS = frozenset({"host", "port", "node_id", "data_dir", "container"})
 REDIS_KEYS = frozenset({"username", "password_env"})
 NODE_SETTING_KEYS = frozenset(
     {"transport", "ssh_user", "ssh_port", "ssh_key", "known_hosts", "restart_command",
-     "stop_command", "start_command", "data_dir", "ssh_host", "container"}
+     "stop_command", "start_command", "data_dir", "ssh_host", "container", "cluster_config_file", "dbfilename",
+     "appendonly"}
 )
 COMMAND_KEYS = ("restart_command", "stop_command", "start_command")
 
@@ -39,6 +43,9 @@ class NodeAccess:
     restart_command: str | None = None
     stop_command: str | None = None
     start_command: str | None = None
+    cluster_config_file: str | None = None  # where a DOWN node keeps nodes.conf (a running node is asked)
+    dbfilename: str | None = None
+    appendonly: str | None = None  # "yes" | "no"
 
     @property
     def host(self) -> str:
@@ -49,12 +56,25 @@ class NodeAccess:
         return int(self.address.rsplit(":", 1)[1])
 
     def command(self, which: str, node_id: str = "", data_dir: str = "") -> str | None:
-        """A service command with its placeholders filled in, or None when not configured."""
+        """A service command with its placeholders filled in, or None when not configured.
+
+        Placeholders are data, not shell: each value is checked (port a number, node id 40 hex, paths absolute and
+        free of control characters, host and container names of their own alphabet) and shell-quoted, so a value a
+        node reports can never become a command. Templates therefore must not quote placeholders themselves."""
         template = getattr(self, which)
         if template is None:
             return None
-        return template.format(host=self.host, port=self.port, node_id=node_id,
-                               data_dir=data_dir or self.data_dir or "", container=self.container or "")
+        used = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        values = {"host": self.host, "port": str(self.port), "node_id": node_id,
+                  "data_dir": data_dir or self.data_dir or "", "container": self.container or ""}
+        checks = {"host": check_host, "node_id": check_node_id, "data_dir": check_absolute_dir,
+                  "container": check_container, "port": lambda v: v}
+        try:
+            for name in used:
+                checks[name](values[name])
+        except NameError_ as exc:
+            raise InventoryError(f"{self.address}: {which} cannot be filled in: {exc}") from None
+        return template.format(**{k: shlex.quote(v) for k, v in values.items()})
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +92,9 @@ class Inventory:
             f"{self.source}: node {address} is in the cluster but not in the inventory; "
             f'add a [nodes."{address}"] table'
         )
+
+    def addresses(self) -> frozenset[str]:
+        return frozenset(n.address for n in self.nodes)
 
     def place(self, topology: Topology) -> dict[str, NodeAccess]:
         """NodeAccess for every node of the topology, by node id; raises naming the first unplaced node."""
@@ -120,12 +143,25 @@ def _settings(table: Mapping[str, Any], source: str, where: str) -> dict[str, An
         if key == "ssh_port":
             if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
                 raise InventoryError(f"{source}: {where} ssh_port must be a port number, got {value!r}")
+        elif key == "appendonly":
+            if value not in (True, False, "yes", "no"):
+                raise InventoryError(f"{source}: {where} appendonly must be true/false or \"yes\"/\"no\"")
+            value = "yes" if value in (True, "yes") else "no"
         elif not isinstance(value, str) or not value:
             raise InventoryError(f"{source}: {where} {key} must be a non-empty string")
         if key == "transport" and value not in TRANSPORTS:
             raise InventoryError(f"{source}: {where} transport {value!r} is not one of {', '.join(TRANSPORTS)}")
         if key in COMMAND_KEYS:
             _check_placeholders(value, source, f"{where} {key}")
+        try:
+            if key == "data_dir":
+                check_absolute_dir(value)
+            elif key == "dbfilename":
+                check_bare_name(value)
+            elif key == "cluster_config_file":
+                check_absolute_dir(value) if value.startswith("/") else check_bare_name(value)
+        except NameError_ as exc:
+            raise InventoryError(f"{source}: {where} {key}: {exc}") from None
         out[key] = value
     return out
 

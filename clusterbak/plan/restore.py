@@ -6,7 +6,9 @@ import posixpath
 from dataclasses import asdict, dataclass, field
 
 from clusterbak.errors import InventoryError, UsageError
-from clusterbak.model.inventory import Inventory
+from clusterbak.model.inventory import Inventory, NodeAccess
+from clusterbak.model.manifest import Manifest
+from clusterbak.model.names import NameError_, check_absolute_dir, check_address, check_bare_name
 from clusterbak.model.nodesconf import NewAddress, NodesConfError, parse_new_address
 
 
@@ -45,6 +47,7 @@ class NodeRestore:
     replaces_keys: int
     refusal: str | None = None
     from_aof: bool = False  # the set holds this shard's AOF files, not a dump
+    stale_aof_dir: str | None = None  # a down target of unknown appendonly: an old AOF dir here is moved aside
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,31 +77,32 @@ class RestorePlan:
         return asdict(self)
 
 
-def shard_of(manifest: dict) -> dict[str, int]:
-    shard_by_master = {s["master"]["id"]: s["index"] for s in manifest["shards"]}
-    out = {}
-    for n in manifest["topology"]["nodes"]:
-        out[n["id"]] = shard_by_master.get(n["id"] if n["role"] == "master" else n["master_id"], -1)
-    return out
+def target_address(manifest: Manifest, mapping: dict[str, NewAddress], old: str) -> NewAddress:
+    """Where a node of the set goes: its --map entry, else the same address (bus port = port + 10000)."""
+    if old in mapping:
+        return mapping[old]
+    host, port = check_address(old)
+    return NewAddress(host, port, port + 10000)
 
 
-def plan_restore(manifest: dict, inventory: Inventory, mapping: dict[str, NewAddress],
+def plan_restore(manifest: Manifest, inventory: Inventory, mapping: dict[str, NewAddress],
                  targets: dict[str, TargetState], force: bool = False) -> RestorePlan:
+    """Which file goes where. Paths on a target come from the inventory or the live target's CONFIG GET (checked),
+    never from the set: the manifest's recorded paths are information only."""
     refusals, warnings, nodes = [], [], []
-    shard = shard_of(manifest)
-    shards = {s["index"]: s for s in manifest["shards"]}
-    confs = {n["id"]: n["nodes_conf"] for n in manifest["nodes"]}
+    shard = manifest.shard_of()
     moved = any(new.address != old for old, new in mapping.items())
-    for unknown in set(mapping) - {n["address"] for n in manifest["topology"]["nodes"]}:
-        refusals.append(f"--map {unknown}=...: {unknown} is not a node of backup {manifest['backup_id']}")
-    for node in manifest["topology"]["nodes"]:
-        old = node["address"]
-        new = mapping.get(old) or NewAddress(old.rsplit(":", 1)[0], int(old.rsplit(":", 1)[1]), int(old.rsplit(":", 1)[1]) + 10000)
+    for unknown in set(mapping) - {n.address for n in manifest.nodes}:
+        refusals.append(f"--map {unknown}=...: {unknown} is not a node of backup {manifest.backup_id}")
+    for node in manifest.nodes:
+        old = node.address
+        new = target_address(manifest, mapping, old)
         where = f"{old}" + (f" -> {new.address}" if new.address != old else "")
-        if node["id"] not in confs:
-            refusals.append(f"{where}: the backup has no nodes.conf for node {node['id'][:8]}; it cannot be restored")
+        conf = manifest.conf_of(node.id)
+        if conf is None:
+            refusals.append(f"{where}: the backup has no nodes.conf for node {node.id[:8]}; it cannot be restored")
             continue
-        if shard[node["id"]] not in shards:
+        if shard[node.id] < 0:
             refusals.append(f"{where}: node belongs to no shard of the backup (failed or empty master)")
             continue
         try:
@@ -107,46 +111,101 @@ def plan_restore(manifest: dict, inventory: Inventory, mapping: dict[str, NewAdd
             refusals.append(str(exc))
             continue
         target = targets.get(new.address) or TargetState(new.address, False)
-        cfg = target.config or (manifest.get("config", {}).get(old, {}) if new.address == old else {})
-        data_dir = access.data_dir or target.config.get("dir") or (cfg.get("dir") if new.address == old else None)
+        try:
+            layout = target_layout(access, target)
+        except NameError_ as exc:
+            refusals.append(f"{where}: {exc}")
+            continue
+        for note in layout.notes:
+            warnings.append(f"{where}: {note}")
         refusal = None
-        if not data_dir:
-            refusal = f"{where}: data dir unknown (node down and no data_dir in the inventory)"
-        conf_name = cfg.get("cluster-config-file") or "nodes.conf"
-        dbfile = cfg.get("dbfilename") or "dump.rdb"
-        if not cfg:
-            warnings.append(f"{where}: target config unknown; assuming dbfilename dump.rdb and cluster-config-file nodes.conf")
-        aof = (cfg.get("appendonly") == "yes")
-        stop = access.command("stop_command", node["id"], data_dir or "") or (
-            f"docker stop {access.container}" if access.transport == "docker" else "SHUTDOWN NOSAVE")
-        start = access.command("start_command", node["id"], data_dir or "")
+        if not layout.data_dir:
+            refusal = (f"{where}: data dir unknown: the node is down and the inventory has no data_dir for "
+                       f"{new.address}; set data_dir for this node")
+        data_dir = layout.data_dir or ""
+        try:
+            stop = access.command("stop_command", node.id, data_dir) or (
+                f"docker stop {access.container}" if access.transport == "docker" else "SHUTDOWN NOSAVE")
+            start = access.command("start_command", node.id, data_dir)
+        except InventoryError as exc:
+            refusals.append(f"{where}: {exc}")
+            continue
         if start is None and access.transport == "docker":
             start = f"docker start {access.container}"
         if start is None and refusal is None:
             refusal = f"{where}: no start_command in the inventory; clusterbak cannot bring the node back"
-        if target.reachable and target.node_id != node["id"] and (target.dbsize or target.known_nodes > 1) and not force:
+        if target.reachable and target.node_id != node.id and (target.dbsize or target.known_nodes > 1) and not force:
             refusal = (f"{where}: target is node {str(target.node_id)[:8]} of another cluster or holds "
                        f"{target.dbsize} keys; use --force to overwrite it")
-        s = shards[shard[node["id"]]]
-        if "aof" in s and not aof and refusal is None:
+        s = manifest.shard(shard[node.id])
+        if s.aof is not None and not layout.appendonly and refusal is None:
             refusal = (f"{where}: target has appendonly no, but this is an AOF set; set appendonly yes on the target "
                        "(it would ignore the AOF and load dump.rdb) or restore an RDB set")
         if refusal:
             refusals.append(refusal)
         join = posixpath.join
+        conf_name = layout.cluster_config_file
         nodes.append(NodeRestore(
-            node_id=node["id"], role=node["role"], shard=s["index"], old_address=old, new_address=new.address,
-            new_cport=new.cport, data_dir=data_dir,
-            rdb_path=join(data_dir, dbfile) if data_dir else None,
+            node_id=node.id, role=node.role, shard=s.index, old_address=old, new_address=new.address,
+            new_cport=new.cport, data_dir=layout.data_dir,
+            rdb_path=join(data_dir, layout.dbfilename) if data_dir else None,
             nodes_conf_path=(conf_name if conf_name.startswith("/") else join(data_dir, conf_name)) if data_dir else None,
-            aof_dir=join(data_dir, cfg.get("appenddirname") or "appendonlydir") if aof and data_dir else None,
-            aof_base_name=f"{cfg.get('appendfilename') or 'appendonly.aof'}.1.base.rdb" if aof else None,
-            aof_filename=(cfg.get("appendfilename") or "appendonly.aof") if aof else None, from_aof="aof" in s,
-            nodes_conf_source=confs[node["id"]]["path"], rewrite_nodes_conf=moved,
-            dump_source=s["aof"]["folder"] if "aof" in s else s["file"]["path"],
-            dump_compression="" if "aof" in s else s["file"]["compression"], stop=stop, start=start,
-            replaces_keys=target.dbsize if target.reachable else 0, refusal=refusal))
-    return RestorePlan(manifest["backup_id"], tuple(nodes), tuple(refusals), tuple(warnings))
+            aof_dir=join(data_dir, layout.appenddirname) if layout.appendonly and data_dir else None,
+            aof_base_name=f"{layout.appendfilename}.1.base.rdb" if layout.appendonly else None,
+            aof_filename=layout.appendfilename if layout.appendonly else None, from_aof=s.aof is not None,
+            nodes_conf_source=conf.file.path, rewrite_nodes_conf=moved,
+            dump_source=s.aof.folder if s.aof is not None else (s.file.path if s.file else ""),
+            dump_compression="" if s.aof is not None or s.file is None else s.file.compression, stop=stop, start=start,
+            replaces_keys=target.dbsize if target.reachable else 0, refusal=refusal,
+            stale_aof_dir=join(data_dir, "appendonlydir") if layout.appendonly_unknown and data_dir else None))
+    return RestorePlan(manifest.backup_id, tuple(nodes), tuple(refusals), tuple(warnings))
+
+
+@dataclass(frozen=True, slots=True)
+class TargetLayout:
+    data_dir: str | None
+    dbfilename: str
+    cluster_config_file: str
+    appendonly: bool
+    appendonly_unknown: bool
+    appenddirname: str
+    appendfilename: str
+    notes: tuple[str, ...]
+
+
+def target_layout(access: NodeAccess, target: TargetState) -> TargetLayout:
+    """The target's file layout: the inventory first (the operator said so), then the live node's CONFIG GET, then
+    Redis's defaults. Every value is checked before it becomes part of a path."""
+    live = target.config if target.reachable else {}
+    notes: list[str] = []
+
+    def pick(inventory_value: str | None, key: str, default: str) -> str:
+        value = inventory_value or live.get(key)
+        if not value:
+            if not target.reachable:
+                notes.append(f"node down: assuming {key} {default} (set it in the inventory to be sure)")
+            return default
+        return value
+
+    data_dir = access.data_dir or live.get("dir") or None
+    if data_dir:
+        check_absolute_dir(data_dir)
+    dbfilename = check_bare_name(pick(access.dbfilename, "dbfilename", "dump.rdb"))
+    conf_name = pick(access.cluster_config_file, "cluster-config-file", "nodes.conf")
+    if conf_name.startswith("/"):
+        check_absolute_dir(conf_name)
+    else:
+        check_bare_name(conf_name)
+    appendonly_value = access.appendonly or live.get("appendonly")
+    unknown = appendonly_value is None
+    if unknown:
+        notes.append("node down and appendonly unknown: assuming no, and moving any appendonlydir aside "
+                     "(set appendonly in the inventory to be sure)")
+    return TargetLayout(
+        data_dir=data_dir, dbfilename=dbfilename, cluster_config_file=conf_name,
+        appendonly=appendonly_value == "yes", appendonly_unknown=unknown,
+        appenddirname=check_bare_name(live.get("appenddirname") or "appendonlydir"),
+        appendfilename=check_bare_name(live.get("appendfilename") or "appendonly.aof"), notes=tuple(notes))
 
 
 def parse_maps(values: list[str]) -> dict[str, NewAddress]:

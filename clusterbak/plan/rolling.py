@@ -135,7 +135,10 @@ def restart_command(address: str, node_id: str, inventory: Inventory,
     if "{data_dir}" in template and not data_dir:
         return None, (f"{address}: restart_command uses {{data_dir}} but the data dir is unknown; "
                       "set data_dir for this node in the inventory")
-    return access.command("restart_command", node_id=node_id, data_dir=data_dir), None
+    try:
+        return access.command("restart_command", node_id=node_id, data_dir=data_dir), None
+    except InventoryError as exc:
+        return None, str(exc)
 
 
 def refresh_commands(plan: RollingPlan, inventory: Inventory, states: tuple[NodeState, ...],

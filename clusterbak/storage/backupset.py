@@ -8,15 +8,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from clusterbak.errors import PreconditionError, StepFailed, UsageError
+from clusterbak.errors import PreconditionError, StepFailed, UsageError, VerifyError
+from clusterbak.model.manifest import BACKUP_ID, FORMAT, Manifest, ManifestError, parse_manifest
+from clusterbak.model.names import check_relative_path
 
 MANIFEST = "manifest.json"
 PARTIAL = ".partial"
-FORMAT = 1
+MANIFEST_LIMIT = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,8 @@ class BackupStore:
             shutil.rmtree(partial, ignore_errors=True)
 
     def path(self, backup_id: str) -> Path:
+        if not BACKUP_ID.fullmatch(backup_id):
+            raise UsageError(f"{backup_id!r} is not a backup id (see `clusterbak list --dest {self.root}`)")
         path = self.root / backup_id
         if not (path / MANIFEST).is_file():
             if (self.root / f"{backup_id}{PARTIAL}").exists():
@@ -80,15 +83,9 @@ class BackupStore:
             raise UsageError(f"no complete backup {backup_id!r} in {self.root}; `clusterbak list --dest {self.root}`")
         return path
 
-    def manifest(self, backup_id: str) -> dict:
-        path = self.path(backup_id) / MANIFEST
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise StepFailed(f"{path} cannot be read as JSON: {exc}") from exc
-        if doc.get("format") != FORMAT:
-            raise StepFailed(f"{path}: manifest format {doc.get('format')!r} is not {FORMAT}; use a matching clusterbak")
-        return doc
+    def manifest(self, backup_id: str) -> Manifest:
+        """The set's manifest, read once and validated (exit 4 naming the field when it is damaged or crafted)."""
+        return read_manifest(self.path(backup_id), backup_id)
 
     def entries(self) -> list[SetEntry]:
         if not self.root.is_dir():
@@ -102,10 +99,9 @@ class BackupStore:
                 out.append(SetEntry(child.name[: -len(PARTIAL)], child, "partial", child.stat().st_mtime, size, None, None))
                 continue
             try:
-                doc = json.loads((child / MANIFEST).read_text())
-                created = doc["created_at_unix"]
-                out.append(SetEntry(child.name, child, "complete", created, size, len(doc["shards"]), doc.get("kind")))
-            except (OSError, ValueError, KeyError):
+                m = read_manifest(child, child.name)
+                out.append(SetEntry(child.name, child, "complete", m.created_at_unix, size, len(m.shards), m.kind))
+            except (StepFailed, UsageError):
                 out.append(SetEntry(child.name, child, "damaged", child.stat().st_mtime, size, None, None))
         return sorted(out, key=lambda e: e.created_at)
 
@@ -115,5 +111,29 @@ class BackupStore:
         shutil.rmtree(entry.path)
 
 
-def now() -> float:
-    return time.time()
+def read_manifest(set_dir: Path, backup_id: str) -> Manifest:
+    path = set_dir / MANIFEST
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as fh:
+            data = fh.read(MANIFEST_LIMIT + 1)
+        if len(data) > MANIFEST_LIMIT:
+            raise ManifestError(f"{path} is larger than {MANIFEST_LIMIT} bytes; not a manifest")
+        doc = json.loads(data)
+    except OSError as exc:
+        raise VerifyError(f"{path} cannot be read: {exc.strerror} (a symlink is refused)") from exc
+    except ValueError as exc:
+        raise VerifyError(f"{path} cannot be read as JSON: {exc}") from exc
+    return parse_manifest(doc, str(set_dir), expect_id=backup_id)
+
+
+def set_file(set_dir: Path, relative: str) -> Path:
+    """A stored file's path: a checked relative name, and no symlink anywhere below the set directory (a link could
+    point a restore at any file of the control host)."""
+    check_relative_path(relative)
+    path = set_dir
+    for part in relative.split("/"):
+        path = path / part
+        if path.is_symlink():
+            raise VerifyError(f"{path} is a symbolic link; a backup set holds only regular files")
+    return path

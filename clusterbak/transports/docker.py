@@ -35,7 +35,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from clusterbak.errors import TransportError
 from clusterbak.transports.base import CHUNK, ConnectionDropped, FileStat, OpenSink, RunResult, stream_into
 from clusterbak.transports.dockertar import TarReader, mtime_of, sized, tar_stream, unix_mode
-from clusterbak.transports.ssh import COMMIT_SCRIPT, RENAME_SCRIPT
+from clusterbak.transports.ssh import COMMIT_SCRIPT, MKDIR_SCRIPT, RENAME_SCRIPT
 
 SYMLINK_HOPS = 8
 LIFECYCLE = ("start", "stop", "restart")
@@ -189,7 +189,7 @@ class DockerTransport:
 
     def makedirs(self, path: str) -> None:
         """`mkdir -p` in the container, or in a helper with its volumes when it is stopped (a restore stops it)."""
-        done = self._sh('mkdir -p -- "$1"', path)
+        done = self._sh(MKDIR_SCRIPT, path)
         if done.exit_status != 0:
             raise TransportError(f"{self.where}: cannot create {path}: {_last_line(done.stderr)}")
 

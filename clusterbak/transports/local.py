@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 from typing import BinaryIO, Iterator
 
@@ -64,9 +65,11 @@ class LocalTransport:
         return stream_into(self.read_chunks(path, chunk_size), open_sink)
 
     def write_from(self, path: str, source: BinaryIO, mode: int = 0o640) -> int:
-        tmp = f"{path}.clusterbak-tmp-{os.getpid()}"
+        """A temp file with a random name beside `path`, created with O_EXCL|O_NOFOLLOW (a planted file or symlink
+        is never written through), owned like the file it replaces (or its directory), fsync'd, renamed."""
+        tmp = f"{path}.clusterbak-tmp-{secrets.token_hex(8)}"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode & 0o7777)
         except OSError as e:
             raise TransportError(
                 f"local: cannot create {tmp}: {e.strerror}; check the directory exists and is writable"
@@ -74,7 +77,8 @@ class LocalTransport:
         written = 0
         try:
             with os.fdopen(fd, "wb", buffering=0) as out:
-                os.fchmod(out.fileno(), mode)  # the umask must not narrow the mode we were asked for
+                os.fchmod(out.fileno(), mode & 0o7777)  # the umask must not narrow the mode we were asked for
+                _own_like(out.fileno(), path)
                 while chunk := source.read(CHUNK):  # the source's own errors pass through unchanged
                     try:
                         _write_all(out.fileno(), chunk)
@@ -106,10 +110,17 @@ class LocalTransport:
         return FileStat(path, st.st_size, st.st_mtime, st.st_mode)
 
     def makedirs(self, path: str) -> None:
+        if os.path.isdir(path):
+            return
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as e:
             raise TransportError(f"local: cannot create {path}: {e.strerror}") from None
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            _own_like(fd, path, parent=True)
+        finally:
+            os.close(fd)
 
     def rename(self, src: str, dst: str) -> None:
         if os.path.lexists(dst):
@@ -122,6 +133,16 @@ class LocalTransport:
 
     def close(self) -> None:
         pass
+
+
+def _own_like(fd: int, path: str, parent: bool = False) -> None:
+    """Give an open file the owner and group of `path` (or of its directory when `path` does not exist yet)."""
+    ref = path if (not parent and os.path.exists(path)) else os.path.dirname(os.path.abspath(path))
+    try:
+        st = os.stat(ref)
+        os.fchown(fd, st.st_uid, st.st_gid)
+    except OSError:
+        pass  # not root: the file stays ours, which is what an unprivileged run can do
 
 
 def _write_all(fd: int, data: bytes) -> None:

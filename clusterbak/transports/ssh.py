@@ -35,9 +35,13 @@ STAT_SCRIPT = '[ -e "$1" ] || { echo missing; exit 0; }; exec stat -L -c "%s %Y 
 COMMIT_SCRIPT = (
     'n=$(stat -c %s -- "$1") || exit 1; '
     'if [ "$n" != "$3" ]; then rm -f -- "$1"; echo "temp file has $n of $3 bytes" >&2; exit 3; fi; '
+    'r="$2"; [ -e "$r" ] || r=$(dirname -- "$2"); o=$(stat -c %u:%g -- "$r") && chown "$o" -- "$1" 2>/dev/null; '
     'sync -- "$1" 2>/dev/null || sync; chmod "$4" -- "$1" && mv -f -- "$1" "$2" || { rm -f -- "$1"; exit 1; }; '
     'sync -- "$(dirname -- "$2")" 2>/dev/null; exit 0'
 )
+# A new directory takes its parent's owner (a node running as `redis` must be able to write its AOF dir).
+MKDIR_SCRIPT = ('[ -d "$1" ] && exit 0; mkdir -p -- "$1" || exit 1; '
+                'o=$(stat -c %u:%g -- "$(dirname -- "$1")") && chown "$o" -- "$1" 2>/dev/null; exit 0')
 RENAME_SCRIPT = '{ [ -e "$2" ] || [ -L "$2" ]; } && { echo "$2 exists" >&2; exit 3; }; exec mv -- "$1" "$2"'
 
 
@@ -277,7 +281,7 @@ class SshTransport:
             raise TransportError(f"{self.where}: unexpected stat output for {path}: {out!r}") from None
 
     def makedirs(self, path: str) -> None:
-        self.run(sh('mkdir -p -- "$1"', path), timeout=self.io_timeout)
+        self.run(sh(MKDIR_SCRIPT, path), timeout=self.io_timeout)
 
     def rename(self, src: str, dst: str) -> None:
         """`mv src dst`; refuses when dst exists (a rename moves aside, it never deletes)."""

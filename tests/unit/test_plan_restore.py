@@ -6,18 +6,12 @@ import pytest
 
 from clusterbak.errors import UsageError
 from clusterbak.model.inventory import parse_inventory
+from clusterbak.model.manifest import parse_manifest
 from clusterbak.plan.restore import TargetState, parse_maps, plan_restore
 
-MANIFEST = {
-    "backup_id": "b1",
-    "topology": {"nodes": [
-        {"id": "m" * 40, "address": "10.0.0.1:6379", "role": "master", "master_id": None},
-        {"id": "r" * 40, "address": "10.0.0.2:6379", "role": "replica", "master_id": "m" * 40},
-    ]},
-    "shards": [{"index": 0, "master": {"id": "m" * 40}, "file": {"path": "shard-00.rdb.zst", "compression": "zstd"}}],
-    "nodes": [{"id": "m" * 40, "nodes_conf": {"path": "nodes/m.conf"}}, {"id": "r" * 40, "nodes_conf": {"path": "nodes/r.conf"}}],
-    "config": {},
-}
+from tests.unit.manifest_docs import doc
+
+MANIFEST = parse_manifest(doc(), "sets/b1")
 INV = '''[defaults]
 transport = "local"
 start_command = "start {port}"

@@ -1,0 +1,334 @@
+"""The one typed, validated reading of a backup set's manifest.json. Pure.
+
+A backup set is untrusted input: anyone who can write the store can change it. Every command that reads a set goes
+through `parse_manifest`, which rejects (ManifestError, exit 4) anything that could steer a path or a command:
+stored-file names that are not relative names inside the set, AOF names outside a strict pattern, node ids that are
+not 40 hex characters, addresses that are not host:port, unknown formats. What it returns is frozen; `raw` keeps
+the validated document for `show`/`--json`.
+
+The paths and settings a manifest records about the nodes it came from (`config`, `source_path`) are information
+for the operator only: where files go on a node comes from the inventory or the live node, never from here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from clusterbak.errors import VerifyError
+from clusterbak.model.aofmanifest import AofManifestError, needed, parse_aof_manifest
+from clusterbak.model.names import NameError_, check_address, check_bare_name, check_node_id, check_relative_path
+
+FORMAT = 1
+KINDS = ("rdb", "aof")
+COMPRESSIONS = ("zstd", "none")
+ROLES = ("master", "replica")
+BACKUP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+CRC64 = re.compile(r"[0-9a-f]{16}")
+SLOTS = re.compile(r"\d{1,5}(-\d{1,5})?")
+
+
+class ManifestError(VerifyError):
+    """The manifest is damaged or crafted; the message names the set and the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """One file stored in the set. `path` is relative to the set directory (checked)."""
+
+    path: str
+    sha256: str  # of the stored bytes
+    stored_size: int
+    compression: str = "none"
+    raw_sha256: str | None = None  # of the decompressed bytes
+    raw_size: int | None = None
+    crc64: str | None = None  # RDB trailer, when the file is an RDB
+    name: str | None = None  # AOF files: the name on the node (checked bare name)
+    type: str | None = None  # AOF files: b | i | h | single
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AofRecord:
+    filename: str  # appendfilename on the source
+    dirname: str | None
+    manifest_name: str | None  # None: a pre-7.0 single appendonly.aof
+    manifest_text: str | None
+    folder: str
+    files: tuple[StoredFile, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ShardRecord:
+    index: int
+    slots: tuple[str, ...]
+    master_id: str
+    master_address: str
+    source_id: str
+    source_address: str
+    requested_at: float
+    keys: int
+    expires: int
+    rdb_version: int | None
+    file: StoredFile | None  # an RDB set
+    aof: AofRecord | None  # an AOF set
+
+    @property
+    def files(self) -> tuple[StoredFile, ...]:
+        if self.aof is not None:
+            return self.aof.files
+        return (self.file,) if self.file is not None else ()
+
+
+@dataclass(frozen=True, slots=True)
+class TopologyNode:
+    id: str
+    address: str
+    role: str
+    master_id: str | None
+    slots: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConf:
+    id: str
+    address: str
+    role: str
+    file: StoredFile
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    backup_id: str
+    kind: str
+    seed: str
+    created_at_unix: float
+    nodes: tuple[TopologyNode, ...]  # the topology at backup time
+    shards: tuple[ShardRecord, ...]
+    node_confs: tuple[NodeConf, ...]
+    raw_bytes: int
+    stored_bytes: int
+    keys: int
+    redis_versions: tuple[str, ...]
+    raw: Mapping[str, Any]  # the validated document, for show and --json; paths in it are information only
+
+    def shard_of(self) -> dict[str, int]:
+        """node id -> index of its shard (-1: a node of no shard, e.g. a master without slots)."""
+        by_master = {s.master_id: s.index for s in self.shards}
+        return {n.id: by_master.get(n.id if n.role == "master" else (n.master_id or ""), -1) for n in self.nodes}
+
+    def shard(self, index: int) -> ShardRecord:
+        return next(s for s in self.shards if s.index == index)
+
+    def conf_of(self, node_id: str) -> NodeConf | None:
+        return next((c for c in self.node_confs if c.id == node_id), None)
+
+    def stored_files(self) -> tuple[StoredFile, ...]:
+        return tuple(f for s in self.shards for f in s.files) + tuple(c.file for c in self.node_confs)
+
+
+def parse_manifest(doc: object, where: str, expect_id: str | None = None) -> Manifest:
+    """Validate a loaded manifest.json. `where` names the set in messages (its directory)."""
+    try:
+        return _parse(doc, expect_id)
+    except ManifestError as exc:
+        raise ManifestError(f"{where}/manifest.json: {exc}") from None
+    except (NameError_, AofManifestError) as exc:
+        raise ManifestError(f"{where}/manifest.json: {exc}") from None
+
+
+def _parse(doc: object, expect_id: str | None) -> Manifest:
+    d = _map(doc, "the document")
+    fmt = d.get("format")
+    if fmt != FORMAT:
+        raise ManifestError(f"format {fmt!r} is not {FORMAT}; this set was written by another clusterbak version")
+    backup_id = _str(d, "backup_id")
+    if not BACKUP_ID.fullmatch(backup_id):
+        raise ManifestError(f"backup_id {backup_id!r} has characters a backup id cannot have")
+    if expect_id is not None and backup_id != expect_id:
+        raise ManifestError(f"backup_id {backup_id!r} is not the set's directory name {expect_id!r}")
+    kind = d.get("kind", "rdb")
+    if kind not in KINDS:
+        raise ManifestError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    seed = _str(d, "seed")
+    check_address(seed)
+    topo = _map(d.get("topology"), "topology")
+    nodes = tuple(_topology_node(n, i) for i, n in enumerate(_list(topo.get("nodes"), "topology.nodes")))
+    ids = {n.id for n in nodes}
+    if len(ids) != len(nodes):
+        raise ManifestError("topology.nodes lists a node id twice")
+    shards = tuple(_shard(s, i, kind) for i, s in enumerate(_list(d.get("shards"), "shards")))
+    if [s.index for s in shards] != list(range(len(shards))):
+        raise ManifestError("shards[].index must be 0, 1, 2, ... in order")
+    confs = tuple(_node_conf(n, i) for i, n in enumerate(_list(d.get("nodes"), "nodes")))
+    for s in shards:
+        if s.master_id not in ids:
+            raise ManifestError(f"shards[{s.index}].master.id {s.master_id} is not a node of the topology")
+    for c in confs:
+        if c.id not in ids:
+            raise ManifestError(f"nodes[].id {c.id} is not a node of the topology")
+    paths = [f.path for s in shards for f in s.files] + [c.file.path for c in confs]
+    if len(set(paths)) != len(paths):
+        raise ManifestError("two stored files share one path")
+    totals = _map(d.get("totals", {}), "totals")
+    versions = d.get("redis_versions", [])
+    return Manifest(
+        backup_id=backup_id, kind=kind, seed=seed, created_at_unix=_num(d, "created_at_unix"), nodes=nodes,
+        shards=shards, node_confs=confs, raw_bytes=_int(totals, "raw_bytes", 0), stored_bytes=_int(totals, "stored_bytes", 0),
+        keys=_int(totals, "keys", 0),
+        redis_versions=tuple(str(v) for v in versions) if isinstance(versions, list) else (), raw=d)
+
+
+def _topology_node(raw: object, i: int) -> TopologyNode:
+    n = _map(raw, f"topology.nodes[{i}]")
+    node_id = check_node_id(n.get("id"))
+    address = _str(n, "address")
+    check_address(address)
+    role = n.get("role")
+    if role not in ROLES:
+        raise ManifestError(f"topology.nodes[{i}].role {role!r} is not master or replica")
+    master_id = n.get("master_id")
+    if role == "replica":
+        check_node_id(master_id)
+    return TopologyNode(node_id, address, role, master_id if role == "replica" else None,
+                        tuple(_slots(n.get("slots", []), f"topology.nodes[{i}].slots")))
+
+
+def _shard(raw: object, i: int, kind: str) -> ShardRecord:
+    s = _map(raw, f"shards[{i}]")
+    master = _map(s.get("master"), f"shards[{i}].master")
+    source = _map(s.get("source"), f"shards[{i}].source")
+    for side in (master, source):
+        check_node_id(side.get("id"))
+        check_address(side.get("address"))
+    rdb = _map(s.get("rdb", {}), f"shards[{i}].rdb")
+    save = _map(s.get("save", {}), f"shards[{i}].save")
+    file = aof = None
+    if kind == "aof":
+        aof = _aof(s.get("aof"), f"shards[{i}].aof")
+    else:
+        file = _stored(s.get("file"), f"shards[{i}].file", rdb=True)
+    version = rdb.get("version")
+    return ShardRecord(
+        index=_int(s, "index"), slots=tuple(_slots(s.get("slots", []), f"shards[{i}].slots")),
+        master_id=master["id"], master_address=master["address"], source_id=source["id"],
+        source_address=source["address"], requested_at=float(_num(save, "requested_at", 0.0)),
+        keys=_int(rdb, "keys", 0), expires=_int(rdb, "expires", 0),
+        rdb_version=version if isinstance(version, int) else None, file=file, aof=aof)
+
+
+def _aof(raw: object, where: str) -> AofRecord:
+    a = _map(raw, where)
+    filename = check_bare_name(a.get("filename"))
+    dirname = a.get("dirname")
+    if dirname is not None:
+        check_bare_name(dirname)
+    folder = check_relative_path(a.get("folder"))
+    files = tuple(_stored(f, f"{where}.files[{j}]", rdb=False, aof=True)
+                  for j, f in enumerate(_list(a.get("files"), f"{where}.files")))
+    for f in files:
+        if not f.path.startswith(folder + "/"):
+            raise ManifestError(f"{where}: file {f.path!r} is not inside the shard's folder {folder!r}")
+    manifest_name, text = a.get("manifest_name"), a.get("manifest_text")
+    if manifest_name is None:
+        if text is not None or len(files) != 1:
+            raise ManifestError(f"{where}: a single-file AOF has exactly one file and no manifest")
+    else:
+        check_bare_name(manifest_name)
+        if not isinstance(text, str) or len(text) > 1_000_000:
+            raise ManifestError(f"{where}.manifest_text is missing or too long")
+        named = [f.name for f in needed(parse_aof_manifest(text))]
+        for name in named:
+            check_bare_name(name)
+        if named != [f.name for f in files]:
+            raise ManifestError(f"{where}: the AOF manifest names {named}, the set lists {[f.name for f in files]}")
+    return AofRecord(filename, dirname, manifest_name, text, folder, files)
+
+
+def _stored(raw: object, where: str, rdb: bool, aof: bool = False) -> StoredFile:
+    f = _map(raw, where)
+    path = check_relative_path(f.get("path"))
+    sha = _hex(f, "sha256", SHA256, where)
+    compression = f.get("compression", "none")
+    if compression not in COMPRESSIONS:
+        raise ManifestError(f"{where}.compression {compression!r} is not one of {', '.join(COMPRESSIONS)}")
+    raw_sha = _hex(f, "raw_sha256", SHA256, where) if (rdb or aof) else None
+    crc = f.get("crc64")
+    if crc is not None and (not isinstance(crc, str) or not CRC64.fullmatch(crc)):
+        raise ManifestError(f"{where}.crc64 {crc!r} is not 16 hex digits")
+    name = kind = None
+    seq = 0
+    if aof:
+        name = check_bare_name(f.get("name"))
+        kind = f.get("type")
+        if kind not in ("b", "i", "h", "single"):
+            raise ManifestError(f"{where}.type {kind!r} is not b, i, h or single")
+        seq = _int(f, "seq", 0)
+    size = f.get("stored_size", f.get("size"))
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ManifestError(f"{where}: stored size {size!r} is not a byte count")
+    raw_size = f.get("raw_size")
+    return StoredFile(path, sha, size, compression, raw_sha, raw_size if isinstance(raw_size, int) else None,
+                      crc, name, kind, seq)
+
+
+def _node_conf(raw: object, i: int) -> NodeConf:
+    n = _map(raw, f"nodes[{i}]")
+    node_id = check_node_id(n.get("id"))
+    address = _str(n, "address")
+    check_address(address)
+    role = n.get("role")
+    if role not in ROLES:
+        raise ManifestError(f"nodes[{i}].role {role!r} is not master or replica")
+    return NodeConf(node_id, address, role, _stored(n.get("nodes_conf"), f"nodes[{i}].nodes_conf", rdb=False))
+
+
+def _slots(raw: object, where: str) -> list[str]:
+    out = []
+    for item in _list(raw, where):
+        if not isinstance(item, str) or not SLOTS.fullmatch(item):
+            raise ManifestError(f"{where}: {item!r} is not a slot or slot range")
+        out.append(item)
+    return out
+
+
+def _map(value: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ManifestError(f"{where} is missing or not an object")
+    return value
+
+
+def _list(value: object, where: str) -> list:
+    if not isinstance(value, list):
+        raise ManifestError(f"{where} is missing or not a list")
+    return value
+
+
+def _str(d: Mapping[str, Any], key: str) -> str:
+    value = d.get(key)
+    if not isinstance(value, str) or not value:
+        raise ManifestError(f"{key} is missing or not a string")
+    return value
+
+
+def _int(d: Mapping[str, Any], key: str, default: int | None = None) -> int:
+    value = d.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ManifestError(f"{key} {value!r} is not a whole number")
+    return value
+
+
+def _num(d: Mapping[str, Any], key: str, default: float | None = None) -> float:
+    value = d.get(key, default)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ManifestError(f"{key} {value!r} is not a number")
+    return float(value)
+
+
+def _hex(d: Mapping[str, Any], key: str, pattern: re.Pattern, where: str) -> str:
+    value = d.get(key)
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ManifestError(f"{where}.{key} {value!r} is not a hex digest")
+    return value
