@@ -55,11 +55,46 @@ class Lab:
         return self.nodes[0].address
 
 
+@dataclass(frozen=True, slots=True)
+class LabAccess:
+    """How the lab's own code reaches its nodes: a password (requirepass + masterauth) and/or TLS files made by
+    the caller (tls_dir holds ca.crt, node.crt, node.key; then `port 0` and every link is TLS)."""
+
+    password: str | None = None
+    tls_dir: str | None = None
+
+    def conf(self, port: int) -> dict[str, str]:
+        out: dict[str, str] = {}
+        if self.password:
+            out.update(requirepass=self.password, masterauth=self.password)
+        if self.tls_dir:
+            d = Path(self.tls_dir)
+            out.update({"port": "0", "tls-port": str(port), "tls-cert-file": str(d / "node.crt"),
+                        "tls-key-file": str(d / "node.key"), "tls-ca-cert-file": str(d / "ca.crt"),
+                        "tls-cluster": "yes", "tls-replication": "yes", "tls-auth-clients": "optional"})
+        return out
+
+    def client(self, port: int, **kwargs) -> redis.Redis:
+        tls = {}
+        if self.tls_dir:
+            d = Path(self.tls_dir)
+            tls = dict(ssl=True, ssl_ca_certs=str(d / "ca.crt"), ssl_certfile=str(d / "node.crt"),
+                       ssl_keyfile=str(d / "node.key"), ssl_cert_reqs="required", ssl_check_hostname=True)
+        return redis.Redis(host="127.0.0.1", port=port, password=self.password, protocol=2, **tls, **kwargs)
+
+
+def conf_value(value: str) -> str:
+    """A redis.conf value, quoted when it needs to be (a path with spaces or quotes stays one argument)."""
+    if value and all(ch.isalnum() or ch in "/._-:@+" for ch in value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def node_conf(port: int, node_dir: Path, extra: dict[str, str] | None = None) -> str:
     settings = {
         "port": str(port), "bind": "127.0.0.1", "daemonize": "yes",
-        "pidfile": str(node_dir / "redis.pid"), "logfile": str(node_dir / "redis.log"),
-        "dir": str(node_dir), "dbfilename": "dump.rdb", "cluster-enabled": "yes",
+        "pidfile": conf_value(str(node_dir / "redis.pid")), "logfile": conf_value(str(node_dir / "redis.log")),
+        "dir": conf_value(str(node_dir)), "dbfilename": "dump.rdb", "cluster-enabled": "yes",
         "cluster-config-file": f"nodes-{port}.conf", "cluster-node-timeout": str(NODE_TIMEOUT_MS),
         "appendonly": "no", "save": '""', "enable-debug-command": "local",
         "repl-diskless-sync": "yes", "repl-diskless-sync-delay": "0",
@@ -69,7 +104,8 @@ def node_conf(port: int, node_dir: Path, extra: dict[str, str] | None = None) ->
 
 
 def up(lab_dir: Path, masters: int = 3, replicas: int = 1, base_port: int = 7000,
-       extra_conf: dict[str, str] | None = None, timeout: float = 30.0, form: bool = True) -> Lab:
+       extra_conf: dict[str, str] | None = None, timeout: float = 30.0, form: bool = True,
+       access: LabAccess | None = None) -> Lab:
     """Start the nodes; with form=False they stay lone empty cluster nodes (a drill restores into them)."""
     if masters < 1 or replicas < 0:
         raise UsageError("--masters must be >= 1 and --replicas >= 0")
@@ -89,12 +125,13 @@ def up(lab_dir: Path, masters: int = 3, replicas: int = 1, base_port: int = 7000
         for i, port in enumerate(ports):
             node_dir = lab_dir / str(port)
             node_dir.mkdir(exist_ok=True)
-            (node_dir / "redis.conf").write_text(node_conf(port, node_dir, extra_conf))
+            conf = {**(access.conf(port) if access else {}), **(extra_conf or {})}
+            (node_dir / "redis.conf").write_text(node_conf(port, node_dir, conf))
             pid = start_server(node_dir / "redis.conf", port)
             nodes.append(LabNode(port, "master" if i < masters else "replica", str(node_dir), pid))
             _save(lab_dir, Lab(str(lab_dir), masters, replicas, base_port, tuple(nodes), ""))
         if form:
-            form_cluster(nodes, masters, timeout)
+            form_cluster(nodes, masters, timeout, access or LabAccess())
     except BaseException:
         for node in nodes:
             stop_pid(node.pid)
@@ -105,10 +142,9 @@ def up(lab_dir: Path, masters: int = 3, replicas: int = 1, base_port: int = 7000
     return lab
 
 
-def form_cluster(nodes: list[LabNode], masters: int, timeout: float) -> None:
+def form_cluster(nodes: list[LabNode], masters: int, timeout: float, access: LabAccess) -> None:
     """ADDSLOTSRANGE + distinct config epochs on masters, MEET everyone, then REPLICATE round-robin."""
-    clients = {n.port: redis.Redis(host="127.0.0.1", port=n.port, decode_responses=True, socket_timeout=5)
-               for n in nodes}
+    clients = {n.port: access.client(n.port, decode_responses=True, socket_timeout=5) for n in nodes}
     try:
         per = SLOT_COUNT // masters
         for i, node in enumerate(nodes[:masters]):

@@ -118,7 +118,7 @@ def up(lab_dir: Path, image: str | None = None, masters: int = 3, replicas: int 
             if not wait_port(node.port, timeout):
                 raise StepFailed(f"container {node.container} did not answer PING on {node.address} within "
                                  f"{timeout:.0f}s: {_tail(client, node.container)}")
-        cluster.form_cluster([cluster.LabNode(n.port, n.role, "", 0) for n in nodes], masters, timeout)
+        cluster.form_cluster([cluster.LabNode(n.port, n.role, "", 0) for n in nodes], masters, timeout, cluster.LabAccess())
     except BaseException:
         down(lab_dir)
         raise

@@ -153,7 +153,7 @@ def _parse(doc: object, expect_id: str | None) -> Manifest:
     if kind not in KINDS:
         raise ManifestError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
     seed = _str(d, "seed")
-    check_address(seed)
+    _checked("seed", check_address, seed)
     topo = _map(d.get("topology"), "topology")
     nodes = tuple(_topology_node(n, i) for i, n in enumerate(_list(topo.get("nodes"), "topology.nodes")))
     ids = {n.id for n in nodes}
@@ -183,15 +183,15 @@ def _parse(doc: object, expect_id: str | None) -> Manifest:
 
 def _topology_node(raw: object, i: int) -> TopologyNode:
     n = _map(raw, f"topology.nodes[{i}]")
-    node_id = check_node_id(n.get("id"))
+    node_id = _checked(f"topology.nodes[{i}].id", check_node_id, n.get("id"))
     address = _str(n, "address")
-    check_address(address)
+    _checked(f"topology.nodes[{i}].address", check_address, address)
     role = n.get("role")
     if role not in ROLES:
         raise ManifestError(f"topology.nodes[{i}].role {role!r} is not master or replica")
     master_id = n.get("master_id")
     if role == "replica":
-        check_node_id(master_id)
+        _checked(f"topology.nodes[{i}].master_id", check_node_id, master_id)
     return TopologyNode(node_id, address, role, master_id if role == "replica" else None,
                         tuple(_slots(n.get("slots", []), f"topology.nodes[{i}].slots")))
 
@@ -200,9 +200,9 @@ def _shard(raw: object, i: int, kind: str) -> ShardRecord:
     s = _map(raw, f"shards[{i}]")
     master = _map(s.get("master"), f"shards[{i}].master")
     source = _map(s.get("source"), f"shards[{i}].source")
-    for side in (master, source):
-        check_node_id(side.get("id"))
-        check_address(side.get("address"))
+    for name, side in (("master", master), ("source", source)):
+        _checked(f"shards[{i}].{name}.id", check_node_id, side.get("id"))
+        _checked(f"shards[{i}].{name}.address", check_address, side.get("address"))
     rdb = _map(s.get("rdb", {}), f"shards[{i}].rdb")
     save = _map(s.get("save", {}), f"shards[{i}].save")
     file = aof = None
@@ -221,11 +221,11 @@ def _shard(raw: object, i: int, kind: str) -> ShardRecord:
 
 def _aof(raw: object, where: str) -> AofRecord:
     a = _map(raw, where)
-    filename = check_bare_name(a.get("filename"))
+    filename = _checked(f"{where}.filename", check_bare_name, a.get("filename"))
     dirname = a.get("dirname")
     if dirname is not None:
-        check_bare_name(dirname)
-    folder = check_relative_path(a.get("folder"))
+        _checked(f"{where}.dirname", check_bare_name, dirname)
+    folder = _checked(f"{where}.folder", check_relative_path, a.get("folder"))
     files = tuple(_stored(f, f"{where}.files[{j}]", rdb=False, aof=True)
                   for j, f in enumerate(_list(a.get("files"), f"{where}.files")))
     for f in files:
@@ -236,12 +236,12 @@ def _aof(raw: object, where: str) -> AofRecord:
         if text is not None or len(files) != 1:
             raise ManifestError(f"{where}: a single-file AOF has exactly one file and no manifest")
     else:
-        check_bare_name(manifest_name)
+        _checked(f"{where}.manifest_name", check_bare_name, manifest_name)
         if not isinstance(text, str) or len(text) > 1_000_000:
             raise ManifestError(f"{where}.manifest_text is missing or too long")
         named = [f.name for f in needed(parse_aof_manifest(text))]
         for name in named:
-            check_bare_name(name)
+            _checked(f"{where}.manifest_text", check_bare_name, name)
         if named != [f.name for f in files]:
             raise ManifestError(f"{where}: the AOF manifest names {named}, the set lists {[f.name for f in files]}")
     return AofRecord(filename, dirname, manifest_name, text, folder, files)
@@ -249,7 +249,7 @@ def _aof(raw: object, where: str) -> AofRecord:
 
 def _stored(raw: object, where: str, rdb: bool, aof: bool = False) -> StoredFile:
     f = _map(raw, where)
-    path = check_relative_path(f.get("path"))
+    path = _checked(f"{where}.path", check_relative_path, f.get("path"))
     sha = _hex(f, "sha256", SHA256, where)
     compression = f.get("compression", "none")
     if compression not in COMPRESSIONS:
@@ -261,7 +261,7 @@ def _stored(raw: object, where: str, rdb: bool, aof: bool = False) -> StoredFile
     name = kind = None
     seq = 0
     if aof:
-        name = check_bare_name(f.get("name"))
+        name = _checked(f"{where}.name", check_bare_name, f.get("name"))
         kind = f.get("type")
         if kind not in ("b", "i", "h", "single"):
             raise ManifestError(f"{where}.type {kind!r} is not b, i, h or single")
@@ -276,13 +276,21 @@ def _stored(raw: object, where: str, rdb: bool, aof: bool = False) -> StoredFile
 
 def _node_conf(raw: object, i: int) -> NodeConf:
     n = _map(raw, f"nodes[{i}]")
-    node_id = check_node_id(n.get("id"))
+    node_id = _checked(f"nodes[{i}].id", check_node_id, n.get("id"))
     address = _str(n, "address")
-    check_address(address)
+    _checked(f"nodes[{i}].address", check_address, address)
     role = n.get("role")
     if role not in ROLES:
         raise ManifestError(f"nodes[{i}].role {role!r} is not master or replica")
     return NodeConf(node_id, address, role, _stored(n.get("nodes_conf"), f"nodes[{i}].nodes_conf", rdb=False))
+
+
+def _checked(where: str, check, value):
+    """Run a names.py check, naming the manifest field in the message."""
+    try:
+        return check(value)
+    except NameError_ as exc:
+        raise ManifestError(f"{where}: {exc}") from None
 
 
 def _slots(raw: object, where: str) -> list[str]:

@@ -123,13 +123,15 @@ def plan_restore(manifest: Manifest, inventory: Inventory, mapping: dict[str, Ne
             refusal = (f"{where}: data dir unknown: the node is down and the inventory has no data_dir for "
                        f"{new.address}; set data_dir for this node")
         data_dir = layout.data_dir or ""
-        try:
-            stop = access.command("stop_command", node.id, data_dir) or (
-                f"docker stop {access.container}" if access.transport == "docker" else "SHUTDOWN NOSAVE")
-            start = access.command("start_command", node.id, data_dir)
-        except InventoryError as exc:
-            refusals.append(f"{where}: {exc}")
-            continue
+        stop, start = "SHUTDOWN NOSAVE", None
+        if data_dir:
+            try:
+                stop = access.command("stop_command", node.id, data_dir) or (
+                    f"docker stop {access.container}" if access.transport == "docker" else "SHUTDOWN NOSAVE")
+                start = access.command("start_command", node.id, data_dir)
+            except InventoryError as exc:
+                refusals.append(f"{where}: {exc}")
+                continue
         if start is None and access.transport == "docker":
             start = f"docker start {access.container}"
         if start is None and refusal is None:

@@ -52,16 +52,19 @@ class LabHandle:
 
 
 def start_lab(root: Path, masters: int = 3, replicas: int = 1, keys: int = 0, ssh: bool = False,
-              extra_conf: dict | None = None) -> LabHandle:
+              extra_conf: dict | None = None, access: cluster.LabAccess | None = None) -> LabHandle:
     base = free_base_port(masters * (1 + replicas))
-    lab = cluster.up(root, masters, replicas, base, extra_conf=extra_conf)
+    lab = cluster.up(root, masters, replicas, base, extra_conf=extra_conf, access=access)
     if ssh:
         from clusterbak.cli.lab_cmd import _with_sshd
 
         lab = _with_sshd(lab)
     write_inventory(lab)
     if keys:
-        load_keys("127.0.0.1", base, keys)
+        password = access.password if access else None
+        if access and access.tls_dir:
+            raise ValueError("start_lab(keys=...) does not load a TLS lab; load it through LabAccess.client")
+        load_keys("127.0.0.1", base, keys, password=password)
     return LabHandle(lab)
 
 
