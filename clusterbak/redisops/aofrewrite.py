@@ -15,7 +15,8 @@ from typing import Iterator
 import redis
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from clusterbak.errors import PreconditionError, StepFailed
+from clusterbak.errors import ConnectError, PreconditionError, StepFailed
+from clusterbak.redisops.connect import describe_redis_error
 
 POLL = 0.1
 
@@ -106,6 +107,8 @@ def rewrite_and_wait(client: redis.Redis, address: str, timeout: float = 600.0) 
             if "already in progress" in str(exc).lower():
                 waited = True
                 continue
+            if isinstance(exc, redis.exceptions.NoPermissionError):  # the user lacks the right: a precondition
+                raise ConnectError(describe_redis_error(address, exc)) from exc
             raise StepFailed(f"{address}: BGREWRITEAOF refused: {exc}") from exc
         break
     count = int(before.get("aof_rewrites", -1))

@@ -109,8 +109,8 @@ def describe_redis_error(address: str, exc: Exception, opts: ConnectionOptions |
                 f"${env}); unset it or configure requirepass")
     if isinstance(exc, redis.AuthenticationError) or "noauth" in low or "wrongpass" in low or "invalid password" in low:
         return f"{address}: authentication failed ({text}); set the password in ${env} and the user with --user"
-    if "noperm" in low:
-        return (f"{address}: the user may not run a command clusterbak needs ({text}); see docs/security.md for "
+    if "noperm" in low or isinstance(exc, redis.exceptions.NoPermissionError):
+        return (f"{address}: NOPERM: the user may not run a command clusterbak needs ({text}); see docs/security.md for "
                 "the ACL rules of the backup and restart users")
     if "ssl" in low or "certificate" in low:
         return (f"{address}: TLS failed ({text}); check --cacert (the CA that signed the node's certificate) and "
@@ -129,7 +129,8 @@ def redis_errors(address: str, opts: ConnectionOptions | None = None) -> Iterato
         yield
     except redis.ResponseError as exc:
         low = str(exc).lower()
-        if "noauth" in low or "wrongpass" in low or "noperm" in low or "cluster support disabled" in low:
+        if ("noauth" in low or "wrongpass" in low or "cluster support disabled" in low
+                or isinstance(exc, redis.exceptions.NoPermissionError)):
             raise ConnectError(describe_redis_error(address, exc, opts)) from exc
         raise
     except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError) as exc:
