@@ -11,6 +11,7 @@ import redis
 from clusterbak.engine.sinks import HashingSink, VerifyingRdbSink
 from clusterbak.errors import StepFailed
 from clusterbak.model.aofmanifest import AofManifestError, needed, parse_aof_manifest
+from clusterbak.model.names import NameError_, check_bare_name
 from clusterbak.model.inventory import Inventory
 from clusterbak.plan.backup import ShardPlan
 from clusterbak.redisops.aofrewrite import pinned_settings, rewrite_and_wait
@@ -68,6 +69,11 @@ def _fetch_all(shard: ShardPlan, partial: Path, transport, data_dir: str, cfg: d
     else:  # before Redis 7.0: one appendonly.aof in dir
         aof_dir, manifest_name, text = data_dir, None, None
         names = [(cfg["appendfilename"], "single", 0)]
+    for name in [cfg.get("appenddirname") or "appendonlydir", cfg["appendfilename"]] + [n for n, _, _ in names]:
+        try:  # the node's reply names files we create in the set: only bare names (a reply is untrusted)
+            check_bare_name(name)
+        except NameError_ as exc:
+            raise StepFailed(f"{shard.source_address}: the AOF names a file clusterbak will not write: {exc}") from exc
     folder = partial / f"shard-{shard.index:02d}-{shard.source_id[:8]}.aof"
     folder.mkdir(mode=0o700)
     out = []

@@ -181,14 +181,20 @@ def _parse(doc: object, expect_id: str | None) -> Manifest:
         redis_versions=tuple(str(v) for v in versions) if isinstance(versions, list) else (), raw=d)
 
 
-def _topology_node(raw: object, i: int) -> TopologyNode:
-    n = _map(raw, f"topology.nodes[{i}]")
-    node_id = _checked(f"topology.nodes[{i}].id", check_node_id, n.get("id"))
+def _identity(n: Mapping[str, Any], where: str) -> tuple[str, str, str]:
+    """(id, address, role) of a node entry, each checked."""
+    node_id = _checked(f"{where}.id", check_node_id, n.get("id"))
     address = _str(n, "address")
-    _checked(f"topology.nodes[{i}].address", check_address, address)
+    _checked(f"{where}.address", check_address, address)
     role = n.get("role")
     if role not in ROLES:
-        raise ManifestError(f"topology.nodes[{i}].role {role!r} is not master or replica")
+        raise ManifestError(f"{where}.role {role!r} is not master or replica")
+    return node_id, address, role
+
+
+def _topology_node(raw: object, i: int) -> TopologyNode:
+    n = _map(raw, f"topology.nodes[{i}]")
+    node_id, address, role = _identity(n, f"topology.nodes[{i}]")
     master_id = n.get("master_id")
     if role == "replica":
         _checked(f"topology.nodes[{i}].master_id", check_node_id, master_id)
@@ -276,12 +282,7 @@ def _stored(raw: object, where: str, rdb: bool, aof: bool = False) -> StoredFile
 
 def _node_conf(raw: object, i: int) -> NodeConf:
     n = _map(raw, f"nodes[{i}]")
-    node_id = _checked(f"nodes[{i}].id", check_node_id, n.get("id"))
-    address = _str(n, "address")
-    _checked(f"nodes[{i}].address", check_address, address)
-    role = n.get("role")
-    if role not in ROLES:
-        raise ManifestError(f"nodes[{i}].role {role!r} is not master or replica")
+    node_id, address, role = _identity(n, f"nodes[{i}]")
     return NodeConf(node_id, address, role, _stored(n.get("nodes_conf"), f"nodes[{i}].nodes_conf", rdb=False))
 
 

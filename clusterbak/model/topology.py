@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from clusterbak.model.names import HOST, NODE_ID
+
 SLOT_COUNT = 16384
 KNOWN_FLAGS = frozenset(
     {"myself", "master", "slave", "fail?", "fail", "handshake", "noaddr", "nofailover", "noflags"}
@@ -208,7 +210,13 @@ def parse_node_line(line: str) -> Node:
     if len(parts) < 8:
         raise TopologyParseError(f"CLUSTER NODES line has {len(parts)} fields, need 8: {line!r}")
     node_id, addr, flags_text, master, ping, pong, epoch, link, *slot_tokens = parts
+    # a node's reply is untrusted: ids and hosts end up in file names and commands, so they must have their shape
+    if not NODE_ID.fullmatch(node_id) or not (master == "-" or NODE_ID.fullmatch(master)):
+        raise TopologyParseError(f"CLUSTER NODES line has a node id that is not 40 hex characters: {line[:120]!r}")
     host, port, cport, hostname, aux = parse_address(addr)
+    if host and not HOST.fullmatch(host):
+        raise TopologyParseError(f"CLUSTER NODES line has a host with characters an address cannot have: "
+                                 f"{line[:120]!r}")
     flags = frozenset(f for f in flags_text.split(",") if f)
     ranges: list[SlotRange] = []
     opened: list[OpenSlot] = []

@@ -133,3 +133,15 @@ def test_no_code_joins_a_manifest_path_without_the_validated_reader():
         if "manifest.json" in text and "json.load" in text:
             offenders.append(f"{rel}: reads manifest.json itself")
     assert not offenders, offenders
+
+
+@pytest.mark.parametrize("line", [
+    "../../../../tmp/x 127.0.0.1:7000@17000 master - 0 0 1 connected 0-16383",
+    "a" * 40 + " 127.0.0.1/../x:7000@17000 master - 0 0 1 connected 0-16383",
+    "a" * 40 + " 127.0.0.1:7000@17000 slave $(id) 0 0 1 connected",
+])
+def test_a_cluster_nodes_reply_with_hostile_ids_or_hosts_is_refused(line):
+    from clusterbak.model.topology import TopologyParseError, parse_cluster_nodes
+
+    with pytest.raises(TopologyParseError):
+        parse_cluster_nodes(line + "\n")
