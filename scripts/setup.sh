@@ -7,6 +7,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null || need+=(redis-tools)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v zstd >/dev/null || need+=(zstd)
+command -v openssl >/dev/null || need+=(openssl)  # the TLS lab's certificates
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "installing ${need[*]} (apt, from this machine's configured mirror)" >&2
