@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from clusterbak.errors import PreconditionError, StepFailed, UsageError
 from clusterbak.lab.procs import find_binary, is_our_redis, pid_alive, port_free, read_pid, start_server, stop_pid
@@ -215,7 +217,7 @@ def down(lab_dir: Path) -> list[str]:
     running = [(node, pid) for node, pid in running if pid]
     # replicas first, then masters, each group at once: a master stopped while its replicas are connected waits
     # up to shutdown-timeout (10 s) for them to catch up
-    replicas = [item for item in running if _is_replica(item[0].port)]
+    replicas = [item for item in running if _is_replica(item[0].port, item[0].role == "replica")]
     for group in (replicas, [item for item in running if item not in replicas]):
         with ThreadPoolExecutor(max_workers=max(1, len(group))) as pool:
             list(pool.map(lambda item: stop_pid(item[1]), group))
@@ -227,12 +229,14 @@ def down(lab_dir: Path) -> list[str]:
     return stopped
 
 
-def _is_replica(port: int) -> bool:
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
+def _is_replica(port: int, created_as_replica: bool) -> bool:
+    """The node's role now; when it cannot tell us (a password or TLS lab), the role it was created with."""
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1, protocol=2,
+                         retry=Retry(NoBackoff(), 0))  # redis-py's default retries cost seconds per refusal
     try:
         return client.info("replication").get("role") == "slave"
     except (redis.RedisError, OSError):
-        return False
+        return created_as_replica
     finally:
         client.close()
 
