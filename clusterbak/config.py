@@ -35,3 +35,25 @@ def _expand_and_check(node: NodeAccess, source: str) -> NodeAccess:
     if node.transport == "ssh" and known and not os.path.isdir(os.path.dirname(known) or "."):
         raise InventoryError(f"{source}: {where} known_hosts {known}: its directory does not exist")
     return replace(node, ssh_key=key, known_hosts=known)
+
+
+def load_config(path: str | Path | None) -> tuple[dict, str | None]:
+    """clusterbak.toml (today: its [retention] table) as {rule: value}, and its path for messages."""
+    if path is None:
+        return {}, None
+    from clusterbak.errors import UsageError
+    from clusterbak.model.retention import parse_retention
+
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise UsageError(f"config {path} does not exist; fix --config or $CLUSTERBAK_CONFIG") from exc
+    except OSError as exc:
+        raise UsageError(f"config {path} cannot be read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config {path} is not valid TOML: {exc}") from exc
+    unknown = sorted(set(raw) - {"retention"})
+    if unknown:
+        raise UsageError(f"config {path}: unknown table [{unknown[0]}]; known: [retention]")
+    return parse_retention(raw, str(path)), str(path)
