@@ -303,3 +303,28 @@ def test_help_has_metavars_and_text_for_every_option(cli):
     for args in (["backup"], ["restore"], ["drill"], ["check"], ["prune"], ["lab", "up"], ["rolling-restart"]):
         out = cli(*args, "--help", env={"COLUMNS": "120"}).stdout
         assert "<bool>" not in out and "<str>" not in out, args
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_drill_stops_its_lab_and_removes_its_files(lab, shared_set, tmp_path):
+    dest, backup_id = shared_set
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.Popen([*CLUSTERBAK, "drill", backup_id, "--dest", str(dest)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(scratch)})
+    pids = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(scratch.glob("*/lab.json")):
+            time.sleep(0.02)
+        (state,) = list(scratch.glob("*/lab.json"))
+        pids = [n["pid"] for n in json.loads(state.read_text())["nodes"]]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert list(scratch.iterdir()) == []
+    for pid in pids:  # the drill's redis-servers are gone too
+        assert not Path(f"/proc/{pid}").exists() or "redis" not in Path(f"/proc/{pid}/cmdline").read_text()
