@@ -25,7 +25,7 @@ class Outcome:
     errors: list[str] = field(default_factory=list)
 
 
-NON_TTY_WIDTH = 200  # tables in a log: wide enough for full ids and paths (they fold, never truncate)
+NON_TTY_WIDTH = 1000  # a log (no terminal, no COLUMNS): a table row stays one line however wide
 
 
 def _console(stderr: bool, width: int | None, file=None) -> Console:
