@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from clusterbak.cli import common as c
-from clusterbak.cli.render import BackupProgress, Outcome, Renderer, human_size
+from clusterbak.cli.render import BackupProgress, Outcome, Renderer
 from clusterbak.config import load_config, load_inventory
 from clusterbak.engine.backup import BackupOptions, run_backup
 from clusterbak.engine.inspect import inspect
@@ -92,9 +92,7 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
             manifest = run_backup(plan, seed, seen.topology, seen.states, inv, opts, options, progress)
         data.update(path=str(BackupStore(dest).path(plan.backup_id)), manifest=manifest)
         r.backup_summary(manifest)
-        r.verdict_line(f"backup {plan.backup_id}: complete, {len(manifest['shards'])} shards, "
-                       f"{manifest['totals']['keys']} keys, {human_size(manifest['totals']['stored_bytes'])} stored, "
-                       f"took {manifest['duration_s']:.1f}s, in {data['path']}")
+        r.backup_verdict(manifest, data["path"])
         return Outcome(data=data)
 
     c.execute("backup", json_out, body, quiet, metrics_file)

@@ -194,6 +194,10 @@ class Renderer:
                        f"{_size(m['totals']['stored_bytes'])} stored, {len(m['nodes'])} nodes.conf, "
                        f"cross-shard skew {m['skew_seconds']}s, took {m['duration_s']}s")
 
+    def backup_verdict(self, m: dict, path: str) -> None:
+        self.verdict_line(f"backup {m['backup_id']}: complete, {len(m['shards'])} shards, {m['totals']['keys']} keys, "
+                          f"{_size(m['totals']['stored_bytes'])} stored, took {m['duration_s']:.1f}s, in {path}")
+
     def sets(self, rows: list[dict]) -> None:
         verified = {None: "-", True: "ok", False: "FAILED"}
         self.table("backup sets", ("id", "status", "verified", "kind", "age", "shards", "size"),
@@ -370,5 +374,3 @@ def _age(seconds: float) -> str:
             return f"{seconds / size:.0f}{unit}"
     return f"{seconds:.0f}s"
 
-
-human_size = _size
