@@ -318,44 +318,49 @@ class BackupProgress:
 
 
 class NodeProgress:
-    """restore and drill: one line per target node, named, as it goes stopped -> placed -> started, with the time
-    since the start. Silent with --json or --quiet; in a log (no terminal) rich prints the final state once."""
+    """restore and drill: one line per target node, named, with bytes placed and the time remaining, as it goes
+    stopped -> placing -> placed -> started. Silent with --json or --quiet; in a log (no terminal) rich prints the
+    final state once."""
 
     PHASES = ("stopped", "placed", "started")
 
-    def __init__(self, renderer: Renderer, nodes: list[str]) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    def __init__(self, renderer: Renderer, sizes: dict[str, int]) -> None:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.enabled = not renderer.silent
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                                 console=renderer.err, transient=False)
-        self.nodes = list(nodes)
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                 TimeRemainingColumn(), console=renderer.err, transient=False)
+        self.sizes = dict(sizes)
         self.tasks: dict[str, int] = {}
 
     def __enter__(self):
         if self.enabled:
             self.progress.start()
-            self._add(self.nodes)
+            self._add(self.sizes)
         return self
 
     def __exit__(self, *exc) -> None:
         if self.enabled:
             self.progress.stop()
 
-    def _add(self, nodes: list[str]) -> None:
-        for address in nodes:
+    def _add(self, sizes: dict[str, int]) -> None:
+        for address, size in sizes.items():
             if address not in self.tasks:
-                self.tasks[address] = self.progress.add_task(f"{address}: waiting", total=len(self.PHASES))
+                self.tasks[address] = self.progress.add_task(f"{address}: waiting", total=size or None)
 
     def __call__(self, kind: str, data: dict) -> None:
-        if not self.enabled:
-            return
         if kind == "plan":  # a drill knows its targets only once its lab is up
-            self.nodes += [a for a in data["nodes"] if a not in self.nodes]
-            self._add(data["nodes"])
-        elif kind in self.PHASES and data.get("node") in self.tasks:
-            self.progress.update(self.tasks[data["node"]], description=f"{data['node']}: {kind}",
-                                 completed=self.PHASES.index(kind) + 1)
+            self.sizes.update(data["sizes"])
+            if self.enabled:
+                self._add(data["sizes"])
+            return
+        task = self.tasks.get(data.get("node", ""))
+        if not self.enabled or task is None:
+            return
+        if kind == "bytes":
+            self.progress.update(task, description=f"{data['node']}: placing", advance=data["bytes"])
+        elif kind in self.PHASES:
+            self.progress.update(task, description=f"{data['node']}: {kind}")
 
 
 def _size(n: int | None) -> str:

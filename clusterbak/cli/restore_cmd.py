@@ -12,7 +12,7 @@ from clusterbak.cli import common as c
 from clusterbak.cli.backup_cmd import Dest, DryRun, resolve_id
 from clusterbak.cli.render import NodeProgress, Outcome, Renderer
 from clusterbak.config import load_inventory
-from clusterbak.engine.drill import run_drill
+from clusterbak.engine.drill import restore_sizes, run_drill
 from clusterbak.engine.restore import run_restore, verify_or_refuse
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, ClusterbakError, PreconditionError
 from clusterbak.plan.restore import parse_maps, plan_restore, target_address
@@ -65,14 +65,14 @@ def restore(backup_id: Annotated[str, typer.Argument(help="The set's id (see `cl
         if not yes and not r.confirm(f"stop {len(plan.nodes)} nodes and restore backup {backup_id} into them?"):
             raise PreconditionError("not confirmed; nothing was stopped (use --yes to skip the question)")
         t0 = time.monotonic()
-        with NodeProgress(r, [n.new_address for n in plan.nodes]) as progress:
+        with NodeProgress(r, restore_sizes(plan, manifest)) as progress:
             checks = run_restore(plan, set_dir, manifest, inv, conn, prove_timeout, accept_new_host_keys,
                                  on_event=progress, verified=True)
         r.verdict(checks)
         bad = [f"{x['subject']}: {x['check']}: {x['detail']}" for x in checks if not x["ok"]]
         data["checks"] = checks
         r.verdict_line(f"restore {backup_id}: {'ok' if not bad else 'FAILED'}, {len(plan.nodes)} nodes, "
-                       f"took {time.monotonic() - t0:.1f}s, cluster at {', '.join(sorted(progress.nodes))}")
+                       f"took {time.monotonic() - t0:.1f}s, cluster at {', '.join(sorted(progress.sizes))}")
         return Outcome(data=data, exit_code=EXIT_STEP_FAILED if bad else 0, errors=bad)
 
     c.execute("restore", json_out, body, quiet)
@@ -95,7 +95,7 @@ def drill(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`
         manifest = store.manifest(bid)
         set_dir = store.path(bid)
         try:
-            with NodeProgress(r, []) as progress:
+            with NodeProgress(r, {}) as progress:
                 report = run_drill(set_dir, manifest, lab_dir, keep, on_event=progress, base_port=base_port)
         except ClusterbakError:
             record_drill(set_dir, False, time.time(), None, None)

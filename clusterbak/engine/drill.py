@@ -72,7 +72,7 @@ def run_drill(set_dir: Path, manifest: Manifest, lab_dir: Path | None, keep: boo
         mapping = {n.address: parse_new_address(lab.nodes[i].address) for i, n in enumerate(order)}
         targets = {a.address: probe_target(conn, a.address) for a in mapping.values()}
         plan = plan_restore(manifest, inventory, mapping, targets, force=True)
-        on_event("plan", {"nodes": [n.new_address for n in plan.nodes]})
+        on_event("plan", {"sizes": restore_sizes(plan, manifest)})
         checks = run_restore(plan, set_dir, manifest, inventory, conn, verified=True, on_event=on_event)
         proven = time.monotonic()
         samples = sample_keys(lab.seed) if all(c["ok"] for c in checks) else {}
@@ -92,6 +92,17 @@ def run_drill(set_dir: Path, manifest: Manifest, lab_dir: Path | None, keep: boo
             shutil.rmtree(where, ignore_errors=True)
             report["lab"]["removed"] = not where.exists()
     return report
+
+
+def restore_sizes(plan, manifest: Manifest) -> dict[str, int]:
+    """Bytes each target node receives (its nodes.conf and its shard's dump or AOF files), for progress and ETA."""
+    out = {}
+    for n in plan.nodes:
+        files = list(manifest.shard(n.shard).files)
+        conf = manifest.conf_of(n.node_id)
+        files += [conf.file] if conf is not None else []
+        out[n.new_address] = sum(f.raw_size if f.raw_size is not None else f.stored_size for f in files)
+    return out
 
 
 def sample_keys(seed: str, per_type: int = 3, scan_limit: int = 3000) -> dict:
