@@ -25,7 +25,8 @@ def register(app: typer.Typer) -> None:
 
 
 def rolling_restart(
-        seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory", help="Inventory TOML with restart_command.")],
+        seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory", envvar="CLUSTERBAK_INVENTORY",
+                                                             help="Inventory TOML with restart_command.")],
         nodes: Annotated[Optional[str], typer.Option("--nodes", help="Only these nodes: ADDR,ADDR,... (default: all).")] = None,
         replicas_only: Annotated[bool, typer.Option("--replicas-only", help="Restart replicas only; no failover.")] = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")] = False,
@@ -35,12 +36,15 @@ def rolling_restart(
         state: Annotated[Optional[str], typer.Option("--state", help="State file (default: beside the inventory).")] = None,
         max_lag: Annotated[int, typer.Option("--max-lag", help="Bytes a replica may trail its master.")] = DEFAULT_MAX_LAG,
         force_failover: Annotated[bool, typer.Option("--force-failover", help="CLUSTER FAILOVER FORCE: can lose writes.")] = False,
-        accept_new_host_keys: Annotated[bool, typer.Option("--accept-new-host-keys")] = False,
+        accept_new_host_keys: c.AcceptNewHostKeys = False,
         user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None,
-        tls_insecure: c.TlsInsecure = False, connect_timeout: c.ConnectTimeout = 3.0, json_out: c.Json = False) -> None:
+        tls_insecure: c.TlsInsecure = False, connect_timeout: c.ConnectTimeout = 3.0, quiet: c.Quiet = False,
+        metrics_file: c.MetricsFile = None, json_out: c.Json = False) -> None:
     """Restart every node with no lost write and every master back in its role (see docs/rolling-restart.md)."""
 
     def body(r: Renderer) -> Outcome:
+        c.refuse_together(dry_run=dry_run, yes=yes)
+        c.refuse_together(replicas_only=replicas_only, force_failover=force_failover)
         inv = load_inventory(inventory)
         opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout, inv, tls_insecure)
         path = Path(state).absolute() if state else default_state_path(inventory)
@@ -73,12 +77,14 @@ def rolling_restart(
                                  progress(r), stop)
         data["result"] = result
         show_report(r, result)
+        r.verdict_line(f"rolling-restart: {result['status']}, {result['steps_done']}/{result['steps_total']} steps, "
+                       f"took {result['duration_s']:.1f}s, cluster at {seed}, state in {path}")
         if result["status"] == "ok":
             return Outcome(data=data)
         code = EXIT_INTERRUPTED if result["status"] == "interrupted" else EXIT_STEP_FAILED
         return Outcome(data=data, exit_code=code, errors=[result["error"], result["advice"]])
 
-    c.execute("rolling-restart", json_out, body)
+    c.execute("rolling-restart", json_out, body, quiet, metrics_file)
 
 
 def _resumable(existing: RunState | None, path: Path, wanted: tuple[str, ...], replicas_only: bool,

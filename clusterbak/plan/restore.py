@@ -106,7 +106,7 @@ def plan_restore(manifest: Manifest, inventory: Inventory, mapping: dict[str, Ne
             refusals.append(f"{where}: node belongs to no shard of the backup (failed or empty master)")
             continue
         try:
-            access = inventory.access(new.address)
+            access = inventory.access(new.address, f"is the restore target of {old}")
         except InventoryError as exc:
             refusals.append(str(exc))
             continue

@@ -29,6 +29,7 @@ class SetEntry:
     size: int
     shards: int | None
     kind: str | None
+    problem: str | None = None  # why a set is "damaged"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -100,9 +101,14 @@ class BackupStore:
                 continue
             try:
                 m = read_manifest(child, child.name)
-                out.append(SetEntry(child.name, child, "complete", m.created_at_unix, size, len(m.shards), m.kind))
-            except (StepFailed, UsageError):
-                out.append(SetEntry(child.name, child, "damaged", child.stat().st_mtime, size, None, None))
+                missing = [f.path for f in m.stored_files() if not (child / f.path).is_file()]
+                out.append(SetEntry(child.name, child, "damaged" if missing else "complete", m.created_at_unix, size,
+                                    len(m.shards), m.kind,
+                                    f"missing {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+                                    if missing else None))
+            except (StepFailed, UsageError) as exc:
+                out.append(SetEntry(child.name, child, "damaged", child.stat().st_mtime, size, None, None,
+                                    str(exc).replace(str(child) + "/", "")))
         return sorted(out, key=lambda e: e.created_at)
 
     def delete(self, entry: SetEntry) -> None:
