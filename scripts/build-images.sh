@@ -8,7 +8,7 @@
 # debootstraps instead of five; each server version is then a tag on its suite's image:
 #   clusterbak-fleet:redis-6.0-<hash>  clusterbak-fleet:redis-7.0-<hash>  clusterbak-fleet:valkey-8.0-<hash>
 #   clusterbak-fleet:redis-8.0-<hash>  clusterbak-fleet:valkey-8.1-<hash>
-# <hash> is a hash of the suite's recipe (suite, packages, mirror, this script), so an unchanged recipe reuses
+# <hash> is a hash of the suite's recipe (suite, packages, mirror, the rootfs steps), so an unchanged recipe reuses
 # the image and a changed one builds anew. The rootfs tarball is cached beside it under
 # ${CLUSTERBAK_IMAGE_CACHE:-~/.cache/clusterbak}/rootfs-<suite>-<hash>.tar, so a lost image is re-imported
 # without a debootstrap. The suites build in parallel (CLUSTERBAK_IMAGE_JOBS, default 3).
@@ -76,7 +76,10 @@ MIRROR=$(mirror)
 mkdir -p "$CACHE"
 
 recipe_hash() {  # suite -> 12 hex digits
-  printf '%s\n' "$1" "$(packages_of "$1")" "$(backports_of "$1")" "$MIRROR" "$(sha256sum <"$SELF")" | sha256sum | cut -c1-12
+  # the recipe: the suite, its packages, the mirror and the steps that shape the root filesystem (not the rest
+  # of this script, so editing its logging or parallelism reuses the images)
+  { printf '%s\n' "$1" "$(packages_of "$1")" "$(backports_of "$1")" "$MIRROR"; declare -f finish_rootfs; } \
+    | sha256sum | cut -c1-12
 }
 
 # The steps inside the new root filesystem after debootstrap: backports packages, no baked host keys (each
