@@ -78,18 +78,29 @@ def oldest_reader(magic: str, rdb_version: int) -> str:
     return f"a {server} release newer than clusterbak knows"
 
 
-def restore_version_refusal(where: str, shard: Mapping, target_server: str | None) -> str | None:
-    """Why this shard's dump cannot be loaded by the target's server, or None (also when either is unknown:
-    a target that is down is not refused for its version). `shard` is the manifest's shard record."""
-    rdb = shard.get("rdb") or {}
+def written_by(manifest_raw: Mapping, shard_index: int) -> str:
+    """Who wrote a shard's dump, from the AUX fields the manifest recorded (redis-ver / valkey-ver); only a
+    version-shaped value is used (the manifest is untrusted input)."""
+    for shard in manifest_raw.get("shards") or ():
+        if isinstance(shard, Mapping) and shard.get("index") == shard_index:
+            rdb = shard.get("rdb") if isinstance(shard.get("rdb"), Mapping) else {}
+            for server, key in (("valkey", "valkey_ver"), ("redis", "redis_ver")):
+                value = rdb.get(key)
+                if isinstance(value, str) and re.fullmatch(r"\d+\.\d+(\.\d+)?", value):
+                    return f"{server} {value}"
+    return "a newer server"
+
+
+def restore_version_refusal(where: str, rdb_version: int | None, writer: str, target_server: str | None) -> str | None:
+    """Why a shard's dump (RDB `rdb_version`, written by `writer`) cannot be loaded by the target's server, or
+    None (also when either is unknown: a target that is down is not refused for its version)."""
     target = ServerVersion.from_text(target_server or "")
-    if target is None or not isinstance(rdb.get("version"), int):
+    if target is None or rdb_version is None:
         return None
-    magic, version = str(rdb.get("magic") or "REDIS"), rdb["version"]
-    if can_read(target, magic, version):
+    magic = "VALKEY" if rdb_version >= 80 else "REDIS"  # Valkey 9's own numbers start at 80
+    if can_read(target, magic, rdb_version):
         return None
-    writer = f"valkey {rdb['valkey_ver']}" if rdb.get("valkey_ver") else \
-        f"redis {rdb['redis_ver']}" if rdb.get("redis_ver") else "a newer server"
-    return (f"{where}: runs {target.text}, which cannot load RDB version {version} written by {writer} "
-            f"(it reads up to {rdb_written(target) if target.server == 'redis' else VALKEY_READS_REDIS_UP_TO}); "
-            f"restore onto {oldest_reader(magic, version)} or newer, or upgrade the target first")
+    reads = rdb_written(target) if target.server == "redis" else VALKEY_READS_REDIS_UP_TO
+    return (f"{where}: runs {target.text}, which cannot load RDB version {rdb_version} written by {writer} "
+            f"(it reads up to {reads}); restore onto {oldest_reader(magic, rdb_version)} or newer, or upgrade "
+            "the target first")

@@ -55,8 +55,9 @@ def test_a_target_of_another_cluster_is_refused_unless_forced():
 
 
 def test_a_target_older_than_the_sets_writer_is_refused_even_with_force():
-    manifest = {**MANIFEST, "shards": [{**MANIFEST["shards"][0],
-                                        "rdb": {"version": 12, "magic": "REDIS", "redis_ver": "8.0.2"}}]}
+    raw = doc()
+    raw["shards"][0]["rdb"].update(version=12, magic="REDIS", redis_ver="8.0.2")
+    manifest = parse_manifest(raw, "sets/b1")
     older = {"10.0.0.2:6379": TargetState("10.0.0.2:6379", True, "r" * 40, server="redis 7.0.15")}
     plan = plan_restore(manifest, inventory(), {}, older, force=True)
     assert plan.refusals == ("10.0.0.2:6379: runs redis 7.0.15, which cannot load RDB version 12 written by "

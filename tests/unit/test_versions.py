@@ -1,6 +1,6 @@
 """Server versions -> RDB versions, and the restore refusal onto an older server (pure)."""
 
-from clusterbak.model.versions import ServerVersion, can_read, rdb_written, restore_version_refusal
+from clusterbak.model.versions import ServerVersion, can_read, rdb_written, restore_version_refusal, written_by
 
 
 def sv(text: str) -> ServerVersion:
@@ -32,12 +32,18 @@ def test_who_reads_what():
 
 
 def test_refusal_names_both_versions_and_what_would_work():
-    shard = {"rdb": {"version": 12, "magic": "REDIS", "redis_ver": "8.0.2"}}
-    why = restore_version_refusal("10.0.0.5:6379", shard, "redis 7.0.15")
+    why = restore_version_refusal("10.0.0.5:6379", 12, "redis 8.0.2", "redis 7.0.15")
     assert why == ("10.0.0.5:6379: runs redis 7.0.15, which cannot load RDB version 12 written by redis 8.0.2 "
                    "(it reads up to 10); restore onto redis 7.4 or newer, or upgrade the target first")
-    valkey = {"rdb": {"version": 11, "magic": "REDIS", "redis_ver": None, "valkey_ver": "8.1.1"}}
-    assert "written by valkey 8.1.1" in restore_version_refusal("a:1", valkey, "redis 6.0.16")
-    assert restore_version_refusal("a:1", shard, "redis 8.0.2") is None  # same or newer: fine
-    assert restore_version_refusal("a:1", shard, None) is None  # target down: version unknown, not refused
-    assert restore_version_refusal("a:1", {"aof": {}}, "redis 6.0.16") is None  # no RDB record
+    assert restore_version_refusal("a:1", 12, "redis 8.0.2", "redis 8.0.2") is None  # same or newer: fine
+    assert restore_version_refusal("a:1", 12, "redis 8.0.2", None) is None  # target down: not refused
+    assert restore_version_refusal("a:1", None, "?", "redis 6.0.16") is None  # no RDB version recorded
+    assert "restore onto valkey 9.0" in restore_version_refusal("a:1", 80, "valkey 9.0.0", "redis 8.0.2")
+
+
+def test_writer_comes_from_version_shaped_aux_fields_only():
+    raw = {"shards": [{"index": 0, "rdb": {"redis_ver": None, "valkey_ver": "8.1.1"}},
+                      {"index": 1, "rdb": {"redis_ver": "8.0.2"}},
+                      {"index": 2, "rdb": {"redis_ver": "8.0.2\x1b[31m; rm -rf"}}]}
+    assert [written_by(raw, i) for i in range(4)] == ["valkey 8.1.1", "redis 8.0.2", "a newer server",
+                                                      "a newer server"]
