@@ -67,6 +67,10 @@ def _wait(client: redis.Redis, done, timeout: float, what: str, address: str) ->
     except RetryError as exc:
         raise StepFailed(f"{address}: {what} did not finish within {timeout:.0f}s; "
                          "raise --timeout or look at the node's load and log") from exc
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:  # the host vanished or froze mid-save
+        raise StepFailed(f"{address}: lost the node while waiting for {what} ({type(exc).__name__}: {exc}); "
+                         "nothing of this shard was kept: check the host and its network, then run the backup "
+                         "again") from exc
 
 
 def server_time(client: redis.Redis) -> float:
