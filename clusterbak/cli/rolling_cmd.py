@@ -64,7 +64,7 @@ def rolling_restart(
                 _refuse_unfinished(existing, path, prep)
         versions_before = None
         if upgrade_command:
-            prep, versions_before = apply_upgrade(prep, upgrade_command, opts)
+            prep, versions_before = apply_upgrade(prep, upgrade_command, inv, opts)
         records = [{"index": x.index, "status": x.status} for x in existing.records] if resume else None
         data = {"dry_run": dry_run, "resume": resume, "state_file": str(path), "plan": prep.plan.to_dict(),
                 "refusals": list(prep.refusals)}

@@ -19,7 +19,6 @@ Everything made carries the label org.clusterbak.lab=<lab id> (and any extra lab
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shlex
 import shutil
@@ -34,6 +33,7 @@ import redis
 
 from clusterbak.errors import PreconditionError, StepFailed, UsageError
 from clusterbak.lab import cluster
+from clusterbak.lab.statefile import read_state, write_state
 from clusterbak.lab.docker_lab import LAB_LABEL, purge
 from clusterbak.transports.docker import engine_client
 
@@ -278,10 +278,9 @@ def versions(fleet: Fleet) -> dict[str, str]:
 
 
 def load(lab_dir: Path) -> Fleet | None:
-    path = lab_dir / STATE_FILE
-    if not path.exists():
+    raw = read_state(lab_dir / STATE_FILE)
+    if raw is None:
         return None
-    raw = json.loads(path.read_text())
     raw["nodes"] = tuple(FleetNode(**n) for n in raw["nodes"])
     return Fleet(**raw)
 
@@ -289,10 +288,7 @@ def load(lab_dir: Path) -> Fleet | None:
 # -- internals ---------------------------------------------------------------------------------------------
 
 def _save(fleet: Fleet) -> None:
-    path = Path(fleet.dir) / STATE_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(fleet), indent=2))
-    os.replace(tmp, path)
+    write_state(Path(fleet.dir) / STATE_FILE, asdict(fleet))
 
 
 def _create_network(client, name: str, labels: dict) -> str:

@@ -13,13 +13,13 @@ import string
 from dataclasses import replace
 
 from clusterbak.errors import UsageError
+from clusterbak.model.inventory import PLACEHOLDERS, Inventory
 from clusterbak.model.versions import ServerVersion, rdb_written
 from clusterbak.plan.rolling import RESTART, RollingPlan
 
-PLACEHOLDERS = frozenset({"host", "port", "node_id"})
-
-
-def check_template(template: str) -> None:
+def with_upgrade(plan: RollingPlan, template: str, inventory: Inventory) -> RollingPlan:
+    """Every restart step runs `template` (on the control host), its placeholders filled in as the inventory fills
+    a restart_command's: the same names, each value checked and shell-quoted."""
     try:
         names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     except ValueError as exc:
@@ -28,16 +28,11 @@ def check_template(template: str) -> None:
     if unknown:
         raise UsageError(f"--upgrade-command uses unknown placeholder {{{sorted(unknown)[0]}}}; allowed: "
                          + ", ".join("{" + p + "}" for p in sorted(PLACEHOLDERS)))
-
-
-def with_upgrade(plan: RollingPlan, template: str) -> RollingPlan:
-    """Every restart step runs `template` (on the control host) with {host} {port} {node_id} filled in."""
-    check_template(template)
     steps = []
     for step in plan.steps:
         if step.action == RESTART:
-            host, port = step.address.rsplit(":", 1)
-            step = replace(step, command=template.format(host=host, port=port, node_id=step.node_id),
+            access = replace(inventory.access(step.address), restart_command=template)
+            step = replace(step, command=access.command("restart_command", node_id=step.node_id),
                            why=step.why.replace(": restart", ": upgrade").replace("restart in place", "upgrade in place"))
         steps.append(step)
     return replace(plan, steps=tuple(steps))

@@ -19,7 +19,7 @@ def plan_for(nodes=()):
 
 def test_every_restart_step_runs_the_upgrade_command_in_the_same_order():
     t, plan = plan_for()
-    upgraded = with_upgrade(plan, CMD)
+    upgraded = with_upgrade(plan, CMD, inventory(t))
     assert [(s.action, s.address) for s in upgraded.steps] == [(s.action, s.address) for s in plan.steps]
     restarts = [s for s in upgraded.steps if s.action == RESTART]
     host, port = restarts[0].address.rsplit(":", 1)
@@ -29,19 +29,19 @@ def test_every_restart_step_runs_the_upgrade_command_in_the_same_order():
 
 def test_unknown_placeholder_is_a_usage_error():
     _, plan = plan_for()
-    with pytest.raises(UsageError, match=r"unknown placeholder \{data_dir\}"):
-        with_upgrade(plan, "up {data_dir}")
+    with pytest.raises(UsageError, match=r"unknown placeholder \{version\}"):
+        with_upgrade(plan, "up {version}", inventory(_))
 
 
 def test_a_master_without_its_replicas_is_refused():
     t, plan = plan_for()
     master = t.shards[0].master
     _, only_master = plan_for((master.address,))
-    refusals = order_refusals(with_upgrade(only_master, CMD), {})
+    refusals = order_refusals(with_upgrade(only_master, CMD, inventory(t)), {})
     assert refusals == (f"upgrading master {master.address} but not its replica(s) "
                         f"{t.shards[0].replicas[0].address} would leave them older than their master; "
                         "add them to --nodes",)
-    assert order_refusals(with_upgrade(plan, CMD), {}) == ()
+    assert order_refusals(with_upgrade(plan, CMD, inventory(t)), {}) == ()
 
 
 def test_a_replica_already_older_than_its_master_is_refused():
