@@ -18,6 +18,7 @@ from clusterbak.engine.rolling_state import RunState, default_state_path, load_s
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
 from clusterbak.model.checks import DEFAULT_MAX_LAG
 from clusterbak.plan.rolling import RollingPlan
+from clusterbak.plan.upgrade import is_upgrade
 
 EXIT_INTERRUPTED = 130
 
@@ -57,6 +58,9 @@ def rolling_restart(
         existing = load_state(path)
         if resume:
             existing = _resumable(existing, path, wanted, replicas_only, force_failover)
+            if is_upgrade(existing.plan) != bool(upgrade_command):
+                raise UsageError("--resume goes on with the plan in the state file: pass --upgrade-command (the same "
+                                 "one) exactly when that run was a rolling upgrade")
             prep = prepare_resume(opts, inv, existing)
         else:
             prep = prepare(opts, inv, wanted, replicas_only, max_lag, force_failover)

@@ -58,3 +58,8 @@ def order_refusals(plan: RollingPlan, versions: dict[str, ServerVersion | None])
                 refusals.append(f"upgrading master {role.address} but not its replica(s) {', '.join(left)} would "
                                 f"leave them older than their master; add them to --nodes")
     return tuple(refusals)
+
+
+def is_upgrade(plan: RollingPlan) -> bool:
+    """A plan made by with_upgrade (its restart steps say so), e.g. the one in a state file to resume."""
+    return any(s.action == RESTART and ("upgrade in place" in s.why or ": upgrade" in s.why) for s in plan.steps)

@@ -5,7 +5,7 @@ import pytest
 from clusterbak.errors import UsageError
 from clusterbak.model.versions import ServerVersion
 from clusterbak.plan.rolling import RESTART, plan_rolling
-from clusterbak.plan.upgrade import order_refusals, with_upgrade
+from clusterbak.plan.upgrade import is_upgrade, order_refusals, with_upgrade
 
 from .test_plan_rolling import inventory, states, topo
 
@@ -54,3 +54,8 @@ def test_a_replica_already_older_than_its_master_is_refused():
     versions[shard.replicas[0].node_id] = ServerVersion.from_text("valkey 8.1.1")  # newer format than 7.0's
     versions[shard.master.node_id] = ServerVersion.from_text("redis 7.0.15")
     assert order_refusals(plan, versions) == ()
+
+
+def test_an_upgrade_plan_is_recognised_for_resume():
+    t, plan = plan_for()
+    assert is_upgrade(with_upgrade(plan, CMD, inventory(t))) and not is_upgrade(plan)
