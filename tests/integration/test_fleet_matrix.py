@@ -67,8 +67,21 @@ def round_trip(cli, fleet: fl.Fleet, tmp_path: Path, *backup_extra: str) -> dict
     result, doc = cli.json("restore", manifest["backup_id"], "--dest", str(dest), "--inventory", fleet.inventory,
                            "--yes")
     assert result.exit_code == 0, doc["errors"]
-    assert digests(fleet) == before
+    after = digests(fleet)
+    assert after == before, (after, before, node_report(fleet), doc["data"])
     return manifest
+
+
+def node_report(fleet: fl.Fleet) -> dict:
+    """Each node's role, keys, link and uptime now: what a mismatch needs to be understood."""
+    out = {}
+    for n in fleet.nodes:
+        with node_client(n.address) as c:
+            info = {**c.info("replication"), **c.info("server"), **c.info("persistence")}
+            out[n.address] = {k: info.get(k) for k in ("role", "master_host", "master_link_status", "uptime_in_seconds",
+                                                       "run_id", "loading", "rdb_last_load_keys_loaded")}
+            out[n.address]["dbsize"] = c.dbsize()
+    return out
 
 
 def rolling_under_writer(cli, fleet: fl.Fleet) -> None:
