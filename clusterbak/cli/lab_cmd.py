@@ -18,6 +18,7 @@ lab_app = typer.Typer(no_args_is_help=True, help="Start, fill, inspect and stop 
 
 DirOpt = Annotated[Optional[Path], typer.Option("--dir", help="Lab directory (default ~/.clusterbak/lab or $CLUSTERBAK_LAB_DIR).")]
 DockerOpt = Annotated[bool, typer.Option("--docker", help="Redis containers through the Docker Engine (see docs/docker.md).")]
+FleetOpt = Annotated[bool, typer.Option("--fleet", help="One container per node, each its own host with sshd (see docs/compatibility.md).")]
 
 
 def _dir(path: Path | None) -> Path:
@@ -48,12 +49,18 @@ def up(masters: Annotated[int, typer.Option("--masters", help="Masters (shards) 
        ssh: Annotated[bool, typer.Option("--ssh", help="Also start an sshd on loopback; the inventory uses SSH.")] = False,
        docker: DockerOpt = False,
        image: Annotated[Optional[str], typer.Option("--image", help="Redis image for --docker (default $CLUSTERBAK_REDIS_IMAGE or redis:7.4).")] = None,
+       fleet: FleetOpt = False,
+       version: Annotated[str, typer.Option("--version", help="--fleet: redis-6.0 | redis-7.0 | valkey-8.0 | redis-8.0 | valkey-8.1.")] = "redis-7.0",
        json_out: c.Json = False) -> None:
     """Start redis-server processes (or containers, --docker), form the cluster, wait for cluster_state:ok, write the inventory."""
 
     def body(r: Renderer) -> Outcome:
         c.refuse_together(docker=docker, ssh=ssh)
         lab_dir = _dir(dir)
+        if fleet:
+            from clusterbak.cli import lab_fleet
+
+            return lab_fleet.up(r, lab_dir, version, image, masters, replicas)
         if docker:
             from clusterbak.cli import lab_docker
 
@@ -85,10 +92,14 @@ def _with_sshd(lab: cluster.Lab) -> cluster.Lab:
 
 
 @lab_app.command("down")
-def down(dir: DirOpt = None, docker: DockerOpt = False, json_out: c.Json = False) -> None:
-    """Stop exactly the processes the lab recorded (its redis-servers and its sshd); --docker: remove its containers and volumes."""
+def down(dir: DirOpt = None, docker: DockerOpt = False, fleet: FleetOpt = False, json_out: c.Json = False) -> None:
+    """Stop exactly the processes the lab recorded (its redis-servers and its sshd); --docker/--fleet: remove its containers, volumes and network."""
 
     def body(r: Renderer) -> Outcome:
+        if fleet:
+            from clusterbak.cli import lab_fleet
+
+            return lab_fleet.down(r, _dir(dir))
         if docker:
             from clusterbak.cli import lab_docker
 
