@@ -1,0 +1,306 @@
+"""restore-keys: copy selected keys of a backup set into a live target, shard by shard, through a scratch server.
+
+Per needed shard: load it into a scratch redis-server (as a replica of nothing, so no key is dropped while loading),
+promote it for a moment and touch the selection so the keys whose TTL has passed since the backup expire and are
+named by keyspace events, demote it (its keyspace is then frozen), then SCAN/DUMP/PEXPIRETIME the selection in
+batches and RESTORE ... ABSTTL each key into the target master that owns its slot. A dry run does the same reads
+and asks the target EXISTS instead of writing. `--on-conflict fail` runs that dry pass first and writes nothing if
+any selected key exists.
+"""
+
+from __future__ import annotations
+
+import signal
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import hiredis
+
+from clusterbak.engine.scratch import SCRATCH_PREFIX, ScratchServer
+from clusterbak.engine.verify import verify_set
+from clusterbak.errors import PreconditionError, VerifyError
+from clusterbak.plan.restore_keys import (RestoreKeysPlan, Selection, _range, glob_match, key_slot, payload_rdb_version,
+                                          payload_type, slot_owner_table)
+from clusterbak.redisops.connect import ConnectionOptions
+from clusterbak.redisops.dumprestore import EXPIRED_CHANNEL, Pipe, open_pipe, scan
+
+Event = Callable[[str, dict], None]
+NAME_BATCH = 1000
+MAX_ERRORS = 5
+
+
+@dataclass
+class MasterTally:
+    address: str
+    restored: int = 0
+    skipped_existing: int = 0
+    skipped_expired: int = 0
+    failed: int = 0
+    exist_on_target: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class ShardTally:
+    index: int
+    source: str
+    selected: int = 0
+    expired: int = 0
+    missing: int = 0
+    exist_on_target: int = 0
+    bytes: int = 0
+    load_seconds: float = 0.0
+
+
+@dataclass
+class Run:
+    plan: RestoreKeysPlan
+    write: bool
+    masters: list[MasterTally]
+    table: list[int]
+    shards: list[ShardTally] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    existing_examples: list[str] = field(default_factory=list)
+
+    def master_of(self, name: bytes) -> MasterTally:
+        return self.masters[self.table[key_slot(name)]]
+
+    def report(self, seconds: float) -> dict:
+        totals = {k: sum(getattr(m, k) for m in self.masters)
+                  for k in ("restored", "skipped_existing", "skipped_expired", "failed", "exist_on_target", "bytes")}
+        totals["selected"] = sum(s.selected for s in self.shards)
+        totals["missing"] = sum(s.missing for s in self.shards)
+        return {"backup_id": self.plan.backup_id, "mode": "write" if self.write else "dry-run",
+                "shards": [asdict(s) for s in self.shards], "masters": [asdict(m) for m in self.masters],
+                "totals": totals, "errors": self.errors, "seconds": round(seconds, 3),
+                "keys_per_second": round(totals["selected"] / seconds) if seconds else None}
+
+
+def verify_needed(set_dir: Path, manifest: dict, plan: RestoreKeysPlan) -> None:
+    """The stored files of the shards to read match the manifest (sha256, RDB CRC64); nothing else is read."""
+    wanted = {s.index for s in plan.shards}
+    sub = dict(manifest, shards=[s for s in manifest["shards"] if s["index"] in wanted], nodes=[])
+    bad = [f"{r['file']}: {r['problem']}" for r in verify_set(set_dir, sub) if not r["ok"]]
+    if bad:
+        raise VerifyError(f"backup {plan.backup_id} is damaged, nothing was written: {bad[0]}"
+                          + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+
+
+def run_restore_keys(plan: RestoreKeysPlan, set_dir: Path, manifest: dict, target: ConnectionOptions, write: bool,
+                     scratch_root: Path | None = None, on_event: Event = lambda k, d: None) -> dict:
+    """Dry run (write=False) or real run. Scratch servers live under scratch_root and are gone when this returns."""
+    if not plan.ok:
+        raise PreconditionError("refusing a plan with refusals: " + "; ".join(plan.refusals))
+    t0 = time.monotonic()
+    with _sigterm_as_interrupt(), _scratch_root(scratch_root) as root:
+        if write and plan.on_conflict == "fail":
+            check = _pass(plan, set_dir, manifest, target, False, root, on_event)
+            existing = sum(m.exist_on_target for m in check.masters)
+            if existing:
+                raise PreconditionError(
+                    f"{existing} selected keys already exist on the target (for example "
+                    f"{', '.join(check.existing_examples)}); nothing was written (--on-conflict fail)")
+            on_event("checked", {"existing": 0})
+        run = _pass(plan, set_dir, manifest, target, write, root, on_event)
+    return run.report(time.monotonic() - t0)
+
+
+def _pass(plan: RestoreKeysPlan, set_dir: Path, manifest: dict, target: ConnectionOptions, write: bool, root: Path,
+          on_event: Event) -> Run:
+    run = Run(plan, write, [MasterTally(m.address) for m in plan.masters],
+              slot_owner_table([(m.address, m.slots) for m in plan.masters]))
+    pipes = [open_pipe(target, m.address) for m in plan.masters]
+    try:
+        by_index = {s["index"]: s for s in manifest["shards"]}
+        for shard in plan.shards:
+            tally = ShardTally(shard.index, shard.source)
+            run.shards.append(tally)
+            on_event("loading", {"shard": shard.index})
+            t = time.monotonic()
+            with ScratchServer(root, set_dir, by_index[shard.index]) as scratch:
+                tally.load_seconds = round(time.monotonic() - t, 3)
+                on_event("loaded", {"shard": shard.index, "seconds": tally.load_seconds})
+                _copy_shard(run, tally, scratch, by_index[shard.index], pipes)
+            on_event("shard", asdict(tally))
+    finally:
+        for p in pipes:
+            p.close()
+    return run
+
+
+def _copy_shard(run: Run, tally: ShardTally, scratch: ScratchServer, shard: dict, pipes: list[Pipe]) -> None:
+    sel = run.plan.selection
+    shard_slots = {s for text in shard["slots"] for r in [_range(text)] for s in range(r.start, r.end + 1)}
+    reader, events = scratch.pipe(), scratch.pipe()
+    try:
+        for name in _expired_since_backup(reader, events, scratch, sel, shard_slots):
+            tally.expired += 1
+            run.master_of(_final(run, name)).skipped_expired += 1
+        events.close()
+        time.sleep(0.05)  # a few cron ticks (hz 100): a shrink of the keyspace after those deletions has begun
+        expire_cmd = "PEXPIRETIME" if run.plan.scratch.parts >= (7, 0) else "PTTL"
+        pending: list | None = None
+        for keys, named in _batches(reader, sel, shard_slots):
+            reader.send([c for k in keys for c in (("DUMP", k), (expire_cmd, k))])
+            if pending is not None:
+                _finish(run, pipes, pending)
+            replies = reader.read(2 * len(keys))
+            pending = _dispatch(run, tally, pipes, keys, replies, named, expire_cmd)
+        if pending is not None:
+            _finish(run, pipes, pending)
+    finally:
+        reader.close()
+        events.close()
+
+
+def _expired_since_backup(reader: Pipe, events: Pipe, scratch: ScratchServer, sel: Selection,
+                          shard_slots: set[int]) -> Iterator[bytes]:
+    """Promote, touch every selected key (a key past its TTL is then deleted and named on the expired channel),
+    demote, and yield the selected names that expired."""
+    events.call("SUBSCRIBE", EXPIRED_CHANNEL)
+    reader.call("REPLICAOF", "NO", "ONE")
+    for keys, named in _batches(reader, sel, shard_slots):
+        if named:
+            reader.send([("EXISTS", k) for k in keys])
+            reader.read(len(keys))
+    reader.call("REPLICAOF", "127.0.0.1", scratch.fake_master_port)
+    marker = b"clusterbak-end-" + str(time.time_ns()).encode()
+    reader.call("PUBLISH", EXPIRED_CHANNEL, marker)
+    while True:
+        (msg,) = events.read(1)
+        if isinstance(msg, list) and len(msg) == 3 and msg[0] == b"message":
+            if msg[2] == marker:
+                return
+            if sel.selects(msg[2]):
+                yield msg[2]
+
+
+def _batches(reader: Pipe, sel: Selection, shard_slots: set[int]) -> Iterator[tuple[list[bytes], bool]]:
+    """(key names, named?) in batches: SCAN [MATCH] for globs or everything, then the --keys-from names that no
+    glob covers and that hash to this shard. Keys outside --slots, or matched by an earlier glob, are left out."""
+    if sel.patterns or sel.everything:
+        for pattern, earlier in sel.scans():
+            for keys in scan(reader, pattern):
+                keep = [k for k in keys if sel.in_slots(k) and not any(glob_match(p, k) for p in earlier)]
+                if keep:
+                    yield keep, False
+    names = [n for n in sel.names if key_slot(n) in shard_slots and sel.in_slots(n)
+             and not any(glob_match(p, n) for p in sel.patterns)]
+    for i in range(0, len(names), NAME_BATCH):
+        yield names[i:i + NAME_BATCH], True
+
+
+def _final(run: Run, name: bytes) -> bytes:
+    return run.plan.rename_prefix + name if run.plan.rename_prefix else name
+
+
+def _dispatch(run: Run, tally: ShardTally, pipes: list[Pipe], keys: list[bytes], replies: list, named: bool,
+              expire_cmd: str) -> list:
+    """Turn one batch of DUMP/expire replies into RESTORE (or EXISTS for a dry run) per target master; send them.
+    Returns what _finish needs to read the answers."""
+    plan, sel = run.plan, run.plan.selection
+    now_ms = int(time.time() * 1000)
+    per_master: dict[int, list] = defaultdict(list)
+    names: dict[int, list[tuple[bytes, int]]] = defaultdict(list)
+    for i, key in enumerate(keys):
+        payload, expire = replies[2 * i], replies[2 * i + 1]
+        if isinstance(payload, hiredis.ReplyError) or isinstance(expire, hiredis.ReplyError):
+            _error(run, f"scratch shard {tally.index}: reading {key!r} failed: {payload if isinstance(payload, hiredis.ReplyError) else expire}")
+            run.master_of(_final(run, key)).failed += 1
+            continue
+        if payload is None or expire == -2:
+            if named:
+                tally.missing += 1  # not in the backup (or gone before this run began)
+            else:  # expired between SCAN and DUMP
+                tally.expired += 1
+                run.master_of(_final(run, key)).skipped_expired += 1
+            continue
+        if sel.types and payload_type(payload) not in sel.types:
+            continue
+        absolute = (expire if expire_cmd == "PEXPIRETIME" else now_ms + expire) if expire >= 0 else 0
+        name = _final(run, key)
+        index = run.table[key_slot(name)]
+        master = run.masters[index]
+        if absolute and absolute <= now_ms:
+            tally.expired += 1
+            master.skipped_expired += 1
+            continue
+        version = payload_rdb_version(payload)
+        if plan.payload_version is not None and version > plan.payload_version:
+            raise PreconditionError(f"the scratch server dumped {key!r} as RDB version {version}, newer than the "
+                                    f"{plan.payload_version} planned for the target; stopped before writing it")
+        tally.selected += 1
+        tally.bytes += len(payload)
+        master.bytes += len(payload)
+        if run.write:
+            ttl = absolute if plan.ttl == "keep" else 0
+            cmd = ("RESTORE", name, ttl, payload) + (("ABSTTL",) if ttl else ()) + \
+                  (("REPLACE",) if plan.on_conflict == "replace" else ())
+        else:
+            cmd = ("EXISTS", name)
+        per_master[index].append(cmd)
+        names[index].append((name, len(payload)))
+    for index, cmds in per_master.items():
+        pipes[index].send(cmds)
+    return [(index, names[index]) for index in per_master]
+
+
+def _finish(run: Run, pipes: list[Pipe], pending: list) -> None:
+    for index, sent in pending:
+        master = run.masters[index]
+        for (name, _), reply in zip(sent, pipes[index].read(len(sent))):
+            if not run.write:
+                if reply == 1:
+                    master.exist_on_target += 1
+                    run.shards[-1].exist_on_target += 1
+                    if len(run.existing_examples) < 3:
+                        run.existing_examples.append(name.decode(errors="replace"))
+            elif reply == b"OK":
+                master.restored += 1
+            elif isinstance(reply, hiredis.ReplyError) and str(reply).startswith("BUSYKEY") \
+                    and run.plan.on_conflict == "skip":
+                master.skipped_existing += 1
+            else:
+                master.failed += 1
+                why = "created on the target after the check" if str(reply).startswith("BUSYKEY") else reply
+                _error(run, f"{master.address}: RESTORE {name.decode(errors='replace')}: {why}")
+
+
+def _error(run: Run, message: str) -> None:
+    if len(run.errors) < MAX_ERRORS:
+        run.errors.append(message)
+
+
+@contextmanager
+def _scratch_root(root: Path | None) -> Iterator[Path]:
+    """A private (0700) directory for this run's scratch servers; removed at the end, whatever happened."""
+    import shutil
+
+    base = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=root))
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the scratch servers are stopped and their files removed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,136 @@
+"""A scratch redis-server on loopback holding one shard of a backup set, removed with its files when done.
+
+It loads the shard as a *replica of nothing*: its master address is a local socket we bind and never listen on, so
+the link never comes up, nothing is ever synced over it, and a replica keeps the keys whose TTL has passed (a
+master drops them while loading, without a trace). restore-keys promotes it briefly to learn those names from
+keyspace events, then demotes it again, so the keyspace it copies from never changes.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+from clusterbak.errors import PreconditionError, StepFailed
+from clusterbak.lab.procs import find_binary, free_base_port, start_standalone, stop_pid
+from clusterbak.model.aofmanifest import needed, parse_aof_manifest, render_manifest
+from clusterbak.plan.restore_keys import ServerVersion
+from clusterbak.redisops.dumprestore import Pipe, wait_loaded
+from clusterbak.storage.reader import StoredReader
+
+SCRATCH_PREFIX = "clusterbak-scratch-"
+_COPY_BUFFER = 1 << 20
+
+
+def scratch_server_version() -> ServerVersion:
+    """What `redis-server --version` on this host is (the binary scratch servers run)."""
+    binary = find_binary("redis-server")
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
+    found = re.search(r"^(\w+) server v=(\S+)", out)
+    if not found:
+        raise PreconditionError(f"{binary} --version printed {out.strip()!r}; cannot tell which server it is")
+    return ServerVersion("valkey" if found.group(1).lower() == "valkey" else "redis", found.group(2))
+
+
+class ScratchServer:
+    """Use as a context manager: the server is stopped by pid and its directory removed on every exit path."""
+
+    def __init__(self, root: Path, set_dir: Path, shard: dict, load_timeout: float = 600.0) -> None:
+        self.root, self.set_dir, self.shard, self.load_timeout = root, set_dir, shard, load_timeout
+        self.dir: Path | None = None
+        self.pid: int | None = None
+        self.port = 0
+        self.password = secrets.token_hex(16)
+        self._fake_master: socket.socket | None = None
+        self.fake_master_port = 0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def pipe(self, timeout: float = 120.0) -> Pipe:
+        return Pipe(self.address, password=self.password, timeout=timeout)
+
+    def __enter__(self) -> "ScratchServer":
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        self.dir = Path(_mkdtemp(self.root, f"shard-{self.shard['index']:02d}-"))
+        extra = self._place()
+        # a master address nobody can answer on: bound by us, never listening -> connection refused
+        self._fake_master = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._fake_master.bind(("127.0.0.1", 0))
+        fake_port = self.fake_master_port = self._fake_master.getsockname()[1]
+        self.port = free_base_port(1)
+        extra += (f"requirepass {self.password}\nreplicaof 127.0.0.1 {fake_port}\nreplica-serve-stale-data yes\n"
+                  "notify-keyspace-events Ex\nclient-output-buffer-limit pubsub 0 0 0\nhz 100\n"
+                  "auto-aof-rewrite-percentage 0\nprotected-mode yes\n")
+        self.pid = start_standalone(self.dir, self.port, extra, timeout=30.0)
+        pipe = self.pipe()
+        try:
+            size = sum(p.stat().st_size for p in self.dir.rglob("*") if p.is_file())
+            wait_loaded(pipe, max(self.load_timeout, size / 20e6))
+        finally:
+            pipe.close()
+
+    def _place(self) -> str:
+        """Decompress the shard's stored files into the scratch dir; return the config lines that load them."""
+        if "aof" not in self.shard:
+            record = self.shard["file"]
+            _copy(self.set_dir / record["path"], record["compression"], self.dir / "dump.rdb")
+            return "dbfilename dump.rdb\nappendonly no\n"
+        aof = self.shard["aof"]
+        by_name = {f["name"]: f for f in aof["files"]}
+        if aof.get("manifest_text") is None:  # pre-7.0 single file: Redis 7 upgrades it when it loads
+            (record,) = aof["files"]
+            _copy(self.set_dir / record["path"], record["compression"], self.dir / aof["filename"])
+            return f"appendonly yes\nappendfilename {aof['filename']}\ndbfilename dump.rdb\n"
+        folder = self.dir / "appendonlydir"
+        folder.mkdir()
+        files = needed(parse_aof_manifest(aof["manifest_text"]))
+        for f in files:
+            if "/" in f.name or f.name.startswith("."):
+                raise StepFailed(f"AOF manifest of shard {self.shard['index']} names {f.name!r}: not a plain file name")
+            record = by_name[f.name]
+            _copy(self.set_dir / record["path"], record["compression"], folder / f.name)
+        (folder / f"{aof['filename']}.manifest").write_text(render_manifest(files))
+        return f"appendonly yes\nappenddirname appendonlydir\nappendfilename {aof['filename']}\ndbfilename dump.rdb\n"
+
+    def close(self) -> None:
+        try:
+            if self.pid is not None:
+                stop_pid(self.pid)
+                self.pid = None
+        finally:
+            if self._fake_master is not None:
+                self._fake_master.close()
+                self._fake_master = None
+            if self.dir is not None:
+                shutil.rmtree(self.dir, ignore_errors=True)
+                self.dir = None
+
+
+def _mkdtemp(root: Path, prefix: str) -> str:
+    import tempfile
+
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return tempfile.mkdtemp(prefix=prefix, dir=root)
+
+
+def _copy(stored: Path, compression: str, dest: Path) -> None:
+    reader = StoredReader(stored, compression)
+    with open(dest, "xb") as out:
+        shutil.copyfileobj(reader, out, _COPY_BUFFER)
+

@@ -1,0 +1,179 @@
+"""restore-keys' Redis side: read keys out of a scratch server with SCAN/DUMP, write them with RESTORE ... ABSTTL.
+
+The hot path uses raw pipelined RESP over one socket per server (hiredis parses the replies): a batch of commands is
+sent in one write, and the replies of several servers are awaited only after every server has its batch.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import time
+
+import hiredis
+import redis
+
+from clusterbak.errors import ConnectError, PreconditionError, StepFailed
+from clusterbak.model.topology import SlotRange
+from clusterbak.plan.restore_keys import ServerVersion, TargetMaster
+from clusterbak.redisops.connect import ConnectionOptions, describe_redis_error, make_client, redis_errors, split_address
+from clusterbak.redisops.discover import discover
+
+EXPIRED_CHANNEL = b"__keyevent@0__:expired"
+SCAN_COUNT = 1000
+
+
+def pack(commands: list[tuple]) -> bytes:
+    out = []
+    for args in commands:
+        out.append(b"*%d\r\n" % len(args))
+        for a in args:
+            if not isinstance(a, bytes):
+                a = str(a).encode()
+            out.append(b"$%d\r\n%b\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+class Pipe:
+    """One RESP connection: send a batch of commands, then read exactly that many replies.
+    Error replies come back as hiredis.ReplyError values, not exceptions: a batch is judged reply by reply."""
+
+    def __init__(self, address: str, *, username: str | None = None, password: str | None = None,
+                 tls: ssl.SSLContext | None = None, connect_timeout: float = 3.0, timeout: float = 60.0) -> None:
+        self.address = address
+        host, port = split_address(address)
+        try:
+            sock = socket.create_connection((host, port), timeout=connect_timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if tls is not None:
+                sock = tls.wrap_socket(sock, server_hostname=host)
+            sock.settimeout(timeout)
+        except OSError as exc:
+            raise ConnectError(f"cannot reach {address}: {exc}; check the address and that the server runs") from exc
+        self.sock = sock
+        self.reader = hiredis.Reader()
+        if password:
+            reply = self.call(*(("AUTH", username, password) if username else ("AUTH", password)), check=False)
+            if isinstance(reply, hiredis.ReplyError):
+                self.close()
+                raise ConnectError(f"{address}: authentication failed ({reply}); set the password in "
+                                   "$REDISCLI_AUTH and the user with --user")
+
+    def send(self, commands: list[tuple]) -> None:
+        if commands:
+            try:
+                self.sock.sendall(pack(commands))
+            except OSError as exc:
+                raise StepFailed(f"{self.address}: connection lost while sending: {exc}") from exc
+
+    def read(self, count: int) -> list:
+        out = []
+        while len(out) < count:
+            reply = self.reader.gets()
+            if reply is False:
+                try:
+                    data = self.sock.recv(1 << 20)
+                except OSError as exc:
+                    raise StepFailed(f"{self.address}: connection lost while reading: {exc}") from exc
+                if not data:
+                    raise StepFailed(f"{self.address}: connection closed by the server")
+                self.reader.feed(data)
+                continue
+            out.append(reply)
+        return out
+
+    def call(self, *args, check: bool = True):
+        self.send([args])
+        (reply,) = self.read(1)
+        if check and isinstance(reply, hiredis.ReplyError):
+            raise StepFailed(f"{self.address}: {args[0]} failed: {reply}")
+        return reply
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def tls_context(opts: ConnectionOptions) -> ssl.SSLContext | None:
+    if not opts.tls:
+        return None
+    ctx = ssl.create_default_context(cafile=opts.cacert)
+    ctx.check_hostname = False  # as the rest of clusterbak: verify the chain, addresses are often IPs
+    if opts.cert:
+        ctx.load_cert_chain(opts.cert, opts.key)
+    return ctx
+
+
+def open_pipe(opts: ConnectionOptions, address: str, timeout: float = 60.0) -> Pipe:
+    return Pipe(address, username=opts.username, password=os.environ.get(opts.password_env) or None,
+                tls=tls_context(opts), connect_timeout=opts.connect_timeout, timeout=timeout)
+
+
+# --- the target -------------------------------------------------------------------------------------------------
+
+
+def read_target(opts: ConnectionOptions, standalone: bool) -> list[TargetMaster]:
+    """The target's masters with their slots and versions, from a fresh read. Standalone: the seed, every slot."""
+    if standalone:
+        info = _info(opts, opts.seed)
+        if str(info.get("cluster_enabled", "0")) == "1":
+            raise PreconditionError(f"{opts.seed} is a cluster node; drop --standalone to write to the cluster")
+        return [TargetMaster(opts.seed, (SlotRange(0, 16383),), ServerVersion.from_info(info), _keys(info))]
+    topology = discover(opts)
+    masters = [n for n in topology.nodes if n.is_master and n.slots]
+    failing = [n.address for n in masters if n.is_failing]
+    if failing:
+        raise PreconditionError(f"target master {failing[0]} is failing; wait for a failover or fix it first")
+    out = []
+    for node in masters:
+        info = _info(opts, node.address)
+        out.append(TargetMaster(node.address, node.slots, ServerVersion.from_info(info), _keys(info)))
+    return out
+
+
+def _info(opts: ConnectionOptions, address: str) -> dict:
+    host, port = split_address(address)
+    client = make_client(opts, host, port)
+    try:
+        with redis_errors(address, opts):
+            return client.info("all")
+    except redis.RedisError as exc:
+        raise ConnectError(describe_redis_error(address, exc, opts)) from exc
+    finally:
+        client.close()
+
+
+def _keys(info: dict) -> int:
+    db0 = info.get("db0")
+    return int(db0.get("keys", 0)) if isinstance(db0, dict) else 0
+
+
+# --- the scratch server ----------------------------------------------------------------------------------------
+
+
+def wait_loaded(pipe: Pipe, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = pipe.call("INFO", "persistence", check=False)
+        text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+        if "loading:0" in text:
+            return
+        if time.monotonic() > deadline:
+            raise StepFailed(f"scratch server {pipe.address} still loading after {timeout:.0f}s")
+        time.sleep(0.05)
+
+
+def scan(pipe: Pipe, match: bytes | None, count: int = SCAN_COUNT):
+    """Batches of key names from SCAN [MATCH]; bounded by the keyspace (the server is not written to)."""
+    cursor = b"0"
+    while True:
+        args = ("SCAN", cursor, "COUNT", count) + (("MATCH", match) if match is not None else ())
+        cursor, keys = pipe.call(*args)
+        if keys:
+            yield keys
+        if cursor == b"0":
+            return
+
