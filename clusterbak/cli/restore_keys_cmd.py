@@ -51,6 +51,7 @@ def restore_keys(
     rename_prefix: Annotated[str, typer.Option("--rename-prefix", help="Write each key as PREFIX+name.")] = "",
     ttl: Annotated[str, typer.Option("--ttl", help="keep (absolute expiry of the backup) | drop.")] = "keep",
     standalone: Annotated[bool, typer.Option("--standalone", help="The target is one non-cluster server.")] = False,
+    parallel: Annotated[int, typer.Option("--parallel", help="Shards copied at once (each a scratch server holding its shard).")] = 1,
     scratch_dir: Annotated[Optional[Path], typer.Option("--scratch-dir", help="Where scratch servers keep their files (default: the temp dir).")] = None,
     inventory: c.InventoryOpt = None, yes: Annotated[bool, typer.Option("--yes", help="Do not ask before writing.")] = False,
     dry_run: DryRun = False, user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None, cert: c.Cert = None,
@@ -60,6 +61,8 @@ def restore_keys(
 
     def body(r: Renderer) -> Outcome:
         c.connection(seed, user, tls, cacert, cert, key, connect_timeout)  # usage errors first
+        if not 1 <= parallel <= 64:
+            raise UsageError(f"--parallel {parallel}: use 1 to 64")
         selection = Selection.of([m.encode() for m in match or []], read_names(keys_from),
                                  parse_slot_ranges(slots or []), type_ or [])
         if keys_from and not selection.names and not match:
@@ -80,7 +83,7 @@ def restore_keys(
                 f"write the selected keys of backup {backup_id} into {len(plan.masters)} target master(s)?"):
             raise PreconditionError("not confirmed; nothing was written (use --yes to skip the question)")
         report = run_restore_keys(plan, set_dir, manifest, conn, write=not dry_run, scratch_root=scratch_dir,
-                                  on_event=lambda k, d: r.note(_note(k, d)))
+                                  on_event=lambda k, d: r.note(_note(k, d)), parallel=parallel)
         data["report"] = report
         show_report(r, report)
         failed = report["totals"]["failed"]

@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +29,8 @@ from clusterbak.errors import PreconditionError, VerifyError
 from clusterbak.plan.restore_keys import (RestoreKeysPlan, Selection, _range, glob_match, key_slot, payload_rdb_version,
                                           payload_type, slot_owner_table)
 from clusterbak.redisops.connect import ConnectionOptions
-from clusterbak.redisops.dumprestore import EXPIRED_CHANNEL, Pipe, open_pipe, scan
+from clusterbak.redisops.dumprestore import (EXPIRED_CHANNEL, Pipe, dump_commands, exists_command, open_pipe,
+                                             restore_command, scan)
 
 Event = Callable[[str, dict], None]
 NAME_BATCH = 1000
@@ -93,51 +95,109 @@ def verify_needed(set_dir: Path, manifest: dict, plan: RestoreKeysPlan) -> None:
 
 
 def run_restore_keys(plan: RestoreKeysPlan, set_dir: Path, manifest: dict, target: ConnectionOptions, write: bool,
-                     scratch_root: Path | None = None, on_event: Event = lambda k, d: None) -> dict:
+                     scratch_root: Path | None = None, on_event: Event = lambda k, d: None, parallel: int = 1) -> dict:
     """Dry run (write=False) or real run. Scratch servers live under scratch_root and are gone when this returns."""
     if not plan.ok:
         raise PreconditionError("refusing a plan with refusals: " + "; ".join(plan.refusals))
     t0 = time.monotonic()
     with _sigterm_as_interrupt(), _scratch_root(scratch_root) as root:
         if write and plan.on_conflict == "fail":
-            check = _pass(plan, set_dir, manifest, target, False, root, on_event)
+            check = _pass(plan, set_dir, manifest, target, False, root, on_event, parallel)
             existing = sum(m.exist_on_target for m in check.masters)
             if existing:
                 raise PreconditionError(
                     f"{existing} selected keys already exist on the target (for example "
                     f"{', '.join(check.existing_examples)}); nothing was written (--on-conflict fail)")
             on_event("checked", {"existing": 0})
-        run = _pass(plan, set_dir, manifest, target, write, root, on_event)
+        run = _pass(plan, set_dir, manifest, target, write, root, on_event, parallel)
     return run.report(time.monotonic() - t0)
 
 
 def _pass(plan: RestoreKeysPlan, set_dir: Path, manifest: dict, target: ConnectionOptions, write: bool, root: Path,
-          on_event: Event) -> Run:
-    run = Run(plan, write, [MasterTally(m.address) for m in plan.masters],
-              slot_owner_table([(m.address, m.slots) for m in plan.masters]))
-    pipes = [open_pipe(target, m.address) for m in plan.masters]
+          on_event: Event, parallel: int) -> Run:
+    """Every shard of the plan, `parallel` at a time (each its own scratch server and target connections).
+    On an error or an interrupt the other shards stop at their next batch; their sockets are shut so a blocked
+    read returns at once, and each job removes its scratch server on the way out."""
+    run = _new_run(plan, write)
+    by_index = {s["index"]: s for s in manifest["shards"]}
+    jobs = [_ShardJob(plan, write, set_dir, by_index[s.index], s.source, target, root, on_event) for s in plan.shards]
+    pool = ThreadPoolExecutor(max_workers=max(1, min(parallel, len(jobs) or 1)), thread_name_prefix="restore-keys")
     try:
-        by_index = {s["index"]: s for s in manifest["shards"]}
-        for shard in plan.shards:
-            tally = ShardTally(shard.index, shard.source)
-            run.shards.append(tally)
-            on_event("loading", {"shard": shard.index})
-            t = time.monotonic()
-            with ScratchServer(root, set_dir, by_index[shard.index]) as scratch:
-                tally.load_seconds = round(time.monotonic() - t, 3)
-                on_event("loaded", {"shard": shard.index, "seconds": tally.load_seconds})
-                _copy_shard(run, tally, scratch, by_index[shard.index], pipes)
-            on_event("shard", asdict(tally))
-    finally:
-        for p in pipes:
-            p.close()
+        futures = [pool.submit(job.run) for job in jobs]
+        for future in futures:
+            _merge(run, future.result())
+    except BaseException:
+        for job in jobs:
+            job.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return run
 
 
-def _copy_shard(run: Run, tally: ShardTally, scratch: ScratchServer, shard: dict, pipes: list[Pipe]) -> None:
+def _new_run(plan: RestoreKeysPlan, write: bool) -> Run:
+    return Run(plan, write, [MasterTally(m.address) for m in plan.masters],
+               slot_owner_table([(m.address, m.slots) for m in plan.masters]))
+
+
+def _merge(into: Run, part: Run) -> None:
+    for total, one in zip(into.masters, part.masters):
+        for name in ("restored", "skipped_existing", "skipped_expired", "failed", "exist_on_target", "bytes"):
+            setattr(total, name, getattr(total, name) + getattr(one, name))
+    into.shards.extend(part.shards)
+    into.errors.extend(part.errors[:MAX_ERRORS - len(into.errors)])
+    into.existing_examples.extend(part.existing_examples[:3 - len(into.existing_examples)])
+
+
+class _ShardJob:
+    def __init__(self, plan, write, set_dir, shard, source, target, root, on_event) -> None:
+        self.plan, self.write, self.set_dir, self.shard, self.source = plan, write, set_dir, shard, source
+        self.target, self.root, self.on_event = target, root, on_event
+        self.cancelled = threading.Event()
+        self.pipes: list[Pipe] = []
+        self.lock = threading.Lock()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        with self.lock:
+            for p in self.pipes:
+                p.abort()
+
+    def _open(self, make) -> Pipe:
+        pipe = make()
+        with self.lock:
+            self.pipes.append(pipe)
+            if self.cancelled.is_set():
+                pipe.abort()
+        return pipe
+
+    def run(self) -> Run:
+        run = _new_run(self.plan, self.write)
+        tally = ShardTally(self.shard["index"], self.source)
+        run.shards.append(tally)
+        try:
+            if self.cancelled.is_set():
+                raise KeyboardInterrupt
+            self.on_event("loading", {"shard": tally.index})
+            t = time.monotonic()
+            targets = [self._open(lambda m=m: open_pipe(self.target, m.address)) for m in self.plan.masters]
+            with ScratchServer(self.root, self.set_dir, self.shard) as scratch:
+                tally.load_seconds = round(time.monotonic() - t, 3)
+                self.on_event("loaded", {"shard": tally.index, "seconds": tally.load_seconds})
+                _copy_shard(run, tally, scratch, self.shard, targets, self)
+            self.on_event("shard", asdict(tally))
+            return run
+        finally:
+            with self.lock:
+                for p in self.pipes:
+                    p.close()
+
+
+def _copy_shard(run: Run, tally: ShardTally, scratch: ScratchServer, shard: dict, pipes: list[Pipe],
+                job: _ShardJob) -> None:
     sel = run.plan.selection
     shard_slots = {s for text in shard["slots"] for r in [_range(text)] for s in range(r.start, r.end + 1)}
-    reader, events = scratch.pipe(), scratch.pipe()
+    reader, events = job._open(scratch.pipe), job._open(scratch.pipe)
     try:
         for name in _expired_since_backup(reader, events, scratch, sel, shard_slots):
             tally.expired += 1
@@ -147,7 +207,9 @@ def _copy_shard(run: Run, tally: ShardTally, scratch: ScratchServer, shard: dict
         expire_cmd = "PEXPIRETIME" if run.plan.scratch.parts >= (7, 0) else "PTTL"
         pending: list | None = None
         for keys, named in _batches(reader, sel, shard_slots):
-            reader.send([c for k in keys for c in (("DUMP", k), (expire_cmd, k))])
+            if job.cancelled.is_set():
+                raise KeyboardInterrupt
+            reader.send_packed(dump_commands(keys, expire_cmd.encode()))
             if pending is not None:
                 _finish(run, pipes, pending)
             replies = reader.read(2 * len(keys))
@@ -206,55 +268,60 @@ def _dispatch(run: Run, tally: ShardTally, pipes: list[Pipe], keys: list[bytes],
     Returns what _finish needs to read the answers."""
     plan, sel = run.plan, run.plan.selection
     now_ms = int(time.time() * 1000)
-    per_master: dict[int, list] = defaultdict(list)
-    names: dict[int, list[tuple[bytes, int]]] = defaultdict(list)
+    absolute_expiry = expire_cmd == "PEXPIRETIME"
+    keep_ttl, replace, prefix, table, write = plan.ttl == "keep", plan.on_conflict == "replace", plan.rename_prefix, \
+        run.table, run.write
+    top = plan.payload_version or 0xFFFF
+    per_master: dict[int, list[bytes]] = defaultdict(list)
+    names: dict[int, list[bytes]] = defaultdict(list)
+    sizes: dict[int, int] = defaultdict(int)
     for i, key in enumerate(keys):
         payload, expire = replies[2 * i], replies[2 * i + 1]
-        if isinstance(payload, hiredis.ReplyError) or isinstance(expire, hiredis.ReplyError):
-            _error(run, f"scratch shard {tally.index}: reading {key!r} failed: {payload if isinstance(payload, hiredis.ReplyError) else expire}")
-            run.master_of(_final(run, key)).failed += 1
-            continue
-        if payload is None or expire == -2:
-            if named:
-                tally.missing += 1  # not in the backup (or gone before this run began)
-            else:  # expired between SCAN and DUMP
-                tally.expired += 1
-                run.master_of(_final(run, key)).skipped_expired += 1
+        if payload.__class__ is not bytes or expire.__class__ is not int or expire == -2:
+            _unreadable(run, tally, key, payload, expire, named)
             continue
         if sel.types and payload_type(payload) not in sel.types:
             continue
-        absolute = (expire if expire_cmd == "PEXPIRETIME" else now_ms + expire) if expire >= 0 else 0
-        name = _final(run, key)
-        index = run.table[key_slot(name)]
-        master = run.masters[index]
+        name = prefix + key if prefix else key
+        index = table[key_slot(name)]
+        absolute = (expire if absolute_expiry else now_ms + expire) if expire >= 0 else 0
         if absolute and absolute <= now_ms:
             tally.expired += 1
-            master.skipped_expired += 1
+            run.masters[index].skipped_expired += 1
             continue
-        version = payload_rdb_version(payload)
-        if plan.payload_version is not None and version > plan.payload_version:
-            raise PreconditionError(f"the scratch server dumped {key!r} as RDB version {version}, newer than the "
-                                    f"{plan.payload_version} planned for the target; stopped before writing it")
-        tally.selected += 1
-        tally.bytes += len(payload)
-        master.bytes += len(payload)
-        if run.write:
-            ttl = absolute if plan.ttl == "keep" else 0
-            cmd = ("RESTORE", name, ttl, payload) + (("ABSTTL",) if ttl else ()) + \
-                  (("REPLACE",) if plan.on_conflict == "replace" else ())
-        else:
-            cmd = ("EXISTS", name)
-        per_master[index].append(cmd)
-        names[index].append((name, len(payload)))
+        if int.from_bytes(payload[-10:-8], "little") > top:
+            raise PreconditionError(f"the scratch server dumped {key!r} as RDB version {payload_rdb_version(payload)}, "
+                                    f"newer than the {top} planned for the target; stopped before writing it")
+        per_master[index].append(restore_command(name, absolute if keep_ttl else 0, payload, replace) if write
+                                 else exists_command(name))
+        names[index].append(name)
+        sizes[index] += len(payload)
     for index, cmds in per_master.items():
-        pipes[index].send(cmds)
+        pipes[index].send_packed(b"".join(cmds))
+        run.masters[index].bytes += sizes[index]
+        tally.bytes += sizes[index]
+        tally.selected += len(cmds)
     return [(index, names[index]) for index in per_master]
+
+
+def _unreadable(run: Run, tally: ShardTally, key: bytes, payload, expire, named: bool) -> None:
+    """A key the scratch server did not DUMP: an error, or gone (named: not in the backup; scanned: it expired)."""
+    master = run.master_of(_final(run, key))
+    if isinstance(payload, hiredis.ReplyError) or isinstance(expire, hiredis.ReplyError):
+        bad = payload if isinstance(payload, hiredis.ReplyError) else expire
+        _error(run, f"scratch shard {tally.index}: reading {key!r} failed: {bad}")
+        master.failed += 1
+    elif named:
+        tally.missing += 1  # not in the backup (or expired before this run began)
+    else:  # expired between SCAN and DUMP
+        tally.expired += 1
+        master.skipped_expired += 1
 
 
 def _finish(run: Run, pipes: list[Pipe], pending: list) -> None:
     for index, sent in pending:
         master = run.masters[index]
-        for (name, _), reply in zip(sent, pipes[index].read(len(sent))):
+        for name, reply in zip(sent, pipes[index].read(len(sent))):
             if not run.write:
                 if reply == 1:
                     master.exist_on_target += 1

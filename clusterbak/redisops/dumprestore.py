@@ -35,6 +35,29 @@ def pack(commands: list[tuple]) -> bytes:
     return b"".join(out)
 
 
+_READ = b"*2\r\n$4\r\nDUMP\r\n$%d\r\n%b\r\n*2\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+_RESTORE = b"*%d\r\n$7\r\nRESTORE\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n%b"
+_EXISTS = b"*2\r\n$6\r\nEXISTS\r\n$%d\r\n%b\r\n"
+
+
+def dump_commands(keys: list[bytes], expire_cmd: bytes) -> bytes:
+    """DUMP k + <expire_cmd> k for every key, packed (the hot path: no per-argument type checks)."""
+    n = len(expire_cmd)
+    return b"".join([_READ % (len(k), k, n, expire_cmd, len(k), k) for k in keys])
+
+
+def restore_command(name: bytes, ttl: int, payload: bytes, replace: bool) -> bytes:
+    """RESTORE name ttl payload [ABSTTL] [REPLACE], packed; ttl 0 means no expiry."""
+    t = b"%d" % ttl
+    tail = (b"$6\r\nABSTTL\r\n" if ttl else b"") + (b"$7\r\nREPLACE\r\n" if replace else b"")
+    return _RESTORE % (4 + (1 if ttl else 0) + (1 if replace else 0), len(name), name, len(t), t, len(payload), payload,
+                       tail)
+
+
+def exists_command(name: bytes) -> bytes:
+    return _EXISTS % (len(name), name)
+
+
 class Pipe:
     """One RESP connection: send a batch of commands, then read exactly that many replies.
     Error replies come back as hiredis.ReplyError values, not exceptions: a batch is judged reply by reply."""
@@ -62,10 +85,13 @@ class Pipe:
 
     def send(self, commands: list[tuple]) -> None:
         if commands:
-            try:
-                self.sock.sendall(pack(commands))
-            except OSError as exc:
-                raise StepFailed(f"{self.address}: connection lost while sending: {exc}") from exc
+            self.send_packed(pack(commands))
+
+    def send_packed(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise StepFailed(f"{self.address}: connection lost while sending: {exc}") from exc
 
     def read(self, count: int) -> list:
         out = []
@@ -89,6 +115,13 @@ class Pipe:
         if check and isinstance(reply, hiredis.ReplyError):
             raise StepFailed(f"{self.address}: {args[0]} failed: {reply}")
         return reply
+
+    def abort(self) -> None:
+        """From another thread: make a blocked send/recv on this connection return at once."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def close(self) -> None:
         try:
@@ -159,7 +192,7 @@ def wait_loaded(pipe: Pipe, timeout: float) -> None:
     while True:
         reply = pipe.call("INFO", "persistence", check=False)
         text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
-        if "loading:0" in text:
+        if "loading:0" in text.splitlines():  # a line of its own: async_loading:0 is another field
             return
         if time.monotonic() > deadline:
             raise StepFailed(f"scratch server {pipe.address} still loading after {timeout:.0f}s")
