@@ -13,10 +13,11 @@ import secrets
 import shutil
 import socket
 import subprocess
+import threading
 from pathlib import Path
 
 from clusterbak.errors import PreconditionError, StepFailed
-from clusterbak.lab.procs import find_binary, free_base_port, start_standalone, stop_pid
+from clusterbak.lab.procs import find_binary, start_standalone, stop_pid
 from clusterbak.model.aofmanifest import needed, parse_aof_manifest, render_manifest
 from clusterbak.plan.restore_keys import ServerVersion
 from clusterbak.redisops.dumprestore import Pipe, wait_loaded
@@ -73,7 +74,7 @@ class ScratchServer:
         self._fake_master = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._fake_master.bind(("127.0.0.1", 0))
         fake_port = self.fake_master_port = self._fake_master.getsockname()[1]
-        self.port = free_base_port(1)
+        self.port = _free_port()
         extra += (f"requirepass {self.password}\nreplicaof 127.0.0.1 {fake_port}\nreplica-serve-stale-data yes\n"
                   "notify-keyspace-events Ex\nclient-output-buffer-limit pubsub 0 0 0\nhz 100\n"
                   "auto-aof-rewrite-percentage 0\nprotected-mode yes\n")
@@ -120,6 +121,23 @@ class ScratchServer:
             if self.dir is not None:
                 shutil.rmtree(self.dir, ignore_errors=True)
                 self.dir = None
+
+
+_PORTS_LOCK = threading.Lock()
+_PORTS_GIVEN: set[int] = set()
+
+
+def _free_port() -> int:
+    """A loopback port the kernel just had free, never the same twice in this process (parallel shards)."""
+    with _PORTS_LOCK:
+        for _ in range(100):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in _PORTS_GIVEN:
+                _PORTS_GIVEN.add(port)
+                return port
+    raise StepFailed("no free loopback port for a scratch server")
 
 
 def _mkdtemp(root: Path, prefix: str) -> str:
