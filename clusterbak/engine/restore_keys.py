@@ -14,7 +14,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -29,11 +29,14 @@ from clusterbak.errors import PreconditionError, VerifyError
 from clusterbak.plan.restore_keys import (RestoreKeysPlan, Selection, _range, glob_match, key_slot, payload_rdb_version,
                                           payload_type, slot_owner_table)
 from clusterbak.redisops.connect import ConnectionOptions
-from clusterbak.redisops.dumprestore import (EXPIRED_CHANNEL, Pipe, dump_commands, exists_command, open_pipe,
+from clusterbak.redisops.dumprestore import (EXPIRED_CHANNEL, SCAN_COUNT, Pipe, dump_commands, exists_command,
+                                             open_pipe,
                                              restore_command, scan)
 
 Event = Callable[[str, dict], None]
 NAME_BATCH = 1000
+IN_FLIGHT = 2  # batches of RESTOREs a target master may still be working on while the next batch is read
+TOUCH_COUNT = 10000  # SCAN COUNT while only touching keys (nothing is read per key)
 MAX_ERRORS = 5
 
 
@@ -205,17 +208,18 @@ def _copy_shard(run: Run, tally: ShardTally, scratch: ScratchServer, shard: dict
         events.close()
         time.sleep(0.05)  # a few cron ticks (hz 100): a shrink of the keyspace after those deletions has begun
         expire_cmd = "PEXPIRETIME" if run.plan.scratch.parts >= (7, 0) else "PTTL"
-        pending: list | None = None
-        for keys, named in _batches(reader, sel, shard_slots):
+        scanner = job._open(scratch.pipe)
+        pending: deque = deque()  # batches sent to the target whose replies are not read yet
+        for keys, named in _batches(scanner, sel, shard_slots):
             if job.cancelled.is_set():
                 raise KeyboardInterrupt
             reader.send_packed(dump_commands(keys, expire_cmd.encode()))
-            if pending is not None:
-                _finish(run, pipes, pending)
+            while len(pending) >= IN_FLIGHT:
+                _finish(run, pipes, pending.popleft())
             replies = reader.read(2 * len(keys))
-            pending = _dispatch(run, tally, pipes, keys, replies, named, expire_cmd)
-        if pending is not None:
-            _finish(run, pipes, pending)
+            pending.append(_dispatch(run, tally, pipes, keys, replies, named, expire_cmd))
+        while pending:
+            _finish(run, pipes, pending.popleft())
     finally:
         reader.close()
         events.close()
@@ -227,7 +231,7 @@ def _expired_since_backup(reader: Pipe, events: Pipe, scratch: ScratchServer, se
     demote, and yield the selected names that expired."""
     events.call("SUBSCRIBE", EXPIRED_CHANNEL)
     reader.call("REPLICAOF", "NO", "ONE")
-    for keys, named in _batches(reader, sel, shard_slots):
+    for keys, named in _batches(reader, sel, shard_slots, TOUCH_COUNT):
         if named:
             reader.send([("EXISTS", k) for k in keys])
             reader.read(len(keys))
@@ -243,15 +247,17 @@ def _expired_since_backup(reader: Pipe, events: Pipe, scratch: ScratchServer, se
                 yield msg[2]
 
 
-def _batches(reader: Pipe, sel: Selection, shard_slots: set[int]) -> Iterator[tuple[list[bytes], bool]]:
+def _batches(reader: Pipe, sel: Selection, shard_slots: set[int],
+             count: int = SCAN_COUNT) -> Iterator[tuple[list[bytes], bool]]:
     """(key names, named?) in batches: SCAN [MATCH] for globs or everything, then the --keys-from names that no
     glob covers and that hash to this shard. Keys outside --slots, or matched by an earlier glob, are left out."""
     if sel.patterns or sel.everything:
         for pattern, earlier in sel.scans():
-            for keys in scan(reader, pattern):
-                keep = [k for k in keys if sel.in_slots(k) and not any(glob_match(p, k) for p in earlier)]
-                if keep:
-                    yield keep, False
+            for keys in scan(reader, pattern, count):
+                if sel.slots or earlier:
+                    keys = [k for k in keys if sel.in_slots(k) and not any(glob_match(p, k) for p in earlier)]
+                if keys:
+                    yield keys, False
     names = [n for n in sel.names if key_slot(n) in shard_slots and sel.in_slots(n)
              and not any(glob_match(p, n) for p in sel.patterns)]
     for i in range(0, len(names), NAME_BATCH):

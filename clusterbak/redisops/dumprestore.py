@@ -200,11 +200,20 @@ def wait_loaded(pipe: Pipe, timeout: float) -> None:
 
 
 def scan(pipe: Pipe, match: bytes | None, count: int = SCAN_COUNT):
-    """Batches of key names from SCAN [MATCH]; bounded by the keyspace (the server is not written to)."""
-    cursor = b"0"
+    """Batches of key names from SCAN [MATCH]; bounded by the keyspace (the server is not written to).
+    The next SCAN is sent before a batch is handed out, so the server works while the caller does: give this
+    generator a connection of its own, or drain it before using the connection for anything else."""
+    def request(cursor: bytes) -> None:
+        pipe.send([("SCAN", cursor, "COUNT", count) + (("MATCH", match) if match is not None else ())])
+
+    request(b"0")
     while True:
-        args = ("SCAN", cursor, "COUNT", count) + (("MATCH", match) if match is not None else ())
-        cursor, keys = pipe.call(*args)
+        (reply,) = pipe.read(1)
+        if isinstance(reply, hiredis.ReplyError):
+            raise StepFailed(f"{pipe.address}: SCAN failed: {reply}")
+        cursor, keys = reply
+        if cursor != b"0":
+            request(cursor)
         if keys:
             yield keys
         if cursor == b"0":
