@@ -291,10 +291,6 @@ def _range(text: str) -> SlotRange:
     return SlotRange(int(lo), int(hi or lo))
 
 
-def renamed(key: bytes, prefix: bytes) -> bytes:
-    return prefix + key if prefix else key
-
-
 @dataclass(frozen=True, slots=True)
 class RestoreKeysPlan:
     backup_id: str

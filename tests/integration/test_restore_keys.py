@@ -82,7 +82,8 @@ def standalone(tmp_path):
         workdir = tmp_path / f"standalone{len(pids)}"
         workdir.mkdir()
         port = free_base_port(1)
-        pids.append(start_standalone(workdir, port, f"requirepass {password}\n" if password else ""))
+        extra = "enable-debug-command local\n" + (f"requirepass {password}\n" if password else "")
+        pids.append(start_standalone(workdir, port, extra))
         return redis.Redis(port=port, password=password)
 
     yield make
@@ -266,3 +267,19 @@ def test_an_interrupted_run_leaves_no_scratch_server(source, standalone, tmp_pat
             proc.kill()
             proc.wait(10)
         target.execute_command("CLIENT", "UNPAUSE")
+
+
+def test_an_aof_set_is_loaded_from_its_aof_directory(make_lab, standalone, cli, tmp_path):
+    handle = make_lab(keys=300, extra_conf={"appendonly": "yes"})
+    before = snapshot(cluster_client(handle.seed))
+    result, doc = cli.json("backup", "--seed", handle.seed, "--inventory", handle.inventory, "--dest",
+                           str(tmp_path / "sets"), "--aof", "--relax-fsync")
+    assert result.exit_code == 0, doc["errors"]
+    assert doc["data"]["manifest"]["kind"] == "aof"
+    target = standalone()
+    result, out = cli.json("restore-keys", doc["data"]["backup_id"], "--dest", str(tmp_path / "sets"), "--seed",
+                           addr(target), "--standalone", "--yes")
+    assert result.exit_code == 0, out["errors"]
+    got = snapshot(target)
+    assert set(got) == set(before) and all(got[k][2] == before[k][2] for k in before)
+    assert out["data"]["report"]["totals"]["restored"] == len(before)
