@@ -16,7 +16,8 @@ from clusterbak.engine.restore_keys import run_restore_keys, verify_needed
 from clusterbak.engine.scratch import scratch_server_version
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
 from clusterbak.plan.restore_keys import Selection, parse_slot_ranges, plan_restore_keys
-from clusterbak.redisops.connect import PASSWORD_ENV, ConnectionOptions
+from clusterbak.model.manifest import Manifest
+from clusterbak.redisops.connect import split_address
 from clusterbak.redisops.dumprestore import read_target
 from clusterbak.storage.backupset import BackupStore
 
@@ -25,8 +26,8 @@ def register(app: typer.Typer) -> None:
     app.command("restore-keys")(restore_keys)
 
 
-def read_manifest(dest: str, backup_id: str) -> tuple[Path, dict]:
-    """The one place this command reads a set's manifest (to switch to the typed reader in one line)."""
+def read_set(dest: str, backup_id: str) -> tuple[Path, Manifest]:
+    """The set's directory and its typed, validated manifest."""
     store = BackupStore(dest)
     return store.path(backup_id), store.manifest(backup_id)
 
@@ -55,23 +56,22 @@ def restore_keys(
     scratch_dir: Annotated[Optional[Path], typer.Option("--scratch-dir", help="Where scratch servers keep their files (default: the temp dir).")] = None,
     inventory: c.InventoryOpt = None, yes: Annotated[bool, typer.Option("--yes", help="Do not ask before writing.")] = False,
     dry_run: DryRun = False, user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None, cert: c.Cert = None,
-    key: c.Key = None, connect_timeout: c.ConnectTimeout = 3.0, json_out: c.Json = False,
+    key: c.Key = None, tls_insecure: c.TlsInsecure = False, connect_timeout: c.ConnectTimeout = 3.0,
+    json_out: c.Json = False,
 ) -> None:
     """Restore what was lost: keys by name, glob or slot range from a backup set into any live target (any shape)."""
 
     def body(r: Renderer) -> Outcome:
-        c.connection(seed, user, tls, cacert, cert, key, connect_timeout)  # usage errors first
+        split_address(seed)  # usage errors first
         if not 1 <= parallel <= 64:
             raise UsageError(f"--parallel {parallel}: use 1 to 64")
         selection = Selection.of([m.encode() for m in match or []], read_names(keys_from),
                                  parse_slot_ranges(slots or []), type_ or [])
         if keys_from and not selection.names and not match:
             raise UsageError(f"--keys-from {keys_from} names no key")
-        set_dir, manifest = read_manifest(dest, backup_id)
+        set_dir, manifest = read_set(dest, backup_id)
         inv = load_inventory(inventory) if inventory else None
-        conn = ConnectionOptions(seed=seed, username=user or (inv.username if inv else None),
-                                 password_env=inv.password_env if inv else PASSWORD_ENV, tls=tls, cacert=cacert,
-                                 cert=cert, key=key, connect_timeout=connect_timeout)
+        conn = c.connection(seed, user, tls, cacert, cert, key, connect_timeout, inv, tls_insecure)
         plan = plan_restore_keys(manifest, selection, read_target(conn, standalone), standalone,
                                  scratch_server_version(), on_conflict, ttl, rename_prefix.encode())
         data = {"backup_id": backup_id, "dry_run": dry_run, "plan": plan.to_dict()}

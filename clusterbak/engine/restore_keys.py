@@ -17,7 +17,7 @@ import time
 from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -26,6 +26,7 @@ import hiredis
 from clusterbak.engine.scratch import SCRATCH_PREFIX, ScratchServer
 from clusterbak.engine.verify import verify_set
 from clusterbak.errors import PreconditionError, VerifyError
+from clusterbak.model.manifest import Manifest, ShardRecord
 from clusterbak.plan.restore_keys import (RestoreKeysPlan, Selection, _range, glob_match, key_slot, payload_rdb_version,
                                           payload_type, slot_owner_table)
 from clusterbak.redisops.connect import ConnectionOptions
@@ -87,17 +88,17 @@ class Run:
                 "keys_per_second": round(totals["selected"] / seconds) if seconds else None}
 
 
-def verify_needed(set_dir: Path, manifest: dict, plan: RestoreKeysPlan) -> None:
+def verify_needed(set_dir: Path, manifest: Manifest, plan: RestoreKeysPlan) -> None:
     """The stored files of the shards to read match the manifest (sha256, RDB CRC64); nothing else is read."""
     wanted = {s.index for s in plan.shards}
-    sub = dict(manifest, shards=[s for s in manifest["shards"] if s["index"] in wanted], nodes=[])
+    sub = replace(manifest, shards=tuple(s for s in manifest.shards if s.index in wanted), node_confs=())
     bad = [f"{r['file']}: {r['problem']}" for r in verify_set(set_dir, sub) if not r["ok"]]
     if bad:
         raise VerifyError(f"backup {plan.backup_id} is damaged, nothing was written: {bad[0]}"
                           + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
 
 
-def run_restore_keys(plan: RestoreKeysPlan, set_dir: Path, manifest: dict, target: ConnectionOptions, write: bool,
+def run_restore_keys(plan: RestoreKeysPlan, set_dir: Path, manifest: Manifest, target: ConnectionOptions, write: bool,
                      scratch_root: Path | None = None, on_event: Event = lambda k, d: None, parallel: int = 1) -> dict:
     """Dry run (write=False) or real run. Scratch servers live under scratch_root and are gone when this returns."""
     if not plan.ok:
@@ -116,13 +117,13 @@ def run_restore_keys(plan: RestoreKeysPlan, set_dir: Path, manifest: dict, targe
     return run.report(time.monotonic() - t0)
 
 
-def _pass(plan: RestoreKeysPlan, set_dir: Path, manifest: dict, target: ConnectionOptions, write: bool, root: Path,
+def _pass(plan: RestoreKeysPlan, set_dir: Path, manifest: Manifest, target: ConnectionOptions, write: bool, root: Path,
           on_event: Event, parallel: int) -> Run:
     """Every shard of the plan, `parallel` at a time (each its own scratch server and target connections).
     On an error or an interrupt the other shards stop at their next batch; their sockets are shut so a blocked
     read returns at once, and each job removes its scratch server on the way out."""
     run = _new_run(plan, write)
-    by_index = {s["index"]: s for s in manifest["shards"]}
+    by_index = {s.index: s for s in manifest.shards}
     jobs = [_ShardJob(plan, write, set_dir, by_index[s.index], s.source, target, root, on_event) for s in plan.shards]
     pool = ThreadPoolExecutor(max_workers=max(1, min(parallel, len(jobs) or 1)), thread_name_prefix="restore-keys")
     try:
@@ -176,7 +177,7 @@ class _ShardJob:
 
     def run(self) -> Run:
         run = _new_run(self.plan, self.write)
-        tally = ShardTally(self.shard["index"], self.source)
+        tally = ShardTally(self.shard.index, self.source)
         run.shards.append(tally)
         try:
             if self.cancelled.is_set():
@@ -196,10 +197,10 @@ class _ShardJob:
                     p.close()
 
 
-def _copy_shard(run: Run, tally: ShardTally, scratch: ScratchServer, shard: dict, pipes: list[Pipe],
+def _copy_shard(run: Run, tally: ShardTally, scratch: ScratchServer, shard: ShardRecord, pipes: list[Pipe],
                 job: _ShardJob) -> None:
     sel = run.plan.selection
-    shard_slots = {s for text in shard["slots"] for r in [_range(text)] for s in range(r.start, r.end + 1)}
+    shard_slots = {s for text in shard.slots for r in [_range(text)] for s in range(r.start, r.end + 1)}
     reader, events = job._open(scratch.pipe), job._open(scratch.pipe)
     try:
         for name in _expired_since_backup(reader, events, scratch, sel, shard_slots):

@@ -19,9 +19,11 @@ from pathlib import Path
 from clusterbak.errors import PreconditionError, StepFailed
 from clusterbak.lab.procs import find_binary, start_standalone, stop_pid
 from clusterbak.model.aofmanifest import needed, parse_aof_manifest, render_manifest
+from clusterbak.model.manifest import ShardRecord, StoredFile
+from clusterbak.model.names import check_bare_name
 from clusterbak.plan.restore_keys import ServerVersion
 from clusterbak.redisops.dumprestore import Pipe, wait_loaded
-from clusterbak.storage.reader import StoredReader
+from clusterbak.storage.reader import VerifiedReader
 
 SCRATCH_PREFIX = "clusterbak-scratch-"
 _COPY_BUFFER = 1 << 20
@@ -40,7 +42,7 @@ def scratch_server_version() -> ServerVersion:
 class ScratchServer:
     """Use as a context manager: the server is stopped by pid and its directory removed on every exit path."""
 
-    def __init__(self, root: Path, set_dir: Path, shard: dict, load_timeout: float = 600.0) -> None:
+    def __init__(self, root: Path, set_dir: Path, shard: ShardRecord, load_timeout: float = 600.0) -> None:
         self.root, self.set_dir, self.shard, self.load_timeout = root, set_dir, shard, load_timeout
         self.dir: Path | None = None
         self.pid: int | None = None
@@ -68,7 +70,7 @@ class ScratchServer:
         self.close()
 
     def _start(self) -> None:
-        self.dir = Path(_mkdtemp(self.root, f"shard-{self.shard['index']:02d}-"))
+        self.dir = Path(_mkdtemp(self.root, f"shard-{self.shard.index:02d}-"))
         extra = self._place()
         # a master address nobody can answer on: bound by us, never listening -> connection refused
         self._fake_master = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -87,27 +89,24 @@ class ScratchServer:
             pipe.close()
 
     def _place(self) -> str:
-        """Decompress the shard's stored files into the scratch dir; return the config lines that load them."""
-        if "aof" not in self.shard:
-            record = self.shard["file"]
-            _copy(self.set_dir / record["path"], record["compression"], self.dir / "dump.rdb")
+        """Decompress the shard's stored files into the scratch dir (hashed as they stream: a file that differs from
+        the manifest fails the run); return the config lines that load them."""
+        if self.shard.aof is None:
+            _copy(self.set_dir, self.shard.file, self.dir / "dump.rdb")
             return "dbfilename dump.rdb\nappendonly no\n"
-        aof = self.shard["aof"]
-        by_name = {f["name"]: f for f in aof["files"]}
-        if aof.get("manifest_text") is None:  # pre-7.0 single file: Redis 7 upgrades it when it loads
-            (record,) = aof["files"]
-            _copy(self.set_dir / record["path"], record["compression"], self.dir / aof["filename"])
-            return f"appendonly yes\nappendfilename {aof['filename']}\ndbfilename dump.rdb\n"
+        aof = self.shard.aof
+        if aof.manifest_text is None:  # pre-7.0 single file: Redis 7 upgrades it when it loads
+            (record,) = aof.files
+            _copy(self.set_dir, record, self.dir / check_bare_name(aof.filename))
+            return f"appendonly yes\nappendfilename {aof.filename}\ndbfilename dump.rdb\n"
         folder = self.dir / "appendonlydir"
         folder.mkdir()
-        files = needed(parse_aof_manifest(aof["manifest_text"]))
+        by_name = {f.name: f for f in aof.files}
+        files = needed(parse_aof_manifest(aof.manifest_text))
         for f in files:
-            if "/" in f.name or f.name.startswith("."):
-                raise StepFailed(f"AOF manifest of shard {self.shard['index']} names {f.name!r}: not a plain file name")
-            record = by_name[f.name]
-            _copy(self.set_dir / record["path"], record["compression"], folder / f.name)
-        (folder / f"{aof['filename']}.manifest").write_text(render_manifest(files))
-        return f"appendonly yes\nappenddirname appendonlydir\nappendfilename {aof['filename']}\ndbfilename dump.rdb\n"
+            _copy(self.set_dir, by_name[f.name], folder / check_bare_name(f.name))
+        (folder / f"{check_bare_name(aof.filename)}.manifest").write_text(render_manifest(files))
+        return f"appendonly yes\nappenddirname appendonlydir\nappendfilename {aof.filename}\ndbfilename dump.rdb\n"
 
     def close(self) -> None:
         try:
@@ -147,8 +146,7 @@ def _mkdtemp(root: Path, prefix: str) -> str:
     return tempfile.mkdtemp(prefix=prefix, dir=root)
 
 
-def _copy(stored: Path, compression: str, dest: Path) -> None:
-    reader = StoredReader(stored, compression)
+def _copy(set_dir: Path, record: StoredFile, dest: Path) -> None:
     with open(dest, "xb") as out:
-        shutil.copyfileobj(reader, out, _COPY_BUFFER)
+        shutil.copyfileobj(VerifiedReader(set_dir, record), out, _COPY_BUFFER)
 

@@ -11,6 +11,7 @@ import binascii
 from dataclasses import dataclass, field
 
 from clusterbak.errors import UsageError
+from clusterbak.model.manifest import Manifest, ShardRecord
 from clusterbak.model.topology import SLOT_COUNT, SlotRange, compress_slots
 
 GLOB_SPECIAL = b"*?[\\"
@@ -275,14 +276,13 @@ class ShardToRead:
     keys_in_backup: int | None
 
 
-def shards_to_read(manifest_shards: list[dict], slots: frozenset[int] | None) -> list[ShardToRead]:
+def shards_to_read(shards: tuple[ShardRecord, ...], slots: frozenset[int] | None) -> list[ShardToRead]:
     """The shards whose backed-up slot ranges hold a candidate slot (all of them when slots is None)."""
     out = []
-    for shard in manifest_shards:
-        ranges = [_range(text) for text in shard["slots"]]
+    for shard in shards:
+        ranges = [_range(text) for text in shard.slots]
         if slots is None or any(s in slots for r in ranges for s in range(r.start, r.end + 1)):
-            out.append(ShardToRead(shard["index"], tuple(shard["slots"]), shard["source"]["address"],
-                                   shard.get("rdb", {}).get("keys")))
+            out.append(ShardToRead(shard.index, tuple(shard.slots), shard.source_address, shard.keys))
     return out
 
 
@@ -325,14 +325,7 @@ class RestoreKeysPlan:
         }
 
 
-def shard_rdb_version(shard: dict) -> int | None:
-    if "aof" in shard:
-        bases = [f.get("rdb_version") for f in shard["aof"].get("files", []) if f.get("rdb_version")]
-        return max(bases) if bases else None
-    return shard.get("rdb", {}).get("version")
-
-
-def plan_restore_keys(manifest: dict, selection: Selection, masters: list[TargetMaster], standalone: bool,
+def plan_restore_keys(manifest: Manifest, selection: Selection, masters: list[TargetMaster], standalone: bool,
                       scratch: ServerVersion, on_conflict: str = "skip", ttl: str = "keep",
                       rename_prefix: bytes = b"") -> RestoreKeysPlan:
     refusals = []
@@ -340,18 +333,16 @@ def plan_restore_keys(manifest: dict, selection: Selection, masters: list[Target
         raise UsageError(f"--on-conflict {on_conflict!r} is not one of {', '.join(CONFLICT_POLICIES)}")
     if ttl not in TTL_POLICIES:
         raise UsageError(f"--ttl {ttl!r} is not one of {', '.join(TTL_POLICIES)}")
-    kind = manifest.get("kind", "rdb")
-    if kind not in ("rdb", "aof"):
-        refusals.append(f"backup {manifest['backup_id']} is of kind {kind!r}; restore-keys reads rdb and aof sets")
+    kind = manifest.kind
     slots = selection.candidate_slots()
-    shards = shards_to_read(manifest["shards"], slots)
+    shards = shards_to_read(manifest.shards, slots)
     top = max_rdb_version(scratch)
-    for shard in (s for s in manifest["shards"] if s["index"] in {x.index for x in shards}):
-        version = shard_rdb_version(shard)
+    for shard in (s for s in manifest.shards if s.index in {x.index for x in shards}):
+        version = shard.rdb_version
         if version is not None and (top is None or version > top):
-            refusals.append(f"shard {shard['index']} was saved as RDB version {version} by "
-                            f"{shard.get('rdb', {}).get('redis_ver') or manifest.get('redis_versions')}, but the "
-                            f"redis-server on this host ({scratch}) reads RDB up to {top}; install a newer one")
+            refusals.append(f"shard {shard.index} was saved as RDB version {version} (backup from "
+                            f"{', '.join(manifest.redis_versions) or 'an unknown server'}), but the redis-server on "
+                            f"this host ({scratch}) reads RDB up to {top}; install a newer one on the control host")
     source = f"DUMP of the {scratch} that reads the backup here"
     for m in masters:
         why = version_refusal(m.address, m.server, top or 0, source) if top is not None else None
@@ -365,5 +356,5 @@ def plan_restore_keys(manifest: dict, selection: Selection, masters: list[Target
         if gaps:
             refusals.append("no target master serves slots " + " ".join(str(r) for r in gaps[:5])
                             + (" ..." if len(gaps) > 5 else "") + "; fix the target's slot coverage first")
-    return RestoreKeysPlan(manifest["backup_id"], kind, selection, tuple(shards), tuple(masters), standalone,
+    return RestoreKeysPlan(manifest.backup_id, kind, selection, tuple(shards), tuple(masters), standalone,
                            on_conflict, ttl, rename_prefix, scratch, top, tuple(refusals))

@@ -6,7 +6,6 @@ sent in one write, and the replies of several servers are awaited only after eve
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 import time
@@ -63,7 +62,8 @@ class Pipe:
     Error replies come back as hiredis.ReplyError values, not exceptions: a batch is judged reply by reply."""
 
     def __init__(self, address: str, *, username: str | None = None, password: str | None = None,
-                 tls: ssl.SSLContext | None = None, connect_timeout: float = 3.0, timeout: float = 60.0) -> None:
+                 tls: ssl.SSLContext | None = None, connect_timeout: float = 3.0, timeout: float = 60.0,
+                 opts: ConnectionOptions | None = None) -> None:
         self.address = address
         host, port = split_address(address)
         try:
@@ -73,15 +73,14 @@ class Pipe:
                 sock = tls.wrap_socket(sock, server_hostname=host)
             sock.settimeout(timeout)
         except OSError as exc:
-            raise ConnectError(f"cannot reach {address}: {exc}; check the address and that the server runs") from exc
+            raise ConnectError(describe_redis_error(address, exc, opts)) from exc
         self.sock = sock
         self.reader = hiredis.Reader()
         if password:
             reply = self.call(*(("AUTH", username, password) if username else ("AUTH", password)), check=False)
             if isinstance(reply, hiredis.ReplyError):
                 self.close()
-                raise ConnectError(f"{address}: authentication failed ({reply}); set the password in "
-                                   "$REDISCLI_AUTH and the user with --user")
+                raise ConnectError(describe_redis_error(address, redis.AuthenticationError(str(reply)), opts))
 
     def send(self, commands: list[tuple]) -> None:
         if commands:
@@ -131,18 +130,22 @@ class Pipe:
 
 
 def tls_context(opts: ConnectionOptions) -> ssl.SSLContext | None:
+    """The same checks as every other connection (connect.tls_options): chain and host name, unless
+    --tls-insecure-skip-verify."""
     if not opts.tls:
         return None
     ctx = ssl.create_default_context(cafile=opts.cacert)
-    ctx.check_hostname = False  # as the rest of clusterbak: verify the chain, addresses are often IPs
+    if opts.tls_insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
     if opts.cert:
         ctx.load_cert_chain(opts.cert, opts.key)
     return ctx
 
 
 def open_pipe(opts: ConnectionOptions, address: str, timeout: float = 60.0) -> Pipe:
-    return Pipe(address, username=opts.username, password=os.environ.get(opts.password_env) or None,
-                tls=tls_context(opts), connect_timeout=opts.connect_timeout, timeout=timeout)
+    return Pipe(address, username=opts.username, password=opts.password(), tls=tls_context(opts),
+                connect_timeout=opts.connect_timeout, timeout=timeout, opts=opts)
 
 
 # --- the target -------------------------------------------------------------------------------------------------

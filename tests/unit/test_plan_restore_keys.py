@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clusterbak.errors import UsageError
+from clusterbak.model.manifest import Manifest, ShardRecord
 from clusterbak.model.topology import SlotRange
 from clusterbak.plan.restore_keys import (Selection, ServerVersion, TargetMaster, glob_match, key_slot,
                                           max_rdb_version, parse_slot_ranges, pattern_slot, payload_rdb_version,
@@ -77,15 +78,25 @@ def test_selection_selects_names_globs_and_slots():
     assert Selection.of([b"x*"], [b"y"]).scans() == ((b"x*", ()),)
 
 
-MANIFEST = {"backup_id": "b1", "kind": "rdb", "shards": [
-    {"index": i, "slots": [r], "source": {"address": f"10.0.0.{i}:6379"}, "rdb": {"version": 10, "keys": 5}}
-    for i, r in enumerate(["0-5460", "5461-10922", "10923-16383"])]}
+def _shard(i: int, slots: str, rdb_version: int = 10) -> ShardRecord:
+    return ShardRecord(index=i, slots=(slots,), master_id=f"{i:040x}", master_address=f"10.0.0.{i}:6379",
+                       source_id=f"{i + 9:040x}", source_address=f"10.0.1.{i}:6379", requested_at=0.0, keys=5,
+                       expires=0, rdb_version=rdb_version, file=None, aof=None)
+
+
+def _manifest(rdb_version: int = 10) -> Manifest:
+    shards = tuple(_shard(i, r, rdb_version) for i, r in enumerate(["0-5460", "5461-10922", "10923-16383"]))
+    return Manifest(backup_id="b1", kind="rdb", seed="10.0.0.0:6379", created_at_unix=0.0, nodes=(), shards=shards,
+                    node_confs=(), raw_bytes=0, stored_bytes=0, keys=15, redis_versions=("7.2.4",), raw={})
+
+
+MANIFEST = _manifest()
 
 
 def test_shards_to_read_intersect_candidate_slots():
-    assert [s.index for s in shards_to_read(MANIFEST["shards"], None)] == [0, 1, 2]
-    assert [s.index for s in shards_to_read(MANIFEST["shards"], frozenset({5461, 16383}))] == [1, 2]
-    assert shards_to_read(MANIFEST["shards"], frozenset()) == []
+    assert [s.index for s in shards_to_read(MANIFEST.shards, None)] == [0, 1, 2]
+    assert [s.index for s in shards_to_read(MANIFEST.shards, frozenset({5461, 16383}))] == [1, 2]
+    assert shards_to_read(MANIFEST.shards, frozenset()) == []
 
 
 def test_rdb_versions_of_servers():
@@ -112,8 +123,7 @@ def test_plan_refuses_an_older_target_naming_both_versions():
 
 
 def test_plan_refuses_a_backup_the_local_server_cannot_read():
-    manifest = dict(MANIFEST, shards=[dict(s, rdb={"version": 11, "redis_ver": "7.2.4"}) for s in MANIFEST["shards"]])
-    plan = plan_restore_keys(manifest, Selection.of(), [_master("t:1", [(0, 16383)])], True,
+    plan = plan_restore_keys(_manifest(11), Selection.of(), [_master("t:1", [(0, 16383)])], True,
                              ServerVersion("redis", "7.0.15"))
     assert any("RDB version 11" in r and "Redis 7.0.15" in r for r in plan.refusals)
 
