@@ -164,7 +164,7 @@ def main() -> None:
         cli = CLI if not args.profile else [sys.executable, "-m", "cProfile", "-o", args.profile, "-m", "clusterbak"]
         proc = subprocess.Popen(cli + ["restore-keys", backup_id, "--dest", str(work / "sets"), "--seed", dst.seed,
                                        "--yes", "--json", "--scratch-dir", str(work), "--parallel", str(args.parallel)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         stdout = proc.stdout.read()
         _, status, usage = os.wait4(proc.pid, 0)
         ours_s = time.perf_counter() - t

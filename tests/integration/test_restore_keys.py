@@ -283,3 +283,27 @@ def test_an_aof_set_is_loaded_from_its_aof_directory(make_lab, standalone, cli, 
     got = snapshot(target)
     assert set(got) == set(before) and all(got[k][2] == before[k][2] for k in before)
     assert out["data"]["report"]["totals"]["restored"] == len(before)
+
+
+def test_keys_from_a_file_and_by_type(source, standalone, cli, tmp_path):
+    target = standalone()
+    names = tmp_path / "names.txt"
+    names.write_bytes(b"lab:hash:1\nlab:string:0\nnot:in:the:backup\n")
+    result, doc = restore_keys(cli, source, addr(target), "--standalone", "--keys-from", str(names))
+    assert result.exit_code == 0, doc["errors"]
+    t = doc["data"]["report"]["totals"]
+    assert (t["restored"], t["missing"]) == (2, 1)
+    assert set(target.keys("*")) == {b"lab:hash:1", b"lab:string:0"}
+    target.flushall()
+    result, doc = restore_keys(cli, source, addr(target), "--standalone", "--match", "lab:*", "--type", "stream")
+    assert result.exit_code == 0, doc["errors"]
+    expected = {k for k in source["before"] if k.startswith(b"lab:stream:")}
+    assert expected and set(target.keys("*")) == expected
+
+
+def test_without_yes_and_without_a_terminal_nothing_is_written(source, standalone, cli):
+    target = standalone()
+    result, doc = cli.json("restore-keys", source["id"], "--dest", source["dest"], "--seed", addr(target),
+                           "--standalone", "--match", "tenant:*")
+    assert result.exit_code == 3 and "not confirmed" in doc["errors"][0]
+    assert target.dbsize() == 0
