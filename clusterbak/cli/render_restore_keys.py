@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clusterbak.cli.render import Renderer, _size
+from clusterbak.cli.render import Renderer, _escape, _size
 
 
 def show_plan(r: Renderer, plan: dict) -> None:
@@ -43,9 +43,3 @@ def show_report(r: Renderer, rep: dict) -> None:
                f"{t['skipped_expired']}, failed {t['failed']} in {rep['seconds']}s ({rep['keys_per_second']} keys/s)")
     for line in rep["errors"]:
         r.line(f"[bold red]error:[/] {_escape(line)}")
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(str(text))

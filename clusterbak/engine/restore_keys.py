@@ -27,12 +27,11 @@ from clusterbak.engine.scratch import SCRATCH_PREFIX, ScratchServer
 from clusterbak.engine.verify import verify_set
 from clusterbak.errors import PreconditionError, VerifyError
 from clusterbak.model.manifest import Manifest, ShardRecord
-from clusterbak.plan.restore_keys import (RestoreKeysPlan, Selection, _range, glob_match, key_slot, payload_rdb_version,
-                                          payload_type, slot_owner_table)
+from clusterbak.plan.restore_keys import (RestoreKeysPlan, Selection, glob_match, key_slot, payload_rdb_version,
+                                          payload_type, slot_owner_table, slot_range_of)
 from clusterbak.redisops.connect import ConnectionOptions
 from clusterbak.redisops.dumprestore import (EXPIRED_CHANNEL, SCAN_COUNT, Pipe, dump_commands, exists_command,
-                                             open_pipe,
-                                             restore_command, scan)
+                                             open_pipe, restore_command, scan)
 
 Event = Callable[[str, dict], None]
 NAME_BATCH = 1000
@@ -200,7 +199,7 @@ class _ShardJob:
 def _copy_shard(run: Run, tally: ShardTally, scratch: ScratchServer, shard: ShardRecord, pipes: list[Pipe],
                 job: _ShardJob) -> None:
     sel = run.plan.selection
-    shard_slots = {s for text in shard.slots for r in [_range(text)] for s in range(r.start, r.end + 1)}
+    shard_slots = {s for text in shard.slots for r in [slot_range_of(text)] for s in range(r.start, r.end + 1)}
     reader, events = job._open(scratch.pipe), job._open(scratch.pipe)
     try:
         for name in _expired_since_backup(reader, events, scratch, sel, shard_slots):

@@ -241,8 +241,8 @@ def version_refusal(target: str, server: ServerVersion, payload_version: int, so
         return f"{target} runs {server}, whose RDB support is unknown to clusterbak; refusing to write to it"
     if payload_version > top:
         return (f"{target} runs {server}, which reads RDB up to version {top}, but the keys are RDB version "
-                f"{payload_version} ({source}); restore into {server.name} newer than {server.version}, or pass "
-                f"--scratch-server with an older redis-server that can read the backup")
+                f"{payload_version} ({source}); restore into a newer server, or run restore-keys on a host whose "
+                f"redis-server is no newer than the target's")
     return None
 
 
@@ -280,13 +280,13 @@ def shards_to_read(shards: tuple[ShardRecord, ...], slots: frozenset[int] | None
     """The shards whose backed-up slot ranges hold a candidate slot (all of them when slots is None)."""
     out = []
     for shard in shards:
-        ranges = [_range(text) for text in shard.slots]
+        ranges = [slot_range_of(text) for text in shard.slots]
         if slots is None or any(s in slots for r in ranges for s in range(r.start, r.end + 1)):
             out.append(ShardToRead(shard.index, tuple(shard.slots), shard.source_address, shard.keys))
     return out
 
 
-def _range(text: str) -> SlotRange:
+def slot_range_of(text: str) -> SlotRange:
     lo, _, hi = str(text).partition("-")
     return SlotRange(int(lo), int(hi or lo))
 
