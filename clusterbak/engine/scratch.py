@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from clusterbak.errors import PreconditionError, StepFailed
-from clusterbak.lab.procs import find_binary, start_standalone, stop_pid
+from clusterbak.lab.procs import find_binary, is_our_redis, read_pid, start_standalone, stop_pid
 from clusterbak.model.aofmanifest import needed, parse_aof_manifest, render_manifest
 from clusterbak.model.manifest import ShardRecord, StoredFile
 from clusterbak.model.names import check_bare_name
@@ -27,6 +27,7 @@ from clusterbak.storage.reader import VerifiedReader
 
 SCRATCH_PREFIX = "clusterbak-scratch-"
 _COPY_BUFFER = 1 << 20
+START_TIMEOUT = 8.0
 
 
 def scratch_server_version() -> ServerVersion:
@@ -61,10 +62,23 @@ class ScratchServer:
     def __enter__(self) -> "ScratchServer":
         try:
             self._start()
+        except StepFailed as exc:
+            log = self._log_tail()
+            self.close()
+            raise StepFailed(f"scratch server for shard {self.shard.index} did not come up: {exc}"
+                             + (f"; its log ended with: {log}" if log else "")) from exc
         except BaseException:
             self.close()
             raise
         return self
+
+    def _log_tail(self) -> str:
+        """The last lines of the scratch server's log (its directory is removed right after)."""
+        try:
+            lines = (self.dir / "redis.log").read_text(errors="replace").strip().splitlines() if self.dir else []
+        except OSError:
+            return ""
+        return " | ".join(line.strip() for line in lines[-3:])
 
     def __exit__(self, *exc) -> None:
         self.close()
@@ -80,7 +94,9 @@ class ScratchServer:
         extra += (f"requirepass {self.password}\nreplicaof 127.0.0.1 {fake_port}\nreplica-serve-stale-data yes\n"
                   "notify-keyspace-events Ex\nclient-output-buffer-limit pubsub 0 0 0\nhz 100\n"
                   "auto-aof-rewrite-percentage 0\nprotected-mode yes\n")
-        self.pid = start_standalone(self.dir, self.port, extra, timeout=30.0)
+        # Redis listens before it loads (PING answers LOADING), so a server that is not up within seconds has
+        # exited, e.g. on a dump it cannot read
+        self.pid = start_standalone(self.dir, self.port, extra, timeout=START_TIMEOUT)
         pipe = self.pipe()
         try:
             size = sum(p.stat().st_size for p in self.dir.rglob("*") if p.is_file())
@@ -110,6 +126,10 @@ class ScratchServer:
 
     def close(self) -> None:
         try:
+            if self.pid is None and self.dir is not None:  # a start that gave up waiting may have left one running
+                pid = read_pid(self.dir / "redis.pid")
+                if pid is not None and is_our_redis(pid, self.dir / "redis.conf"):
+                    self.pid = pid
             if self.pid is not None:
                 stop_pid(self.pid)
                 self.pid = None

@@ -307,3 +307,42 @@ def test_without_yes_and_without_a_terminal_nothing_is_written(source, standalon
                            "--standalone", "--match", "tenant:*")
     assert result.exit_code == 3 and "not confirmed" in doc["errors"][0]
     assert target.dbsize() == 0
+
+
+def test_a_shard_the_scratch_server_cannot_load_fails_naming_its_log(source, standalone, cli, tmp_path):
+    """A dump the local redis-server refuses to load (here: a copy of the set whose shard-0 RDB claims version 11,
+    which Redis 7.0 does not read, with its CRC64 and the manifest's hashes made to match) stops the run with the
+    server's own words (exit 4); no scratch server or file is left."""
+    import hashlib
+    import json
+    import shutil as sh
+
+    import zstandard
+
+    from clusterbak.rdb.verify import crc64_redis
+    from clusterbak.storage.sink import iter_stored_file
+
+    sets = tmp_path / "sets"
+    sh.copytree(Path(source["dest"]) / source["id"], sets / source["id"])
+    doc = json.loads((sets / source["id"] / "manifest.json").read_text())
+    shard = doc["shards"][0]
+    stored = sets / source["id"] / shard["file"]["path"]
+    raw = b"".join(iter_stored_file(stored, "zstd"))
+    if not raw.startswith(b"REDIS0010"):
+        pytest.skip(f"this check needs a Redis 7.0 dump (RDB 10); the lab wrote {raw[:9]!r}")
+    body = b"REDIS0011" + raw[9:-8]
+    crc = crc64_redis(body)
+    raw = body + crc.to_bytes(8, "little")
+    data = zstandard.ZstdCompressor().compress(raw)
+    stored.write_bytes(data)
+    shard["file"].update(sha256=hashlib.sha256(data).hexdigest(), raw_sha256=hashlib.sha256(raw).hexdigest(),
+                         stored_size=len(data), raw_size=len(raw), crc64=f"{crc:016x}")
+    (sets / source["id"] / "manifest.json").write_text(json.dumps(doc))
+    target = standalone()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    result, out = cli.json("restore-keys", source["id"], "--dest", str(sets), "--seed", addr(target), "--standalone",
+                           "--yes", "--scratch-dir", str(scratch))
+    assert result.exit_code == 4, out["errors"]
+    assert "did not come up" in out["errors"][0] and "RDB format version 11" in out["errors"][0], out["errors"]
+    assert list(scratch.iterdir()) == []
