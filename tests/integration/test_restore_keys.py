@@ -91,6 +91,18 @@ def standalone(tmp_path):
         stop_pid(pid)
 
 
+def cluster_check(seed: str, wait: float = 0.0) -> subprocess.CompletedProcess:
+    """`redis-cli --cluster check`; with `wait`, retried (bounded) until clean: a freshly formed lab's nodes may
+    take a moment to agree on every slot."""
+    deadline = time.monotonic() + wait
+    while True:
+        check = subprocess.run(["redis-cli", "--cluster", "check", seed], capture_output=True, text=True, timeout=60)
+        clean = check.returncode == 0 and "[ERR]" not in check.stdout and "[WARNING]" not in check.stdout
+        if clean or time.monotonic() >= deadline:
+            return check
+        time.sleep(0.5)
+
+
 def restore_keys(cli, source, seed, *args, env=None):
     return cli.json("restore-keys", source["id"], "--dest", source["dest"], "--seed", seed, "--yes", *args, env=env)
 
@@ -106,6 +118,7 @@ def wait_expired(source) -> None:
 def test_reshape_3_into_5_masters_every_key_same_dump_and_ttl(source, make_lab, cli):
     wait_expired(source)
     target = make_lab(masters=5, replicas=0)
+    assert cluster_check(target.seed, wait=20).returncode == 0, "the fresh 5-master lab never checked clean"
     result, doc = restore_keys(cli, source, target.seed)
     assert result.exit_code == 0, doc["errors"]
     expected = {k: v for k, v in source["before"].items() if k != b"exp:{t}:short"}
@@ -119,7 +132,7 @@ def test_reshape_3_into_5_masters_every_key_same_dump_and_ttl(source, make_lab, 
     assert (totals["restored"], totals["skipped_expired"], totals["failed"]) == (len(expected), 1, 0)
     assert len(doc["data"]["report"]["masters"]) == 5
     assert {s["index"] for s in doc["data"]["report"]["shards"]} == {0, 1, 2}
-    check = subprocess.run(["redis-cli", "--cluster", "check", target.seed], capture_output=True, text=True, timeout=60)
+    check = cluster_check(target.seed)
     assert check.returncode == 0 and "[ERR]" not in check.stdout and "[WARNING]" not in check.stdout, check.stdout
 
 
