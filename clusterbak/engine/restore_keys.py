@@ -210,14 +210,20 @@ def _copy_shard(run: Run, tally: ShardTally, scratch: ScratchServer, shard: Shar
         expire_cmd = "PEXPIRETIME" if run.plan.scratch.parts >= (7, 0) else "PTTL"
         scanner = job._open(scratch.pipe)
         pending: deque = deque()  # batches sent to the target whose replies are not read yet
+        read: tuple | None = None  # the batch DUMPed last, not yet sent on
+        # three stages at once: the scratch server DUMPs batch k while this thread routes batch k-1 and the target
+        # masters RESTORE batches k-2 and k-3
         for keys, named in _batches(scanner, sel, shard_slots):
             if job.cancelled.is_set():
                 raise KeyboardInterrupt
             reader.send_packed(dump_commands(keys, expire_cmd.encode()))
-            while len(pending) >= IN_FLIGHT:
+            if read is not None:
+                pending.append(_dispatch(run, tally, pipes, *read, expire_cmd))
+            while len(pending) > IN_FLIGHT:
                 _finish(run, pipes, pending.popleft())
-            replies = reader.read(2 * len(keys))
-            pending.append(_dispatch(run, tally, pipes, keys, replies, named, expire_cmd))
+            read = (keys, reader.read(2 * len(keys)), named)
+        if read is not None:
+            pending.append(_dispatch(run, tally, pipes, *read, expire_cmd))
         while pending:
             _finish(run, pipes, pending.popleft())
     finally:
