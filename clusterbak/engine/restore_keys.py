@@ -10,7 +10,6 @@ any selected key exists.
 
 from __future__ import annotations
 
-import signal
 import tempfile
 import threading
 import time
@@ -103,7 +102,7 @@ def run_restore_keys(plan: RestoreKeysPlan, set_dir: Path, manifest: Manifest, t
     if not plan.ok:
         raise PreconditionError("refusing a plan with refusals: " + "; ".join(plan.refusals))
     t0 = time.monotonic()
-    with _sigterm_as_interrupt(), _scratch_root(scratch_root) as root:
+    with _scratch_root(scratch_root) as root:  # SIGTERM unwinds like Ctrl-C (cli/entry.py)
         if write and plan.on_conflict == "fail":
             check = _pass(plan, set_dir, manifest, target, False, root, on_event, parallel)
             existing = sum(m.exist_on_target for m in check.masters)
@@ -366,20 +365,3 @@ def _scratch_root(root: Path | None) -> Iterator[Path]:
         yield base
     finally:
         shutil.rmtree(base, ignore_errors=True)
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so the scratch servers are stopped and their files removed."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
