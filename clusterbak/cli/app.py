@@ -9,7 +9,7 @@ import typer
 from clusterbak import __version__
 from clusterbak.cli import backup_cmd, restore_cmd
 from clusterbak.cli import common as c
-from clusterbak.cli import rolling_cmd
+from clusterbak.cli import restore_keys_cmd, rolling_cmd
 from clusterbak.cli import inventory_cmd
 from clusterbak.cli.entry import ClusterbakGroup
 from clusterbak.cli.lab_cmd import lab_app
@@ -28,6 +28,7 @@ backup_cmd.register(app)
 rolling_cmd.register(app)
 inventory_cmd.register(app)
 restore_cmd.register(app)
+restore_keys_cmd.register(app)
 
 
 def _version(value: bool) -> None:
