@@ -18,11 +18,14 @@ from clusterbak.engine.verify import verify_set
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
 from clusterbak.plan.backup import SOURCES, plan_backup
 from clusterbak.plan.prune import Candidate, plan_prune
+from clusterbak.redisops.discover import discover
+from clusterbak.redisops.runlock import cluster_run_lock, lock_addresses
 from clusterbak.storage.backupset import BackupStore
 
 GATE_CODES = {"cluster_state", "slots_uncovered", "open_slot", "slot_map_disagrees"}
 Dest = Annotated[str, typer.Option("--dest", help="Directory holding backup sets.", envvar="CLUSTERBAK_DEST")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")]
+BreakLock = Annotated[bool, typer.Option("--break-lock", help="Break a STALE run lock (a holder with no heartbeat).")]
 
 
 def new_backup_id() -> str:
@@ -47,8 +50,8 @@ def backup(seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory")],
            accept_new_host_keys: Annotated[bool, typer.Option("--accept-new-host-keys")] = False,
            aof: Annotated[bool, typer.Option("--aof", help="Back up each shard's AOF (BGREWRITEAOF) instead of an RDB.")] = False,
            relax_fsync: Annotated[bool, typer.Option("--relax-fsync", help="With --aof: appendfsync no during the copy (put back after).")] = False,
-           dry_run: DryRun = False, user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None,
-           cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
+           dry_run: DryRun = False, break_lock: BreakLock = False, user: c.User = None, tls: c.Tls = False,
+           cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
            connect_timeout: c.ConnectTimeout = 3.0, json_out: c.Json = False) -> None:
     """Snapshot every shard on an in-sync replica, collect dump.rdb and every nodes.conf, verify, write a set."""
 
@@ -61,6 +64,14 @@ def backup(seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory")],
             raise UsageError("--relax-fsync only applies to --aof backups")
         inv = load_inventory(inventory)
         opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout, inv, tls_insecure)
+        if dry_run:
+            return planned(r, opts, inv)
+        with cluster_run_lock(opts, lock_addresses(discover(opts)), "backup", break_lock) as lock:
+            for holder in lock.broken:
+                r.note(f"broke a stale run lock: {holder.describe()}")
+            return planned(r, opts, inv)
+
+    def planned(r: Renderer, opts, inv) -> Outcome:
         seen = inspect(opts, None, max_lag)
         gate = [f"{f.subject}: {f.message}" for f in seen.findings if f.severity == "critical" and f.code in GATE_CODES]
         plan = plan_backup(new_backup_id(), seen.topology, seen.states, inv, source, max_lag, aof)
@@ -88,7 +99,8 @@ def list_sets(dest: Dest, json_out: c.Json = False) -> None:
     def body(r: Renderer) -> Outcome:
         now = time.time()
         rows = [{"backup_id": e.backup_id, "status": e.status, "kind": e.kind, "shards": e.shards, "size": e.size,
-                 "created_at_unix": e.created_at, "age_s": round(now - e.created_at)} for e in BackupStore(dest).entries()]
+                 "created_at_unix": e.created_at, "age_s": round(now - e.created_at), "verified": e.verified,
+                 "verified_at_unix": e.verified_at, "reason": e.reason} for e in BackupStore(dest).entries()]
         r.sets(rows)
         return Outcome(data={"dest": dest, "sets": rows})
 
@@ -112,7 +124,9 @@ def verify(backup_id: str, dest: Dest, json_out: c.Json = False) -> None:
     def body(r: Renderer) -> Outcome:
         store = BackupStore(dest)
         results = verify_set(store.path(backup_id), store.manifest(backup_id))
-        bad = [f"{x['file']}: {x['problem']}" for x in results if not x["ok"]]
+        bad = [x["problem"] if str(x["problem"]).startswith(x["file"]) else f"{x['file']}: {x['problem']}"
+               for x in results if not x["ok"]]  # a problem that names its file already is not prefixed twice
+        store.record_verification(backup_id, not bad, bad)
         r.table(f"verify {backup_id}", ("file", "result"), [(x["file"], "ok" if x["ok"] else x["problem"]) for x in results])
         for line in bad:
             r.error(line)
@@ -133,7 +147,7 @@ def prune(dest: Dest, keep_last: Annotated[int, typer.Option("--keep-last", min=
     def body(r: Renderer) -> Outcome:
         store = BackupStore(dest)
         entries = {e.backup_id: e for e in store.entries()}
-        decisions = plan_prune([Candidate(e.backup_id, e.status, e.created_at) for e in entries.values()],
+        decisions = plan_prune([Candidate(e.backup_id, e.status, e.created_at, e.verified) for e in entries.values()],
                                time.time(), keep_last, keep_daily, keep_weekly, partial_grace_hours * 3600)
         rows = [{"backup_id": d.backup_id, "action": d.action, "reason": d.reason} for d in decisions]
         r.table("prune plan", ("set", "action", "reason"), [(d.backup_id, d.action, d.reason) for d in decisions])

@@ -143,10 +143,10 @@ class Renderer:
                        f"cross-shard skew {m['skew_seconds']}s, took {m['duration_s']}s")
 
     def sets(self, rows: list[dict]) -> None:
-        self.table("backup sets", ("id", "status", "kind", "age", "shards", "size"),
-                   [(x["backup_id"], x["status"], x["kind"] or "-", _age(x["age_s"]), x["shards"] or "-",
-                     _size(x["size"])) for x in rows],
-                   [None if x["status"] == "complete" else "yellow" for x in rows])
+        self.table("backup sets", ("id", "status", "verified", "kind", "age", "shards", "size", "reason"),
+                   [(x["backup_id"], x["status"], x.get("verified", "never"), x["kind"] or "-", _age(x["age_s"]),
+                     x["shards"] or "-", _size(x["size"]), x.get("reason") or "") for x in rows],
+                   [None if x["status"] == "complete" and x.get("verified") != "failed" else "yellow" for x in rows])
 
 
     def restore_plan(self, plan: dict) -> None:

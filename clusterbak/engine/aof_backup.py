@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import redis
@@ -28,9 +29,10 @@ def collect_aof(shard: ShardPlan, partial: Path, inventory: Inventory, conn: Con
     try:
         with redis_errors(shard.source_address, conn):
             cfg = {k: str(client.config_get(k).get(k, "")) for k in ("dir", "appenddirname", "appendfilename")}
-            with pinned_settings(client, shard.source_address, options.relax_fsync) as saved:
+            with ExitStack() as pinned:  # pinned once this node's turn has come, until its files are copied
                 with host_locks[shard.host]:
                     on_event("bgsave", {"shard": shard.index, "node": shard.source_address})
+                    saved = pinned.enter_context(pinned_settings(client, shard.source_address, options.relax_fsync))
                     result = rewrite_and_wait(client, shard.source_address, options.timeout)
                 keys, expires = _counts(client)
                 files = _fetch_all(shard, partial, transport, access.data_dir or cfg["dir"], cfg, options, on_event)

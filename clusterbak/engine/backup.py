@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from clusterbak import __version__
-from clusterbak.errors import ClusterbakError, StepFailed
+from clusterbak.errors import ClusterbakError, ConnectError, StepFailed
 from clusterbak.engine.aof_backup import collect_aof
 from clusterbak.engine.sinks import TextFileSink, VerifyingRdbSink
 from clusterbak.model.inventory import Inventory, NodeAccess
@@ -49,6 +49,8 @@ def run_backup(plan: BackupPlan, seed: str, topology: Topology, states: tuple[No
     try:
         preflight_transports(plan, inventory, options, links)
         return _run(plan, seed, topology, states, inventory, conn, options, on_event, links)
+    except ConnectError as exc:  # the plan was checked: a node lost now is a failed step (4), not a refusal (3)
+        raise StepFailed(str(exc)) from exc
     finally:
         links.close()
 
@@ -73,7 +75,7 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
             collect, workers = collect_aof, slots
         else:  # `parallel` saves and `parallel` transfers: a finished save never waits for a busy transfer
             collect = partial_fn(_shard, save_slots=threading.BoundedSemaphore(slots),
-                                 transfer_slots=threading.BoundedSemaphore(slots))
+                                 transfer_slots=threading.BoundedSemaphore(slots), cancelled=cancel.is_set)
             workers = 2 * slots
         pool = ThreadPoolExecutor(max_workers=workers)
         try:
@@ -153,7 +155,7 @@ def preflight_transports(plan: BackupPlan, inventory: Inventory, options: Backup
 
 def _shard(shard: ShardPlan, partial: Path, inventory: Inventory, conn: ConnectionOptions, options: BackupOptions,
            host_locks: dict, on_event: Event, save_slots: AbstractContextManager | None = None,
-           transfer_slots: AbstractContextManager | None = None) -> dict:
+           transfer_slots: AbstractContextManager | None = None, cancelled: Callable[[], bool] = lambda: False) -> dict:
     host, port = shard.source_address.rsplit(":", 1)
     mhost, mport = shard.master_address.rsplit(":", 1)
     source = make_client(conn, host, int(port))
@@ -165,7 +167,7 @@ def _shard(shard: ShardPlan, partial: Path, inventory: Inventory, conn: Connecti
                 mrepl = master.info("replication")
             with redis_errors(shard.source_address, conn):
                 logfile = _logfile(source)
-                save = bgsave_and_wait(source, shard.source_address, options.timeout, logfile)
+                save = bgsave_and_wait(source, shard.source_address, options.timeout, logfile, cancelled)
         on_event("saved", {"shard": shard.index, "node": shard.source_address, "seconds": save.duration_s})
     finally:
         source.close()

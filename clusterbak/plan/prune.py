@@ -9,8 +9,9 @@ from datetime import datetime, timezone
 @dataclass(frozen=True, slots=True)
 class Candidate:
     backup_id: str
-    status: str  # complete | partial | damaged
+    status: str  # complete | incomplete | partial | damaged
     created_at: float
+    verified: str = "never"  # ok | failed | never (the last `clusterbak verify`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,8 +23,15 @@ class PruneDecision:
 
 def plan_prune(sets: list[Candidate], now: float, keep_last: int, keep_daily: int = 0, keep_weekly: int = 0,
                partial_grace_s: float = 24 * 3600) -> list[PruneDecision]:
-    complete = sorted((s for s in sets if s.status == "complete"), key=lambda s: s.created_at, reverse=True)
+    """Keepers are complete sets that did not fail verification; the newest complete one and the newest verified
+    one are never deleted. A set that failed verification or is incomplete is never a keeper: it goes once a
+    keeper newer than it exists (until then it is all there is, and stays)."""
+    complete = sorted((s for s in sets if s.status == "complete" and s.verified != "failed"),
+                      key=lambda s: s.created_at, reverse=True)
     reasons: dict[str, str] = {}
+    verified = [s for s in complete if s.verified == "ok"]
+    if verified:
+        reasons[verified[0].backup_id] = "newest verified"
     for s in complete[:max(keep_last, 1)]:  # the newest complete set is never deleted
         reasons.setdefault(s.backup_id, "newest complete" if s is complete[0] else f"within --keep-last {keep_last}")
     for label, count, key in (("daily", keep_daily, _day), ("weekly", keep_weekly, _week)):
@@ -33,11 +41,18 @@ def plan_prune(sets: list[Candidate], now: float, keep_last: int, keep_daily: in
             if bucket not in seen and len(seen) < count:
                 seen.append(bucket)
                 reasons.setdefault(s.backup_id, f"--keep-{label}: newest of {bucket}")
+    newest_keeper = max((s.created_at for s in complete), default=None)
     out = []
     for s in sorted(sets, key=lambda s: s.created_at):
-        if s.status == "complete":
+        if s.status == "complete" and s.verified != "failed":
             keep = s.backup_id in reasons
             out.append(PruneDecision(s.backup_id, "keep" if keep else "delete", reasons.get(s.backup_id, "outside the policy")))
+        elif s.status in ("complete", "incomplete"):
+            what = "failed verification" if s.verified == "failed" else "incomplete (not restorable as a whole)"
+            if newest_keeper is not None and newest_keeper > s.created_at:
+                out.append(PruneDecision(s.backup_id, "delete", f"{what}: not a keeper, a newer good set exists"))
+            else:
+                out.append(PruneDecision(s.backup_id, "keep", f"{what}: not a keeper, but no newer good set exists"))
         elif now - s.created_at > partial_grace_s:
             out.append(PruneDecision(s.backup_id, "delete", f"stale {s.status} set older than {partial_grace_s / 3600:g} h"))
         else:

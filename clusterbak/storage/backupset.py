@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from clusterbak.model.manifest import BACKUP_ID, FORMAT, Manifest, ManifestError
 from clusterbak.model.names import check_relative_path
 
 MANIFEST = "manifest.json"
+VERIFY = "verify.json"  # the last `clusterbak verify` result, beside the manifest (never inside it)
 PARTIAL = ".partial"
 MANIFEST_LIMIT = 64 * 1024 * 1024
 
@@ -24,11 +26,14 @@ MANIFEST_LIMIT = 64 * 1024 * 1024
 class SetEntry:
     backup_id: str
     path: Path
-    status: str  # "complete" | "partial" | "damaged"
+    status: str  # "complete" | "incomplete" (kept, not restorable as a whole) | "partial" | "damaged"
     created_at: float  # manifest created_at, else the directory's mtime
     size: int
     shards: int | None
     kind: str | None
+    verified: str = "never"  # "ok" | "failed" | "never": the last `clusterbak verify` of this set
+    verified_at: float | None = None
+    reason: str | None = None  # why incomplete or damaged
 
 
 def _fsync_dir(path: Path) -> None:
@@ -52,21 +57,26 @@ class BackupStore:
         return partial
 
     def finalize(self, partial: Path, manifest: dict) -> Path:
-        """Write manifest.json last (0600, fsync), then rename DIR/<id>.partial -> DIR/<id>."""
-        for sub in [p for p in partial.rglob("*") if p.is_dir()] + [partial]:
-            _fsync_dir(sub)
+        """Write manifest.json last (0600, fsync), then rename DIR/<id>.partial -> DIR/<id>.
+        A full or failing destination is a failed step naming the file (exit 4), never an unexpected error."""
         tmp = partial / (MANIFEST + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(manifest, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, partial / MANIFEST)
-        _fsync_dir(partial)
-        final = self.root / partial.name[: -len(PARTIAL)]
-        os.rename(partial, final)
-        _fsync_dir(self.root)
+        try:
+            for sub in [p for p in partial.rglob("*") if p.is_dir()] + [partial]:
+                _fsync_dir(sub)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(manifest, fh, indent=2, sort_keys=False)
+                fh.write("\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, partial / MANIFEST)
+            _fsync_dir(partial)
+            final = self.root / partial.name[: -len(PARTIAL)]
+            os.rename(partial, final)
+            _fsync_dir(self.root)
+        except OSError as exc:
+            raise StepFailed(f"{exc.filename or tmp}: cannot write the manifest: {exc.strerror}; "
+                             "no set was completed (free space on the destination and run the backup again)") from exc
         return final
 
     def discard(self, partial: Path) -> None:
@@ -80,6 +90,9 @@ class BackupStore:
         if not (path / MANIFEST).is_file():
             if (self.root / f"{backup_id}{PARTIAL}").exists():
                 raise PreconditionError(f"backup {backup_id} in {self.root} is partial (never completed)")
+            if path.is_dir():
+                raise StepFailed(f"{path / MANIFEST}: missing: the set is damaged and cannot be verified or restored; "
+                                 "use another set")
             raise UsageError(f"no complete backup {backup_id!r} in {self.root}; `clusterbak list --dest {self.root}`")
         return path
 
@@ -98,12 +111,37 @@ class BackupStore:
             if child.name.endswith(PARTIAL):
                 out.append(SetEntry(child.name[: -len(PARTIAL)], child, "partial", child.stat().st_mtime, size, None, None))
                 continue
+            verified, verified_at = read_verification(child)
             try:
+                if not (child / MANIFEST).exists():
+                    raise FileNotFoundError
                 m = read_manifest(child, child.name)
-                out.append(SetEntry(child.name, child, "complete", m.created_at_unix, size, len(m.shards), m.kind))
-            except (StepFailed, UsageError):
-                out.append(SetEntry(child.name, child, "damaged", child.stat().st_mtime, size, None, None))
+                reasons = incomplete_reasons(m)
+                out.append(SetEntry(child.name, child, "incomplete" if reasons else "complete", m.created_at_unix, size,
+                                    len(m.shards), m.kind, verified, verified_at, "; ".join(reasons) or None))
+            except FileNotFoundError:
+                out.append(SetEntry(child.name, child, "damaged", child.stat().st_mtime, size, None, None,
+                                    verified, verified_at, f"{MANIFEST} missing"))
+            except (StepFailed, UsageError) as exc:
+                out.append(SetEntry(child.name, child, "damaged", child.stat().st_mtime, size, None, None,
+                                    verified, verified_at, f"{MANIFEST} unreadable: {exc}"))
         return sorted(out, key=lambda e: e.created_at)
+
+    def record_verification(self, backup_id: str, ok: bool, problems: list[str]) -> Path:
+        """verify.json beside the manifest: {"verified_at", "ok", "problems"} (atomic; the manifest is untouched)."""
+        path = self.root / backup_id
+        target = path / VERIFY
+        tmp = path / (VERIFY + f".tmp-{os.getpid()}")
+        try:
+            with open(tmp, "w") as fh:
+                json.dump({"verified_at": time.time(), "ok": ok, "problems": problems}, fh, indent=2)
+                fh.write("\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise StepFailed(f"{exc.filename or target}: cannot record the verification: {exc.strerror}") from exc
+        return target
 
     def delete(self, entry: SetEntry) -> None:
         if entry.path.parent != self.root:
@@ -127,6 +165,14 @@ def read_manifest(set_dir: Path, backup_id: str) -> Manifest:
     return parse_manifest(doc, str(set_dir), expect_id=backup_id)
 
 
+def incomplete_reasons(m: Manifest) -> list[str]:
+    """Why a set cannot be restored as a whole (the manifest's `incomplete` list); [] for a restorable set."""
+    reasons = m.raw.get("incomplete") or []
+    if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
+        raise VerifyError(f"{m.backup_id}/manifest.json: incomplete must be a list of strings")
+    return reasons
+
+
 def set_file(set_dir: Path, relative: str) -> Path:
     """A stored file's path: a checked relative name, and no symlink anywhere below the set directory (a link could
     point a restore at any file of the control host)."""
@@ -137,3 +183,12 @@ def set_file(set_dir: Path, relative: str) -> Path:
         if path.is_symlink():
             raise VerifyError(f"{path} is a symbolic link; a backup set holds only regular files")
     return path
+
+
+def read_verification(path: Path) -> tuple[str, float | None]:
+    """("ok" | "failed" | "never", when) from a set's verify.json; an unreadable one counts as never verified."""
+    try:
+        doc = json.loads((path / VERIFY).read_text())
+        return ("ok" if doc["ok"] is True else "failed"), float(doc["verified_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "never", None

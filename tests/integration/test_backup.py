@@ -138,7 +138,7 @@ def test_bgsave_error_fails_cleanly_without_a_complete_set(make_lab, cli, tmp_pa
     doomed.rmdir()  # the server's cwd is gone: its BGSAVE child cannot create the temp file
     inv = Path(handle.inventory)
     result, doc = backup(cli, handle, tmp_path / "sets")
-    assert result.exit_code == 4
+    assert result.exit_code == 4, doc["errors"]
     assert replica.address in doc["errors"][0] and "BGSAVE failed" in doc["errors"][0]
     sets = tmp_path / "sets"
     assert not sets.exists() or not any(sets.iterdir())
