@@ -18,7 +18,10 @@ from clusterbak.engine.verify import verify_set
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
 from clusterbak.plan.backup import SOURCES, plan_backup
 from clusterbak.plan.prune import Candidate, plan_prune
+from clusterbak.redisops.aofrewrite import SettingsNotRestored, put_back
+from clusterbak.redisops.connect import make_client, redis_errors
 from clusterbak.redisops.discover import discover
+from clusterbak.storage.pins import read_pin
 from clusterbak.redisops.runlock import cluster_run_lock, lock_addresses
 from clusterbak.storage.backupset import BackupStore
 
@@ -38,6 +41,7 @@ def register(app: typer.Typer) -> None:
     app.command()(show)
     app.command()(verify)
     app.command()(prune)
+    app.command()(unpin)
 
 
 def backup(seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory")], dest: Dest,
@@ -88,6 +92,12 @@ def backup(seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory")],
             manifest = run_backup(plan, seed, seen.topology, seen.states, inv, opts, options, progress)
         data.update(path=str(BackupStore(dest).path(plan.backup_id)), manifest=manifest)
         r.backup_summary(manifest)
+        if manifest.get("incomplete"):
+            problems = [f"set {plan.backup_id} is INCOMPLETE (kept; `list` marks it, prune never keeps it): {why}"
+                        for why in manifest["incomplete"]]
+            for line in problems:
+                r.error(line)
+            return Outcome(data=data, exit_code=EXIT_STEP_FAILED, errors=problems)
         return Outcome(data=data)
 
     c.execute("backup", json_out, body)
@@ -161,3 +171,46 @@ def prune(dest: Dest, keep_last: Annotated[int, typer.Option("--keep-last", min=
         return Outcome(data={"dry_run": False, "decisions": rows, "deleted": [d.backup_id for d in doomed]})
 
     c.execute("prune", json_out, body)
+
+
+def unpin(seed: c.Seed, dry_run: DryRun = False,
+          yes: Annotated[bool, typer.Option("--yes", help="Do not ask before setting the originals.")] = False,
+          user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None,
+          connect_timeout: c.ConnectTimeout = 3.0, json_out: c.Json = False) -> None:
+    """Put back the settings an interrupted AOF backup left pinned, from the pin records on this control host."""
+
+    def body(r: Renderer) -> Outcome:
+        opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout)
+        topology = discover(opts)
+        if dry_run:
+            return undo(r, opts, topology)
+        with cluster_run_lock(opts, lock_addresses(topology), "unpin"):  # never under a running backup's feet
+            return undo(r, opts, topology)
+
+    def undo(r: Renderer, opts, topology) -> Outcome:
+        records = [rec for rec in (read_pin(n.address) for n in topology.nodes) if rec is not None]
+        rows = [{"node": rec.address, "originals": rec.originals, "pinned_by": rec.describe()} for rec in records]
+        r.table("pinned settings to put back", ("node", "originals", "pinned by"),
+                [(x["node"], ", ".join(f"{k} {v}" for k, v in x["originals"].items()), x["pinned_by"]) for x in rows])
+        if dry_run or not records:
+            return Outcome(data={"dry_run": dry_run, "nodes": rows, "restored": []})
+        if not yes and not r.confirm(f"set the original settings again on {len(records)} node(s)?"):
+            raise PreconditionError("not confirmed; nothing changed (use --yes to skip the question)")
+        restored, errors = [], []
+        for rec in records:
+            host, port = rec.address.rsplit(":", 1)
+            client = make_client(opts, host, int(port))
+            try:
+                with redis_errors(rec.address, opts):
+                    put_back(client, rec.address, rec.originals)
+                restored.append(rec.address)
+            except (SettingsNotRestored, PreconditionError) as exc:
+                errors.append(str(exc))
+            finally:
+                client.close()
+        for line in errors:
+            r.error(line)
+        return Outcome(data={"dry_run": False, "nodes": rows, "restored": restored},
+                       exit_code=EXIT_STEP_FAILED if errors else 0, errors=errors)
+
+    c.execute("unpin", json_out, body)

@@ -93,15 +93,18 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
         node_records, warnings = [], list(plan.warnings)
         with ThreadPoolExecutor(max_workers=4) as small:  # tiny files, one round trip each: overlap them
             fetched = [small.submit(_node_file, nf, partial, links, on_event) for nf in plan.node_files]
+        incomplete = []
         for nf, future in zip(plan.node_files, fetched):
             try:
                 node_records.append(future.result())
             except ClusterbakError as exc:
                 if not nf.optional:
                     raise
-                warnings.append(f"{nf.address}: nodes.conf not collected: {exc}")
+                incomplete.append(f"{nf.address}: nodes.conf not collected ({exc}): restore cannot bring this node "
+                                  "back from this set")
         manifest = build_manifest(plan, seed, topology, states, shard_records, node_records, started)
-        manifest["warnings"] = warnings
+        manifest["warnings"] = warnings + incomplete
+        manifest["incomplete"] = incomplete  # non-empty: `list` shows the set as incomplete, prune never keeps it
         final = store.finalize(partial, manifest)
     except BaseException:
         store.discard(partial)
@@ -220,20 +223,26 @@ def _shard(shard: ShardPlan, partial: Path, inventory: Inventory, conn: Connecti
 
 def _node_file(nf: NodeFilePlan, partial: Path, links: _Links, on_event: Event) -> dict:
     if nf.nodes_conf_path is None:
-        raise StepFailed(f"{nf.address}: where its nodes.conf is is unknown; set data_dir in the inventory")
+        raise StepFailed(f"{nf.address}: where its nodes.conf is is unknown; set data_dir (and cluster_config_file) "
+                         "for it in the inventory")
     (partial / "nodes").mkdir(exist_ok=True, mode=0o700)
     target = partial / "nodes" / f"{nf.address.replace(':', '_')}-{nf.node_id[:8]}.conf"
     holder: dict = {}
 
     def open_sink() -> TextFileSink:
-        holder["sink"] = TextFileSink(target, f"{nf.address}:{nf.nodes_conf_path}", nf.node_id)
+        holder["sink"] = TextFileSink(target, f"{nf.address}:{source}", nf.node_id)
         return holder["sink"]
 
-    links.get(nf.address).fetch(nf.nodes_conf_path, open_sink)
+    transport = links.get(nf.address)
+    candidates = (nf.nodes_conf_path, *nf.alternatives)
+    source = next((p for p in candidates if len(candidates) == 1 or transport.stat(p) is not None), None)
+    if source is None:
+        raise StepFailed(f"{nf.address}: no nodes.conf at {', '.join(candidates)}")
+    transport.fetch(source, open_sink)
     stored = holder["sink"].stored
     on_event("nodes_conf", {"node": nf.address})
     return {"id": nf.node_id, "address": nf.address, "role": nf.role,
-            "nodes_conf": {"path": f"nodes/{target.name}", "source_path": nf.nodes_conf_path,
+            "nodes_conf": {"path": f"nodes/{target.name}", "source_path": source,
                            "size": stored.stored_size, "sha256": stored.sha256_stored}}
 
 
