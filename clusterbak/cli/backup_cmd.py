@@ -134,8 +134,7 @@ def verify(backup_id: str, dest: Dest, json_out: c.Json = False) -> None:
     def body(r: Renderer) -> Outcome:
         store = BackupStore(dest)
         results = verify_set(store.path(backup_id), store.manifest(backup_id))
-        bad = [x["problem"] if str(x["problem"]).startswith(x["file"]) else f"{x['file']}: {x['problem']}"
-               for x in results if not x["ok"]]  # a problem that names its file already is not prefixed twice
+        bad = [f"{x['file']}: {x['problem']}" for x in results if not x["ok"]]
         store.record_verification(backup_id, not bad, bad)
         r.table(f"verify {backup_id}", ("file", "result"), [(x["file"], "ok" if x["ok"] else x["problem"]) for x in results])
         for line in bad:
