@@ -75,7 +75,7 @@ class BackupStore:
             os.rename(partial, final)
             _fsync_dir(self.root)
         except OSError as exc:
-            raise StepFailed(f"{exc.filename or tmp}: cannot write the manifest: {exc.strerror}; "
+            raise StepFailed(f"{exc.filename or partial / MANIFEST}: cannot write the manifest: {exc.strerror}; "
                              "no set was completed (free space on the destination and run the backup again)") from exc
         return final
 
