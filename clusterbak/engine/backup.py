@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Callable
 
 from clusterbak import __version__
-from clusterbak.errors import ClusterbakError, ConnectError, StepFailed
+from clusterbak.errors import ClusterbakError, ConnectError, RunCancelled, StepFailed
 from clusterbak.engine.aof_backup import collect_aof
+from clusterbak.engine.cancel import cancel_on_failure
 from clusterbak.engine.sinks import TextFileSink, VerifyingRdbSink
 from clusterbak.model.inventory import Inventory, NodeAccess
 from clusterbak.model.state import NodeState, states_by_id
@@ -67,23 +68,25 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
         def guarded(kind: str, data: dict) -> None:
             """Every step and chunk reports here: once the run is cancelled, workers stop at their next one."""
             if cancel.is_set():
-                raise StepFailed("backup cancelled")
+                raise RunCancelled("backup cancelled")
             on_event(kind, data)
 
         slots = max(1, options.parallel)
         if plan.kind == "aof":
-            collect, workers = collect_aof, slots
+            collect, workers = partial_fn(collect_aof, cancel=cancel), slots
         else:  # `parallel` saves and `parallel` transfers: a finished save never waits for a busy transfer
             collect = partial_fn(_shard, save_slots=threading.BoundedSemaphore(slots),
-                                 transfer_slots=threading.BoundedSemaphore(slots), cancelled=cancel.is_set)
+                                 transfer_slots=threading.BoundedSemaphore(slots), cancel=cancel)
             workers = 2 * slots
         pool = ThreadPoolExecutor(max_workers=workers)
         try:
             futures = [pool.submit(collect, s, partial, inventory, conn, options, host_locks, guarded) for s in plan.shards]
             done, _ = wait(futures, return_when="FIRST_EXCEPTION")
-            failed = [f for f in done if f.exception() is not None]
-            if failed:
-                raise failed[0].exception()
+            if any(f.exception() is not None for f in done):
+                cancel.set()
+                wait(futures)  # the others stop at their next poll or chunk; then report the cause, not "cancelled"
+                errors = [f.exception() for f in futures if f.exception() is not None]
+                raise next((e for e in errors if not isinstance(e, RunCancelled)), errors[0])
             shard_records = [f.result() for f in futures]
         except BaseException:
             cancel.set()  # then wait: a worker puts a node's settings back before it stops
@@ -158,19 +161,22 @@ def preflight_transports(plan: BackupPlan, inventory: Inventory, options: Backup
 
 def _shard(shard: ShardPlan, partial: Path, inventory: Inventory, conn: ConnectionOptions, options: BackupOptions,
            host_locks: dict, on_event: Event, save_slots: AbstractContextManager | None = None,
-           transfer_slots: AbstractContextManager | None = None, cancelled: Callable[[], bool] = lambda: False) -> dict:
+           transfer_slots: AbstractContextManager | None = None, cancel: threading.Event | None = None) -> dict:
     host, port = shard.source_address.rsplit(":", 1)
     mhost, mport = shard.master_address.rsplit(":", 1)
     source = make_client(conn, host, int(port))
     master = make_client(conn, mhost, int(mport))
     try:
-        with host_locks[shard.host], save_slots or nullcontext():  # the host first: a slot never idles on a busy host
+        cancel = cancel or threading.Event()
+        # the host first: a slot never idles on a busy host; a failure cancels the run *before* the host is let go,
+        # so no queued shard starts a BGSAVE that nobody will use
+        with host_locks[shard.host], save_slots or nullcontext(), cancel_on_failure(cancel):
             on_event("bgsave", {"shard": shard.index, "node": shard.source_address})
             with redis_errors(shard.master_address, conn):
                 mrepl = master.info("replication")
             with redis_errors(shard.source_address, conn):
                 logfile = _logfile(source)
-                save = bgsave_and_wait(source, shard.source_address, options.timeout, logfile, cancelled)
+                save = bgsave_and_wait(source, shard.source_address, options.timeout, logfile, cancel.is_set)
         on_event("saved", {"shard": shard.index, "node": shard.source_address, "seconds": save.duration_s})
     finally:
         source.close()

@@ -15,7 +15,7 @@ from typing import Callable
 import redis
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from clusterbak.errors import ConnectError, StepFailed
+from clusterbak.errors import ConnectError, RunCancelled, StepFailed
 from clusterbak.redisops.connect import describe_redis_error
 
 POLL = 0.1
@@ -70,7 +70,7 @@ def _wait(client: redis.Redis, done, timeout: float, what: str, address: str,
         raise StepFailed(f"{address}: {what} did not finish within {timeout:.0f}s; "
                          "raise --timeout or look at the node's load and log") from exc
     if not done(state):
-        raise StepFailed(f"{address}: stopped waiting for {what}: the backup was cancelled")
+        raise RunCancelled(f"{address}: stopped waiting for {what}: the backup was cancelled")
     return state
 
 
@@ -127,7 +127,8 @@ def bgsave_and_wait(client: redis.Redis, address: str, timeout: float = 600.0, l
         address=address, requested_at=asked_at, finished_at=server_time(client),
         last_save_time=after.last_save_time,
         rdb_saves_before=before.saves, rdb_saves_after=after.saves, scheduled=schedule,
-        # a save that started after ours was asked and ended before our poll also counts (seed 000's race)
+        # rdb_saves counts saves *started*: two or more since `before` means a foreign save started after ours and
+        # we waited for it to end too (seed 000's race)
         waited_for_foreign_save=waited or (before.saves >= 0 and after.saves - before.saves > 1), duration_s=time.monotonic() - t_start,
         repl_offset=int(repl[offset_key]) if offset_key in repl else None,
         master_replid=repl.get("master_replid"),
