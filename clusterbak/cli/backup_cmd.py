@@ -12,7 +12,7 @@ import typer
 from clusterbak.cli import common as c
 from clusterbak.cli.render import BackupProgress, Outcome, Renderer
 from clusterbak.config import load_inventory
-from clusterbak.engine.backup import BackupOptions, run_backup
+from clusterbak.engine.backup import BackupOptions, incomplete_parts, run_backup
 from clusterbak.engine.inspect import inspect
 from clusterbak.engine.verify import verify_set
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
@@ -92,9 +92,10 @@ def backup(seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory")],
             manifest = run_backup(plan, seed, seen.topology, seen.states, inv, opts, options, progress)
         data.update(path=str(BackupStore(dest).path(plan.backup_id)), manifest=manifest)
         r.backup_summary(manifest)
-        if manifest.get("incomplete"):
+        missing = incomplete_parts(manifest)
+        if missing:
             problems = [f"set {plan.backup_id} is INCOMPLETE (kept; `list` marks it, prune never keeps it): {why}"
-                        for why in manifest["incomplete"]]
+                        for why in missing]
             for line in problems:
                 r.error(line)
             return Outcome(data=data, exit_code=EXIT_STEP_FAILED, errors=problems)

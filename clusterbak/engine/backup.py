@@ -289,6 +289,11 @@ def build_manifest(plan: BackupPlan, seed: str, topology: Topology, states: tupl
     }
 
 
+def incomplete_parts(manifest: dict) -> list[str]:
+    """Why the set just written cannot be restored as a whole ([] when it can)."""
+    return list(manifest.get("incomplete") or [])
+
+
 def shard_files(shard: dict) -> list[dict]:
     """The stored files of one shard record: its dump, or its AOF files."""
     return shard["aof"]["files"] if "aof" in shard else [shard["file"]]

@@ -89,6 +89,19 @@ def wait_healthy(cli, handle, timeout: float = 60.0) -> list[dict]:
     return last
 
 
+def remove_flagged_temp_files(cli, handle, victim) -> list[str]:
+    """The operator's step after a node was killed mid-save: `check` names its Redis temp files; delete them.
+    Only the killed node may have any."""
+    code, found = findings(cli, handle)
+    flagged = [f for f in found if f["code"] == "temp_leftovers"]
+    assert {f["subject"] for f in flagged} <= {victim.address}, flagged
+    removed = []
+    for path in Path(victim.dir).rglob("temp-*"):
+        path.unlink()
+        removed.append(str(path))
+    return removed
+
+
 def assert_clean(cli, handle, dest: Path, timeout: float = 60.0) -> None:
     """Healthy; no save child left running; no Redis temp files, pins, pin records or run lock; no .partial set."""
     for node in handle.lab.nodes:

@@ -13,7 +13,7 @@ import redis
 
 from clusterbak.lab import cluster
 
-from .common import (assert_clean, backup, backup_argv, client, forking, replicas, restart, slow_saves, spawn,
+from .common import (assert_clean, remove_flagged_temp_files, backup, backup_argv, client, forking, replicas, restart, slow_saves, spawn,
                      wait_for, wait_healthy)
 
 
@@ -42,6 +42,8 @@ def test_source_replica_killed_mid_bgsave_fails_the_step_and_cancels_pending_sav
     assert not dest.exists() or not any(dest.iterdir())
     restart(victim)
     slow_saves(sources, 0)
+    wait_healthy(cli, handle)
+    remove_flagged_temp_files(cli, handle, victim)  # its save child died with it, leaving temp-<pid>.rdb
     assert_clean(cli, handle, dest)
     assert backup(cli, handle, dest)[0].exit_code == 0
 
