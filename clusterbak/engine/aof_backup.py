@@ -32,10 +32,11 @@ def collect_aof(shard: ShardPlan, partial: Path, inventory: Inventory, conn: Con
         with redis_errors(shard.source_address, conn):
             cfg = {k: str(client.config_get(k).get(k, "")) for k in ("dir", "appenddirname", "appendfilename")}
             with ExitStack() as pinned:  # pinned once this node's turn has come, until its files are copied
-                with host_locks[shard.host], cancel_on_failure(cancel or threading.Event()):
+                cancel = cancel or threading.Event()
+                with host_locks[shard.host], cancel_on_failure(cancel):
                     on_event("bgsave", {"shard": shard.index, "node": shard.source_address})
                     saved = pinned.enter_context(pinned_settings(client, shard.source_address, options.relax_fsync))
-                    result = rewrite_and_wait(client, shard.source_address, options.timeout)
+                    result = rewrite_and_wait(client, shard.source_address, options.timeout, cancel.is_set)
                 keys, expires = _counts(client)
                 files = _fetch_all(shard, partial, transport, access.data_dir or cfg["dir"], cfg, options, on_event)
     finally:

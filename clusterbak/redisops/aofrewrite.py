@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import redis
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from clusterbak.errors import ConnectError, PreconditionError, StepFailed
+from clusterbak.errors import ConnectError, PreconditionError, RunCancelled, StepFailed
 from clusterbak.redisops.connect import describe_redis_error
 from clusterbak.storage.pins import PinRecord, read_pin, record_path, remove_pin, write_pin
 
@@ -98,20 +98,25 @@ def _read(client: redis.Redis) -> dict:
     return client.info("persistence")
 
 
-def _wait(client: redis.Redis, done, timeout: float, what: str, address: str) -> dict:
+def _wait(client: redis.Redis, done, timeout: float, what: str, address: str,
+          cancelled: Callable[[], bool] = lambda: False) -> dict:
     retrying = Retrying(stop=stop_after_delay(max(timeout, POLL)), wait=wait_fixed(POLL),
-                        retry=retry_if_result(lambda p: not done(p)))
+                        retry=retry_if_result(lambda p: not done(p) and not cancelled()))
     try:
-        return retrying(_read, client)
+        state = retrying(_read, client)
     except RetryError as exc:
         raise StepFailed(f"{address}: {what} did not finish within {timeout:.0f}s; raise --timeout") from exc
+    if not done(state):
+        raise RunCancelled(f"{address}: stopped waiting for {what}: the backup was cancelled")
+    return state
 
 
 def _busy(p: dict) -> bool:
     return bool(int(p.get("aof_rewrite_in_progress", 0)) or int(p.get("aof_rewrite_scheduled", 0)))
 
 
-def rewrite_and_wait(client: redis.Redis, address: str, timeout: float = 600.0) -> RewriteResult:
+def rewrite_and_wait(client: redis.Redis, address: str, timeout: float = 600.0,
+                     cancelled: Callable[[], bool] = lambda: False) -> RewriteResult:
     t0 = time.monotonic()
     deadline = t0 + timeout
     waited = False
@@ -122,7 +127,7 @@ def rewrite_and_wait(client: redis.Redis, address: str, timeout: float = 600.0) 
         before = _read(client)
         if _busy(before):
             waited = True
-            _wait(client, lambda p: not _busy(p), deadline - time.monotonic(), "a rewrite already running", address)
+            _wait(client, lambda p: not _busy(p), deadline - time.monotonic(), "a rewrite already running", address, cancelled)
             continue
         try:
             client.execute_command("BGREWRITEAOF")
@@ -139,7 +144,7 @@ def rewrite_and_wait(client: redis.Redis, address: str, timeout: float = 600.0) 
     def done(p: dict) -> bool:
         return not _busy(p) and int(p.get("aof_rewrites", 0)) > count
 
-    after = _wait(client, done, deadline - time.monotonic(), "our AOF rewrite", address)
+    after = _wait(client, done, deadline - time.monotonic(), "our AOF rewrite", address, cancelled)
     if after.get("aof_last_bgrewrite_status") != "ok":
         raise StepFailed(f"{address}: BGREWRITEAOF failed (aof_last_bgrewrite_status:"
                          f"{after.get('aof_last_bgrewrite_status')}); see the node's log")
