@@ -136,8 +136,14 @@ class RunLock:
             client.connection_pool.connection_kwargs["client_name"] = self.name
             try:
                 ids[address] = int(client.client_id())
-            except (redis.RedisError, OSError):
+            except (redis.RedisError, OSError) as exc:
                 client.close()
+                if isinstance(exc, redis.exceptions.NoPermissionError) or "noperm" in str(exc).lower():
+                    self.release()
+                    raise PreconditionError(
+                        f"{address}: NOPERM: the Redis user may not hold clusterbak's run lock ({exc}); grant it "
+                        "+client|setname +client|id +client|list (and +client|kill for --break-lock), "
+                        "see docs/security.md") from exc
                 continue
             self.clients[address] = client
         return ids

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -61,6 +63,19 @@ def forking(node) -> bool:
     """The node has a save or rewrite child right now."""
     pid = cluster.current_pid(node)
     return bool(pid and child_pids(pid))
+
+
+@contextmanager
+def in_background(work):
+    """Run work(stop_event) in a thread for the body; then stop it and join it."""
+    stop = threading.Event()
+    thread = threading.Thread(target=work, args=(stop,))
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def restart(node) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 
 import pytest
@@ -13,7 +12,7 @@ import redis
 
 from clusterbak.lab import cluster
 
-from .common import (assert_clean, remove_flagged_temp_files, backup, backup_argv, client, forking, replicas, restart, slow_saves, spawn,
+from .common import (assert_clean, in_background, remove_flagged_temp_files, backup, backup_argv, client, forking, replicas, restart, slow_saves, spawn,
                      wait_for, wait_healthy)
 
 
@@ -61,9 +60,7 @@ def test_foreign_bgsaves_before_and_around_ours_are_waited_for_and_recorded(lab,
         assert shards[third.address]["save"]["waited_for_foreign_save"] is False
         assert shards[source.address]["rdb"]["ctime"] >= int(shards[source.address]["save"]["requested_at"]) - 1
 
-        stop = threading.Event()
-
-        def foreign_saves():  # someone else's BGSAVE every 5 ms once ours runs: refused, then started right after
+        def foreign_save(stop):  # someone else's BGSAVE every 5 ms once ours runs: refused, then started right after
             wait_for(lambda: forking(other) or stop.is_set(), 30, "our BGSAVE to start", 0.01)
             while not stop.is_set():
                 try:
@@ -72,13 +69,8 @@ def test_foreign_bgsaves_before_and_around_ours_are_waited_for_and_recorded(lab,
                 except redis.ResponseError:
                     time.sleep(0.005)
 
-        racer = threading.Thread(target=foreign_saves)
-        racer.start()
-        try:
+        with in_background(foreign_save):
             result, doc = backup(cli, lab, tmp_path / "sets")
-        finally:
-            stop.set()
-            racer.join()
         assert result.exit_code == 0, doc["errors"]
         save = next(s for s in doc["data"]["manifest"]["shards"] if s["source"]["address"] == other.address)["save"]
         assert save["rdb_saves_after"] > save["rdb_saves_before"]
