@@ -11,16 +11,21 @@ from clusterbak.errors import InventoryError
 from clusterbak.model.inventory import Inventory, NodeAccess, parse_inventory
 
 
+def _read_toml(path: Path, what: str, fix: str, error: type[Exception]) -> dict:
+    """A TOML file the operator named; every failure is one line naming the file (and `fix` when it is missing)."""
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise error(f"{what} {path} does not exist; {fix}") from exc
+    except OSError as exc:
+        raise error(f"{what} {path} cannot be read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{what} {path} is not valid TOML: {exc}") from exc
+
+
 def load_inventory(path: str | Path) -> Inventory:
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise InventoryError(f"inventory {path} does not exist; pass --inventory FILE (the lab writes one)") from exc
-    except OSError as exc:
-        raise InventoryError(f"inventory {path} cannot be read: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise InventoryError(f"inventory {path} is not valid TOML: {exc}") from exc
+    raw = _read_toml(path, "inventory", "pass --inventory FILE (the lab writes one)", InventoryError)
     inventory = parse_inventory(raw, source=str(path))
     nodes = tuple(_expand_and_check(node, str(path)) for node in inventory.nodes)
     return replace(inventory, nodes=nodes)
@@ -35,3 +40,18 @@ def _expand_and_check(node: NodeAccess, source: str) -> NodeAccess:
     if node.transport == "ssh" and known and not os.path.isdir(os.path.dirname(known) or "."):
         raise InventoryError(f"{source}: {where} known_hosts {known}: its directory does not exist")
     return replace(node, ssh_key=key, known_hosts=known)
+
+
+def load_config(path: str | Path | None) -> tuple[dict, str | None]:
+    """clusterbak.toml (today: its [retention] table) as {rule: value}, and its path for messages."""
+    if path is None:
+        return {}, None
+    from clusterbak.errors import UsageError
+    from clusterbak.model.retention import parse_retention
+
+    path = Path(path)
+    raw = _read_toml(path, "config", "fix --config or $CLUSTERBAK_CONFIG", UsageError)
+    unknown = sorted(set(raw) - {"retention"})
+    if unknown:
+        raise UsageError(f"config {path}: unknown table [{unknown[0]}]; known: [retention]")
+    return parse_retention(raw, str(path)), str(path)

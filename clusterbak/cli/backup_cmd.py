@@ -11,19 +11,22 @@ import typer
 
 from clusterbak.cli import common as c
 from clusterbak.cli.render import BackupProgress, Outcome, Renderer
-from clusterbak.config import load_inventory
+from clusterbak.config import load_config, load_inventory
 from clusterbak.engine.backup import BackupOptions, incomplete_parts, run_backup
 from clusterbak.engine.inspect import inspect
 from clusterbak.engine.verify import verify_set
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
 from clusterbak.plan.backup import SOURCES, plan_backup
 from clusterbak.plan.prune import Candidate, plan_prune
+from clusterbak.model.retention import merge
 from clusterbak.redisops.aofrewrite import SettingsNotRestored, put_back
 from clusterbak.redisops.connect import make_client, redis_errors
 from clusterbak.redisops.discover import discover
-from clusterbak.storage.pins import read_pin
 from clusterbak.redisops.runlock import cluster_run_lock, lock_addresses
+from clusterbak.storage.pins import read_pin
 from clusterbak.storage.backupset import BackupStore
+from clusterbak.storage.destination import check_existing_destination, check_writable_destination
+from clusterbak.storage.records import read_verify, record_verify
 
 GATE_CODES = {"cluster_state", "slots_uncovered", "open_slot", "slot_map_disagrees"}
 Dest = Annotated[str, typer.Option("--dest", help="Directory holding backup sets.", envvar="CLUSTERBAK_DEST")]
@@ -35,6 +38,16 @@ def new_backup_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
+def resolve_id(store: BackupStore, backup_id: str) -> str:
+    """`latest` names the newest complete set (for cron and timers, which cannot know the id)."""
+    if backup_id != "latest":
+        return backup_id
+    complete = [e for e in store.entries() if e.status == "complete"]
+    if not complete:
+        raise PreconditionError(f"no complete backup set in {store.root}, so `latest` names nothing")
+    return complete[-1].backup_id
+
+
 def register(app: typer.Typer) -> None:
     app.command()(backup)
     app.command("list")(list_sets)
@@ -44,19 +57,20 @@ def register(app: typer.Typer) -> None:
     app.command()(unpin)
 
 
-def backup(seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory")], dest: Dest,
+def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
            parallel: Annotated[int, typer.Option("--parallel", min=1, help="Shards in flight at once (BGSAVEs stay one per host).")] = 2,
            source: Annotated[str, typer.Option("--source", help="replica | master | auto")] = "replica",
            max_lag: Annotated[int, typer.Option("--max-lag", help="Bytes a source replica may trail its master.")] = 1024 * 1024,
            timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each BGSAVE.")] = 600.0,
            compress: Annotated[str, typer.Option("--compress", help="zstd | none")] = "zstd",
            force: Annotated[bool, typer.Option("--force", help="Back up even if the cluster is not ok.")] = False,
-           accept_new_host_keys: Annotated[bool, typer.Option("--accept-new-host-keys")] = False,
+           accept_new_host_keys: c.AcceptNewHostKeys = False,
            aof: Annotated[bool, typer.Option("--aof", help="Back up each shard's AOF (BGREWRITEAOF) instead of an RDB.")] = False,
            relax_fsync: Annotated[bool, typer.Option("--relax-fsync", help="With --aof: appendfsync no during the copy (put back after).")] = False,
            dry_run: DryRun = False, break_lock: BreakLock = False, user: c.User = None, tls: c.Tls = False,
            cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
-           connect_timeout: c.ConnectTimeout = 3.0, json_out: c.Json = False) -> None:
+           connect_timeout: c.ConnectTimeout = 3.0, quiet: c.Quiet = False, metrics_file: c.MetricsFile = None,
+           json_out: c.Json = False) -> None:
     """Snapshot every shard on an in-sync replica, collect dump.rdb and every nodes.conf, verify, write a set."""
 
     def body(r: Renderer) -> Outcome:
@@ -68,6 +82,7 @@ def backup(seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory")],
             raise UsageError("--relax-fsync only applies to --aof backups")
         inv = load_inventory(inventory)
         opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout, inv, tls_insecure)
+        check_writable_destination(dest)  # before any BGSAVE
         if dry_run:
             return planned(r, opts, inv)
         with cluster_run_lock(opts, lock_addresses(discover(opts)), "backup", break_lock) as lock:
@@ -99,9 +114,10 @@ def backup(seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory")],
             for line in problems:
                 r.error(line)
             return Outcome(data=data, exit_code=EXIT_STEP_FAILED, errors=problems)
+        r.backup_verdict(manifest, data["path"])
         return Outcome(data=data)
 
-    c.execute("backup", json_out, body)
+    c.execute("backup", json_out, body, quiet, metrics_file)
 
 
 def list_sets(dest: Dest, json_out: c.Json = False) -> None:
@@ -109,68 +125,104 @@ def list_sets(dest: Dest, json_out: c.Json = False) -> None:
 
     def body(r: Renderer) -> Outcome:
         now = time.time()
-        rows = [{"backup_id": e.backup_id, "status": e.status, "kind": e.kind, "shards": e.shards, "size": e.size,
-                 "created_at_unix": e.created_at, "age_s": round(now - e.created_at), "verified": e.verified,
-                 "verified_at_unix": e.verified_at, "reason": e.reason} for e in BackupStore(dest).entries()]
+        check_existing_destination(dest)
+        rows = []
+        for e in BackupStore(dest).entries():
+            verified = read_verify(e.path) if e.status in ("complete", "incomplete") else None
+            rows.append({"backup_id": e.backup_id, "status": e.status, "problem": e.problem, "kind": e.kind,
+                         "shards": e.shards, "size": e.size, "created_at_unix": e.created_at,
+                         "age_s": round(now - e.created_at),
+                         "verified": None if verified is None else verified["ok"]})
         r.sets(rows)
         return Outcome(data={"dest": dest, "sets": rows})
 
     c.execute("list", json_out, body)
 
 
-def show(backup_id: str, dest: Dest, json_out: c.Json = False) -> None:
-    """A set's manifest: shards, sources, offsets, keys, files."""
+def show(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`.")], dest: Dest, json_out: c.Json = False) -> None:
+    """A set's manifest: shards, sources, replication offsets, keys, and every file with its size and checksum."""
 
     def body(r: Renderer) -> Outcome:
-        manifest = BackupStore(dest).manifest(backup_id)  # validated; the document is shown as stored
+        store = BackupStore(dest)
+        manifest = store.manifest(resolve_id(store, backup_id))  # validated; the document is shown as stored
         r.backup_summary(dict(manifest.raw))
+        r.backup_files(dict(manifest.raw))
         return Outcome(data=dict(manifest.raw))
 
     c.execute("show", json_out, body)
 
 
-def verify(backup_id: str, dest: Dest, json_out: c.Json = False) -> None:
-    """Re-read every file: sha256, decompression, RDB structure and CRC64. Exit 4 naming any bad file."""
+def verify(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`.")], dest: Dest, quiet: c.Quiet = False, metrics_file: c.MetricsFile = None,
+           json_out: c.Json = False) -> None:
+    """Re-read every file: sha256, decompression, RDB structure and CRC64. Exit 4 naming any bad file.
+    The result is recorded beside the manifest (verify.json), which `check --dest` reads."""
 
     def body(r: Renderer) -> Outcome:
         store = BackupStore(dest)
-        results = verify_set(store.path(backup_id), store.manifest(backup_id))
+        t0 = time.time()
+        bid = resolve_id(store, backup_id)
+        set_dir = store.path(bid)
+        results = verify_set(set_dir, store.manifest(bid))
         bad = [f"{x['file']}: {x['problem']}" for x in results if not x["ok"]]
-        store.record_verification(backup_id, not bad, bad)
-        r.table(f"verify {backup_id}", ("file", "result"), [(x["file"], "ok" if x["ok"] else x["problem"]) for x in results])
+        record = record_verify(set_dir, not bad, bad, time.time())
+        r.table(f"verify {bid}", ("file", "result"), [(x["file"], "ok" if x["ok"] else x["problem"]) for x in results])
         for line in bad:
             r.error(line)
-        return Outcome(data={"backup_id": backup_id, "files": results, "ok": not bad},
+        r.verdict_line(f"verify {bid}: {'ok' if not bad else 'FAILED'}, {len(results)} files, "
+                       f"{len(bad)} bad, took {time.time() - t0:.1f}s, recorded in {record}")
+        return Outcome(data={"backup_id": bid, "files": results, "ok": not bad},
                        exit_code=EXIT_STEP_FAILED if bad else 0, errors=bad)
 
-    c.execute("verify", json_out, body)
+    c.execute("verify", json_out, body, quiet, metrics_file)
 
 
-def prune(dest: Dest, keep_last: Annotated[int, typer.Option("--keep-last", min=1)],
-          keep_daily: Annotated[int, typer.Option("--keep-daily", min=0)] = 0,
-          keep_weekly: Annotated[int, typer.Option("--keep-weekly", min=0)] = 0,
-          partial_grace_hours: Annotated[float, typer.Option("--partial-grace-hours")] = 24.0,
+def prune(dest: Dest,
+          keep_last: Annotated[Optional[int], typer.Option("--keep-last", min=1, help="Keep the N newest complete sets.")] = None,
+          keep_daily: Annotated[Optional[int], typer.Option("--keep-daily", min=0, help="Also keep the newest set of each of the last N days.")] = None,
+          keep_weekly: Annotated[Optional[int], typer.Option("--keep-weekly", min=0, help="Also keep the newest set of each of the last N ISO weeks.")] = None,
+          partial_grace_hours: Annotated[Optional[float], typer.Option("--partial-grace-hours", help="Partial/damaged sets younger than this are kept (a backup may be running). Default 24.")] = None,
+          config: Annotated[Optional[str], typer.Option("--config", envvar="CLUSTERBAK_CONFIG", help="clusterbak.toml whose [retention] table holds the policy; flags override it.")] = None,
           dry_run: DryRun = False, yes: Annotated[bool, typer.Option("--yes", help="Do not ask before deleting.")] = False,
-          json_out: c.Json = False) -> None:
-    """Delete backup sets outside the retention policy; the newest complete set is never deleted."""
+          quiet: c.Quiet = False, metrics_file: c.MetricsFile = None, json_out: c.Json = False) -> None:
+    """Delete backup sets outside the retention policy, saying which rule kept or dropped each set;
+    the newest complete set is never deleted."""
 
     def body(r: Renderer) -> Outcome:
+        c.refuse_together(dry_run=dry_run, yes=yes)
+        flags = {"keep_last": keep_last, "keep_daily": keep_daily, "keep_weekly": keep_weekly,
+                 "partial_grace_hours": partial_grace_hours}
+        policy = merge(*load_config(config), flags)
+        check_existing_destination(dest)
         store = BackupStore(dest)
         entries = {e.backup_id: e for e in store.entries()}
         decisions = plan_prune([Candidate(e.backup_id, e.status, e.created_at, e.verified) for e in entries.values()],
-                               time.time(), keep_last, keep_daily, keep_weekly, partial_grace_hours * 3600)
-        rows = [{"backup_id": d.backup_id, "action": d.action, "reason": d.reason} for d in decisions]
-        r.table("prune plan", ("set", "action", "reason"), [(d.backup_id, d.action, d.reason) for d in decisions])
+                               time.time(), policy.keep_last, policy.keep_daily, policy.keep_weekly,
+                               policy.partial_grace_hours * 3600)
+        shown = {"newest": "newest", "none": "no rule"}
+        rows = [{"backup_id": d.backup_id, "action": d.action, "rule": d.rule, "reason": d.reason,
+                 "rule_from": policy.where(d.rule)} for d in decisions]
+        r.line("policy: " + ", ".join(f"{rule} {getattr(policy, rule):g} ({policy.where(rule)})"
+                                      for rule in ("keep_last", "keep_daily", "keep_weekly", "partial_grace_hours")),
+               markup=False)
+        r.table("prune plan", ("set", "action", "rule", "why"),
+                [(d.backup_id, d.action, shown.get(d.rule, d.rule), d.reason) for d in decisions],
+                [None if d.action == "keep" else "yellow" for d in decisions])
         doomed = [d for d in decisions if d.action == "delete"]
+        policy_data = {rule: getattr(policy, rule) for rule in ("keep_last", "keep_daily", "keep_weekly",
+                                                                 "partial_grace_hours")}
         if dry_run or not doomed:
-            return Outcome(data={"dry_run": dry_run, "decisions": rows, "deleted": []})
+            r.verdict_line(f"prune {store.root}: {'dry run, would delete' if dry_run else 'deleted'} "
+                           f"{len(doomed) if dry_run else 0}, kept {len(decisions) - len(doomed)}")
+            return Outcome(data={"dry_run": dry_run, "policy": policy_data, "decisions": rows, "deleted": []})
         if not yes and not r.confirm(f"delete {len(doomed)} backup set(s) from {store.root}?"):
             raise PreconditionError("not confirmed; nothing deleted (use --yes to skip the question)")
         for d in doomed:
             store.delete(entries[d.backup_id])
-        return Outcome(data={"dry_run": False, "decisions": rows, "deleted": [d.backup_id for d in doomed]})
+        r.verdict_line(f"prune {store.root}: deleted {len(doomed)}, kept {len(decisions) - len(doomed)}")
+        return Outcome(data={"dry_run": False, "policy": policy_data, "decisions": rows,
+                             "deleted": [d.backup_id for d in doomed]})
 
-    c.execute("prune", json_out, body)
+    c.execute("prune", json_out, body, quiet, metrics_file)
 
 
 def unpin(seed: c.Seed, dry_run: DryRun = False,

@@ -33,6 +33,9 @@ def up(r: Renderer, lab_dir: Path, image: str | None, masters: int, replicas: in
 
 
 def down(r: Renderer, lab_dir: Path) -> Outcome:
+    if docker_lab.load(lab_dir) is None:  # already down: removing nothing is not an error
+        r.line(f"no docker lab recorded in {lab_dir}: nothing to remove")
+        return Outcome(data={"removed": []})
     removed = docker_lab.down(lab_dir)
     for item in removed:
         r.line(f"removed {item}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -24,13 +25,31 @@ class Outcome:
     errors: list[str] = field(default_factory=list)
 
 
+NON_TTY_WIDTH = 1000  # a log (no terminal, no COLUMNS): a table row stays one line however wide
+
+
+def _console(stderr: bool, width: int | None, file=None) -> Console:
+    """A terminal gets colour and wrapping at its width; a pipe, a file, cron or journald get plain text: one line
+    per message (soft wrap), no colour codes. COLUMNS, when set, is the width either way."""
+    console = Console(stderr=stderr, highlight=False, width=width, file=file)
+    if console.is_terminal:
+        return console
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, no_color=True, color_system=None,
+                   width=width or (None if os.environ.get("COLUMNS", "").isdigit() else NON_TTY_WIDTH), file=file)
+
+
 class Renderer:
-    def __init__(self, json_mode: bool = False) -> None:
+    def __init__(self, json_mode: bool = False, quiet: bool = False, width: int | None = None,
+                 out=None, err=None) -> None:
         self.json_mode = json_mode
-        self.out = Console(highlight=False, soft_wrap=False)
-        if not self.out.is_terminal:
-            self.out = Console(highlight=False, soft_wrap=False, width=160)
-        self.err = Console(stderr=True, highlight=False)
+        self.quiet = quiet  # --quiet: no tables or progress, only errors and the verdict line
+        self.out = _console(False, width, out)
+        self.err = _console(True, width, err)
+
+    @property
+    def silent(self) -> bool:
+        """No tables or chatter: --json (the envelope says it all) or --quiet (cron: errors and verdicts only)."""
+        return self.json_mode or self.quiet
 
     # --- envelopes and errors -------------------------------------------------
     def envelope(self, command: str, outcome: Outcome) -> None:
@@ -46,49 +65,69 @@ class Renderer:
             self.err.print(f"[bold red]error:[/] {_escape(message)}")
 
     def note(self, message: str) -> None:
-        """Progress chatter for people: stderr, and silent with --json."""
-        if not self.json_mode:
+        """Progress chatter for people: stderr, and silent with --json or --quiet."""
+        if not self.silent:
             self.err.print(message)
 
-    def line(self, message: str) -> None:
+    def line(self, message: str, markup: bool = True) -> None:
+        if not self.silent:
+            self.out.print(message if markup else _escape(message))
+
+    def verdict_line(self, message: str) -> None:
+        """The one line a mutating command ends with (what, how long, where); printed even with --quiet."""
         if not self.json_mode:
-            self.out.print(message)
+            self.out.print(_escape(message), soft_wrap=True)
 
     # --- generic shapes ---------------------------------------------------------
     def table(self, title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]],
-              styles: Sequence[str | None] | None = None) -> None:
-        if self.json_mode:
+              styles: Sequence[str | None] | None = None, optional: Sequence[str] = ()) -> None:
+        """Nothing is ever cut off: when the table is wider than the console, the `optional` columns are dropped
+        (in that order) first; whatever still does not fit folds onto the next line instead of ending in `…`."""
+        if self.silent:
             return
-        table = Table(title=title, title_justify="left", show_lines=False)
-        for col in columns:
-            table.add_column(col)
+        rows = [["" if v is None else str(v) for v in row] for row in rows]
+        keep = list(range(len(columns)))
+        drop = [columns.index(name) for name in optional if name in columns]
+        while True:
+            table = _table(title, [columns[i] for i in keep], [[row[i] for i in keep] for row in rows], styles)
+            if _natural_width(self.out, table) <= self.out.width:
+                self.out.print(table)
+                return
+            if not drop:
+                break
+            keep.remove(drop.pop(0))
+        # still too wide: one record per row, every value whole on its own line (grep finds a path in one piece)
+        if title:
+            self.out.print(_escape(title), soft_wrap=True)
         for i, row in enumerate(rows):
             style = styles[i] if styles else None
-            table.add_row(*(_escape("" if v is None else str(v)) for v in row), style=style)
-        self.out.print(table)
+            self.out.print(f"  {_escape(row[0])}", style=style, soft_wrap=True)
+            for col, value in zip(columns[1:], row[1:]):
+                if value:
+                    self.out.print(f"    {_escape(col or '-')}: {_escape(value)}", style=style, soft_wrap=True)
 
     def kv(self, title: str, pairs: Iterable[tuple[str, Any]]) -> None:
         self.table(title, ("", ""), ((k, v) for k, v in pairs))
 
     # --- command views ------------------------------------------------------------
     def topology(self, data: dict) -> None:
-        if self.json_mode:
+        if self.silent:
             return
         self.out.print(f"[bold]cluster[/] seen from {data['seed']}: {len(data['shards'])} shards, "
                        f"{len(data['nodes'])} nodes, cluster_state {data.get('cluster_state', '?')}")
         for shard in data["shards"]:
             rows, styles = [], []
             for n in shard["nodes"]:
-                rows.append((n["role"], n["address"], n["id"][:8], n["config_epoch"], n["link_state"],
+                rows.append((n["role"], n["address"], n["id"], n["config_epoch"], n["link_state"],
                              ",".join(sorted(n["flags"])), n.get("repl_offset"), n.get("lag_bytes"),
                              n.get("used_memory_human"), n.get("keys")))
                 styles.append("red" if n.get("failing") or n.get("error") else None)
             self.table(f"shard {shard['index']}  slots {' '.join(shard['slots']) or '-'}",
                        ("role", "address", "id", "epoch", "link", "flags", "offset", "lag", "memory", "keys"),
-                       rows, styles)
+                       rows, styles, optional=("flags", "epoch", "link", "offset", "memory", "lag", "keys"))
 
     def findings(self, findings: list[dict]) -> None:
-        if self.json_mode:
+        if self.silent:
             return
         order = {"critical": 0, "warning": 1, "info": 2}
         for f in sorted(findings, key=lambda f: order.get(f["severity"], 3)):
@@ -100,6 +139,19 @@ class Renderer:
         self.out.print(f"{verdict}: {crit} critical, {warn} warnings")
 
 
+    def backup_checks(self, dest: str, checks: list[dict]) -> None:
+        """Every backup check, Barman-style: the OK ones too."""
+        if self.silent:
+            return
+        styles = {"OK": "green", "WARNING": "yellow", "CRITICAL": "bold red"}
+        self.out.print(f"[bold]backups[/] in {_escape(dest)}:")
+        for x in checks:
+            self.out.print(f"  {_escape(x['name'])}: [{styles[x['status']]}]{x['status']}[/] ({_escape(x['detail'])})")
+        crit = sum(1 for x in checks if x["status"] == "CRITICAL")
+        warn = sum(1 for x in checks if x["status"] == "WARNING")
+        verdict = "[bold red]BACKUPS NOT OK[/]" if crit else "[bold green]BACKUPS OK[/]"
+        self.out.print(f"{verdict}: {crit} critical, {warn} warnings")
+
     def confirm(self, question: str) -> bool:
         """Ask on the terminal; never with --json or without a terminal (the caller then refuses)."""
         import typer
@@ -109,7 +161,7 @@ class Renderer:
         return typer.confirm(question, default=False, err=True)
 
     def backup_plan(self, plan: dict, gate: list[str]) -> None:
-        if self.json_mode:
+        if self.silent:
             return
         self.table(f"backup plan {plan['backup_id']} (source: {plan['source_mode']})",
                    ("shard", "slots", "snapshot on", "role", "host", "file", "why"),
@@ -124,7 +176,7 @@ class Renderer:
             self.out.print(f"[bold red]refused:[/] {_escape(line)}")
 
     def backup_summary(self, m: dict) -> None:
-        if self.json_mode:
+        if self.silent:
             return
         rows = []
         for s in m["shards"]:
@@ -142,15 +194,37 @@ class Renderer:
                        f"{_size(m['totals']['stored_bytes'])} stored, {len(m['nodes'])} nodes.conf, "
                        f"cross-shard skew {m['skew_seconds']}s, took {m['duration_s']}s")
 
+    def backup_verdict(self, m: dict, path: str) -> None:
+        self.verdict_line(f"backup {m['backup_id']}: complete, {len(m['shards'])} shards, {m['totals']['keys']} keys, "
+                          f"{_size(m['totals']['stored_bytes'])} stored, took {m['duration_s']:.1f}s, in {path}")
+
     def sets(self, rows: list[dict]) -> None:
-        self.table("backup sets", ("id", "status", "verified", "kind", "age", "shards", "size", "reason"),
-                   [(x["backup_id"], x["status"], x.get("verified", "never"), x["kind"] or "-", _age(x["age_s"]),
-                     x["shards"] or "-", _size(x["size"]), x.get("reason") or "") for x in rows],
-                   [None if x["status"] == "complete" and x.get("verified") != "failed" else "yellow" for x in rows])
+        verified = {None: "-", True: "ok", False: "FAILED"}
+        self.table("backup sets", ("id", "status", "verified", "kind", "age", "shards", "size"),
+                   [(x["backup_id"], x["status"] + (f": {x['problem']}" if x.get("problem") else ""),
+                     verified[x.get("verified")], x["kind"] or "-", _age(x["age_s"]), x["shards"] or "-",
+                     _size(x["size"])) for x in rows],
+                   [None if x["status"] == "complete" and x.get("verified") is not False else "yellow" for x in rows],
+                   optional=("kind", "shards"))
+
+    def backup_files(self, m: dict) -> None:
+        """Every file of a set, and the replication offsets each shard's snapshot was taken at."""
+        rows = []
+        for s in m["shards"]:
+            files = s["aof"]["files"] if "aof" in s else [s["file"]]
+            for f in files:
+                rows.append((f"shard {s['index']}", f["path"], f.get("source_path", "-"), _size(f["stored_size"]),
+                             f["sha256"][:16], f"{s.get('source_repl_offset')} / {s.get('master_repl_offset')}"))
+        for n in m["nodes"]:
+            f = n["nodes_conf"]
+            rows.append((n["address"], f["path"], f.get("source_path", "-"), _size(f["size"]), f["sha256"][:16], ""))
+        self.table(f"files of backup {m['backup_id']}",
+                   ("of", "file in set", "taken from", "stored", "sha256", "offset source / master"), rows,
+                   optional=("sha256", "taken from", "offset source / master"))
 
 
     def restore_plan(self, plan: dict) -> None:
-        if self.json_mode:
+        if self.silent:
             return
         self.table(f"restore plan for backup {plan['backup_id']}",
                    ("node", "role", "shard", "nodes.conf", "dump", "stop", "start", "replaces"),
@@ -159,7 +233,8 @@ class Renderer:
                      f"{n['nodes_conf_path']}{' (rewritten)' if n['rewrite_nodes_conf'] else ''}",
                      f"{n['aof_dir']}/{n['aof_base_name']} (AOF base)" if n["aof_dir"] else n["rdb_path"],
                      n["stop"], n["start"], f"{n['replaces_keys']} keys") for n in plan["nodes"]],
-                   ["red" if n["refusal"] else None for n in plan["nodes"]])
+                   ["red" if n["refusal"] else None for n in plan["nodes"]],
+                   optional=("start", "stop", "replaces", "shard", "role"))
         self.out.print("steps: " + " -> ".join(plan["steps"]))
         for line in plan["warnings"]:
             self.out.print(f"[yellow]warning:[/] {_escape(line)}")
@@ -172,7 +247,7 @@ class Renderer:
                    [None if x["ok"] else "bold red" for x in checks])
 
     def drill_report(self, rep: dict) -> None:
-        if self.json_mode:
+        if self.silent:
             return
         self.kv(f"drill of backup {rep['backup_id']}: {'PASSED' if rep['ok'] else 'FAILED'}", [
             ("RTO", f"{rep['rto_seconds']} s"), ("RPO (backup age)", f"{rep['rpo_seconds']} s"),
@@ -180,6 +255,23 @@ class Renderer:
             ("restore rate", f"{rep['restore_rate_mb_s']} MB/s"),
             ("types read", ", ".join(f"{k} {v['read']}" for k, v in rep["samples"].items())),
             ("lab", rep["lab"]["seed"] + (f" (kept: clusterbak lab down --dir {rep['lab']['dir']})" if rep["lab"]["kept"] else " (removed)"))])
+
+
+def _natural_width(console: Console, table: Table) -> int:
+    """The width the table takes with every cell on one line (rich clamps measurements to the console's width)."""
+    from rich.measure import Measurement
+
+    return Measurement.get(console, console.options.update_width(100_000), table).maximum
+
+
+def _table(title: str | None, columns: Sequence[str], rows: list[list[str]], styles) -> Table:
+    """Every cell on one line (no_wrap): measured, it says whether the table fits without cutting anything."""
+    table = Table(title=title, title_justify="left", show_lines=False)
+    for col in columns:
+        table.add_column(col, overflow="fold", no_wrap=True)
+    for i, row in enumerate(rows):
+        table.add_row(*(_escape(v) for v in row), style=styles[i] if styles else None)
+    return table
 
 
 def _escape(text: str) -> str:
@@ -194,7 +286,7 @@ class BackupProgress:
     def __init__(self, renderer: Renderer, shards: list[dict]) -> None:
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-        self.enabled = not renderer.json_mode
+        self.enabled = not renderer.silent
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                                  TransferSpeedColumn(), console=renderer.err, transient=False)
         self.tasks = {}
@@ -226,6 +318,52 @@ class BackupProgress:
                                  total=data["bytes"], completed=data["bytes"])
 
 
+class NodeProgress:
+    """restore and drill: one line per target node, named, with bytes placed and the time remaining, as it goes
+    stopped -> placing -> placed -> started. Silent with --json or --quiet; in a log (no terminal) rich prints the
+    final state once."""
+
+    PHASES = ("stopped", "placed", "started")
+
+    def __init__(self, renderer: Renderer, sizes: dict[str, int]) -> None:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.enabled = not renderer.silent
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                 TimeRemainingColumn(), console=renderer.err, transient=False)
+        self.sizes = dict(sizes)
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        if self.enabled:
+            self.progress.start()
+            self._add(self.sizes)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+    def _add(self, sizes: dict[str, int]) -> None:
+        for address, size in sizes.items():
+            if address not in self.tasks:
+                self.tasks[address] = self.progress.add_task(f"{address}: waiting", total=size or None)
+
+    def __call__(self, kind: str, data: dict) -> None:
+        if kind == "plan":  # a drill knows its targets only once its lab is up
+            self.sizes.update(data["sizes"])
+            if self.enabled:
+                self._add(data["sizes"])
+            return
+        task = self.tasks.get(data.get("node", ""))
+        if not self.enabled or task is None:
+            return
+        if kind == "bytes":
+            self.progress.update(task, description=f"{data['node']}: placing", advance=data["bytes"])
+        elif kind in self.PHASES:
+            self.progress.update(task, description=f"{data['node']}: {kind}")
+
+
 def _size(n: int | None) -> str:
     if n is None:
         return "-"
@@ -241,3 +379,4 @@ def _age(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.0f}{unit}"
     return f"{seconds:.0f}s"
+

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import tempfile
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from clusterbak.cli import common as c
-from clusterbak.cli.backup_cmd import Dest, DryRun
-from clusterbak.cli.render import Outcome, Renderer
+from clusterbak.cli.backup_cmd import Dest, DryRun, resolve_id
+from clusterbak.cli.render import NodeProgress, Outcome, Renderer
 from clusterbak.config import load_inventory
-from clusterbak.engine.drill import run_drill
+from clusterbak.engine.drill import restore_sizes, run_drill
 from clusterbak.engine.restore import run_restore, verify_or_refuse
-from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError
+from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, ClusterbakError, PreconditionError
 from clusterbak.plan.restore import parse_maps, plan_restore, target_address
 from clusterbak.redisops.target import probe_target
 from clusterbak.storage.backupset import BackupStore
+from clusterbak.storage.records import record_drill
 
 
 def register(app: typer.Typer) -> None:
@@ -25,18 +26,20 @@ def register(app: typer.Typer) -> None:
     app.command()(drill)
 
 
-def restore(backup_id: str, dest: Dest, inventory: Annotated[str, typer.Option("--inventory")],
+def restore(backup_id: Annotated[str, typer.Argument(help="The set's id (see `clusterbak list`).")], dest: Dest, inventory: c.InventoryFile,
             map_: Annotated[Optional[list[str]], typer.Option("--map", help="OLD_ADDR=NEW_ADDR[@CPORT], repeatable.")] = None,
             force: Annotated[bool, typer.Option("--force", help="Overwrite targets of another cluster or with data.")] = False,
             yes: Annotated[bool, typer.Option("--yes", help="Do not ask before stopping nodes.")] = False,
-            prove_timeout: Annotated[float, typer.Option("--prove-timeout")] = 120.0,
-            accept_new_host_keys: Annotated[bool, typer.Option("--accept-new-host-keys")] = False,
+            prove_timeout: Annotated[float, typer.Option("--prove-timeout", help="Seconds to wait for the restored cluster to prove itself.")] = 120.0,
+            accept_new_host_keys: c.AcceptNewHostKeys = False,
             dry_run: DryRun = False, user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None,
             cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
-            connect_timeout: c.ConnectTimeout = 3.0, json_out: c.Json = False) -> None:
+            connect_timeout: c.ConnectTimeout = 3.0, quiet: c.Quiet = False, json_out: c.Json = False) -> None:
     """Turn a backup set back into a running cluster (same addresses, or new ones with --map), then prove it."""
 
     def body(r: Renderer) -> Outcome:
+        c.refuse_together(dry_run=dry_run, yes=yes)
+        c.check_tls_flags(tls, cacert, cert, key, tls_insecure)
         store = BackupStore(dest)
         manifest = store.manifest(backup_id)
         set_dir = store.path(backup_id)
@@ -61,31 +64,52 @@ def restore(backup_id: str, dest: Dest, inventory: Annotated[str, typer.Option("
             return Outcome(data=data)
         if not yes and not r.confirm(f"stop {len(plan.nodes)} nodes and restore backup {backup_id} into them?"):
             raise PreconditionError("not confirmed; nothing was stopped (use --yes to skip the question)")
-        checks = run_restore(plan, set_dir, manifest, inv, conn, prove_timeout, accept_new_host_keys,
-                             on_event=lambda k, d: r.note(f"{k} {d.get('node', '')}"), verified=True)
+        t0 = time.monotonic()
+        with NodeProgress(r, restore_sizes(plan, manifest)) as progress:
+            checks = run_restore(plan, set_dir, manifest, inv, conn, prove_timeout, accept_new_host_keys,
+                                 on_event=progress, verified=True)
         r.verdict(checks)
         bad = [f"{x['subject']}: {x['check']}: {x['detail']}" for x in checks if not x["ok"]]
         data["checks"] = checks
+        r.verdict_line(f"restore {backup_id}: {'ok' if not bad else 'FAILED'}, {len(plan.nodes)} nodes, "
+                       f"took {time.monotonic() - t0:.1f}s, cluster at {', '.join(sorted(progress.sizes))}")
         return Outcome(data=data, exit_code=EXIT_STEP_FAILED if bad else 0, errors=bad)
 
-    c.execute("restore", json_out, body)
+    c.execute("restore", json_out, body, quiet)
 
 
-def drill(backup_id: str, dest: Dest,
-          keep: Annotated[bool, typer.Option("--keep", help="Leave the drill cluster running.")] = False,
-          lab_dir: Annotated[Optional[Path], typer.Option("--lab-dir", help="Where the drill cluster lives.")] = None,
-          json_out: c.Json = False) -> None:
-    """Rehearse a disaster: restore the set into a throwaway lab of its shape, prove it, report RTO and RPO."""
+def drill(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`.")], dest: Dest,
+          keep: Annotated[bool, typer.Option("--keep", help="Leave the drill cluster running (and its files); "
+                                                            "the report says how to remove it.")] = False,
+          lab_dir: Annotated[Optional[Path], typer.Option("--lab-dir", help="New or empty directory for the drill "
+                                                                            "cluster (default: a temp dir).")] = None,
+          base_port: Annotated[Optional[int], typer.Option("--base-port", min=1, max=55535,
+                                                           help="First port of the drill cluster (default: free ports).")] = None,
+          quiet: c.Quiet = False, metrics_file: c.MetricsFile = None, json_out: c.Json = False) -> None:
+    """Rehearse a disaster: restore the set into a throwaway lab of its shape, prove it, report RTO and RPO.
+    Nothing is left behind (processes, data) unless --keep; the result is recorded beside the set (drill.json)."""
 
     def body(r: Renderer) -> Outcome:
         store = BackupStore(dest)
-        manifest = store.manifest(backup_id)
-        where = lab_dir or Path(tempfile.mkdtemp(prefix=f"clusterbak-drill-{backup_id}-"))
-        report = run_drill(store.path(backup_id), manifest, where, keep, on_event=lambda k, d: r.note(f"drill: {k}"))
+        bid = resolve_id(store, backup_id)
+        manifest = store.manifest(bid)
+        set_dir = store.path(bid)
+        try:
+            with NodeProgress(r, {}) as progress:
+                report = run_drill(set_dir, manifest, lab_dir, keep, on_event=progress, base_port=base_port)
+        except ClusterbakError:
+            record_drill(set_dir, False, time.time(), None, None)
+            raise
+        record_drill(set_dir, report["ok"], time.time(), report["rto_seconds"], report["rpo_seconds"])
         r.verdict(report["checks"])
         r.drill_report(report)
         bad = [f"{x['subject']}: {x['check']}: {x['detail']}" for x in report["checks"] if not x["ok"]]
         bad += [f"reading {k} keys failed: {v.get('error')}" for k, v in report["samples"].items() if not v["ok"]]
+        lab = report["lab"]
+        where = f"lab kept at {lab['seed']} (clusterbak lab down --dir {lab['dir']})" if lab["kept"] else \
+            ("lab removed" if lab["removed"] else f"lab NOT fully removed: {lab['dir']}")
+        r.verdict_line(f"drill {bid}: {'PASSED' if report['ok'] else 'FAILED'}, RTO {report['rto_seconds']:.1f}s, "
+                       f"RPO {report['rpo_seconds']:.0f}s, {report['keys']} keys, {where}")
         return Outcome(data=report, exit_code=0 if report["ok"] else EXIT_STEP_FAILED, errors=bad)
 
-    c.execute("drill", json_out, body)
+    c.execute("drill", json_out, body, quiet, metrics_file)

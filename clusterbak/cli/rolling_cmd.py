@@ -11,11 +11,14 @@ from clusterbak.cli import common as c
 from clusterbak.cli.render import Outcome, Renderer
 from clusterbak.cli.render_rolling import progress, show_plan, show_report, stopping
 from clusterbak.config import load_inventory
+from clusterbak.cli.upgrade_opts import apply_upgrade, show_versions
 from clusterbak.engine.rolling import RollingOptions, StopFlag, prepare, prepare_resume, run_rolling
+from clusterbak.engine.upgrade import control_host_action, read_versions
 from clusterbak.engine.rolling_state import RunState, default_state_path, load_state
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
 from clusterbak.model.checks import DEFAULT_MAX_LAG
 from clusterbak.plan.rolling import RollingPlan
+from clusterbak.plan.upgrade import is_upgrade
 
 EXIT_INTERRUPTED = 130
 
@@ -25,7 +28,8 @@ def register(app: typer.Typer) -> None:
 
 
 def rolling_restart(
-        seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory", help="Inventory TOML with restart_command.")],
+        seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory", envvar="CLUSTERBAK_INVENTORY",
+                                                             help="Inventory TOML with restart_command.")],
         nodes: Annotated[Optional[str], typer.Option("--nodes", help="Only these nodes: ADDR,ADDR,... (default: all).")] = None,
         replicas_only: Annotated[bool, typer.Option("--replicas-only", help="Restart replicas only; no failover.")] = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")] = False,
@@ -35,12 +39,18 @@ def rolling_restart(
         state: Annotated[Optional[str], typer.Option("--state", help="State file (default: beside the inventory).")] = None,
         max_lag: Annotated[int, typer.Option("--max-lag", help="Bytes a replica may trail its master.")] = DEFAULT_MAX_LAG,
         force_failover: Annotated[bool, typer.Option("--force-failover", help="CLUSTER FAILOVER FORCE: can lose writes.")] = False,
-        accept_new_host_keys: Annotated[bool, typer.Option("--accept-new-host-keys")] = False,
+        accept_new_host_keys: c.AcceptNewHostKeys = False,
+        upgrade_command: Annotated[Optional[str], typer.Option(
+            "--upgrade-command", help="Rolling upgrade: run this on the control host instead of each restart "
+                                      "({host} {port} {node_id}); see docs/rolling-upgrade.md.")] = None,
         user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None,
-        tls_insecure: c.TlsInsecure = False, connect_timeout: c.ConnectTimeout = 3.0, json_out: c.Json = False) -> None:
+        tls_insecure: c.TlsInsecure = False, connect_timeout: c.ConnectTimeout = 3.0, quiet: c.Quiet = False,
+        metrics_file: c.MetricsFile = None, json_out: c.Json = False) -> None:
     """Restart every node with no lost write and every master back in its role (see docs/rolling-restart.md)."""
 
     def body(r: Renderer) -> Outcome:
+        c.refuse_together(dry_run=dry_run, yes=yes)
+        c.refuse_together(replicas_only=replicas_only, force_failover=force_failover)
         inv = load_inventory(inventory)
         opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout, inv, tls_insecure)
         path = Path(state).absolute() if state else default_state_path(inventory)
@@ -48,20 +58,29 @@ def rolling_restart(
         existing = load_state(path)
         if resume:
             existing = _resumable(existing, path, wanted, replicas_only, force_failover)
+            if is_upgrade(existing.plan) != bool(upgrade_command):
+                raise UsageError("--resume goes on with the plan in the state file: pass --upgrade-command (the same "
+                                 "one) exactly when that run was a rolling upgrade")
             prep = prepare_resume(opts, inv, existing)
         else:
             prep = prepare(opts, inv, wanted, replicas_only, max_lag, force_failover)
             if existing is not None and not existing.finished:
                 _refuse_unfinished(existing, path, prep)
+        versions_before = None
+        if upgrade_command:
+            prep, versions_before = apply_upgrade(prep, upgrade_command, inv, opts)
         records = [{"index": x.index, "status": x.status} for x in existing.records] if resume else None
         data = {"dry_run": dry_run, "resume": resume, "state_file": str(path), "plan": prep.plan.to_dict(),
                 "refusals": list(prep.refusals)}
         show_plan(r, data["plan"], records, prep.refusals)
+        if versions_before is not None:
+            data["versions"] = show_versions(r, versions_before, None)
         if prep.refusals:
             return Outcome(data=data, exit_code=EXIT_PRECONDITION, errors=list(prep.refusals))
         if dry_run:
             return Outcome(data=data)
-        if not yes and not r.confirm(f"restart {len(prep.plan.targets)} nodes of the cluster at {seed}?"):
+        verb = "upgrade" if upgrade_command else "restart"
+        if not yes and not r.confirm(f"{verb} {len(prep.plan.targets)} nodes of the cluster at {seed}?"):
             raise PreconditionError("not confirmed, nothing restarted (without a terminal to ask on, pass --yes)")
         run_ids = {s.node.node_id: s.info.get("run_id") for s in prep.inspection.states if s.reachable}
         if resume:
@@ -69,16 +88,22 @@ def rolling_restart(
         run = existing if resume else RunState.new(prep.plan, seed, str(Path(inventory).absolute()), run_ids)
         stop = StopFlag()
         with stop.on_sigint(lambda: stopping(r)):
-            result = run_rolling(run, path, inv, opts, RollingOptions(step_timeout, accept_new_host_keys),
+            action = control_host_action() if upgrade_command else None
+            result = run_rolling(run, path, inv, opts, RollingOptions(step_timeout, accept_new_host_keys, action),
                                  progress(r), stop)
         data["result"] = result
         show_report(r, result)
+        if versions_before is not None:
+            after = read_versions(opts, list(versions_before))
+            data["versions"] = show_versions(r, versions_before, after)
+        r.verdict_line(f"rolling-restart: {result['status']}, {result['steps_done']}/{result['steps_total']} steps, "
+                       f"took {result['duration_s']:.1f}s, cluster at {seed}, state in {path}")
         if result["status"] == "ok":
             return Outcome(data=data)
         code = EXIT_INTERRUPTED if result["status"] == "interrupted" else EXIT_STEP_FAILED
         return Outcome(data=data, exit_code=code, errors=[result["error"], result["advice"]])
 
-    c.execute("rolling-restart", json_out, body)
+    c.execute("rolling-restart", json_out, body, quiet, metrics_file)
 
 
 def _resumable(existing: RunState | None, path: Path, wanted: tuple[str, ...], replicas_only: bool,

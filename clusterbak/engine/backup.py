@@ -217,7 +217,7 @@ def _shard(shard: ShardPlan, partial: Path, inventory: Inventory, conn: Connecti
                  "waited_for_foreign_save": save.waited_for_foreign_save,
                  "rdb_saves_before": save.rdb_saves_before, "rdb_saves_after": save.rdb_saves_after},
         "rdb": {"version": report.rdb_version, "magic": report.magic, "redis_ver": dict(report.aux).get("redis-ver"),
-                "ctime": ctime, "keys": report.total_keys, "expires": sum(d.expires for d in report.dbs),
+                "valkey_ver": dict(report.aux).get("valkey-ver"), "ctime": ctime, "keys": report.total_keys, "expires": sum(d.expires for d in report.dbs),
                 "dbs": [asdict(d) for d in report.dbs], "counts_known": report.counts_known},
         "file": {"path": target.name, "source_path": shard.rdb_path, "raw_size": stored.raw_size,
                  "stored_size": stored.stored_size, "sha256": stored.sha256_stored, "raw_sha256": report.sha256,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
-from collections import Counter
+import shutil
+import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import redis
@@ -12,6 +14,7 @@ from redis.cluster import ClusterNode, RedisCluster
 
 from clusterbak.config import load_inventory
 from clusterbak.engine.restore import run_restore, verify_or_refuse
+from clusterbak.errors import UsageError
 from clusterbak.lab import cluster
 from clusterbak.lab.inventory import write_inventory
 from clusterbak.lab.procs import free_base_port
@@ -32,18 +35,36 @@ def drill_order(manifest: Manifest) -> list[TopologyNode]:
     return sorted(nodes, key=lambda n: (n.role != "master", shard[n.id], n.address))
 
 
-def run_drill(set_dir: Path, manifest: Manifest, lab_dir: Path, keep: bool, on_event=lambda k, d: None) -> dict:
+def drill_dir(lab_dir: Path | None, backup_id: str) -> Path:
+    """The directory the drill owns (and removes afterwards): a new temp dir, or --lab-dir if new or empty."""
+    if lab_dir is None:
+        return Path(tempfile.mkdtemp(prefix=f"clusterbak-drill-{backup_id}-"))
+    lab_dir = lab_dir.absolute()
+    if lab_dir.exists() and (not lab_dir.is_dir() or any(lab_dir.iterdir())):
+        raise UsageError(f"--lab-dir {lab_dir} exists and is not an empty directory; the drill removes its lab dir "
+                         "afterwards, so give it a new path")
+    lab_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return lab_dir
+
+
+def run_drill(set_dir: Path, manifest: Manifest, lab_dir: Path | None, keep: bool, on_event=lambda k, d: None,
+              base_port: int | None = None) -> dict:
+    """Nothing is left behind unless `keep`: the lab's processes are stopped and its directory (with a copy of
+    every dump) is removed, also when the drill fails or is interrupted."""
     t0 = time.monotonic()
-    verify_or_refuse(set_dir, manifest)
-    on_event("verified", {})
-    order = drill_order(manifest)
-    masters = len(manifest.shards)
-    shard = manifest.shard_of()
-    replicas = max(Counter(shard[n.id] for n in order if n.role != "master").values(), default=0)
-    count = masters * (1 + replicas)
-    lab = cluster.up(lab_dir, masters, replicas, free_base_port(count), form=False)
-    report: dict = {"lab": {"dir": lab.dir, "seed": lab.seed, "inventory": lab.inventory, "kept": keep}}
+    where = drill_dir(lab_dir, manifest.backup_id)
+    lab = None
+    report: dict = {"lab": {"dir": str(where), "seed": None, "inventory": None, "kept": keep, "removed": False}}
     try:
+        verify_or_refuse(set_dir, manifest)
+        on_event("verified", {})
+        order = drill_order(manifest)
+        masters = len(manifest.shards)
+        shard = manifest.shard_of()
+        replicas = max(Counter(shard[n.id] for n in order if n.role != "master").values(), default=0)
+        count = masters * (1 + replicas)
+        lab = cluster.up(where, masters, replicas, base_port or free_base_port(count), form=False)
+        report["lab"].update(seed=lab.seed, inventory=lab.inventory)
         write_inventory(lab)
         on_event("lab", {"seed": lab.seed})
         inventory = load_inventory(lab.inventory)
@@ -51,6 +72,7 @@ def run_drill(set_dir: Path, manifest: Manifest, lab_dir: Path, keep: bool, on_e
         mapping = {n.address: parse_new_address(lab.nodes[i].address) for i, n in enumerate(order)}
         targets = {a.address: probe_target(conn, a.address) for a in mapping.values()}
         plan = plan_restore(manifest, inventory, mapping, targets, force=True)
+        on_event("plan", {"sizes": restore_sizes(plan, manifest)})
         checks = run_restore(plan, set_dir, manifest, inventory, conn, verified=True, on_event=on_event)
         proven = time.monotonic()
         samples = sample_keys(lab.seed) if all(c["ok"] for c in checks) else {}
@@ -65,8 +87,22 @@ def run_drill(set_dir: Path, manifest: Manifest, lab_dir: Path, keep: bool, on_e
             mapping={old: new.address for old, new in mapping.items()})
     finally:
         if not keep:
-            cluster.down(Path(lab.dir))
+            if lab is not None and cluster.load(where) is not None:
+                cluster.down(where)
+            shutil.rmtree(where, ignore_errors=True)
+            report["lab"]["removed"] = not where.exists()
     return report
+
+
+def restore_sizes(plan, manifest: Manifest) -> dict[str, int]:
+    """Bytes each target node receives (its nodes.conf and its shard's dump or AOF files), for progress and ETA."""
+    out = {}
+    for n in plan.nodes:
+        files = list(manifest.shard(n.shard).files)
+        conf = manifest.conf_of(n.node_id)
+        files += [conf.file] if conf is not None else []
+        out[n.new_address] = sum(f.raw_size if f.raw_size is not None else f.stored_size for f in files)
+    return out
 
 
 def sample_keys(seed: str, per_type: int = 3, scan_limit: int = 3000) -> dict:

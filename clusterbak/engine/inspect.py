@@ -109,19 +109,30 @@ def config_file_findings(states: tuple[NodeState, ...], inventory: Inventory) ->
         except InventoryError:
             continue
         addr = state.node.address
-        if not conf:
-            if state.reachable:
-                out.append(Finding(INFO, "no_config_file", addr, "started without a config file; dir cannot be checked"))
-            continue
         try:
             transport = open_transport(access)
+        except ClusterbakError as exc:
+            out.append(Finding(CRITICAL, "transport_unusable", addr, f"{exc}: backup, restore and restart reach "
+                                                                      "this node's files this way"))
+            continue
+        try:
+            try:  # reaching the host at all: a changed host key or a refused login fails every backup and restart
+                transport.stat(conf or "/")
+            except ClusterbakError as exc:
+                out.append(Finding(CRITICAL, "transport_unusable", addr, f"{exc}: backup, restore and restart "
+                                                                          "reach this node's files this way"))
+                continue
+            if not conf:
+                if state.reachable:
+                    out.append(Finding(INFO, "no_config_file", addr, "started without a config file; dir cannot be checked"))
+                continue
             try:
                 text = read_text(transport, conf)
-            finally:
-                transport.close()
-        except ClusterbakError as exc:
-            out.append(Finding(WARNING, "config_file_unreadable", addr, f"cannot read {conf}: {exc}"))
-            continue
+            except ClusterbakError as exc:
+                out.append(Finding(WARNING, "config_file_unreadable", addr, f"cannot read {conf}: {exc}"))
+                continue
+        finally:
+            transport.close()
         data_dir = dir_directive(text)
         if data_dir is None or not data_dir.startswith("/"):
             shown = "no dir directive" if data_dir is None else f"dir {data_dir}"

@@ -23,7 +23,7 @@ from clusterbak.model.nodesconf import rewrite
 from clusterbak.plan.restore import NodeRestore, RestorePlan
 from clusterbak.redisops.connect import ConnectionOptions
 from clusterbak.redisops.target import answers, shutdown_nosave, wait_down
-from clusterbak.storage.reader import VerifiedReader
+from clusterbak.storage.reader import VerifiedReader, reporting_bytes
 from clusterbak.transports.factory import TEXT_LIMIT, open_transport
 
 Event = Callable[[str, dict], None]
@@ -59,8 +59,12 @@ def run_restore(plan: RestorePlan, set_dir: Path, manifest: Manifest, inventory:
 def _each(plan: RestorePlan, action, event: str, on_event: Event) -> None:
     """One phase on every node at once (each node has its own transport); the phase ends when all are done,
     and the first failure is raised after the others finished, so no node is left mid-step."""
+    def run(node: NodeRestore) -> None:  # progress: the bytes each node's readers hand out
+        with reporting_bytes(lambda size: on_event("bytes", {"node": node.new_address, "bytes": size})):
+            action(node)
+
     with ThreadPoolExecutor(max_workers=min(8, len(plan.nodes)) or 1) as pool:
-        futures = {pool.submit(action, n): n for n in plan.nodes}
+        futures = {pool.submit(run, n): n for n in plan.nodes}
     for future, node in futures.items():
         future.result()
         on_event(event, {"node": node.new_address})

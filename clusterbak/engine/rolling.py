@@ -38,6 +38,9 @@ RESUMABLE_ON_NODE = {"unreachable", "node_failing", "cluster_state"}  # the inte
 class RollingOptions:
     step_timeout: float = 300.0
     accept_new_host_keys: bool = False
+    # the restart step's action: None runs step.command through the node's transport; a rolling upgrade passes
+    # its own (clusterbak.engine.upgrade), called as node_action(step, seconds_left)
+    node_action: Callable[[Step, float], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,11 +193,14 @@ def _restart(step: Step, rec: StepRecord, ctx: _Ctx) -> None:
             ctx.persist()
         ctx.on_event("command", {"address": step.address, "command": step.command})
         t0 = time.monotonic()
-        transport = open_transport(ctx.inventory.access(step.address), ctx.options.accept_new_host_keys)
-        try:
-            transport.run(step.command, timeout=max(1.0, left()), check=True)
-        finally:
-            transport.close()
+        if ctx.options.node_action is not None:
+            ctx.options.node_action(step, max(1.0, left()))
+        else:
+            transport = open_transport(ctx.inventory.access(step.address), ctx.options.accept_new_host_keys)
+            try:
+                transport.run(step.command, timeout=max(1.0, left()), check=True)
+            finally:
+                transport.close()
         wait_gate(lambda: node_up_reason(ctx.clients.probe(step.address, cluster=False), rec.run_id_before),
                   left(), f"{step.address} back after its restart")
         rec.downtime_s = round(time.monotonic() - t0, 3)

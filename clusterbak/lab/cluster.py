@@ -145,29 +145,41 @@ def up(lab_dir: Path, masters: int = 3, replicas: int = 1, base_port: int = 7000
 
 
 def form_cluster(nodes: list[LabNode], masters: int, timeout: float, access: LabAccess) -> None:
-    """ADDSLOTSRANGE + distinct config epochs on masters, MEET everyone, then REPLICATE round-robin."""
-    clients = {n.port: access.client(n.port, decode_responses=True, socket_timeout=5) for n in nodes}
+    clients = {("127.0.0.1", n.port): access.client(n.port, decode_responses=True, socket_timeout=5) for n in nodes}
+    form_cluster_with(clients, masters, timeout)
+
+
+def form_cluster_at(addresses: list[tuple[str, int]], masters: int, timeout: float) -> None:
+    """The same on nodes at their own hosts (the fleet lab: one container per node, no password)."""
+    form_cluster_with({a: redis.Redis(host=a[0], port=a[1], decode_responses=True, socket_timeout=5)
+                       for a in addresses}, masters, timeout)
+
+
+def form_cluster_with(clients: dict[tuple[str, int], redis.Redis], masters: int, timeout: float) -> None:
+    """ADDSLOTS + distinct config epochs on the first `masters`, MEET everyone, then REPLICATE round-robin.
+    ADDSLOTS (not ADDSLOTSRANGE, 7.0+) so that Redis 6 nodes form too. Closes the clients."""
+    addresses = list(clients)
     try:
         per = SLOT_COUNT // masters
-        for i, node in enumerate(nodes[:masters]):
+        for i, node in enumerate(addresses[:masters]):
             start, end = i * per, (SLOT_COUNT - 1 if i == masters - 1 else (i + 1) * per - 1)
-            clients[node.port].execute_command("CLUSTER", "ADDSLOTSRANGE", start, end)
-            clients[node.port].execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
-        first = nodes[0].port
-        for node in nodes[1:]:
-            clients[node.port].execute_command("CLUSTER", "MEET", "127.0.0.1", first)
-        _wait(lambda: all(len(parse_cluster_nodes(c.execute_command("CLUSTER", "NODES")).nodes) == len(nodes)
+            clients[node].execute_command("CLUSTER", "ADDSLOTS", *range(start, end + 1))
+            clients[node].execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+        first = addresses[0]
+        for node in addresses[1:]:
+            clients[node].execute_command("CLUSTER", "MEET", first[0], first[1])
+        _wait(lambda: all(len(parse_cluster_nodes(c.execute_command("CLUSTER", "NODES")).nodes) == len(addresses)
                           for c in clients.values()), timeout, "nodes did not all meet")
-        ids = {n.port: clients[n.port].execute_command("CLUSTER", "MYID") for n in nodes}
-        for j, node in enumerate(nodes[masters:]):
-            master = nodes[j % masters]
-            _wait(lambda: _knows_master(clients[node.port], ids[master.port]), timeout,
-                  f"127.0.0.1:{node.port} does not see its master yet")
-            clients[node.port].execute_command("CLUSTER", "REPLICATE", ids[master.port])
+        ids = {a: clients[a].execute_command("CLUSTER", "MYID") for a in addresses}
+        for j, node in enumerate(addresses[masters:]):
+            master = addresses[j % masters]
+            _wait(lambda: _knows_master(clients[node], ids[master]), timeout,
+                  f"{node[0]}:{node[1]} does not see its master yet")
+            clients[node].execute_command("CLUSTER", "REPLICATE", ids[master])
         _wait(lambda: all(c.execute_command("CLUSTER", "INFO").find("cluster_state:ok") >= 0
                           for c in clients.values()), timeout, "cluster_state did not become ok")
-        _wait(lambda: all(clients[n.port].info("replication").get("master_link_status") == "up"
-                          for n in nodes[masters:]), timeout, "replicas did not finish syncing")
+        _wait(lambda: all(clients[a].info("replication").get("master_link_status") == "up"
+                          for a in addresses[masters:]), timeout, "replicas did not finish syncing")
         _wait(lambda: _views_agree(clients), timeout, "nodes do not agree on roles yet")
     finally:
         for c in clients.values():
@@ -182,7 +194,7 @@ def _knows_master(client: redis.Redis, master_id: str) -> bool:
         return False
 
 
-def _views_agree(clients: dict[int, redis.Redis]) -> bool:
+def _views_agree(clients: dict) -> bool:
     views = {tuple(sorted((n.node_id, n.role, n.master_id or "") for n in
                           parse_cluster_nodes(c.execute_command("CLUSTER", "NODES")).nodes))
              for c in clients.values()}

@@ -18,6 +18,7 @@ import docker.errors
 
 from clusterbak.errors import PreconditionError, StepFailed, UsageError
 from clusterbak.lab import cluster
+from clusterbak.lab.statefile import read_state, write_state
 from clusterbak.lab.procs import port_free, wait_port
 from clusterbak.transports.docker import ENGINE_LOST, engine_client
 
@@ -186,19 +187,15 @@ def render_inventory(lab: DockerLab) -> str:
 
 
 def load(lab_dir: Path) -> DockerLab | None:
-    path = lab_dir / STATE_FILE
-    if not path.exists():
+    raw = read_state(lab_dir / STATE_FILE)
+    if raw is None:
         return None
-    raw = json.loads(path.read_text())
     raw["nodes"] = tuple(DockerNode(**n) for n in raw["nodes"])
     return DockerLab(**raw)
 
 
 def _save(lab: DockerLab) -> None:
-    path = Path(lab.dir) / STATE_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(lab), indent=2))
-    os.replace(tmp, path)
+    write_state(Path(lab.dir) / STATE_FILE, asdict(lab))
 
 
 def _need_image(client, image: str) -> None:

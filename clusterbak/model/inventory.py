@@ -84,12 +84,13 @@ class Inventory:
     password_env: str
     nodes: tuple[NodeAccess, ...]
 
-    def access(self, address: str) -> NodeAccess:
+    def access(self, address: str, role: str = "is in the cluster") -> NodeAccess:
+        """`role` says why the node is wanted (a restore target need not be in any cluster yet)."""
         for node in self.nodes:
             if node.address == address:
                 return node
         raise InventoryError(
-            f"{self.source}: node {address} is in the cluster but not in the inventory; "
+            f"{self.source}: node {address} {role} but not in the inventory; "
             f'add a [nodes."{address}"] table'
         )
 

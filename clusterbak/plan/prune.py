@@ -19,6 +19,7 @@ class PruneDecision:
     backup_id: str
     action: str  # keep | delete
     reason: str
+    rule: str = ""  # the rule that decided: newest | keep_last | keep_daily | keep_weekly | partial_grace_hours | none
 
 
 def plan_prune(sets: list[Candidate], now: float, keep_last: int, keep_daily: int = 0, keep_weekly: int = 0,
@@ -28,35 +29,41 @@ def plan_prune(sets: list[Candidate], now: float, keep_last: int, keep_daily: in
     keeper newer than it exists (until then it is all there is, and stays)."""
     complete = sorted((s for s in sets if s.status == "complete" and s.verified != "failed"),
                       key=lambda s: s.created_at, reverse=True)
-    reasons: dict[str, str] = {}
+    reasons: dict[str, tuple[str, str]] = {}
     verified = [s for s in complete if s.verified == "ok"]
     if verified:
-        reasons[verified[0].backup_id] = "newest verified"
-    for s in complete[:max(keep_last, 1)]:  # the newest complete set is never deleted
-        reasons.setdefault(s.backup_id, "newest complete" if s is complete[0] else f"within --keep-last {keep_last}")
+        reasons[verified[0].backup_id] = ("newest_verified", "newest verified")
+    for i, s in enumerate(complete[:max(keep_last, 1)]):  # the newest complete set is never deleted
+        reasons.setdefault(s.backup_id, ("newest", "newest complete set") if i == 0 else
+                           ("keep_last", f"{i + 1} of the newest {keep_last}"))
     for label, count, key in (("daily", keep_daily, _day), ("weekly", keep_weekly, _week)):
         seen: list[str] = []
         for s in complete:
             bucket = key(s.created_at)
             if bucket not in seen and len(seen) < count:
                 seen.append(bucket)
-                reasons.setdefault(s.backup_id, f"--keep-{label}: newest of {bucket}")
+                reasons.setdefault(s.backup_id, (f"keep_{label}", f"newest of {bucket} ({len(seen)} of {count})"))
     newest_keeper = max((s.created_at for s in complete), default=None)
     out = []
     for s in sorted(sets, key=lambda s: s.created_at):
         if s.status == "complete" and s.verified != "failed":
-            keep = s.backup_id in reasons
-            out.append(PruneDecision(s.backup_id, "keep" if keep else "delete", reasons.get(s.backup_id, "outside the policy")))
+            rule, reason = reasons.get(s.backup_id, ("none", f"older than the newest {keep_last} and in no kept "
+                                                             "day or week"))
+            out.append(PruneDecision(s.backup_id, "keep" if rule != "none" else "delete", reason, rule))
         elif s.status in ("complete", "incomplete"):
             what = "failed verification" if s.verified == "failed" else "incomplete (not restorable as a whole)"
             if newest_keeper is not None and newest_keeper > s.created_at:
-                out.append(PruneDecision(s.backup_id, "delete", f"{what}: not a keeper, a newer good set exists"))
+                out.append(PruneDecision(s.backup_id, "delete", f"{what}: not a keeper, a newer good set exists",
+                                         "not_a_keeper"))
             else:
-                out.append(PruneDecision(s.backup_id, "keep", f"{what}: not a keeper, but no newer good set exists"))
+                out.append(PruneDecision(s.backup_id, "keep", f"{what}: not a keeper, but no newer good set exists",
+                                         "not_a_keeper"))
         elif now - s.created_at > partial_grace_s:
-            out.append(PruneDecision(s.backup_id, "delete", f"stale {s.status} set older than {partial_grace_s / 3600:g} h"))
+            out.append(PruneDecision(s.backup_id, "delete", f"stale {s.status} set older than {partial_grace_s / 3600:g} h",
+                                     "partial_grace_hours"))
         else:
-            out.append(PruneDecision(s.backup_id, "keep", f"{s.status} set younger than the grace period (may be running)"))
+            out.append(PruneDecision(s.backup_id, "keep", f"{s.status} set younger than the grace period (may be running)",
+                                     "partial_grace_hours"))
     return out
 
 

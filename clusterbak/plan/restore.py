@@ -10,6 +10,7 @@ from clusterbak.model.inventory import Inventory, NodeAccess
 from clusterbak.model.manifest import Manifest
 from clusterbak.model.names import NameError_, check_absolute_dir, check_address, check_bare_name
 from clusterbak.model.nodesconf import NewAddress, NodesConfError, parse_new_address
+from clusterbak.model.versions import restore_version_refusal, written_by
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,7 @@ class TargetState:
     dbsize: int = 0
     known_nodes: int = 0
     config: dict = field(default_factory=dict)
+    server: str | None = None  # "redis 7.0.15" / "valkey 8.1.1" from INFO server (model.versions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +108,7 @@ def plan_restore(manifest: Manifest, inventory: Inventory, mapping: dict[str, Ne
             refusals.append(f"{where}: node belongs to no shard of the backup (failed or empty master)")
             continue
         try:
-            access = inventory.access(new.address)
+            access = inventory.access(new.address, f"is the restore target of {old}")
         except InventoryError as exc:
             refusals.append(str(exc))
             continue
@@ -143,6 +145,7 @@ def plan_restore(manifest: Manifest, inventory: Inventory, mapping: dict[str, Ne
         if s.aof is not None and not layout.appendonly and refusal is None:
             refusal = (f"{where}: target has appendonly no, but this is an AOF set; set appendonly yes on the target "
                        "(it would ignore the AOF and load dump.rdb) or restore an RDB set")
+        refusal = refusal or restore_version_refusal(where, s.rdb_version, written_by(manifest.raw, s.index), target.server)
         if refusal:
             refusals.append(refusal)
         join = posixpath.join

@@ -69,6 +69,10 @@ def _wait(client: redis.Redis, done, timeout: float, what: str, address: str,
     except RetryError as exc:
         raise StepFailed(f"{address}: {what} did not finish within {timeout:.0f}s; "
                          "raise --timeout or look at the node's load and log") from exc
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:  # the host vanished or froze mid-save
+        raise StepFailed(f"{address}: lost the node while waiting for {what} ({type(exc).__name__}: {exc}); "
+                         "nothing of this shard was kept: check the host and its network, then run the backup "
+                         "again") from exc
     if not done(state):
         raise RunCancelled(f"{address}: stopped waiting for {what}: the backup was cancelled")
     return state
@@ -93,6 +97,11 @@ def bgsave_and_wait(client: redis.Redis, address: str, timeout: float = 600.0, l
                   "a BGSAVE that was already running", address, cancelled)
             continue
         asked_at = server_time(client)
+        if before.saves < 0 and before.last_save_time >= int(asked_at):
+            # no rdb_saves (Redis < 7.0) and a save ended this very second: LASTSAVE has 1 s resolution, so ours
+            # could end in the same second and look like no save at all. Ask in the next second instead.
+            time.sleep(min(1.0, int(asked_at) + 1 - asked_at + 0.01))
+            continue
         repl = client.info("replication")
         schedule = before.aof_rewrite
         try:
@@ -113,7 +122,7 @@ def bgsave_and_wait(client: redis.Redis, address: str, timeout: float = 600.0, l
     else:  # before Redis 7.0 there is no rdb_saves: LASTSAVE must move past our request
         def done(p: _Persistence) -> bool:
             return not p.in_progress and not p.scheduled and p.last_save_time >= int(asked_at) \
-                and p.last_save_time != before.last_save_time
+                and p.last_save_time > before.last_save_time
     after = _wait(client, done, max(1.0, deadline - time.monotonic()), "our BGSAVE", address, cancelled)
     if after.status != "ok":
         hint = f" ({logfile_hint})" if logfile_hint else ""

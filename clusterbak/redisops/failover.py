@@ -19,6 +19,7 @@ from clusterbak.errors import StepFailed
 from clusterbak.model.topology import Topology, TopologyParseError, parse_cluster_nodes
 from clusterbak.redisops.connect import ConnectionOptions, describe_redis_error, make_client
 from clusterbak.redisops.discover import parse_cluster_info
+from clusterbak.redisops.info import info_sections
 
 POLL = 0.2  # cluster-wide gates: every node's INFO and CLUSTER NODES
 FAST_POLL = 0.03  # the two nodes of a failover, to measure the write window
@@ -80,7 +81,7 @@ class Clients:
     def probe(self, address: str, cluster: bool = True) -> Probe:
         client = self.get(address)
         try:
-            info = client.info("server", "replication", "persistence")
+            info = info_sections(client, "server", "replication", "persistence")
             if not cluster:
                 return Probe(address, info=info)
             state = parse_cluster_info(client.execute_command("CLUSTER", "INFO")).get("cluster_state")

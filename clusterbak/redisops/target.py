@@ -7,6 +7,7 @@ import time
 import redis
 
 from clusterbak.model.state import CONFIG_KEYS
+from clusterbak.model.versions import ServerVersion
 from clusterbak.plan.restore import TargetState
 from clusterbak.errors import ConnectError
 from clusterbak.model.names import NODE_ID
@@ -27,7 +28,8 @@ def probe_target(conn: ConnectionOptions, address: str) -> TargetState:
         known = len([line for line in client.execute_command("CLUSTER", "NODES").splitlines() if line.strip()])
         dbsize = int(client.dbsize())
         config, _ = read_config(client, CONFIG_KEYS)
-        return TargetState(address, True, node_id, dbsize, known, config)
+        server = ServerVersion.from_info(client.info("server"))
+        return TargetState(address, True, node_id, dbsize, known, config, server.text if server else None)
     except (redis.RedisError, OSError) as exc:
         if is_down(exc):
             return TargetState(address, False)

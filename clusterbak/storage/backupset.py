@@ -15,9 +15,9 @@ from pathlib import Path
 from clusterbak.errors import PreconditionError, StepFailed, UsageError, VerifyError
 from clusterbak.model.manifest import BACKUP_ID, FORMAT, Manifest, ManifestError, parse_manifest
 from clusterbak.model.names import check_relative_path
+from clusterbak.storage.records import read_verify
 
 MANIFEST = "manifest.json"
-VERIFY = "verify.json"  # the last `clusterbak verify` result, beside the manifest (never inside it)
 PARTIAL = ".partial"
 MANIFEST_LIMIT = 64 * 1024 * 1024
 
@@ -31,9 +31,9 @@ class SetEntry:
     size: int
     shards: int | None
     kind: str | None
-    verified: str = "never"  # "ok" | "failed" | "never": the last `clusterbak verify` of this set
+    problem: str | None = None  # why a set is "damaged" or "incomplete"
+    verified: str = "never"  # "ok" | "failed" | "never": the last `clusterbak verify` of this set (verify.json)
     verified_at: float | None = None
-    reason: str | None = None  # why incomplete or damaged
 
 
 def _fsync_dir(path: Path) -> None:
@@ -116,32 +116,20 @@ class BackupStore:
                 if not (child / MANIFEST).exists():
                     raise FileNotFoundError
                 m = read_manifest(child, child.name)
+                missing = [f.path for f in m.stored_files() if not (child / f.path).is_file()]
                 reasons = incomplete_reasons(m)
-                out.append(SetEntry(child.name, child, "incomplete" if reasons else "complete", m.created_at_unix, size,
-                                    len(m.shards), m.kind, verified, verified_at, "; ".join(reasons) or None))
+                status = "damaged" if missing else "incomplete" if reasons else "complete"
+                problem = (f"missing {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+                           if missing else "; ".join(reasons) or None)
+                out.append(SetEntry(child.name, child, status, m.created_at_unix, size, len(m.shards), m.kind,
+                                    problem, verified, verified_at))
             except FileNotFoundError:
                 out.append(SetEntry(child.name, child, "damaged", child.stat().st_mtime, size, None, None,
-                                    verified, verified_at, f"{MANIFEST} missing"))
+                                    f"{MANIFEST} missing", verified, verified_at))
             except (StepFailed, UsageError) as exc:
                 out.append(SetEntry(child.name, child, "damaged", child.stat().st_mtime, size, None, None,
-                                    verified, verified_at, f"{MANIFEST} unreadable: {exc}"))
+                                    str(exc).replace(str(child) + "/", ""), verified, verified_at))
         return sorted(out, key=lambda e: e.created_at)
-
-    def record_verification(self, backup_id: str, ok: bool, problems: list[str]) -> Path:
-        """verify.json beside the manifest: {"verified_at", "ok", "problems"} (atomic; the manifest is untouched)."""
-        path = self.root / backup_id
-        target = path / VERIFY
-        tmp = path / (VERIFY + f".tmp-{os.getpid()}")
-        try:
-            with open(tmp, "w") as fh:
-                json.dump({"verified_at": time.time(), "ok": ok, "problems": problems}, fh, indent=2)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except OSError as exc:
-            raise StepFailed(f"{exc.filename or target}: cannot record the verification: {exc.strerror}") from exc
-        return target
 
     def delete(self, entry: SetEntry) -> None:
         if entry.path.parent != self.root:
@@ -186,9 +174,8 @@ def set_file(set_dir: Path, relative: str) -> Path:
 
 
 def read_verification(path: Path) -> tuple[str, float | None]:
-    """("ok" | "failed" | "never", when) from a set's verify.json; an unreadable one counts as never verified."""
-    try:
-        doc = json.loads((path / VERIFY).read_text())
-        return ("ok" if doc["ok"] is True else "failed"), float(doc["verified_at"])
-    except (OSError, ValueError, KeyError, TypeError):
+    """("ok" | "failed" | "never", when) from the set's verify.json (storage/records.py reads it)."""
+    record = read_verify(path)
+    if record is None:
         return "never", None
+    return ("ok" if record["ok"] else "failed"), float(record["verified_at"])

@@ -10,13 +10,29 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from clusterbak.errors import StepFailed, VerifyError
 from clusterbak.model.manifest import StoredFile
 from clusterbak.storage.backupset import set_file
 from clusterbak.storage.sink import _BUFFER, _zstd_chunks, iter_stored_file
+
+
+_progress = threading.local()
+
+
+@contextmanager
+def reporting_bytes(callback: Callable[[int], None]) -> Iterator[None]:
+    """Every reader used in this thread reports each chunk's size to `callback` as it hands it out (restore progress)."""
+    previous = getattr(_progress, "callback", None)
+    _progress.callback = callback
+    try:
+        yield
+    finally:
+        _progress.callback = previous
 
 
 class _ChunkReader(io.RawIOBase):
@@ -33,6 +49,9 @@ class _ChunkReader(io.RawIOBase):
                 self._buf = next(self._chunks)
             except StopIteration:
                 return 0
+            callback = getattr(_progress, "callback", None)
+            if callback is not None:
+                callback(len(self._buf))
         n = min(len(b), len(self._buf))
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]

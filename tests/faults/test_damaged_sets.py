@@ -37,10 +37,10 @@ def test_verify_records_its_result_and_prune_keeps_the_newest_verified_set(lab, 
     assert json.loads((dest / flipped / "verify.json").read_text())["ok"] is False
     result, listing = cli.json("list", "--dest", str(dest))
     state = {s["backup_id"]: (s["status"], s["verified"]) for s in listing["data"]["sets"]}
-    assert state == {intact: ("complete", "ok"), flipped: ("complete", "failed")}
+    assert state == {intact: ("complete", True), flipped: ("complete", False)}
     result, doc = cli.json("prune", "--dest", str(dest), "--keep-last", "1", "--dry-run")
     decisions = {d["backup_id"]: (d["action"], d["reason"]) for d in doc["data"]["decisions"]}
-    assert decisions[intact] == ("keep", "newest verified")
+    assert decisions[intact] == ("keep", "newest verified")  # kept though --keep-last 1 and older
     # not a keeper (it did not take the one --keep-last slot), kept only until a newer good set exists
     assert decisions[flipped] == ("keep", "failed verification: not a keeper, but no newer good set exists")
     result, doc = cli.json("restore", flipped, "--dest", str(dest), "--inventory", lab.inventory, "--dry-run")
@@ -79,9 +79,9 @@ def test_a_truncated_file_and_a_deleted_manifest(lab, cli, tmp_path):
         assert result.exit_code == 4, (command, doc["errors"])  # a damaged set: a failed step, not a usage error
         one_line_naming(doc["errors"][0], gone)
     result, listing = cli.json("list", "--dest", str(dest))
-    state = {s["backup_id"]: (s["status"], s["verified"], s["reason"]) for s in listing["data"]["sets"]}
-    assert state[truncated][:2] == ("complete", "failed")
-    assert state[headless] == ("damaged", "never", "manifest.json missing")
+    state = {s["backup_id"]: (s["status"], s["verified"], s["problem"]) for s in listing["data"]["sets"]}
+    assert state[truncated][:2] == ("complete", False)
+    assert state[headless] == ("damaged", None, "manifest.json missing")
     result, doc = cli.json("prune", "--dest", str(dest), "--keep-last", "1", "--dry-run")
     decisions = {d["backup_id"]: d["action"] for d in doc["data"]["decisions"]}
     # the only complete set failed verification: not a keeper, but nothing better exists, so it stays

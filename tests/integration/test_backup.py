@@ -183,7 +183,7 @@ def test_replica_down_refuses_the_shard_and_source_auto_uses_the_master(make_lab
     result, listing = cli.json("list", "--dest", str(tmp_path / "sets"))
     rows = {s["backup_id"]: s for s in listing["data"]["sets"]}
     bad = rows[doc["data"]["backup_id"]]
-    assert bad["status"] == "incomplete" and replica.address in bad["reason"]
+    assert bad["status"] == "incomplete" and replica.address in bad["problem"]
     result, pruned = cli.json("prune", "--dest", str(tmp_path / "sets"), "--keep-last", "1", "--dry-run")
     actions = {d["backup_id"]: d["action"] for d in pruned["data"]["decisions"]}
     assert actions[doc["data"]["backup_id"]] == "keep"  # no newer good set exists yet: the only other is older

@@ -52,3 +52,16 @@ def test_a_target_of_another_cluster_is_refused_unless_forced():
     other = {"10.0.0.1:6379": TargetState("10.0.0.1:6379", True, "x" * 40, dbsize=5, known_nodes=3)}
     assert any("another cluster" in r for r in plan_restore(MANIFEST, inventory(), {}, other).refusals)
     assert plan_restore(MANIFEST, inventory(), {}, other, force=True).ok
+
+
+def test_a_target_older_than_the_sets_writer_is_refused_even_with_force():
+    raw = doc()
+    raw["shards"][0]["rdb"].update(version=12, magic="REDIS", redis_ver="8.0.2")
+    manifest = parse_manifest(raw, "sets/b1")
+    older = {"10.0.0.2:6379": TargetState("10.0.0.2:6379", True, "r" * 40, server="redis 7.0.15")}
+    plan = plan_restore(manifest, inventory(), {}, older, force=True)
+    assert plan.refusals == ("10.0.0.2:6379: runs redis 7.0.15, which cannot load RDB version 12 written by "
+                             "redis 8.0.2 (it reads up to 10); restore onto redis 7.4 or newer, or upgrade the "
+                             "target first",)
+    newer = {"10.0.0.2:6379": TargetState("10.0.0.2:6379", True, "r" * 40, server="redis 8.0.2")}
+    assert plan_restore(manifest, inventory(), {}, newer).ok
