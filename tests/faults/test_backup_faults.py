@@ -109,8 +109,7 @@ def test_sigint_during_backup_leaves_nothing(lab, cli, tmp_path, times):
     assert backup(cli, lab, dest)[0].exit_code == 0
 
 
-@pytest.mark.xfail(reason="SIGTERM handler lands with issue 13", strict=False)
-def test_sigterm_during_backup_leaves_nothing(lab, cli, tmp_path):
+def test_sigterm_during_backup_leaves_nothing(lab, cli, tmp_path):  # issue 13's handler: SIGTERM as SIGINT
     dest = tmp_path / "sets"
     code, doc = _interrupt(lab, dest, [signal.SIGTERM])
     assert code in (130, 143) and doc["errors"] == ["interrupted"], doc

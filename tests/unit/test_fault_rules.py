@@ -22,14 +22,14 @@ def test_prune_never_deletes_the_newest_verified_set_nor_counts_a_failed_one():
     assert got["b"][0] == "keep" and "not a keeper" in got["b"][1]  # nothing newer and good yet
     sets.append(Candidate("c", "complete", 3 * DAY, "never"))
     got = decisions(sets)
-    assert got["c"] == ("keep", "newest complete") and got["a"] == ("keep", "newest verified")
+    assert got["c"] == ("keep", "newest complete set") and got["a"] == ("keep", "newest verified")
     assert got["b"] == ("delete", "failed verification: not a keeper, a newer good set exists")
 
 
 def test_incomplete_sets_are_not_keepers():
     sets = [Candidate("a", "incomplete", 1 * DAY), Candidate("b", "complete", 2 * DAY), Candidate("c", "incomplete", 3 * DAY)]
     got = decisions(sets)
-    assert got["a"][0] == "delete" and got["b"] == ("keep", "newest complete") and got["c"][0] == "keep"
+    assert got["a"][0] == "delete" and got["b"] == ("keep", "newest complete set") and got["c"][0] == "keep"
 
 
 def test_pins_that_differ_are_critical_unless_a_run_holds_the_lock():
