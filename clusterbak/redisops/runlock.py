@@ -38,6 +38,25 @@ HEARTBEAT_S = 2.0
 STALE_S = 30.0
 
 
+_HELD_HERE: set[str] = set()  # tokens this process holds right now
+
+
+def _dead_here(holder: "Holder") -> bool:
+    """A lock connection left by a run on this very host that is over: its pid is gone, or it is this process and
+    the token is not one it holds (a connection a cut-off node never saw close). Safe to ignore and clean up."""
+    if holder.host != socket.gethostname():
+        return False
+    if holder.pid == os.getpid():
+        return holder.token not in _HELD_HERE
+    try:
+        os.kill(holder.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 class RunLockHeld(PreconditionError):
     """Another clusterbak run holds this cluster's run lock; the message names it (host, pid, command, age)."""
 
@@ -162,6 +181,12 @@ class RunLock:
             except (redis.RedisError, OSError):
                 continue
             for other in others:
+                if _dead_here(other):  # its run is over: clean up, never a reason to refuse
+                    try:
+                        self.clients[address].execute_command("CLIENT", "KILL", "ID", other.client_id)
+                    except redis.RedisError:
+                        pass
+                    continue
                 if other.stale and break_lock:
                     try:
                         self.clients[address].execute_command("CLIENT", "KILL", "ID", other.client_id)
@@ -176,6 +201,7 @@ class RunLock:
             fix = ("rerun with --break-lock to break it" if first.stale
                    else "wait for it to finish, or stop that process")
             raise RunLockHeld(f"another clusterbak run holds this cluster's run lock: {first.describe()}; {fix}")
+        _HELD_HERE.add(self.token)
         self._thread = threading.Thread(target=self._heartbeat, name="clusterbak-run-lock", daemon=True)
         self._thread.start()
         return broken
@@ -189,6 +215,7 @@ class RunLock:
                     pass
 
     def release(self) -> None:
+        _HELD_HERE.discard(self.token)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=HEARTBEAT_S + 6)
