@@ -44,6 +44,10 @@ class StepFailed(ClusterbakError):
     exit_code = EXIT_STEP_FAILED
 
 
+class RunCancelled(StepFailed):
+    """A worker stopped because another part of the run failed or was interrupted: never the cause to report."""
+
+
 class TransportError(StepFailed):
     """A transport could not read, write or run something; the message names host and path."""
 

@@ -12,13 +12,18 @@ import typer
 from clusterbak.cli import common as c
 from clusterbak.cli.render import BackupProgress, Outcome, Renderer
 from clusterbak.config import load_config, load_inventory
-from clusterbak.engine.backup import BackupOptions, run_backup
+from clusterbak.engine.backup import BackupOptions, incomplete_parts, run_backup
 from clusterbak.engine.inspect import inspect
 from clusterbak.engine.verify import verify_set
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
 from clusterbak.plan.backup import SOURCES, plan_backup
 from clusterbak.plan.prune import Candidate, plan_prune
 from clusterbak.model.retention import merge
+from clusterbak.redisops.aofrewrite import SettingsNotRestored, put_back
+from clusterbak.redisops.connect import make_client, redis_errors
+from clusterbak.redisops.discover import discover
+from clusterbak.redisops.runlock import cluster_run_lock, lock_addresses
+from clusterbak.storage.pins import read_pin
 from clusterbak.storage.backupset import BackupStore
 from clusterbak.storage.destination import check_existing_destination, check_writable_destination
 from clusterbak.storage.records import read_verify, record_verify
@@ -26,6 +31,7 @@ from clusterbak.storage.records import read_verify, record_verify
 GATE_CODES = {"cluster_state", "slots_uncovered", "open_slot", "slot_map_disagrees"}
 Dest = Annotated[str, typer.Option("--dest", help="Directory holding backup sets.", envvar="CLUSTERBAK_DEST")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")]
+BreakLock = Annotated[bool, typer.Option("--break-lock", help="Break a STALE run lock (a holder with no heartbeat).")]
 
 
 def new_backup_id() -> str:
@@ -48,6 +54,7 @@ def register(app: typer.Typer) -> None:
     app.command()(show)
     app.command()(verify)
     app.command()(prune)
+    app.command()(unpin)
 
 
 def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
@@ -60,8 +67,8 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
            accept_new_host_keys: c.AcceptNewHostKeys = False,
            aof: Annotated[bool, typer.Option("--aof", help="Back up each shard's AOF (BGREWRITEAOF) instead of an RDB.")] = False,
            relax_fsync: Annotated[bool, typer.Option("--relax-fsync", help="With --aof: appendfsync no during the copy (put back after).")] = False,
-           dry_run: DryRun = False, user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None,
-           cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
+           dry_run: DryRun = False, break_lock: BreakLock = False, user: c.User = None, tls: c.Tls = False,
+           cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
            connect_timeout: c.ConnectTimeout = 3.0, quiet: c.Quiet = False, metrics_file: c.MetricsFile = None,
            json_out: c.Json = False) -> None:
     """Snapshot every shard on an in-sync replica, collect dump.rdb and every nodes.conf, verify, write a set."""
@@ -76,6 +83,14 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
         inv = load_inventory(inventory)
         opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout, inv, tls_insecure)
         check_writable_destination(dest)  # before any BGSAVE
+        if dry_run:
+            return planned(r, opts, inv)
+        with cluster_run_lock(opts, lock_addresses(discover(opts)), "backup", break_lock) as lock:
+            for holder in lock.broken:
+                r.note(f"broke a stale run lock: {holder.describe()}")
+            return planned(r, opts, inv)
+
+    def planned(r: Renderer, opts, inv) -> Outcome:
         seen = inspect(opts, None, max_lag)
         gate = [f"{f.subject}: {f.message}" for f in seen.findings if f.severity == "critical" and f.code in GATE_CODES]
         plan = plan_backup(new_backup_id(), seen.topology, seen.states, inv, source, max_lag, aof)
@@ -92,6 +107,13 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
             manifest = run_backup(plan, seed, seen.topology, seen.states, inv, opts, options, progress)
         data.update(path=str(BackupStore(dest).path(plan.backup_id)), manifest=manifest)
         r.backup_summary(manifest)
+        missing = incomplete_parts(manifest)
+        if missing:
+            problems = [f"set {plan.backup_id} is INCOMPLETE (kept; `list` marks it, prune never keeps it): {why}"
+                        for why in missing]
+            for line in problems:
+                r.error(line)
+            return Outcome(data=data, exit_code=EXIT_STEP_FAILED, errors=problems)
         r.backup_verdict(manifest, data["path"])
         return Outcome(data=data)
 
@@ -106,7 +128,7 @@ def list_sets(dest: Dest, json_out: c.Json = False) -> None:
         check_existing_destination(dest)
         rows = []
         for e in BackupStore(dest).entries():
-            verified = read_verify(e.path) if e.status == "complete" else None
+            verified = read_verify(e.path) if e.status in ("complete", "incomplete") else None
             rows.append({"backup_id": e.backup_id, "status": e.status, "problem": e.problem, "kind": e.kind,
                          "shards": e.shards, "size": e.size, "created_at_unix": e.created_at,
                          "age_s": round(now - e.created_at),
@@ -173,7 +195,7 @@ def prune(dest: Dest,
         check_existing_destination(dest)
         store = BackupStore(dest)
         entries = {e.backup_id: e for e in store.entries()}
-        decisions = plan_prune([Candidate(e.backup_id, e.status, e.created_at) for e in entries.values()],
+        decisions = plan_prune([Candidate(e.backup_id, e.status, e.created_at, e.verified) for e in entries.values()],
                                time.time(), policy.keep_last, policy.keep_daily, policy.keep_weekly,
                                policy.partial_grace_hours * 3600)
         shown = {"newest": "newest", "none": "no rule"}
@@ -201,3 +223,46 @@ def prune(dest: Dest,
                              "deleted": [d.backup_id for d in doomed]})
 
     c.execute("prune", json_out, body, quiet, metrics_file)
+
+
+def unpin(seed: c.Seed, dry_run: DryRun = False,
+          yes: Annotated[bool, typer.Option("--yes", help="Do not ask before setting the originals.")] = False,
+          user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None,
+          connect_timeout: c.ConnectTimeout = 3.0, json_out: c.Json = False) -> None:
+    """Put back the settings an interrupted AOF backup left pinned, from the pin records on this control host."""
+
+    def body(r: Renderer) -> Outcome:
+        opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout)
+        topology = discover(opts)
+        if dry_run:
+            return undo(r, opts, topology)
+        with cluster_run_lock(opts, lock_addresses(topology), "unpin"):  # never under a running backup's feet
+            return undo(r, opts, topology)
+
+    def undo(r: Renderer, opts, topology) -> Outcome:
+        records = [rec for rec in (read_pin(n.address) for n in topology.nodes) if rec is not None]
+        rows = [{"node": rec.address, "originals": rec.originals, "pinned_by": rec.describe()} for rec in records]
+        r.table("pinned settings to put back", ("node", "originals", "pinned by"),
+                [(x["node"], ", ".join(f"{k} {v}" for k, v in x["originals"].items()), x["pinned_by"]) for x in rows])
+        if dry_run or not records:
+            return Outcome(data={"dry_run": dry_run, "nodes": rows, "restored": []})
+        if not yes and not r.confirm(f"set the original settings again on {len(records)} node(s)?"):
+            raise PreconditionError("not confirmed; nothing changed (use --yes to skip the question)")
+        restored, errors = [], []
+        for rec in records:
+            host, port = rec.address.rsplit(":", 1)
+            client = make_client(opts, host, int(port))
+            try:
+                with redis_errors(rec.address, opts):
+                    put_back(client, rec.address, rec.originals)
+                restored.append(rec.address)
+            except (SettingsNotRestored, PreconditionError) as exc:
+                errors.append(str(exc))
+            finally:
+                client.close()
+        for line in errors:
+            r.error(line)
+        return Outcome(data={"dry_run": False, "nodes": rows, "restored": restored},
+                       exit_code=EXIT_STEP_FAILED if errors else 0, errors=errors)
+
+    c.execute("unpin", json_out, body)

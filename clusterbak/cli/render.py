@@ -204,7 +204,8 @@ class Renderer:
                    [(x["backup_id"], x["status"] + (f": {x['problem']}" if x.get("problem") else ""),
                      verified[x.get("verified")], x["kind"] or "-", _age(x["age_s"]), x["shards"] or "-",
                      _size(x["size"])) for x in rows],
-                   [None if x["status"] == "complete" else "yellow" for x in rows], optional=("kind", "shards"))
+                   [None if x["status"] == "complete" and x.get("verified") is not False else "yellow" for x in rows],
+                   optional=("kind", "shards"))
 
     def backup_files(self, m: dict) -> None:
         """Every file of a set, and the replication offsets each shard's snapshot was taken at."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import posixpath
+import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import redis
 
+from clusterbak.engine.cancel import cancel_on_failure
 from clusterbak.engine.sinks import HashingSink, VerifyingRdbSink
 from clusterbak.errors import StepFailed
 from clusterbak.model.aofmanifest import AofManifestError, needed, parse_aof_manifest
@@ -20,7 +23,7 @@ from clusterbak.transports.factory import open_transport, read_text
 
 
 def collect_aof(shard: ShardPlan, partial: Path, inventory: Inventory, conn: ConnectionOptions, options,
-                host_locks: dict, on_event) -> dict:
+                host_locks: dict, on_event, cancel: threading.Event | None = None) -> dict:
     host, port = shard.source_address.rsplit(":", 1)
     client = make_client(conn, host, int(port))
     access = inventory.access(shard.source_address)
@@ -28,10 +31,12 @@ def collect_aof(shard: ShardPlan, partial: Path, inventory: Inventory, conn: Con
     try:
         with redis_errors(shard.source_address, conn):
             cfg = {k: str(client.config_get(k).get(k, "")) for k in ("dir", "appenddirname", "appendfilename")}
-            with pinned_settings(client, shard.source_address, options.relax_fsync) as saved:
-                with host_locks[shard.host]:
+            with ExitStack() as pinned:  # pinned once this node's turn has come, until its files are copied
+                cancel = cancel or threading.Event()
+                with host_locks[shard.host], cancel_on_failure(cancel):
                     on_event("bgsave", {"shard": shard.index, "node": shard.source_address})
-                    result = rewrite_and_wait(client, shard.source_address, options.timeout)
+                    saved = pinned.enter_context(pinned_settings(client, shard.source_address, options.relax_fsync))
+                    result = rewrite_and_wait(client, shard.source_address, options.timeout, cancel.is_set)
                 keys, expires = _counts(client)
                 files = _fetch_all(shard, partial, transport, access.data_dir or cfg["dir"], cfg, options, on_event)
     finally:

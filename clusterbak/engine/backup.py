@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Callable
 
 from clusterbak import __version__
-from clusterbak.errors import ClusterbakError, StepFailed
+from clusterbak.errors import ClusterbakError, ConnectError, RunCancelled, StepFailed
 from clusterbak.engine.aof_backup import collect_aof
+from clusterbak.engine.cancel import cancel_on_failure
 from clusterbak.engine.sinks import TextFileSink, VerifyingRdbSink
 from clusterbak.model.inventory import Inventory, NodeAccess
 from clusterbak.model.state import NodeState, states_by_id
@@ -49,6 +50,8 @@ def run_backup(plan: BackupPlan, seed: str, topology: Topology, states: tuple[No
     try:
         preflight_transports(plan, inventory, options, links)
         return _run(plan, seed, topology, states, inventory, conn, options, on_event, links)
+    except ConnectError as exc:  # the plan was checked: a node lost now is a failed step (4), not a refusal (3)
+        raise StepFailed(str(exc)) from exc
     finally:
         links.close()
 
@@ -65,23 +68,25 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
         def guarded(kind: str, data: dict) -> None:
             """Every step and chunk reports here: once the run is cancelled, workers stop at their next one."""
             if cancel.is_set():
-                raise StepFailed("backup cancelled")
+                raise RunCancelled("backup cancelled")
             on_event(kind, data)
 
         slots = max(1, options.parallel)
         if plan.kind == "aof":
-            collect, workers = collect_aof, slots
+            collect, workers = partial_fn(collect_aof, cancel=cancel), slots
         else:  # `parallel` saves and `parallel` transfers: a finished save never waits for a busy transfer
             collect = partial_fn(_shard, save_slots=threading.BoundedSemaphore(slots),
-                                 transfer_slots=threading.BoundedSemaphore(slots))
+                                 transfer_slots=threading.BoundedSemaphore(slots), cancel=cancel)
             workers = 2 * slots
         pool = ThreadPoolExecutor(max_workers=workers)
         try:
             futures = [pool.submit(collect, s, partial, inventory, conn, options, host_locks, guarded) for s in plan.shards]
             done, _ = wait(futures, return_when="FIRST_EXCEPTION")
-            failed = [f for f in done if f.exception() is not None]
-            if failed:
-                raise failed[0].exception()
+            if any(f.exception() is not None for f in done):
+                cancel.set()
+                wait(futures)  # the others stop at their next poll or chunk; then report the cause, not "cancelled"
+                errors = [f.exception() for f in futures if f.exception() is not None]
+                raise next((e for e in errors if not isinstance(e, RunCancelled)), errors[0])
             shard_records = [f.result() for f in futures]
         except BaseException:
             cancel.set()  # then wait: a worker puts a node's settings back before it stops
@@ -91,15 +96,18 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
         node_records, warnings = [], list(plan.warnings)
         with ThreadPoolExecutor(max_workers=4) as small:  # tiny files, one round trip each: overlap them
             fetched = [small.submit(_node_file, nf, partial, links, on_event) for nf in plan.node_files]
+        incomplete = []
         for nf, future in zip(plan.node_files, fetched):
             try:
                 node_records.append(future.result())
             except ClusterbakError as exc:
                 if not nf.optional:
                     raise
-                warnings.append(f"{nf.address}: nodes.conf not collected: {exc}")
+                incomplete.append(f"{nf.address}: nodes.conf not collected ({exc}): restore cannot bring this node "
+                                  "back from this set")
         manifest = build_manifest(plan, seed, topology, states, shard_records, node_records, started)
-        manifest["warnings"] = warnings
+        manifest["warnings"] = warnings + incomplete
+        manifest["incomplete"] = incomplete  # non-empty: `list` shows the set as incomplete, prune never keeps it
         final = store.finalize(partial, manifest)
     except BaseException:
         store.discard(partial)
@@ -153,19 +161,22 @@ def preflight_transports(plan: BackupPlan, inventory: Inventory, options: Backup
 
 def _shard(shard: ShardPlan, partial: Path, inventory: Inventory, conn: ConnectionOptions, options: BackupOptions,
            host_locks: dict, on_event: Event, save_slots: AbstractContextManager | None = None,
-           transfer_slots: AbstractContextManager | None = None) -> dict:
+           transfer_slots: AbstractContextManager | None = None, cancel: threading.Event | None = None) -> dict:
     host, port = shard.source_address.rsplit(":", 1)
     mhost, mport = shard.master_address.rsplit(":", 1)
     source = make_client(conn, host, int(port))
     master = make_client(conn, mhost, int(mport))
     try:
-        with host_locks[shard.host], save_slots or nullcontext():  # the host first: a slot never idles on a busy host
+        cancel = cancel or threading.Event()
+        # the host first: a slot never idles on a busy host; a failure cancels the run *before* the host is let go,
+        # so no queued shard starts a BGSAVE that nobody will use
+        with host_locks[shard.host], save_slots or nullcontext(), cancel_on_failure(cancel):
             on_event("bgsave", {"shard": shard.index, "node": shard.source_address})
             with redis_errors(shard.master_address, conn):
                 mrepl = master.info("replication")
             with redis_errors(shard.source_address, conn):
                 logfile = _logfile(source)
-                save = bgsave_and_wait(source, shard.source_address, options.timeout, logfile)
+                save = bgsave_and_wait(source, shard.source_address, options.timeout, logfile, cancel.is_set)
         on_event("saved", {"shard": shard.index, "node": shard.source_address, "seconds": save.duration_s})
     finally:
         source.close()
@@ -218,20 +229,26 @@ def _shard(shard: ShardPlan, partial: Path, inventory: Inventory, conn: Connecti
 
 def _node_file(nf: NodeFilePlan, partial: Path, links: _Links, on_event: Event) -> dict:
     if nf.nodes_conf_path is None:
-        raise StepFailed(f"{nf.address}: where its nodes.conf is is unknown; set data_dir in the inventory")
+        raise StepFailed(f"{nf.address}: where its nodes.conf is is unknown; set data_dir (and cluster_config_file) "
+                         "for it in the inventory")
     (partial / "nodes").mkdir(exist_ok=True, mode=0o700)
     target = partial / "nodes" / f"{nf.address.replace(':', '_')}-{nf.node_id[:8]}.conf"
     holder: dict = {}
 
     def open_sink() -> TextFileSink:
-        holder["sink"] = TextFileSink(target, f"{nf.address}:{nf.nodes_conf_path}", nf.node_id)
+        holder["sink"] = TextFileSink(target, f"{nf.address}:{source}", nf.node_id)
         return holder["sink"]
 
-    links.get(nf.address).fetch(nf.nodes_conf_path, open_sink)
+    transport = links.get(nf.address)
+    candidates = (nf.nodes_conf_path, *nf.alternatives)
+    source = next((p for p in candidates if len(candidates) == 1 or transport.stat(p) is not None), None)
+    if source is None:
+        raise StepFailed(f"{nf.address}: no nodes.conf at {', '.join(candidates)}")
+    transport.fetch(source, open_sink)
     stored = holder["sink"].stored
     on_event("nodes_conf", {"node": nf.address})
     return {"id": nf.node_id, "address": nf.address, "role": nf.role,
-            "nodes_conf": {"path": f"nodes/{target.name}", "source_path": nf.nodes_conf_path,
+            "nodes_conf": {"path": f"nodes/{target.name}", "source_path": source,
                            "size": stored.stored_size, "sha256": stored.sha256_stored}}
 
 
@@ -270,6 +287,11 @@ def build_manifest(plan: BackupPlan, seed: str, topology: Topology, states: tupl
                    "raw_bytes": sum(f["raw_size"] for s in shards for f in shard_files(s)),
                    "stored_bytes": sum(f["stored_size"] for s in shards for f in shard_files(s))},
     }
+
+
+def incomplete_parts(manifest: dict) -> list[str]:
+    """Why the set just written cannot be restored as a whole ([] when it can)."""
+    return list(manifest.get("incomplete") or [])
 
 
 def shard_files(shard: dict) -> list[dict]:

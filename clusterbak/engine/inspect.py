@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 from clusterbak.errors import ClusterbakError, InventoryError
-from clusterbak.model.checks import CRITICAL, DEFAULT_MAX_LAG, INFO, WARNING, Finding, cluster_findings, node_findings
+from clusterbak.model.checks import (CRITICAL, DEFAULT_MAX_LAG, INFO, WARNING, Finding, cluster_findings,
+                                     leftover_findings, node_findings, pin_findings)
+from clusterbak.redisops.runlock import lock_addresses, lock_holders
+from clusterbak.storage.pins import read_pin
 from clusterbak.model.redisconf import dir_directive
 from clusterbak.transports.factory import open_transport, read_text
 from clusterbak.model.inventory import Inventory
@@ -35,10 +39,64 @@ def inspect(opts: ConnectionOptions, inventory: Inventory | None = None,
             except InventoryError:
                 override = False
         findings.extend(node_findings(state, override))
+    pins = {}
+    for node in topology.nodes:
+        try:
+            record = read_pin(node.address)
+        except ClusterbakError as exc:
+            findings.append(Finding(CRITICAL, "pin_record_unreadable", node.address, str(exc)))
+            continue
+        if record is not None:
+            pins[node.address] = (record.originals, record.describe())
+    holders = lock_holders(opts, lock_addresses(topology))
+    for holder in holders:
+        findings.append(Finding(WARNING if holder.stale else INFO, "run_lock", holder.node,
+                                f"run lock held: {holder.describe()}"
+                                + ("; break it with --break-lock" if holder.stale else "")))
+    live = next((h.describe() for h in holders if not h.stale), None)
+    findings.extend(pin_findings(states, pins, opts.seed, live))
     if inventory is not None:
         findings.extend(inventory_findings(topology, inventory))
         findings.extend(config_file_findings(states, inventory))
+        findings.extend(temp_file_findings(states, inventory))
     return Inspection(topology, states, tuple(findings))
+
+
+TEMP_PATTERNS = ("temp-*.rdb", "temp-rewriteaof-*.aof", "temp-appendonly.aof.*")
+
+
+def temp_file_findings(states: tuple[NodeState, ...], inventory: Inventory) -> list[Finding]:
+    """Redis temp files in each reachable host's data dir (and its appendonlydir) - what a killed child leaves."""
+    out = []
+    for state in states:
+        try:
+            access = inventory.access(state.node.address)
+        except InventoryError:
+            continue
+        data_dir = access.data_dir or (state.config.get("dir") if state.reachable else None)
+        if not data_dir:
+            continue
+        names = " -o ".join(f"-name {shlex.quote(p)}" for p in TEMP_PATTERNS)
+        command = f"find {shlex.quote(data_dir)} -maxdepth 2 -type f \\( {names} \\) -exec wc -c {{}} + 2>/dev/null"
+        try:
+            transport = open_transport(access)
+            try:
+                result = transport.run(command, timeout=30, check=False)
+            finally:
+                transport.close()
+        except ClusterbakError as exc:
+            out.append(Finding(INFO, "temp_files_unchecked", state.node.address, f"temp files not checked: {exc}"))
+            continue
+        files = []
+        for line in result.stdout.splitlines():
+            size, _, path = line.strip().partition(" ")
+            if size.isdigit() and path and path != "total":
+                files.append((path, int(size)))
+        saving = state.reachable and bool(state.int_info("rdb_bgsave_in_progress") or
+                                          state.int_info("aof_rewrite_in_progress") or
+                                          state.int_info("master_sync_in_progress"))
+        out.extend(leftover_findings(state.node.address, files, saving))
+    return out
 
 
 def config_file_findings(states: tuple[NodeState, ...], inventory: Inventory) -> list[Finding]:

@@ -49,8 +49,8 @@ def _check(set_dir: Path, record: StoredFile, fn) -> dict:
                                f"({size} of {record.stored_size} bytes)"}
         fn(file, record)
         return {"file": label, "ok": True, "problem": None}
-    except ClusterbakError as exc:
-        return {"file": label, "ok": False, "problem": str(exc)}
+    except ClusterbakError as exc:  # the result names the file once: callers print "file: problem"
+        return {"file": label, "ok": False, "problem": str(exc).removeprefix(f"{label}: ")}
 
 
 def _plain(file: Path, record: StoredFile) -> None:

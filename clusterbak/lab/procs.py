@@ -8,6 +8,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -64,6 +65,42 @@ def pid_alive(pid: int) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def child_pids(pid: int) -> list[int]:
+    """Live children of pid (a redis-server's BGSAVE / rewrite child), from /proc."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(entry))
+    return out
+
+
+def kill_child_when_forked(pid: int, timeout: float = 30.0, sig: int = signal.SIGKILL) -> threading.Thread:
+    """A thread that waits for pid's first child (a fork for BGSAVE or BGREWRITEAOF) and kills it: the save or
+    rewrite then fails with status err, while the server itself stays healthy. For fault tests."""
+
+    def run() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for child in child_pids(pid):
+                try:
+                    os.kill(child, sig)
+                except ProcessLookupError:
+                    continue
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
 
 
 def is_our_redis(pid: int, conf: Path) -> bool:

@@ -147,3 +147,49 @@ def _fork_findings(state: NodeState) -> list[Finding]:
     if state.info.get("rdb_last_bgsave_status", "ok") != "ok":
         out.append(Finding(WARNING, "last_bgsave_failed", addr, "the last BGSAVE failed; see the node's log"))
     return out
+
+
+def pin_findings(states: tuple[NodeState, ...], pins: dict[str, tuple[dict[str, str], str]],
+                 seed: str, running: str | None = None) -> list[Finding]:
+    """Settings an AOF backup pinned and never put back (pins: address -> (originals, who pinned and when)),
+    and `appendfsync no` on an AOF node with no record (someone set it: a warning, not ours to undo).
+    `running` describes a live run-lock holder: its pins are expected while it runs (a warning, not critical)."""
+    out = []
+    for s in states:
+        if not s.reachable or s.config_error:
+            continue
+        addr = s.node.address
+        if addr in pins:
+            originals, who = pins[addr]
+            differ = {k: v for k, v in originals.items() if s.config.get(k) not in (None, v)}
+            if differ:
+                shown = ", ".join(f"{k} is {s.config.get(k)!r} (original {v!r})" for k, v in sorted(differ.items()))
+                if running:
+                    out.append(Finding(WARNING, "settings_pinned", addr, f"{shown}: {who}; a run is under way "
+                                       f"({running}): it puts them back when it ends"))
+                else:
+                    out.append(Finding(CRITICAL, "settings_pinned", addr,
+                                       f"{shown}: {who} and never put back; run `clusterbak unpin --seed {seed}`"))
+            else:
+                out.append(Finding(INFO, "pin_record_stale", addr,
+                                   f"a pin record ({who}) remains but the settings are back; "
+                                   f"`clusterbak unpin --seed {seed}` removes it"))
+            continue
+        if s.config.get("appendonly") == "yes" and s.config.get("appendfsync") == "no":
+            out.append(Finding(WARNING, "appendfsync_no", addr,
+                               "appendonly yes with appendfsync no: a crash loses up to ~30 s of acknowledged "
+                               "writes; CONFIG SET appendfsync everysec unless this is intended"))
+    return out
+
+
+def leftover_findings(address: str, files: list[tuple[str, int]], saving: bool) -> list[Finding]:
+    """Redis's own temp files left by a killed save or rewrite child (temp-*.rdb, temp-rewriteaof-*.aof)."""
+    if not files:
+        return []
+    total = sum(size for _, size in files)
+    names = ", ".join(path for path, _ in files[:4]) + (f" (+{len(files) - 4} more)" if len(files) > 4 else "")
+    if saving:
+        return [Finding(INFO, "temp_files", address, f"{names}: a save or rewrite is running now; not judged")]
+    return [Finding(WARNING, "temp_leftovers", address,
+                    f"{len(files)} Redis temp file(s), {total} bytes, left by a killed save/rewrite child: {names}; "
+                    "no save or rewrite is running on this node, so they can be deleted")]

@@ -45,7 +45,8 @@ class NodeFilePlan:
     host: str
     nodes_conf_path: str | None
     refusal: str | None = None
-    optional: bool = False  # a down node: try to collect its file, warn if it can't be had
+    optional: bool = False  # a down node: try every candidate path; if none has it the set is marked incomplete
+    alternatives: tuple[str, ...] = ()  # a down node: further places its nodes.conf may be, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +74,24 @@ def node_paths(state: NodeState | None, access: NodeAccess) -> NodePaths:
     if not data_dir:
         return NodePaths(None, None, None, f"{access.address}: data dir unknown (CONFIG GET unavailable); "
                                            "set data_dir for this node in the inventory")
-    conf = cfg.get("cluster-config-file") or "nodes.conf"
+    conf = cfg.get("cluster-config-file") or access.cluster_config_file or "nodes.conf"
     return NodePaths(data_dir, posixpath.join(data_dir, cfg.get("dbfilename") or "dump.rdb"),
                      conf if conf.startswith("/") else posixpath.join(data_dir, conf))
+
+
+def down_node_conf_candidates(access: NodeAccess) -> tuple[str, ...]:
+    """Where a down node's nodes.conf may be, in order: the inventory's cluster_config_file, nodes-<port>.conf,
+    nodes.conf (the server cannot be asked for its cluster-config-file)."""
+    if not access.data_dir:
+        return (access.cluster_config_file,) if access.cluster_config_file and access.cluster_config_file.startswith("/") else ()
+    names = [access.cluster_config_file, f"nodes-{access.port}.conf", "nodes.conf"]
+    out: list[str] = []
+    for name in names:
+        if name:
+            path = name if name.startswith("/") else posixpath.join(access.data_dir, name)
+            if path not in out:
+                out.append(path)
+    return tuple(out)
 
 
 def host_of(access: NodeAccess) -> str:
@@ -154,6 +170,12 @@ def plan_backup(backup_id: str, topology: Topology, states: tuple[NodeState, ...
             warnings.append(f"{node.address}: node is down; its nodes.conf is collected only if its host still has it")
         elif paths.problem:
             refusals.append(paths.problem)
-        files.append(NodeFilePlan(node.node_id, node.address, node.role, host_of(access[node.node_id]),
-                                  paths.nodes_conf, None if down else paths.problem, optional=down))
+        if down:
+            candidates = down_node_conf_candidates(access[node.node_id])
+            files.append(NodeFilePlan(node.node_id, node.address, node.role, host_of(access[node.node_id]),
+                                      candidates[0] if candidates else None, None, optional=True,
+                                      alternatives=candidates[1:]))
+        else:
+            files.append(NodeFilePlan(node.node_id, node.address, node.role, host_of(access[node.node_id]),
+                                      paths.nodes_conf, paths.problem))
     return BackupPlan(backup_id, source_mode, max_lag, "aof" if aof else "rdb", tuple(shards), tuple(files), tuple(refusals), tuple(warnings))

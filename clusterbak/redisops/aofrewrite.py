@@ -10,13 +10,14 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import redis
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from clusterbak.errors import ConnectError, PreconditionError, StepFailed
+from clusterbak.errors import ConnectError, PreconditionError, RunCancelled, StepFailed
 from clusterbak.redisops.connect import describe_redis_error
+from clusterbak.storage.pins import PinRecord, read_pin, record_path, remove_pin, write_pin
 
 POLL = 0.1
 
@@ -40,20 +41,40 @@ class SettingsNotRestored(StepFailed):
     """The node's settings could not be put back: the message holds the exact CONFIG SET to run."""
 
 
+PIN_KEYS = ("auto-aof-rewrite-percentage", "appendfsync")
+
+
 @contextmanager
 def pinned_settings(client: redis.Redis, address: str, relax_fsync: bool) -> Iterator[dict[str, str]]:
-    keys = ["auto-aof-rewrite-percentage"] + (["appendfsync"] if relax_fsync else [])
-    saved = {k: _config_get(client, k) for k in keys}
+    """Pin for the body; always put back. The originals come from a pin record left by an earlier run when there
+    is one (this node may still carry that run's pinned values), else from the node - and they are written to a
+    new record before the first CONFIG SET. The record goes only once the originals are set and read back."""
     wanted = {"auto-aof-rewrite-percentage": "0", **({"appendfsync": "no"} if relax_fsync else {})}
+    earlier = read_pin(address)
+    live = {k: _config_get(client, k) for k in wanted}
+    originals = {**live, **(earlier.originals if earlier else {})}
+    try:
+        node_id = str(client.execute_command("CLUSTER", "MYID"))
+    except redis.RedisError:
+        node_id = None
+    write_pin(PinRecord(address=address, originals=originals, pinned=wanted, node_id=node_id))
     try:
         for key, value in wanted.items():
             client.config_set(key, value)
-        yield saved
-    finally:
-        _put_back(client, address, saved)
+        yield originals
+    except BaseException as exc:
+        try:
+            put_back(client, address, originals)
+        except SettingsNotRestored as undo:  # the cause first, then what to run
+            cause = describe_redis_error(address, exc) if isinstance(exc, (redis.RedisError, OSError)) else \
+                (str(exc) or type(exc).__name__)
+            raise SettingsNotRestored(f"{cause}; then {undo}") from exc
+        raise
+    put_back(client, address, originals)
 
 
-def _put_back(client: redis.Redis, address: str, saved: dict[str, str]) -> None:
+def put_back(client: redis.Redis, address: str, saved: dict[str, str]) -> None:
+    """Set the originals, read each back, then drop the pin record; else raise naming the CONFIG SETs to run."""
     problems = []
     for key, value in saved.items():
         for _ in range(3):
@@ -67,28 +88,35 @@ def _put_back(client: redis.Redis, address: str, saved: dict[str, str]) -> None:
             problems.append(f"CONFIG SET {key} {value!r}")
     if problems:
         host, port = address.rsplit(":", 1)
-        raise SettingsNotRestored(f"{address}: COULD NOT RESTORE SETTINGS; run now: "
+        raise SettingsNotRestored(f"{address}: COULD NOT RESTORE SETTINGS (kept in {record_path(address)}); "
+                                  "when the node is back run `clusterbak unpin`, or: "
                                   + "; ".join(f"redis-cli -h {host} -p {port} {p}" for p in problems))
+    remove_pin(address)
 
 
 def _read(client: redis.Redis) -> dict:
     return client.info("persistence")
 
 
-def _wait(client: redis.Redis, done, timeout: float, what: str, address: str) -> dict:
+def _wait(client: redis.Redis, done, timeout: float, what: str, address: str,
+          cancelled: Callable[[], bool] = lambda: False) -> dict:
     retrying = Retrying(stop=stop_after_delay(max(timeout, POLL)), wait=wait_fixed(POLL),
-                        retry=retry_if_result(lambda p: not done(p)))
+                        retry=retry_if_result(lambda p: not done(p) and not cancelled()))
     try:
-        return retrying(_read, client)
+        state = retrying(_read, client)
     except RetryError as exc:
         raise StepFailed(f"{address}: {what} did not finish within {timeout:.0f}s; raise --timeout") from exc
+    if not done(state):
+        raise RunCancelled(f"{address}: stopped waiting for {what}: the backup was cancelled")
+    return state
 
 
 def _busy(p: dict) -> bool:
     return bool(int(p.get("aof_rewrite_in_progress", 0)) or int(p.get("aof_rewrite_scheduled", 0)))
 
 
-def rewrite_and_wait(client: redis.Redis, address: str, timeout: float = 600.0) -> RewriteResult:
+def rewrite_and_wait(client: redis.Redis, address: str, timeout: float = 600.0,
+                     cancelled: Callable[[], bool] = lambda: False) -> RewriteResult:
     t0 = time.monotonic()
     deadline = t0 + timeout
     waited = False
@@ -99,7 +127,7 @@ def rewrite_and_wait(client: redis.Redis, address: str, timeout: float = 600.0) 
         before = _read(client)
         if _busy(before):
             waited = True
-            _wait(client, lambda p: not _busy(p), deadline - time.monotonic(), "a rewrite already running", address)
+            _wait(client, lambda p: not _busy(p), deadline - time.monotonic(), "a rewrite already running", address, cancelled)
             continue
         try:
             client.execute_command("BGREWRITEAOF")
@@ -116,7 +144,7 @@ def rewrite_and_wait(client: redis.Redis, address: str, timeout: float = 600.0) 
     def done(p: dict) -> bool:
         return not _busy(p) and int(p.get("aof_rewrites", 0)) > count
 
-    after = _wait(client, done, deadline - time.monotonic(), "our AOF rewrite", address)
+    after = _wait(client, done, deadline - time.monotonic(), "our AOF rewrite", address, cancelled)
     if after.get("aof_last_bgrewrite_status") != "ok":
         raise StepFailed(f"{address}: BGREWRITEAOF failed (aof_last_bgrewrite_status:"
                          f"{after.get('aof_last_bgrewrite_status')}); see the node's log")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import redis
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from clusterbak.errors import ConnectError, StepFailed
+from clusterbak.errors import ConnectError, RunCancelled, StepFailed
 from clusterbak.redisops.connect import describe_redis_error
 
 POLL = 0.1
@@ -58,12 +59,13 @@ class _Persistence:
         )
 
 
-def _wait(client: redis.Redis, done, timeout: float, what: str, address: str) -> _Persistence:
-    """The one wait policy for saves: poll INFO persistence every POLL seconds until done or timeout."""
+def _wait(client: redis.Redis, done, timeout: float, what: str, address: str,
+          cancelled: Callable[[], bool] = lambda: False) -> _Persistence:
+    """The one wait policy for saves: poll INFO persistence every POLL seconds until done, cancelled or timeout."""
     retrying = Retrying(stop=stop_after_delay(max(timeout, POLL)), wait=wait_fixed(POLL),
-                        retry=retry_if_result(lambda p: not done(p)))
+                        retry=retry_if_result(lambda p: not done(p) and not cancelled()))
     try:
-        return retrying(_Persistence.read, client)
+        state = retrying(_Persistence.read, client)
     except RetryError as exc:
         raise StepFailed(f"{address}: {what} did not finish within {timeout:.0f}s; "
                          "raise --timeout or look at the node's load and log") from exc
@@ -71,6 +73,9 @@ def _wait(client: redis.Redis, done, timeout: float, what: str, address: str) ->
         raise StepFailed(f"{address}: lost the node while waiting for {what} ({type(exc).__name__}: {exc}); "
                          "nothing of this shard was kept: check the host and its network, then run the backup "
                          "again") from exc
+    if not done(state):
+        raise RunCancelled(f"{address}: stopped waiting for {what}: the backup was cancelled")
+    return state
 
 
 def server_time(client: redis.Redis) -> float:
@@ -78,7 +83,9 @@ def server_time(client: redis.Redis) -> float:
     return sec + usec / 1e6
 
 
-def bgsave_and_wait(client: redis.Redis, address: str, timeout: float = 600.0, logfile_hint: str = "") -> SaveResult:
+def bgsave_and_wait(client: redis.Redis, address: str, timeout: float = 600.0, logfile_hint: str = "",
+                    cancelled: Callable[[], bool] = lambda: False) -> SaveResult:
+    """`cancelled` is asked at every poll: once another shard failed, nobody waits here for a save it won't use."""
     t_start = time.monotonic()
     waited = False
     deadline = t_start + timeout
@@ -87,7 +94,7 @@ def bgsave_and_wait(client: redis.Redis, address: str, timeout: float = 600.0, l
         if before.in_progress or before.scheduled:
             waited = True
             _wait(client, lambda p: not p.in_progress and not p.scheduled, deadline - time.monotonic(),
-                  "a BGSAVE that was already running", address)
+                  "a BGSAVE that was already running", address, cancelled)
             continue
         asked_at = server_time(client)
         if before.saves < 0 and before.last_save_time >= int(asked_at):
@@ -116,7 +123,7 @@ def bgsave_and_wait(client: redis.Redis, address: str, timeout: float = 600.0, l
         def done(p: _Persistence) -> bool:
             return not p.in_progress and not p.scheduled and p.last_save_time >= int(asked_at) \
                 and p.last_save_time > before.last_save_time
-    after = _wait(client, done, max(1.0, deadline - time.monotonic()), "our BGSAVE", address)
+    after = _wait(client, done, max(1.0, deadline - time.monotonic()), "our BGSAVE", address, cancelled)
     if after.status != "ok":
         hint = f" ({logfile_hint})" if logfile_hint else ""
         raise StepFailed(f"{address}: BGSAVE failed (rdb_last_bgsave_status:{after.status}); "
@@ -129,7 +136,9 @@ def bgsave_and_wait(client: redis.Redis, address: str, timeout: float = 600.0, l
         address=address, requested_at=asked_at, finished_at=server_time(client),
         last_save_time=after.last_save_time,
         rdb_saves_before=before.saves, rdb_saves_after=after.saves, scheduled=schedule,
-        waited_for_foreign_save=waited, duration_s=time.monotonic() - t_start,
+        # rdb_saves counts saves *started*: two or more since `before` means a foreign save started after ours and
+        # we waited for it to end too (seed 000's race)
+        waited_for_foreign_save=waited or (before.saves >= 0 and after.saves - before.saves > 1), duration_s=time.monotonic() - t_start,
         repl_offset=int(repl[offset_key]) if offset_key in repl else None,
         master_replid=repl.get("master_replid"),
     )

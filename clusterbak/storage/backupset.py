@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from clusterbak.errors import PreconditionError, StepFailed, UsageError, VerifyError
 from clusterbak.model.manifest import BACKUP_ID, FORMAT, Manifest, ManifestError, parse_manifest
 from clusterbak.model.names import check_relative_path
+from clusterbak.storage.records import read_verify
 
 MANIFEST = "manifest.json"
 PARTIAL = ".partial"
@@ -24,12 +26,14 @@ MANIFEST_LIMIT = 64 * 1024 * 1024
 class SetEntry:
     backup_id: str
     path: Path
-    status: str  # "complete" | "partial" | "damaged"
+    status: str  # "complete" | "incomplete" (kept, not restorable as a whole) | "partial" | "damaged"
     created_at: float  # manifest created_at, else the directory's mtime
     size: int
     shards: int | None
     kind: str | None
-    problem: str | None = None  # why a set is "damaged"
+    problem: str | None = None  # why a set is "damaged" or "incomplete"
+    verified: str = "never"  # "ok" | "failed" | "never": the last `clusterbak verify` of this set (verify.json)
+    verified_at: float | None = None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -53,21 +57,26 @@ class BackupStore:
         return partial
 
     def finalize(self, partial: Path, manifest: dict) -> Path:
-        """Write manifest.json last (0600, fsync), then rename DIR/<id>.partial -> DIR/<id>."""
-        for sub in [p for p in partial.rglob("*") if p.is_dir()] + [partial]:
-            _fsync_dir(sub)
+        """Write manifest.json last (0600, fsync), then rename DIR/<id>.partial -> DIR/<id>.
+        A full or failing destination is a failed step naming the file (exit 4), never an unexpected error."""
         tmp = partial / (MANIFEST + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(manifest, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, partial / MANIFEST)
-        _fsync_dir(partial)
-        final = self.root / partial.name[: -len(PARTIAL)]
-        os.rename(partial, final)
-        _fsync_dir(self.root)
+        try:
+            for sub in [p for p in partial.rglob("*") if p.is_dir()] + [partial]:
+                _fsync_dir(sub)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(manifest, fh, indent=2, sort_keys=False)
+                fh.write("\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, partial / MANIFEST)
+            _fsync_dir(partial)
+            final = self.root / partial.name[: -len(PARTIAL)]
+            os.rename(partial, final)
+            _fsync_dir(self.root)
+        except OSError as exc:
+            raise StepFailed(f"{exc.filename or partial / MANIFEST}: cannot write the manifest: {exc.strerror}; "
+                             "no set was completed (free space on the destination and run the backup again)") from exc
         return final
 
     def discard(self, partial: Path) -> None:
@@ -81,6 +90,9 @@ class BackupStore:
         if not (path / MANIFEST).is_file():
             if (self.root / f"{backup_id}{PARTIAL}").exists():
                 raise PreconditionError(f"backup {backup_id} in {self.root} is partial (never completed)")
+            if path.is_dir():
+                raise StepFailed(f"{path / MANIFEST}: missing: the set is damaged and cannot be verified or restored; "
+                                 "use another set")
             raise UsageError(f"no complete backup {backup_id!r} in {self.root}; `clusterbak list --dest {self.root}`")
         return path
 
@@ -99,16 +111,24 @@ class BackupStore:
             if child.name.endswith(PARTIAL):
                 out.append(SetEntry(child.name[: -len(PARTIAL)], child, "partial", child.stat().st_mtime, size, None, None))
                 continue
+            verified, verified_at = read_verification(child)
             try:
+                if not (child / MANIFEST).exists():
+                    raise FileNotFoundError
                 m = read_manifest(child, child.name)
                 missing = [f.path for f in m.stored_files() if not (child / f.path).is_file()]
-                out.append(SetEntry(child.name, child, "damaged" if missing else "complete", m.created_at_unix, size,
-                                    len(m.shards), m.kind,
-                                    f"missing {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
-                                    if missing else None))
+                reasons = incomplete_reasons(m)
+                status = "damaged" if missing else "incomplete" if reasons else "complete"
+                problem = (f"missing {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+                           if missing else "; ".join(reasons) or None)
+                out.append(SetEntry(child.name, child, status, m.created_at_unix, size, len(m.shards), m.kind,
+                                    problem, verified, verified_at))
+            except FileNotFoundError:
+                out.append(SetEntry(child.name, child, "damaged", child.stat().st_mtime, size, None, None,
+                                    f"{MANIFEST} missing", verified, verified_at))
             except (StepFailed, UsageError) as exc:
                 out.append(SetEntry(child.name, child, "damaged", child.stat().st_mtime, size, None, None,
-                                    str(exc).replace(str(child) + "/", "")))
+                                    str(exc).replace(str(child) + "/", ""), verified, verified_at))
         return sorted(out, key=lambda e: e.created_at)
 
     def delete(self, entry: SetEntry) -> None:
@@ -133,6 +153,14 @@ def read_manifest(set_dir: Path, backup_id: str) -> Manifest:
     return parse_manifest(doc, str(set_dir), expect_id=backup_id)
 
 
+def incomplete_reasons(m: Manifest) -> list[str]:
+    """Why a set cannot be restored as a whole (the manifest's `incomplete` list); [] for a restorable set."""
+    reasons = m.raw.get("incomplete") or []
+    if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
+        raise VerifyError(f"{m.backup_id}/manifest.json: incomplete must be a list of strings")
+    return reasons
+
+
 def set_file(set_dir: Path, relative: str) -> Path:
     """A stored file's path: a checked relative name, and no symlink anywhere below the set directory (a link could
     point a restore at any file of the control host)."""
@@ -143,3 +171,11 @@ def set_file(set_dir: Path, relative: str) -> Path:
         if path.is_symlink():
             raise VerifyError(f"{path} is a symbolic link; a backup set holds only regular files")
     return path
+
+
+def read_verification(path: Path) -> tuple[str, float | None]:
+    """("ok" | "failed" | "never", when) from the set's verify.json (storage/records.py reads it)."""
+    record = read_verify(path)
+    if record is None:
+        return "never", None
+    return ("ok" if record["ok"] else "failed"), float(record["verified_at"])

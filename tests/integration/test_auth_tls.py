@@ -15,7 +15,7 @@ from tests.integration.test_restore import wipe
 
 # Keep these in step with docs/security.md ("Least-privilege users").
 BACKUP_ACL = ("-@all +ping +info +time +dbsize +cluster|nodes +cluster|myid +cluster|info +config|get +bgsave "
-              "+bgrewriteaof +config|set")
+              "+bgrewriteaof +config|set +client|setname +client|id +client|list")
 RESTART_ACL = ("-@all +ping +info +time +dbsize +cluster|nodes +cluster|myid +cluster|info +config|get "
                "+cluster|failover +shutdown")
 

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from clusterbak.lab import cluster
-from clusterbak.lab.procs import free_base_port, start_standalone, stop_pid
+from clusterbak.lab.procs import free_base_port, kill_child_when_forked, start_standalone, stop_pid
 from clusterbak.storage.sink import iter_stored_file
 
 
@@ -101,7 +101,9 @@ def test_flipped_byte_is_found_by_verify(lab, cli, tmp_path):
 def test_save_already_running_and_foreign_save_racing(lab, cli, tmp_path):
     replica = next(n for n in lab.lab.nodes if n.role == "replica")
     client = redis.Redis(port=replica.port)
-    client.config_set("rdb-key-save-delay", 200)  # make saves slow enough to overlap (microseconds per key)
+    # ~1 s per save (microseconds per key): the foreign save below is still running when the backup asks for its own,
+    # however quickly the backup gets there (at 200 it took ~0.1 s and was sometimes over before the backup asked)
+    client.config_set("rdb-key-save-delay", 1500)
     stop = threading.Event()
 
     def foreign_saves():
@@ -129,20 +131,27 @@ def test_save_already_running_and_foreign_save_racing(lab, cli, tmp_path):
 
 
 def test_bgsave_error_fails_cleanly_without_a_complete_set(make_lab, cli, tmp_path):
-    handle = make_lab(extra_conf={"enable-protected-configs": "yes"})
+    """The save child is killed (status err) while the server stays healthy. This test used to remove the
+    replica's dir instead: the node then also could not rewrite its nodes.conf, and on the first cluster-state
+    change - common under load, with a 3 s node timeout - Redis exits ("can't update cluster config file"), so the
+    backup met a dead node and refused (exit 3) instead of failing the step (exit 4)."""
+    handle = make_lab(keys=300)
     replica = next(n for n in handle.lab.nodes if n.role == "replica")
-    doomed = tmp_path / "doomed"
-    doomed.mkdir()
     client = redis.Redis(port=replica.port)
-    client.config_set("dir", str(doomed))
-    doomed.rmdir()  # the server's cwd is gone: its BGSAVE child cannot create the temp file
+    client.config_set("rdb-key-save-delay", 100000)  # 0.1 s per key: the child lives long enough to be killed
+    killer = kill_child_when_forked(cluster.current_pid(replica))
     inv = Path(handle.inventory)
-    result, doc = backup(cli, handle, tmp_path / "sets")
-    assert result.exit_code == 4
+    try:
+        result, doc = backup(cli, handle, tmp_path / "sets")
+    finally:
+        killer.join()
+        client.config_set("rdb-key-save-delay", 0)
+    assert result.exit_code == 4, doc["errors"]
     assert replica.address in doc["errors"][0] and "BGSAVE failed" in doc["errors"][0]
     sets = tmp_path / "sets"
     assert not sets.exists() or not any(sets.iterdir())
     assert inv.exists()
+    assert backup(cli, handle, tmp_path / "sets")[0].exit_code == 0  # the node is fine: a rerun succeeds
 
 
 def test_replica_down_refuses_the_shard_and_source_auto_uses_the_master(make_lab, cli, tmp_path):
@@ -163,9 +172,22 @@ def test_replica_down_refuses_the_shard_and_source_auto_uses_the_master(make_lab
     m = doc["data"]["manifest"]
     assert [s["source"]["role"] for s in m["shards"]] == ["replica", "master", "replica"]
     assert m["shards"][1]["source"]["address"] == master.address
-    # the down replica's cluster-config-file name can't be asked for: it is left out, with a warning
-    assert len(m["nodes"]) == 5 and replica.address not in [n["address"] for n in m["nodes"]]
-    assert any(replica.address in w and "not collected" in w for w in m["warnings"])
+    # D4: the down replica can't be asked for its cluster-config-file: found as nodes-<port>.conf in its data dir
+    down = next(n for n in m["nodes"] if n["address"] == replica.address)
+    assert len(m["nodes"]) == 6 and down["nodes_conf"]["source_path"].endswith(f"nodes-{replica.port}.conf")
+    assert not m["incomplete"]
+    # without that file anywhere the set is kept but marked incomplete: exit 4, `list` says why, prune won't keep it
+    Path(replica.dir, f"nodes-{replica.port}.conf").rename(Path(replica.dir, "moved-away.conf"))
+    result, doc = backup(cli, handle, tmp_path / "sets", "--source", "auto")
+    assert result.exit_code == 4 and replica.address in doc["errors"][0] and "INCOMPLETE" in doc["errors"][0]
+    result, listing = cli.json("list", "--dest", str(tmp_path / "sets"))
+    rows = {s["backup_id"]: s for s in listing["data"]["sets"]}
+    bad = rows[doc["data"]["backup_id"]]
+    assert bad["status"] == "incomplete" and replica.address in bad["problem"]
+    result, pruned = cli.json("prune", "--dest", str(tmp_path / "sets"), "--keep-last", "1", "--dry-run")
+    actions = {d["backup_id"]: d["action"] for d in pruned["data"]["decisions"]}
+    assert actions[doc["data"]["backup_id"]] == "keep"  # no newer good set exists yet: the only other is older
+    assert list(actions.values()).count("keep") == 2
 
 
 def test_source_auto_takes_the_master_when_the_replica_lags(make_lab, cli, tmp_path):
