@@ -16,6 +16,7 @@ from clusterbak.cli.lab_cmd import lab_app
 from clusterbak.cli.render import Outcome, Renderer
 from clusterbak.cli.monitor import check_nagios, run_checks
 from clusterbak.cli.views import topology_view
+from clusterbak.config import load_inventory
 from clusterbak.engine.inspect import inspect
 from clusterbak.errors import EXIT_PRECONDITION, UsageError
 from clusterbak.model.checks import DEFAULT_MAX_LAG

@@ -205,6 +205,8 @@ def test_inventory_credentials_work_for_backup_restore_rolling_restart_and_drill
     inventory.write_text(inventory.read_text() + '\n[redis]\npassword_env = "LAB_REDIS_PASSWORD"\n')
     env = {"LAB_REDIS_PASSWORD": "inv-password", "REDISCLI_AUTH": ""}
     sets = tmp_path / "sets"
+    result, out = cli.json("topology", "--seed", handle.seed, "--inventory", str(inventory), env=env)
+    assert result.exit_code == 0, out
     result, out = cli.json("check", "--seed", handle.seed, "--inventory", str(inventory), env=env)
     assert result.exit_code == 0, out
     result, out = cli.json("backup", "--seed", handle.seed, "--inventory", str(inventory), "--dest", str(sets),
