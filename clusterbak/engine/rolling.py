@@ -8,15 +8,13 @@ CLUSTER FAILOVER is sent only to an in-sync replica of the expected master. So a
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from clusterbak.engine.inspect import Inspection, inspect
+from clusterbak.engine.interrupts import StopFlag  # noqa: F401 - the CLI takes it from here
 from clusterbak.engine.rolling_live import ShardServing, read_serving, serving_data
 from clusterbak.engine.rolling_state import DONE, FAILED, RUNNING, RunState, StepRecord, save_state
 from clusterbak.errors import ClusterbakError, StepFailed
@@ -113,34 +111,6 @@ class RollingInterrupted(ClusterbakError):
     """A second Ctrl-C (or SIGTERM) stopped the run at once; the message says the step and how to go on."""
 
     exit_code = 130
-
-
-class StopFlag:
-    """First Ctrl-C or SIGTERM: finish the current step and its gate, then stop. A second one: stop now."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    @contextmanager
-    def on_sigint(self, notify: Callable[[], None]) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum, frame) -> None:
-            if self.requested:
-                raise KeyboardInterrupt
-            self.requested = True
-            notify()
-
-        previous = {sig: signal.signal(sig, handler) for sig in self.SIGNALS}
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
 
 
 @dataclass
