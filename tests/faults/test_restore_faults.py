@@ -114,7 +114,10 @@ def test_interrupt_during_restore(make_lab, cli, tmp_path, sig, times):
                                 "--yes")
         assert result.exit_code == 3 and "--rollback" in rdoc["errors"][0], "a new restore refuses meanwhile"
         result, rdoc = cli.json("restore", backup_id, "--dest", str(dest), "--inventory", handle.inventory,
-                                "--rollback")
+                                "--rollback", "--dry-run")
+        assert result.exit_code == 0 and journal_path(handle.inventory).exists(), "a dry run changes nothing"
+        result, rdoc = cli.json("restore", backup_id, "--dest", str(dest), "--inventory", handle.inventory,
+                                "--rollback", "--yes")
         assert result.exit_code == 0, rdoc["errors"]
         assert not journal_path(handle.inventory).exists()
     wait_for(lambda: healthy(handle), 60, "the cluster is healthy on its previous files")
@@ -149,7 +152,8 @@ def test_killed_restore_is_refused_until_resumed(make_lab, cli, tmp_path):
     result, doc = cli.json("restore", backup_id, "--dest", str(dest), "--inventory", handle.inventory, "--yes")
     assert result.exit_code == 3, doc
     assert "was cut short" in doc["errors"][0] and "--resume" in doc["errors"][0] and "--rollback" in doc["errors"][0]
-    result, doc = cli.json("restore", backup_id, "--dest", str(dest), "--inventory", handle.inventory, "--resume")
+    result, doc = cli.json("restore", backup_id, "--dest", str(dest), "--inventory", handle.inventory, "--resume",
+                           "--yes")
     assert result.exit_code == 0, doc["errors"]
     assert digests(handle) == in_set and roles(handle) == roles_before
     assert not journal_path(handle.inventory).exists()
