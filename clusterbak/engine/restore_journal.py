@@ -10,12 +10,12 @@ whose proof passed removes it; while it exists a new restore of the same invento
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from clusterbak.engine.rolling_state import write_json_atomically
 from clusterbak.errors import PreconditionError
 from clusterbak.plan.restore import NodeRestore, RestorePlan
 
@@ -113,20 +113,8 @@ class Journal:
 
     def _save_locked(self) -> None:
         self.data.updated_at = time.time()
-        if self.path is None:
-            return
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        data = json.dumps(self.data.to_dict(), indent=2).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        if self.path is not None:
+            write_json_atomically(self.path, self.data.to_dict())
 
     def remove(self) -> None:
         with self._lock:

@@ -107,6 +107,16 @@ def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, dict]:
     return proc.returncode, json.loads(out)
 
 
+def kill_during_step(handle, victim, index: int, *extra) -> tuple[int, dict, float]:
+    """Start a run, kill -9 `victim` once step `index` is running: (exit code, JSON doc, seconds to the exit)."""
+    proc = start_run(handle, *extra)
+    wait_for(lambda: step_running(handle, index), 90, f"step {index + 1} starts")
+    os.kill(cluster.current_pid(victim), signal.SIGKILL)
+    killed_at = time.monotonic()
+    code, doc = finish(proc)
+    return code, doc, time.monotonic() - killed_at
+
+
 def no_leftovers(handle) -> None:
     inv_dir = Path(handle.inventory).parent
     assert not [p.name for p in inv_dir.iterdir() if ".tmp-" in p.name], "no temp state files"
@@ -154,12 +164,7 @@ def test_new_master_killed_during_the_failback_is_never_reported_as_serving(make
     handle = make_lab(keys=300)
     master, replica = pair(handle)
     before = roles(handle)
-    proc = start_run(handle, "--nodes", master.address)
-    wait_for(lambda: step_running(handle, 2), 90, "the failback step starts")
-    os.kill(cluster.current_pid(replica), signal.SIGKILL)
-    killed_at = time.monotonic()
-    code, doc = finish(proc)
-    took = time.monotonic() - killed_at
+    code, doc, took = kill_during_step(handle, replica, 2, "--nodes", master.address)
     assert code == 4, doc
     error = doc["errors"][0]
     assert replica.address in error and took < 30, (error, took)
@@ -183,12 +188,7 @@ def test_another_master_killed_is_named_within_seconds_and_restore_roles_gives_r
     target, _ = pair(handle, 0)
     victim, _ = pair(handle, 2)
     before = roles(handle)
-    proc = start_run(handle, "--nodes", target.address)
-    wait_for(lambda: step_running(handle, 1), 90, "the restart of the old master starts")
-    os.kill(cluster.current_pid(victim), signal.SIGKILL)
-    killed_at = time.monotonic()
-    code, doc = finish(proc)
-    took = time.monotonic() - killed_at
+    code, doc, took = kill_during_step(handle, victim, 1, "--nodes", target.address)
     assert code == 4, doc
     error = doc["errors"][0]
     assert error.startswith(f"{victim.address} failed during step 2") and took < 20, (error, took)
