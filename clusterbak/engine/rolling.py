@@ -287,12 +287,12 @@ def _failover(step: Step, rec: StepRecord, ctx: _Ctx, slot_map) -> None:
         raise StepFailed(f"{step.demote_address} should be the master of shard {step.shard} but is "
                          f"{demote.error or demote.role}; run `clusterbak topology`")
     why_not = replica_reason(promote, demote, step.demote_id, ctx.plan.max_lag)
-    if why_not and not promote.up:  # a replica that does not answer this moment (paused, busy): give it a while
+    if why_not and not promote.up and not promote.refused:  # paused or busy, not gone: give it a while
         try:
             wait_gate(lambda: replica_reason(ctx.clients.probe(step.address), ctx.clients.probe(
                 step.demote_address, cluster=False), step.demote_id, ctx.plan.max_lag),
                 min(left(), UNANSWERED_PATIENCE), f"{step.address} answering before its failover",
-                watch=ctx.watch.excusing(step.address))
+                watch=ctx.watch.excusing(tolerating=(step.address,), patient_with=(step.address,)))
             why_not = None
         except GateTimeout as exc:
             why_not = str(exc)
@@ -334,7 +334,9 @@ def advice(plan: RollingPlan, step: Step, serving: dict[int, ShardServing], exc:
     resume = "then run the same command with --resume: it re-checks this step and goes on"
     now = f"shard {step.shard} is {serving[step.shard].summary} (read just now)"
     if isinstance(exc, ClusterFault):
-        return (f"{exc.node} is not a node this step handles. Bring it back (its log, its service), wait until "
+        whose = ("a node of this step" if exc.node in (step.address, step.demote_address, step.expect_master_address)
+                 else "not a node this step handles")
+        return (f"{exc.node} is {whose}. Bring it back (its log, its service), wait until "
                 f"`clusterbak check` says READY, then run the same command with --resume: it compares the live roles "
                 f"with the state file and, if a replica took over a shard meanwhile, asks for --restore-roles first. "
                 f"Now: {_all(serving)}")

@@ -72,7 +72,7 @@ def judge_serving(probes: Mapping[str, Probe], plan: RollingPlan,
                 why.append(f"{address} itself says it is a {p.role}")
             if address in flagged:
                 why.append(f"{address} is flagged failing")
-        unanswered = sorted(a for a in pending & members if not (probes.get(a) and probes[a].up))
+        unanswered = sorted(a for a in pending & members if a in probes and not probes[a].up and not probes[a].refused)
         if unanswered:
             why.append(f"a CLUSTER FAILOVER sent to {', '.join(unanswered)} is unanswered and may still happen")
         down = sorted(a for a, v in views if v == "unreachable")

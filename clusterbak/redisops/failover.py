@@ -56,6 +56,7 @@ class Probe:
     info: Mapping[str, object] = field(default_factory=dict)
     cluster_state: str | None = None
     view: Topology | None = None
+    refused: bool = False  # the connection was refused: no process listens (a paused one times out instead)
 
     @property
     def up(self) -> bool:
@@ -103,7 +104,8 @@ class Clients:
             state = parse_cluster_info(client.execute_command("CLUSTER", "INFO")).get("cluster_state")
             view = parse_cluster_nodes(client.execute_command("CLUSTER", "NODES"))
         except (redis.RedisError, OSError, TopologyParseError) as exc:
-            return Probe(address, error=describe_redis_error(address, exc, self.conn))
+            refused = isinstance(exc, (redis.ConnectionError, ConnectionRefusedError)) and "refused" in str(exc).lower()
+            return Probe(address, error=describe_redis_error(address, exc, self.conn), refused=refused)
         return Probe(address, info=info, cluster_state=state, view=view)
 
     def time_ms(self, address: str) -> int | None:
@@ -248,12 +250,14 @@ def flags_seen(probes: Mapping[str, Probe], excused: frozenset[str],
 
 def fault_reason(probes: Mapping[str, Probe], excused: frozenset[str], down_since: Mapping[str, float],
                  now: float, grace: float = UNREACHABLE_GRACE, tolerated: frozenset[str] = frozenset(),
-                 suspect_since: Mapping[str, float] | None = None) -> tuple[str, str] | None:
+                 suspect_since: Mapping[str, float] | None = None,
+                 patient: frozenset[str] = frozenset()) -> tuple[str, str] | None:
     """(node, why) when a node not in `excused` is failing, else None. Pure: the caller keeps the timers.
 
     Failing: flagged `fail` (the masters agreed), flagged `fail?` for `grace` seconds (`suspect_since`: one
     node's opinion, stale for a moment on a node that was paused itself), unreachable from here for `grace`
-    seconds, or reporting cluster_state other than ok.
+    seconds, or reporting cluster_state other than ok. A `patient` node (a failover's replica with the command
+    pending) may time out (paused, busy) but not refuse connections (its process is gone).
     """
     suspect_since = suspect_since if suspect_since is not None else {}
     for node, (flags, observers) in sorted(flags_seen(probes, excused, tolerated).items(),
@@ -262,6 +266,8 @@ def fault_reason(probes: Mapping[str, Probe], excused: frozenset[str], down_sinc
             return node, (f"{node} is failing: flagged {','.join(sorted(flags))} by {len(observers)} node(s) "
                           f"({', '.join(observers)})")
     for p in probes.values():
+        if p.address in patient and not p.refused:
+            continue
         if not p.up and p.address not in excused and now - down_since.get(p.address, now) >= grace:
             return p.address, f"{p.address} is down: unreachable for {now - down_since[p.address]:.1f}s ({p.error})"
     for p in probes.values():
@@ -288,7 +294,7 @@ class Watchdog:
         self._last = 0.0
 
     def __call__(self, excused: frozenset[str] = frozenset(), force: bool = False,
-                 tolerated: frozenset[str] = frozenset()) -> None:
+                 tolerated: frozenset[str] = frozenset(), patient: frozenset[str] = frozenset()) -> None:
         now = time.monotonic()
         if not force and now - self._last < self.every:
             return
@@ -306,14 +312,15 @@ class Watchdog:
         for address in suspects:
             self._suspect_since.setdefault(address, now)
         found = fault_reason(probes, excused, self._down_since, time.monotonic(), self.grace, tolerated,
-                             self._suspect_since)
+                             self._suspect_since, patient)
         if found:
             node, why = found
             raise ClusterFault(why, node)
 
-    def excusing(self, *addresses: str | None, tolerating: tuple[str, ...] = ()) -> Watch:
+    def excusing(self, *addresses: str | None, tolerating: tuple[str, ...] = (),
+                 patient_with: tuple[str, ...] = ()) -> Watch:
         excused = frozenset(a for a in addresses if a)
-        return lambda: self(excused, tolerated=frozenset(tolerating))
+        return lambda: self(excused, tolerated=frozenset(tolerating), patient=frozenset(patient_with))
 
 
 def switched_reason(promote: Probe, demote: Probe) -> str | None:
@@ -373,7 +380,7 @@ def failover_and_confirm(clients: Clients, promote: str, promote_id: str, demote
     node must be healthy again. A failover sent but never answered is not asked again: it would queue twice."""
     deadline = time.monotonic() + timeout
     attempts, unanswered = 0, False
-    pending = watchdog.excusing(promote) if watchdog else None
+    pending = watchdog.excusing(tolerating=(promote,), patient_with=(promote,)) if watchdog else None
 
     def switched() -> str | None:
         return switched_reason(clients.probe(promote, cluster=False), clients.probe(demote, cluster=False))

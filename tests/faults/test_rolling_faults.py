@@ -180,6 +180,40 @@ def test_new_master_killed_during_the_failback_is_never_reported_as_serving(make
     no_leftovers(handle)
 
 
+def test_promoted_replica_killed_in_its_failover_step_is_named_and_its_shard_stays_served(make_lab, cli):
+    """The replica a failover goes to hangs as the run turns to its failover (SIGSTOP, so the step's reads wait on
+    it), then dies (SIGKILL). The run stops within seconds naming it (a refused connection is a dead process, not
+    a paused one), says its master serves the shard (read then: true, nothing was switched), and once the node is
+    back --resume does the failover and finishes."""
+    handle = make_lab(keys=300)
+    master, replica = pair(handle)
+    other_replica = pair(handle, 1)[1]
+    before = roles(handle)
+    proc = start_run(handle, "--nodes", f"{other_replica.address},{master.address}")
+    pid = cluster.current_pid(replica)
+    wait_for(lambda: step_done(handle, 0), 60, "the replica restart before the failover is done", poll=0.003)
+    os.kill(pid, signal.SIGSTOP)
+    time.sleep(1)
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    code, doc = finish(proc)
+    took = time.monotonic() - killed_at
+    assert code == 4, doc
+    error = doc["errors"][0]
+    assert error.startswith(f"{replica.address} failed during step 2 (failover {replica.address})") or \
+        error.startswith(f"step 2 (failover {replica.address}): not failing over to {replica.address}"), error
+    assert took < 15, took
+    assert owner_of_shard(handle.seed, 0) == master.address
+    assert serving_statements(doc)["0"].startswith(f"served by {master.address}"), serving_statements(doc)
+    start_node(replica)
+    wait_for(lambda: healthy(handle), 60, "the cluster is healthy with the node back")
+    result, doc = cli.json("rolling-restart", "--seed", handle.seed, "--inventory", handle.inventory, "--yes",
+                           "--resume")
+    assert result.exit_code == 0, doc["errors"]
+    assert roles(handle) == before and healthy(handle)
+    no_leftovers(handle)
+
+
 def test_another_master_killed_is_named_within_seconds_and_restore_roles_gives_roles_back(make_lab, cli):
     """D3: a master the run does not handle dies during a restart step. The run stops within seconds naming it
     (not after the step timeout, not blaming gossip); --resume refuses while its replica serves the shard and

@@ -130,6 +130,8 @@ def test_serving_is_unclear_when_views_disagree_the_owner_fails_or_a_failover_is
     unclear = judge_serving(paused, plan, frozenset({B.address}))[0]
     assert unclear.owner is None and "CLUSTER FAILOVER sent to 127.0.0.1:7103 is unanswered" in unclear.summary
     assert "127.0.0.1:7100 per" in unclear.summary  # the views observed are printed with it
+    gone = dict(probes, **{B.address: Probe(B.address, error="cannot reach 127.0.0.1:7103: refused", refused=True)})
+    assert judge_serving(gone, plan, frozenset({B.address}))[0].owner == A.address, "a dead node takes nothing over"
     dead = dict(probes, **{A.address: Probe(A.address, error="cannot reach 127.0.0.1:7100: refused")})
     s0 = judge_serving(dead, plan)[0]
     assert s0.owner is None and "127.0.0.1:7100 is unreachable" in s0.summary and "UNCLEAR" in s0.summary
@@ -150,6 +152,10 @@ def test_fault_names_a_node_the_step_does_not_handle():
     node, why = fault_reason(down, frozenset(), {A.address: 7.0}, 10.0)
     assert node == A.address and "unreachable for 3.0s" in why
     assert fault_reason(down, frozenset({A.address}), {A.address: 0.0}, 10.0) is None, "the restarted node"
+    patient = frozenset({A.address})  # a failover's replica with CLUSTER FAILOVER pending: paused is not dead
+    assert fault_reason(down, frozenset(), {A.address: 0.0}, 10.0, patient=patient) is None
+    gone = dict(probes, **{A.address: Probe(A.address, error="cannot reach 127.0.0.1:7100: refused", refused=True)})
+    assert fault_reason(gone, frozenset(), {A.address: 0.0}, 10.0, patient=patient)[0] == A.address
     failed = parse_cluster_nodes((GOLDEN / "nodes_failed_master.txt").read_text())
     dead = next(n for n in failed.nodes if n.is_failing)
     fp = {n.address: probe(n, failed) for n in failed.nodes if not n.is_failing}
