@@ -117,6 +117,17 @@ def kill_during_step(handle, victim, index: int, *extra) -> tuple[int, dict, flo
     return code, doc, time.monotonic() - killed_at
 
 
+def back_then_resume(cli, handle, node, before) -> None:
+    """The operator's recovery: start the node, wait for a healthy cluster, --resume; it must finish cleanly."""
+    start_node(node)
+    wait_for(lambda: healthy(handle), 60, "the cluster is healthy with the node back")
+    result, doc = cli.json("rolling-restart", "--seed", handle.seed, "--inventory", handle.inventory, "--yes",
+                           "--resume")
+    assert result.exit_code == 0, doc["errors"]
+    assert roles(handle) == before and healthy(handle)
+    no_leftovers(handle)
+
+
 def no_leftovers(handle) -> None:
     inv_dir = Path(handle.inventory).parent
     assert not [p.name for p in inv_dir.iterdir() if ".tmp-" in p.name], "no temp state files"
@@ -170,14 +181,7 @@ def test_new_master_killed_during_the_failback_is_never_reported_as_serving(make
     assert replica.address in error and took < 30, (error, took)
     for shard, text in serving_statements(doc).items():
         assert not text.startswith(f"served by {replica.address}"), text
-    # recovery as the advice says: bring the node back, then --resume
-    start_node(replica)
-    wait_for(lambda: healthy(handle), 60, "the cluster is healthy with the node back")
-    result, doc = cli.json("rolling-restart", "--seed", handle.seed, "--inventory", handle.inventory, "--yes",
-                           "--resume")
-    assert result.exit_code == 0, doc["errors"]
-    assert roles(handle) == before and healthy(handle)
-    no_leftovers(handle)
+    back_then_resume(cli, handle, replica, before)  # recovery as the advice says
 
 
 def test_promoted_replica_killed_in_its_failover_step_is_named_and_its_shard_stays_served(make_lab, cli):
@@ -205,13 +209,7 @@ def test_promoted_replica_killed_in_its_failover_step_is_named_and_its_shard_sta
     assert took < 15, took
     assert owner_of_shard(handle.seed, 0) == master.address
     assert serving_statements(doc)["0"].startswith(f"served by {master.address}"), serving_statements(doc)
-    start_node(replica)
-    wait_for(lambda: healthy(handle), 60, "the cluster is healthy with the node back")
-    result, doc = cli.json("rolling-restart", "--seed", handle.seed, "--inventory", handle.inventory, "--yes",
-                           "--resume")
-    assert result.exit_code == 0, doc["errors"]
-    assert roles(handle) == before and healthy(handle)
-    no_leftovers(handle)
+    back_then_resume(cli, handle, replica, before)
 
 
 def test_another_master_killed_is_named_within_seconds_and_restore_roles_gives_roles_back(make_lab, cli):
