@@ -85,7 +85,8 @@ def restore(backup_id: Annotated[str, typer.Argument(help="The set's id (see `cl
         t0 = time.monotonic()
         with NodeProgress(r, restore_sizes(plan, manifest)) as progress:
             checks = run_restore(plan, set_dir, manifest, inv, conn, prove_timeout, accept_new_host_keys,
-                                 on_event=progress, verified=True, journal_file=journal, commands=commands)
+                                 on_event=lambda k, d: _interrupt_note(r) if k == "interrupt" else progress(k, d),
+                                 verified=True, journal_file=journal, commands=commands)
         r.verdict(checks)
         bad = [f"{x['subject']}: {x['check']}: {x['detail']}" for x in checks if not x["ok"]]
         data["checks"] = checks
@@ -94,6 +95,11 @@ def restore(backup_id: Annotated[str, typer.Argument(help="The set's id (see `cl
         return Outcome(data=data, exit_code=EXIT_STEP_FAILED if bad else 0, errors=bad)
 
     c.execute("restore", json_out, body, quiet)
+
+
+def _interrupt_note(r: Renderer) -> None:
+    r.note("interrupted: finishing the placements under way, then every node gets its previous files back and is "
+           "started (interrupt again to stop at once and keep the journal for --resume / --rollback)")
 
 
 def _cut_short(r: Renderer, store: BackupStore, inv, journal: Path, existing, backup_id: str, resume: bool,
