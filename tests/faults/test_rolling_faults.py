@@ -256,6 +256,11 @@ def test_interrupt_during_rolling_restart(make_lab, cli, sig, times):
     handle = make_lab()
     master, replica = pair(handle, 1)
     before = roles(handle)
+    if times == 2:  # a restart that takes 2 s, so both signals surely come while it runs
+        inventory = Path(handle.inventory)
+        text = inventory.read_text()
+        assert text.count('restart_command = "') == 1
+        inventory.write_text(text.replace('restart_command = "', 'restart_command = "sleep 2 && '))
     proc = start_run(handle, "--nodes", master.address)
     wait_for(lambda: step_running(handle, 1), 90, "the restart of the old master starts")
     proc.send_signal(sig)
