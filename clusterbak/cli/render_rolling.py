@@ -82,9 +82,23 @@ def show_report(r: Renderer, result: dict) -> None:
     for line in (result.get("final") or {}).get("warnings", []):
         r.line(f"[yellow]warning:[/] {escape(line)}")
     if result["status"] != "ok":
-        serving = ", ".join(f"shard {k}: {v or 'NO MASTER'}" for k, v in result["serving"].items())
         r.error(result["error"])
-        r.line(f"[bold]now serving:[/] {escape(serving)}")
+        _serving(r, result)
+        r.line(f"[bold]what to do:[/] {escape(result['advice'] or '')}")
+
+
+def _serving(r: Renderer, result: dict) -> None:
+    """Who serves each shard, as read from every reachable node when the run stopped (never from the plan)."""
+    for shard, summary in result["serving_detail"].items():
+        r.line(f"[bold]now:[/] shard {shard} {escape(summary)}")
+
+
+def show_roles_report(r: Renderer, result: dict) -> None:
+    rows = [(x["shard"], x["master"], x["from"], _s(x["window_s"])) for x in result["switched"]]
+    r.table(f"restore roles: {result['status']}", ("shard", "master again", "was served by", "write window"), rows)
+    _serving(r, result)
+    if result["status"] != "ok":
+        r.error(result["error"])
         r.line(f"[bold]what to do:[/] {escape(result['advice'] or '')}")
 
 

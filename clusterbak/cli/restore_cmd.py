@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,8 +14,9 @@ from clusterbak.cli.backup_cmd import Dest, DryRun, resolve_id
 from clusterbak.cli.render import NodeProgress, Outcome, Renderer
 from clusterbak.config import load_inventory
 from clusterbak.engine.drill import restore_sizes, run_drill
-from clusterbak.engine.restore import run_restore, verify_or_refuse
-from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, ClusterbakError, PreconditionError
+from clusterbak.engine.restore import rollback_restore, run_restore, verify_or_refuse
+from clusterbak.engine.restore_journal import journal_path, load_journal
+from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, ClusterbakError, PreconditionError, UsageError
 from clusterbak.plan.restore import parse_maps, plan_restore, target_address
 from clusterbak.redisops.target import probe_target
 from clusterbak.storage.backupset import BackupStore
@@ -32,6 +34,8 @@ def restore(backup_id: Annotated[str, typer.Argument(help="The set's id (see `cl
             yes: Annotated[bool, typer.Option("--yes", help="Do not ask before stopping nodes.")] = False,
             prove_timeout: Annotated[float, typer.Option("--prove-timeout", help="Seconds to wait for the restored cluster to prove itself.")] = 120.0,
             accept_new_host_keys: c.AcceptNewHostKeys = False,
+            resume: Annotated[bool, typer.Option("--resume", help="Go on with a restore that was cut short (its journal beside the inventory).")] = False,
+            rollback: Annotated[bool, typer.Option("--rollback", help="Undo a restore that was cut short: previous files back, nodes started.")] = False,
             dry_run: DryRun = False, user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None,
             cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
             connect_timeout: c.ConnectTimeout = 3.0, quiet: c.Quiet = False, json_out: c.Json = False) -> None:
@@ -41,9 +45,23 @@ def restore(backup_id: Annotated[str, typer.Argument(help="The set's id (see `cl
         c.refuse_together(dry_run=dry_run, yes=yes)
         c.check_tls_flags(tls, cacert, cert, key, tls_insecure)
         store = BackupStore(dest)
+        inv = load_inventory(inventory)
+        journal = journal_path(inventory)
+        existing = load_journal(journal)
+        base = f"clusterbak restore {shlex.quote(backup_id)} --dest {shlex.quote(str(dest))} --inventory " \
+               f"{shlex.quote(str(inventory))}"
+        commands = {"resume": f"{base} --resume", "rollback": f"{base} --rollback"}
+        if resume or rollback:
+            return _cut_short(r, store, inv, journal, existing, backup_id, resume, bool(map_ or force), dry_run, yes,
+                              commands, lambda seed: c.connection(seed, user, tls, cacert, cert, key, connect_timeout,
+                                                                 inv, tls_insecure), prove_timeout,
+                              accept_new_host_keys)
+        if existing is not None:
+            raise PreconditionError(f"a restore of {existing.backup_id} was cut short ({existing.summary()}); "
+                                    f"continue it: {commands['resume'].replace(backup_id, existing.backup_id, 1)}; "
+                                    f"or undo it: {commands['rollback'].replace(backup_id, existing.backup_id, 1)}")
         manifest = store.manifest(backup_id)
         set_dir = store.path(backup_id)
-        inv = load_inventory(inventory)
         mapping = parse_maps(map_ or [])
         verify_or_refuse(set_dir, manifest)  # before anything is touched, even for a dry run
         # connect only where the operator said: a set's addresses go through --map and the inventory first, and an
@@ -67,7 +85,8 @@ def restore(backup_id: Annotated[str, typer.Argument(help="The set's id (see `cl
         t0 = time.monotonic()
         with NodeProgress(r, restore_sizes(plan, manifest)) as progress:
             checks = run_restore(plan, set_dir, manifest, inv, conn, prove_timeout, accept_new_host_keys,
-                                 on_event=progress, verified=True)
+                                 on_event=lambda k, d: _interrupt_note(r) if k == "interrupt" else progress(k, d),
+                                 verified=True, journal_file=journal, commands=commands)
         r.verdict(checks)
         bad = [f"{x['subject']}: {x['check']}: {x['detail']}" for x in checks if not x["ok"]]
         data["checks"] = checks
@@ -76,6 +95,45 @@ def restore(backup_id: Annotated[str, typer.Argument(help="The set's id (see `cl
         return Outcome(data=data, exit_code=EXIT_STEP_FAILED if bad else 0, errors=bad)
 
     c.execute("restore", json_out, body, quiet)
+
+
+def _interrupt_note(r: Renderer) -> None:
+    r.note("interrupted: finishing the placements under way, then every node gets its previous files back and is "
+           "started (interrupt again to stop at once and keep the journal for --resume / --rollback)")
+
+
+def _cut_short(r: Renderer, store: BackupStore, inv, journal: Path, existing, backup_id: str, resume: bool,
+               replanning: bool, dry_run: bool, yes: bool, commands: dict[str, str], connect, prove_timeout: float,
+               accept_new_host_keys: bool) -> Outcome:
+    """restore ID --resume | --rollback: follow the plan in the restore journal."""
+    if replanning:
+        raise UsageError("--resume and --rollback work alone: they follow the plan in the restore journal")
+    if existing is None:
+        raise PreconditionError(f"nothing to {'resume' if resume else 'roll back'}: {journal} does not exist")
+    if existing.backup_id != backup_id:
+        raise PreconditionError(f"{journal} is a restore of {existing.backup_id}, not of {backup_id}")
+    plan = existing.restore_plan()
+    conn = connect(plan.nodes[0].new_address)
+    verb = "resume" if resume else "roll back"
+    r.line(f"restore of {backup_id} cut short ({existing.phase}): {existing.summary()}")
+    if dry_run:
+        r.line("--resume places the set on the nodes not done yet, starts every node and proves the cluster"
+               if resume else "--rollback stops any node started with the restored files, puts every node's "
+               "previous files back and starts the nodes clusterbak stopped")
+        return Outcome(data={"backup_id": backup_id, "dry_run": True, "action": verb, "journal": existing.to_dict()})
+    if not yes and not r.confirm(f"{verb} the restore of {backup_id} on {len(plan.nodes)} nodes?"):
+        raise PreconditionError("not confirmed; nothing changed (use --yes to skip the question)")
+    note = lambda k, d: r.note(f"{k} {d.get('node', '')}")  # noqa: E731
+    if not resume:
+        before = rollback_restore(journal, existing, inv, conn, accept_new_host_keys, on_event=note)
+        r.line(f"restore of {backup_id} rolled back: every node has its previous files and runs (it was: {before})")
+        return Outcome(data={"backup_id": backup_id, "rolled_back": True, "was": before})
+    checks = run_restore(plan, store.path(backup_id), store.manifest(backup_id), inv, conn, prove_timeout,
+                         accept_new_host_keys, on_event=note, journal_file=journal, resume=existing, commands=commands)
+    r.verdict(checks)
+    bad = [f"{x['subject']}: {x['check']}: {x['detail']}" for x in checks if not x["ok"]]
+    return Outcome(data={"backup_id": backup_id, "resumed": True, "checks": checks},
+                   exit_code=EXIT_STEP_FAILED if bad else 0, errors=bad)
 
 
 def drill(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`.")], dest: Dest,

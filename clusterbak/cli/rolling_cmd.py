@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,10 +10,13 @@ import typer
 
 from clusterbak.cli import common as c
 from clusterbak.cli.render import Outcome, Renderer
-from clusterbak.cli.render_rolling import progress, show_plan, show_report, stopping
+from clusterbak.cli.render_rolling import progress, show_plan, show_report, show_roles_report, stopping
 from clusterbak.config import load_inventory
 from clusterbak.cli.upgrade_opts import apply_upgrade, show_versions
-from clusterbak.engine.rolling import RollingOptions, StopFlag, prepare, prepare_resume, run_rolling
+from clusterbak.engine.rolling import (
+    RollingOptions, StopFlag, apply_rewind, prepare, prepare_restore_roles, prepare_resume, run_restore_roles,
+    run_rolling,
+)
 from clusterbak.engine.upgrade import control_host_action, read_versions
 from clusterbak.engine.rolling_state import RunState, default_state_path, load_state
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
@@ -35,6 +39,7 @@ def rolling_restart(
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")] = False,
         yes: Annotated[bool, typer.Option("--yes", help="Do not ask before starting.")] = False,
         resume: Annotated[bool, typer.Option("--resume", help="Go on with the run recorded in the state file.")] = False,
+        restore_roles: Annotated[bool, typer.Option("--restore-roles", help="Give every master of the state file its recorded role back (CLUSTER FAILOVER), then stop.")] = False,
         step_timeout: Annotated[float, typer.Option("--step-timeout", min=1.0, help="Seconds per step, gates included.")] = 300.0,
         state: Annotated[Optional[str], typer.Option("--state", help="State file (default: beside the inventory).")] = None,
         max_lag: Annotated[int, typer.Option("--max-lag", help="Bytes a replica may trail its master.")] = DEFAULT_MAX_LAG,
@@ -56,6 +61,11 @@ def rolling_restart(
         path = Path(state).absolute() if state else default_state_path(inventory)
         wanted = tuple(a.strip() for a in (nodes or "").split(",") if a.strip())
         existing = load_state(path)
+        if restore_roles:
+            if resume or wanted or replicas_only or force_failover:
+                raise UsageError("--restore-roles works alone: it gives the roles of the state file back; "
+                                 "run --resume afterwards")
+            return _restore_roles(r, opts, existing, path, dry_run, yes, step_timeout, seed)
         if resume:
             existing = _resumable(existing, path, wanted, replicas_only, force_failover)
             if is_upgrade(existing.plan) != bool(upgrade_command):
@@ -85,6 +95,7 @@ def rolling_restart(
         run_ids = {s.node.node_id: s.info.get("run_id") for s in prep.inspection.states if s.reachable}
         if resume:
             existing.plan = prep.plan  # restart commands re-read from the inventory as it is now
+            apply_rewind(existing, prep.rewind)
         run = existing if resume else RunState.new(prep.plan, seed, str(Path(inventory).absolute()), run_ids)
         stop = StopFlag()
         with stop.on_sigint(lambda: stopping(r)):
@@ -104,6 +115,32 @@ def rolling_restart(
         return Outcome(data=data, exit_code=code, errors=[result["error"], result["advice"]])
 
     c.execute("rolling-restart", json_out, body, quiet, metrics_file)
+
+
+def _restore_roles(r: Renderer, opts, existing: RunState | None, path: Path, dry_run: bool, yes: bool,
+                   step_timeout: float, seed: str) -> Outcome:
+    if existing is None:
+        raise PreconditionError(f"no recorded roles: {path} does not exist (pass --state FILE of the run)")
+    steps, refusals = prepare_restore_roles(opts, existing)
+    plan = {"steps": [asdict(s) for s in steps], "targets": [s.address for s in steps], "failover_mode": "default",
+            "warnings": []}
+    data = {"dry_run": dry_run, "restore_roles": True, "state_file": str(path), "plan": plan,
+            "refusals": list(refusals)}
+    show_plan(r, data["plan"], None, refusals)
+    if refusals:
+        return Outcome(data=data, exit_code=EXIT_PRECONDITION, errors=list(refusals))
+    if dry_run or not steps:
+        if not steps:
+            r.line("every master of the state file serves its shard: nothing to do")
+        return Outcome(data=data)
+    if not yes and not r.confirm(f"fail {len(steps)} shards back to their recorded masters at {seed}?"):
+        raise PreconditionError("not confirmed, nothing changed (without a terminal to ask on, pass --yes)")
+    result = run_restore_roles(existing, steps, opts, RollingOptions(step_timeout), progress(r))
+    data["result"] = result
+    show_roles_report(r, result)
+    if result["status"] == "ok":
+        return Outcome(data=data)
+    return Outcome(data=data, exit_code=EXIT_STEP_FAILED, errors=[result["error"], result["advice"]])
 
 
 def _resumable(existing: RunState | None, path: Path, wanted: tuple[str, ...], replicas_only: bool,

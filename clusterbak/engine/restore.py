@@ -1,18 +1,28 @@
 """Execute a RestorePlan: verify, stop all, move aside, place atomically, start all, prove.
 
-Nothing is deleted: what was in a target's data dir is kept as `<file>.before-restore-<id>`.
+What was in a target's data dir is kept as `<file>.before-restore-<id>`; after a restore whose proof passed,
+the newest KEEP_BEFORE_RESTORE such copies of each file are kept and older ones removed.
+
+Every step is recorded in a journal (engine/restore_journal.py). Ctrl-C or SIGTERM once: the placements under
+way finish (each node's is atomic: moved aside and placed, or put back), none starts; then every node gets
+its previous files back and is started (exit 130, nothing changed). Once every node was started with the
+restored files, an interrupt only skips the proof. A second interrupt stops at once with the journal's exact
+state and the one command to continue (`restore ID --resume`) or undo (`restore ID --rollback`).
 """
 
 from __future__ import annotations
 
 import io
 import posixpath
+import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
+from clusterbak.engine.interrupts import StopFlag
 from clusterbak.engine.prove import prove
+from clusterbak.engine.restore_journal import Journal, RestoreJournal
 from clusterbak.engine.verify import verify_set
 from clusterbak.errors import ClusterbakError, StepFailed, VerifyError
 from clusterbak.model.aofmanifest import needed, parse_aof_manifest, render_manifest, rename_prefix
@@ -28,6 +38,13 @@ from clusterbak.transports.factory import TEXT_LIMIT, open_transport
 
 Event = Callable[[str, dict], None]
 STOP_TIMEOUT = 30.0
+KEEP_BEFORE_RESTORE = 2  # `.before-restore-*` copies kept per file after a proven restore (docs/restore.md)
+
+
+class RestoreInterrupted(ClusterbakError):
+    """Ctrl-C or SIGTERM stopped a restore; the message says the state it left and the command to run."""
+
+    exit_code = 130
 
 
 def verify_or_refuse(set_dir: Path, manifest: Manifest) -> None:
@@ -39,32 +56,182 @@ def verify_or_refuse(set_dir: Path, manifest: Manifest) -> None:
 
 def run_restore(plan: RestorePlan, set_dir: Path, manifest: Manifest, inventory: Inventory, conn: ConnectionOptions,
                 prove_timeout: float = 120.0, accept_new_host_keys: bool = False, on_event: Event = lambda k, d: None,
-                verified: bool = False) -> list[dict]:
+                verified: bool = False, journal_file: Path | None = None, resume: RestoreJournal | None = None,
+                stop: StopFlag | None = None, commands: dict[str, str] | None = None) -> list[dict]:
+    """`resume`: go on from a journal (nodes stopped/placed already are not done again). `commands`: the exact
+    `--resume` / `--rollback` command lines to print when a second interrupt stops the run."""
     if not plan.ok:
         raise StepFailed("refusing to execute a plan with refusals: " + "; ".join(plan.refusals))
     if not verified:
         verify_or_refuse(set_dir, manifest)
         on_event("verified", {"backup_id": plan.backup_id})
-    transports = {n.new_address: open_transport(inventory.access(n.new_address), accept_new_host_keys) for n in plan.nodes}
+    stop = stop or StopFlag()
+    transports: dict = {}
     try:
-        _each(plan, lambda n: _stop(n, transports[n.new_address], conn), "stopped", on_event)
-        _each(plan, lambda n: _replace(n, transports[n.new_address], set_dir, plan, manifest), "placed", on_event)
-        _each(plan, lambda n: _start(n, transports[n.new_address]), "started", on_event)
+        with stop.on_sigint(lambda: on_event("interrupt", {"node": "finishing the placements under way"})):
+            journal = Journal(journal_file, resume or RestoreJournal.new(plan, str(set_dir.parent)))
+            try:
+                for n in plan.nodes:
+                    transports[n.new_address] = open_transport(inventory.access(n.new_address), accept_new_host_keys)
+                _execute(plan, set_dir, manifest, conn, transports, journal, stop, on_event, commands)
+            except KeyboardInterrupt:  # the second interrupt: what runs in the pool finishes, nothing new starts
+                journal.save()
+                raise RestoreInterrupted(stopped_at_once(journal, commands)) from None
+            except RestoreInterrupted:
+                raise
+            except ClusterbakError as exc:  # a failed step: say the state it left and the two ways on
+                raise type(exc)(f"{exc}. Now: {journal.data.summary()}. To continue once fixed: "
+                                f"{_cmd(commands, 'resume', plan.backup_id)}; to undo: "
+                                f"{_cmd(commands, 'rollback', plan.backup_id)}") from exc
     finally:
         for t in transports.values():
             t.close()
-    return prove(conn, manifest, {n.node_id: n.new_address for n in plan.nodes}, prove_timeout)
+    try:
+        checks = prove(conn, manifest, {n.node_id: n.new_address for n in plan.nodes}, prove_timeout)
+    except KeyboardInterrupt:
+        raise RestoreInterrupted(f"restore of {plan.backup_id} interrupted during the proof: every node was started "
+                                 "with the restored files; check the cluster (`clusterbak check`); to undo: "
+                                 f"{_cmd(commands, 'rollback', plan.backup_id)}") from None
+    if all(c["ok"] for c in checks):
+        journal.remove()
+        _each(plan, lambda n: _keep_recent_copies(n, inventory, accept_new_host_keys), "pruned", lambda k, d: None)
+    else:
+        journal.mark(phase="proof failed")
+    return checks
+
+
+def _execute(plan: RestorePlan, set_dir: Path, manifest: Manifest, conn: ConnectionOptions, transports: dict,
+             journal: Journal, stop: StopFlag, on_event: Event, commands: dict[str, str] | None) -> None:
+    def stop_one(n: NodeRestore) -> None:
+        if not (stop.requested or journal.node(n.new_address).stopped):
+            _stop(n, transports[n.new_address], conn)
+            journal.mark(n.new_address, stopped=True)
+
+    def place_one(n: NodeRestore) -> None:
+        progress = journal.node(n.new_address)
+        if stop.requested or progress.placed:
+            return
+        # a run killed mid-placement (--resume) already made this restore's copies: keep them, do not copy again
+        already = []
+        if progress.placing:
+            _remove_placed(n, transports[n.new_address], set())  # only the temp files a killed write left
+            already = _copies_of_this_restore(n, transports[n.new_address], plan.backup_id)
+        journal.mark(n.new_address, placing=True)
+        moved = _replace(n, transports[n.new_address], set_dir, plan, manifest, already)
+        journal.mark(n.new_address, moved=[list(m) for m in moved], placed=True)
+
+    def start_one(n: NodeRestore) -> None:
+        if not (journal.node(n.new_address).started or answers(conn, n.new_address)):
+            _start(n, transports[n.new_address])
+        journal.mark(n.new_address, started=True)
+
+    journal.mark(phase="stopping")
+    _each(plan, stop_one, "stopped", on_event)
+    if not stop.requested:
+        journal.mark(phase="placing")
+        _each(plan, place_one, "placed", on_event)
+    if stop.requested:
+        undo(plan, journal, transports, conn, on_event)
+        raise RestoreInterrupted(f"restore of {plan.backup_id} interrupted before any node was started with the "
+                                 "restored files: every node has its previous files back and was started again; "
+                                 "nothing changed")
+    journal.mark(phase="starting")
+    _each(plan, start_one, "started", on_event)
+    if stop.requested:
+        raise RestoreInterrupted(f"restore of {plan.backup_id} interrupted after every node was started with the "
+                                 "restored files; the proof did not run: check the cluster (`clusterbak check`); "
+                                 f"to undo: {_cmd(commands, 'rollback', plan.backup_id)}")
+    journal.mark(phase="proving")
+
+
+def stopped_at_once(journal: Journal, commands: dict[str, str] | None) -> str:
+    backup_id = journal.data.backup_id
+    return (f"restore of {backup_id} stopped at once by a second interrupt ({journal.data.phase}); now: "
+            f"{journal.data.summary()}. To continue: {_cmd(commands, 'resume', backup_id)}; to undo: "
+            f"{_cmd(commands, 'rollback', backup_id)}")
+
+
+def _cmd(commands: dict[str, str] | None, which: str, backup_id: str) -> str:
+    return (commands or {}).get(which) or f"clusterbak restore {backup_id} --dest DEST --inventory FILE --{which}"
+
+
+def undo(plan: RestorePlan, journal: Journal, transports: dict, conn: ConnectionOptions,
+         on_event: Event = lambda k, d: None) -> None:
+    """Every node back to its previous files (the placed ones removed, the `.before-restore` copies renamed back)
+    and started again, if clusterbak stopped it. The journal goes once every node is back."""
+    journal.mark(phase="rolling back")
+
+    def one(n: NodeRestore) -> None:
+        progress = journal.node(n.new_address)
+        transport = transports[n.new_address]
+        if progress.started or (progress.stopped and answers(conn, n.new_address)):
+            _stop(n, transport, conn)
+            journal.mark(n.new_address, started=False)
+        if progress.placing or progress.placed:
+            if progress.placed:  # every file at the node's paths is the restore's; the originals are the copies
+                moved = [tuple(m) for m in progress.moved]
+                ours = {p for p in (n.rdb_path, n.nodes_conf_path, n.aof_dir) if p}
+            else:  # killed mid-placement: only a path with this restore's copy beside it surely holds ours
+                moved = _copies_of_this_restore(n, transport, plan.backup_id)
+                ours = {path for path, _ in moved}
+            _remove_placed(n, transport, ours)
+            _put_back(n, transport, moved)
+            journal.mark(n.new_address, placing=False, placed=False, moved=[])
+        if progress.stopped:
+            _start(n, transport)
+            journal.mark(n.new_address, stopped=False)
+
+    _each(plan, one, "rolled back", on_event)
+    journal.remove()
+
+
+def _copies_of_this_restore(node: NodeRestore, transport, backup_id: str) -> list[tuple[str, str]]:
+    """After a kill -9 mid-placement the journal has no list: this restore's copies have a known name."""
+    paths = (node.rdb_path, node.nodes_conf_path, node.aof_dir, node.stale_aof_dir)
+    return [(p, f"{p}.before-restore-{backup_id}") for p in dict.fromkeys(paths)
+            if p and transport.stat(f"{p}.before-restore-{backup_id}") is not None]
+
+
+def _remove_placed(node: NodeRestore, transport, ours: set[str]) -> None:
+    """The files and dirs the restore placed (`ours`), and any temp file a killed write left beside them."""
+    for path in dict.fromkeys(p for p in (node.rdb_path, node.nodes_conf_path, node.aof_dir) if p):
+        quoted = shlex.quote(path)
+        script = f"rm -f -- {quoted}.clusterbak-tmp-*" + (f" && rm -rf -- {quoted}" if path in ours else "")
+        result = transport.run(script, timeout=60, check=False)
+        if result.exit_status != 0:
+            raise StepFailed(f"{node.new_address}: cannot remove restored {path}: "
+                             f"{(result.stderr or result.stdout).strip()[-200:]}")
+
+
+def _keep_recent_copies(node: NodeRestore, inventory: Inventory, accept_new_host_keys: bool) -> None:
+    """Keep the newest KEEP_BEFORE_RESTORE `.before-restore-*` copies of each file (by ctime: the rename that made
+    each copy sets it), remove older ones."""
+    transport = open_transport(inventory.access(node.new_address), accept_new_host_keys)
+    try:
+        for path in dict.fromkeys(p for p in (node.rdb_path, node.nodes_conf_path, node.aof_dir, node.stale_aof_dir)
+                                  if p):
+            script = (f"ls -1dtc -- {shlex.quote(path)}.before-restore-* 2>/dev/null | tail -n +{KEEP_BEFORE_RESTORE + 1}"
+                      " | while IFS= read -r old; do rm -rf -- \"$old\"; done")
+            transport.run(script, timeout=60, check=False)
+    finally:
+        transport.close()
 
 
 def _each(plan: RestorePlan, action, event: str, on_event: Event) -> None:
     """One phase on every node at once (each node has its own transport); the phase ends when all are done,
-    and the first failure is raised after the others finished, so no node is left mid-step."""
+    and the first failure is raised after the others finished, so no node is left mid-step. A second
+    interrupt (KeyboardInterrupt) lets the actions under way finish and starts none of the others."""
     def run(node: NodeRestore) -> None:  # progress: the bytes each node's readers hand out
         with reporting_bytes(lambda size: on_event("bytes", {"node": node.new_address, "bytes": size})):
             action(node)
 
-    with ThreadPoolExecutor(max_workers=min(8, len(plan.nodes)) or 1) as pool:
+    pool = ThreadPoolExecutor(max_workers=min(8, len(plan.nodes)) or 1)
+    try:
         futures = {pool.submit(run, n): n for n in plan.nodes}
+        pool.shutdown(wait=True)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
     for future, node in futures.items():
         future.result()
         on_event(event, {"node": node.new_address})
@@ -89,11 +256,13 @@ def _stop(node: NodeRestore, transport, conn: ConnectionOptions) -> None:
                          "and run the restore again (files were not touched yet on this node)")
 
 
-def _replace(node: NodeRestore, transport, set_dir: Path, plan: RestorePlan, manifest: Manifest) -> None:
+def _replace(node: NodeRestore, transport, set_dir: Path, plan: RestorePlan, manifest: Manifest,
+             already: list[tuple[str, str]] = ()) -> list[tuple[str, str]]:
     """Move the node's files aside, place the set's; if placing fails (a file changed since it was verified, a
-    write error), put the node's previous files back so it is left stopped exactly as it was."""
+    write error), put the node's previous files back so it is left stopped exactly as it was. `already`: copies
+    an earlier, cut-short run made (--resume): kept, never moved aside a second time. Returns what was moved."""
     modes = {p: _mode_for(transport, p) for p in (node.rdb_path, node.nodes_conf_path) if p}
-    moved = _move_aside(node, transport, plan.backup_id)
+    moved = list(already) + _move_aside(node, transport, plan.backup_id, {p for p, _ in already})
     try:
         _place(node, transport, set_dir, plan, manifest, modes)
     except BaseException as exc:
@@ -107,6 +276,7 @@ def _replace(node: NodeRestore, transport, set_dir: Path, plan: RestorePlan, man
             raise type(exc)(f"{node.new_address}: {exc}; the node is left stopped with its previous files back") \
                 from exc
         raise
+    return moved
 
 
 def _mode_for(transport, path: str) -> int:
@@ -115,10 +285,10 @@ def _mode_for(transport, path: str) -> int:
     return (st.mode & 0o770) if st is not None else 0o640
 
 
-def _move_aside(node: NodeRestore, transport, backup_id: str) -> list[tuple[str, str]]:
+def _move_aside(node: NodeRestore, transport, backup_id: str, skip: set[str] = frozenset()) -> list[tuple[str, str]]:
     moved = []
     for path in (node.rdb_path, node.nodes_conf_path, node.aof_dir, node.stale_aof_dir):
-        if path and path not in {m for m, _ in moved} and transport.stat(path) is not None:
+        if path and path not in skip and path not in {m for m, _ in moved} and transport.stat(path) is not None:
             aside = f"{path}.before-restore-{backup_id}"
             if transport.stat(aside) is not None:
                 aside = f"{aside}-{int(time.time())}"
@@ -178,3 +348,19 @@ def _place_aof(node: NodeRestore, transport, set_dir: Path, aof: AofRecord) -> N
                              VerifiedReader(set_dir, by_name[old.name]), mode=0o640)
     transport.write_from(posixpath.join(node.aof_dir, f"{node.aof_filename}.manifest"),
                          io.BytesIO(render_manifest(renamed).encode()), mode=0o640)
+
+
+def rollback_restore(journal_file: Path, existing: RestoreJournal, inventory: Inventory, conn: ConnectionOptions,
+                     accept_new_host_keys: bool = False, on_event: Event = lambda k, d: None) -> str:
+    """`restore ID --rollback`: every node of a cut-short restore back to its previous files, started again.
+    Returns the state it started from."""
+    before = existing.summary()
+    plan = existing.restore_plan()
+    journal = Journal(journal_file, existing)
+    transports = {n.new_address: open_transport(inventory.access(n.new_address), accept_new_host_keys) for n in plan.nodes}
+    try:
+        undo(plan, journal, transports, conn, on_event)
+    finally:
+        for t in transports.values():
+            t.close()
+    return before

@@ -8,30 +8,33 @@ CLUSTER FAILOVER is sent only to an in-sync replica of the expected master. So a
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from clusterbak.engine.inspect import Inspection, inspect
+from clusterbak.engine.interrupts import StopFlag  # noqa: F401 - the CLI takes it from here
+from clusterbak.engine.rolling_live import ShardServing, read_serving, serving_data
 from clusterbak.engine.rolling_state import DONE, FAILED, RUNNING, RunState, StepRecord, save_state
 from clusterbak.errors import ClusterbakError, StepFailed
 from clusterbak.model.checks import CRITICAL
 from clusterbak.model.inventory import Inventory
-from clusterbak.plan.rolling import FAILBACK, FAILOVER, RESTART, RollingPlan, Step, plan_rolling, refresh_commands
+from clusterbak.plan.rolling import (
+    FAILBACK, FAILOVER, RESTART, RollingPlan, Step, plan_rolling, plan_restore_roles, reconcile, refresh_commands,
+    slot_map_for,
+)
 from clusterbak.redisops.connect import ConnectionOptions
 from clusterbak.redisops.failover import (
-    Clients, cluster_reason, confirm_switch, failover_and_confirm, links_reason, node_up_reason, replica_reason,
-    switched_reason, wait_gate,
+    Clients, ClusterFault, GateTimeout, UnclearFailover, Watchdog, cluster_reason, confirm_switch, failover_and_confirm,
+    links_reason, node_up_reason, replica_reason, switched_reason, wait_gate,
 )
 from clusterbak.transports.factory import open_transport
 
 Event = Callable[[str, dict], None]
 PLAN_CHECKED = {"no_replica", "no_synced_replica"}  # the planner judges these, only for masters it restarts
 RESUMABLE_ON_NODE = {"unreachable", "node_failing", "cluster_state"}  # the interrupted restart's own node
+UNANSWERED_PATIENCE = 30.0  # a failover's replica that does not answer is waited for this long before refusing
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,7 @@ class Prepared:
     inspection: Inspection
     plan: RollingPlan
     refusals: tuple[str, ...]
+    rewind: tuple[int, ...] = ()  # --resume: steps to do again because the live roles went back (reconcile)
 
 
 def prepare(conn: ConnectionOptions, inventory: Inventory, nodes: tuple[str, ...], replicas_only: bool,
@@ -78,32 +82,35 @@ def prepare_resume(conn: ConnectionOptions, inventory: Inventory, state: RunStat
             continue
         if not (f.subject == excused and f.code in RESUMABLE_ON_NODE):
             refusals.append(f"{f.subject}: {f.message}")
-    return Prepared(seen, plan, tuple(refusals))
-
-
-class StopFlag:
-    """First Ctrl-C: finish the current step and its gate, then stop. Second Ctrl-C: stop now."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    @contextmanager
-    def on_sigint(self, notify: Callable[[], None]) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum, frame) -> None:
-            if self.requested:
-                raise KeyboardInterrupt
-            self.requested = True
-            notify()
-
-        previous = signal.signal(signal.SIGINT, handler)
+    rewind: tuple[int, ...] = ()
+    if not refusals:  # the state file says where the run stopped; the live roles say where the cluster is
+        clients = Clients(conn)
         try:
-            yield
+            serving = read_serving(clients, plan)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            clients.close()
+        live = {k: v.owner_id for k, v in serving.items()}
+        found = reconcile(plan, done, live, restore_roles_command(state))
+        rewind, refusals = found.rewind, [*refusals, *found.refusals]
+    return Prepared(seen, plan, tuple(refusals), rewind)
+
+
+def restore_roles_command(state: RunState) -> str:
+    return f"clusterbak rolling-restart --seed {state.seed} --inventory {state.inventory} --restore-roles"
+
+
+def apply_rewind(state: RunState, rewind: tuple[int, ...]) -> None:
+    """Steps --resume must do again: from the first of them on, every record starts afresh."""
+    if rewind:
+        first = min(rewind)
+        for i in range(first, len(state.records)):
+            state.records[i] = StepRecord(i)
+
+
+class RollingInterrupted(ClusterbakError):
+    """A second Ctrl-C (or SIGTERM) stopped the run at once; the message says the step and how to go on."""
+
+    exit_code = 130
 
 
 @dataclass
@@ -114,10 +121,18 @@ class _Ctx:
     options: RollingOptions
     on_event: Event
     persist: Callable[[], None]
+    watch: Watchdog | None = None
+    pending: set[str] = field(default_factory=set)  # CLUSTER FAILOVER sent to these, switch not confirmed
+
+    def __post_init__(self) -> None:
+        self.watch = self.watch or Watchdog(self.clients, self.everyone)
 
     @property
     def everyone(self) -> tuple[str, ...]:
         return tuple(r.address for r in self.plan.roles)
+
+    def serving(self) -> dict[int, ShardServing]:
+        return read_serving(self.clients, self.plan, frozenset(self.pending))
 
 
 def run_rolling(state: RunState, state_path: Path, inventory: Inventory, conn: ConnectionOptions,
@@ -131,25 +146,31 @@ def run_rolling(state: RunState, state_path: Path, inventory: Inventory, conn: C
     ctx = _Ctx(plan, Clients(conn), inventory, options, on_event, lambda: save_state(state_path, state))
     ctx.persist()
     outcome: dict = {"status": "ok", "error": None, "advice": None}
+    step = None
     try:
         for step in plan.steps:
             rec = state.records[step.index]
             if rec.status == DONE:
                 continue
             if stop.requested:
-                outcome = _interrupted(plan, step)
+                outcome = _interrupted(plan, step, ctx.serving())
                 break
             on_event("step", {"index": step.index, "total": len(plan.steps), "action": step.action,
                               "address": step.address, "why": step.why, "retry": rec.status != "pending"})
             rec.status, rec.error, rec.started_at = RUNNING, None, time.time()
             ctx.persist()
             try:
-                (_restart if step.action == RESTART else _failover)(step, rec, ctx)
+                # between steps: a node failing elsewhere stops the run before it acts (the step's own node
+                # is judged by the step's interlock, which waits a while for a failover's replica to answer)
+                ctx.watch(frozenset({step.address}), force=True)
+                if step.action == RESTART:
+                    _restart(step, rec, ctx)
+                else:
+                    _failover(step, rec, ctx, plan.expected_slot_map(step.index))
             except ClusterbakError as exc:
                 rec.status, rec.error, rec.finished_at = FAILED, str(exc), time.time()
                 ctx.persist()
-                outcome = {"status": "failed", "error": f"step {step.index + 1} ({step.action} "
-                           f"{step.address}): {exc}", "advice": advice(plan, step)}
+                outcome = failed_outcome(plan, step, exc, ctx.serving())
                 break
             rec.status, rec.finished_at = DONE, time.time()
             ctx.persist()
@@ -161,17 +182,23 @@ def run_rolling(state: RunState, state_path: Path, inventory: Inventory, conn: C
                 outcome = {"status": "not_restored", "error": "; ".join(state.final["problems"]),
                            "advice": "look at `clusterbak topology`; give roles back with CLUSTER FAILOVER on the "
                                      "node that should be master"}
-        serving = _serving(ctx)
+        serving = outcome.pop("serving", None) or ctx.serving()  # read when it is reported
         invocation.update(ended_at=time.time(), result=outcome["status"])
         ctx.persist()
-    except BaseException:  # a second Ctrl-C or a bug: the step stays "running" and --resume re-checks it
+    except BaseException as exc:  # a second Ctrl-C or a bug: the step stays "running" and --resume re-checks it
         invocation.update(ended_at=time.time(), result="aborted")
         ctx.persist()
+        if isinstance(exc, KeyboardInterrupt) and step is not None:
+            raise RollingInterrupted(
+                f"stopped at once by a second interrupt during step {step.index + 1} of {len(plan.steps)} "
+                f"({step.action} {step.address}); that step stays 'running' in {state_path}: run the same "
+                "command with --resume, it re-checks the step and goes on") from None
         raise
     finally:
         ctx.clients.close()
-    return {**outcome, "steps_done": state.done_count, "steps_total": len(plan.steps), "serving": serving,
-            "duration_s": round(time.monotonic() - started, 2), "nodes": report_rows(state),
+    owners, summaries = serving_data(serving)
+    return {**outcome, "steps_done": state.done_count, "steps_total": len(plan.steps), "serving": owners,
+            "serving_detail": summaries, "duration_s": round(time.monotonic() - started, 2), "nodes": report_rows(state),
             "elapsed_since_start_s": round(time.time() - state.created_at, 2), "final": state.final}
 
 
@@ -189,6 +216,7 @@ def _restart(step: Step, rec: StepRecord, ctx: _Ctx) -> None:
     else:
         if not (rec.run_id_before and not p.up):  # a node still down from a cut-short restart needs no interlock
             _must_be_replica(p, step)
+            _master_must_serve(ctx.clients.probe(step.expect_master_address, cluster=False), step)
             rec.run_id_before = p.run_id
             ctx.persist()
         ctx.on_event("command", {"address": step.address, "command": step.command})
@@ -202,7 +230,7 @@ def _restart(step: Step, rec: StepRecord, ctx: _Ctx) -> None:
             finally:
                 transport.close()
         wait_gate(lambda: node_up_reason(ctx.clients.probe(step.address, cluster=False), rec.run_id_before),
-                  left(), f"{step.address} back after its restart")
+                  left(), f"{step.address} back after its restart", watch=ctx.watch.excusing(step.address))
         rec.downtime_s = round(time.monotonic() - t0, 3)
     slot_map = ctx.plan.expected_slot_map(step.index)
     others = [a for a in ctx.everyone if a != step.address]
@@ -217,7 +245,7 @@ def _restart(step: Step, rec: StepRecord, ctx: _Ctx) -> None:
         probes = ctx.clients.probe_all(ctx.everyone)
         return cluster_reason(probes, slot_map) or links_reason(probes, step.node_id, step.address, since)
 
-    wait_gate(synced, left(), f"{step.address} in sync after its restart")
+    wait_gate(synced, left(), f"{step.address} in sync after its restart", watch=ctx.watch.excusing(step.address))
     if t0 is not None:
         rec.gate_s = round(time.monotonic() - t0, 3)
     rec.run_id_after = ctx.clients.probe(step.address, cluster=False).run_id
@@ -236,24 +264,46 @@ def _must_be_replica(p, step: Step) -> None:
                          f"expects {step.expect_master_address} ({step.expect_master_id[:8]})")
 
 
-def _failover(step: Step, rec: StepRecord, ctx: _Ctx) -> None:
+def _master_must_serve(master, step: Step) -> None:
+    """Never restart a replica whose master is gone: it may hold the shard's only copy of the data."""
+    if not master.up:
+        raise ClusterFault(f"refusing to restart {step.address}: its master {step.expect_master_address} is down "
+                           f"({master.error})", step.expect_master_address)
+    if master.role != "master":
+        raise StepFailed(f"refusing to restart {step.address}: its expected master {step.expect_master_address} "
+                         f"is a {master.role} now; run `clusterbak topology`")
+
+
+def _failover(step: Step, rec: StepRecord, ctx: _Ctx, slot_map) -> None:
     left = _deadline(ctx.options)
-    slot_map = ctx.plan.expected_slot_map(step.index)
     promote, demote = ctx.clients.probe(step.address), ctx.clients.probe(step.demote_address)
     if switched_reason(promote, demote) is None and demote.master_id == step.node_id:
         ctx.on_event("note", {"message": f"{step.address} is already master (earlier run): confirming"})
-        confirm_switch(ctx.clients, step.address, step.node_id, step.demote_id, ctx.everyone, slot_map, left())
+        confirm_switch(ctx.clients, step.address, step.node_id, step.demote_id, ctx.everyone, slot_map, left(),
+                       ctx.watch.excusing(tolerating=(step.address,)))
+        ctx.pending.discard(step.address)
         return
     if not demote.up or demote.role != "master":
         raise StepFailed(f"{step.demote_address} should be the master of shard {step.shard} but is "
                          f"{demote.error or demote.role}; run `clusterbak topology`")
     why_not = replica_reason(promote, demote, step.demote_id, ctx.plan.max_lag)
+    if why_not and not promote.up and not promote.refused:  # paused or busy, not gone: give it a while
+        try:
+            wait_gate(lambda: replica_reason(ctx.clients.probe(step.address), ctx.clients.probe(
+                step.demote_address, cluster=False), step.demote_id, ctx.plan.max_lag),
+                min(left(), UNANSWERED_PATIENCE), f"{step.address} answering before its failover",
+                watch=ctx.watch.excusing(tolerating=(step.address,), patient_with=(step.address,)))
+            why_not = None
+        except GateTimeout as exc:
+            why_not = str(exc)
     if why_not:
         raise StepFailed(f"not failing over to {step.address}: {why_not}")
     force = ctx.plan.failover_mode == "force"
     ctx.on_event("command", {"address": step.address, "command": "CLUSTER FAILOVER" + (" FORCE" if force else "")})
     switch = failover_and_confirm(ctx.clients, step.address, step.node_id, step.demote_address, step.demote_id,
-                                  ctx.everyone, slot_map, left(), force)
+                                  ctx.everyone, slot_map, left(), force, ctx.watch,
+                                  on_sent=lambda: ctx.pending.add(step.address))
+    ctx.pending.discard(step.address)
     rec.window_s, rec.confirm_s, rec.attempts = round(switch.window_s, 3), round(switch.confirm_s, 3), switch.attempts
     ctx.on_event("switched", {"address": step.address, "demoted": step.demote_address, **_timings(rec)})
 
@@ -263,52 +313,54 @@ def _timings(rec: StepRecord) -> dict:
     return {k: getattr(rec, k) for k in keys if getattr(rec, k) is not None}
 
 
-def _interrupted(plan: RollingPlan, step: Step) -> dict:
+def _interrupted(plan: RollingPlan, step: Step, serving: dict[int, ShardServing]) -> dict:
+    note = ""
+    if step.phase == "masters" and step.action != FAILOVER:  # stopped between a failover and its failback
+        note = f"; meanwhile shard {step.shard} is {serving[step.shard].summary} (read just now)"
     return {"status": "interrupted", "error": f"stopped at your request before step {step.index + 1} of "
             f"{len(plan.steps)} ({step.action} {step.address}); every gate of the steps run so far passed",
-            "advice": "run the same command with --resume to go on" + _demoted_note(plan, step)}
+            "advice": "run the same command with --resume to go on" + note, "serving": serving}
 
 
-def _demoted_note(plan: RollingPlan, step: Step) -> str:
-    """Stopped between a failover and its failback: say who serves the shard meanwhile."""
-    if step.action == FAILBACK:
-        return f"; until then shard {step.shard} is served by {step.demote_address}, {step.address} is its replica"
-    if step.action == RESTART and step.phase == "masters":
-        return (f"; until then shard {step.shard} is served by {step.expect_master_address}, "
-                f"{step.address} is its replica")
-    return ""
+def failed_outcome(plan: RollingPlan, step: Step, exc: ClusterbakError, serving: dict[int, ShardServing]) -> dict:
+    error = f"step {step.index + 1} ({step.action} {step.address}): {exc}"
+    if isinstance(exc, ClusterFault):
+        error = f"{exc.node} failed during step {step.index + 1} ({step.action} {step.address}): {exc}"
+    return {"status": "failed", "error": error, "advice": advice(plan, step, serving, exc), "serving": serving}
 
 
-def advice(plan: RollingPlan, step: Step) -> str:
+def advice(plan: RollingPlan, step: Step, serving: dict[int, ShardServing], exc: Exception | None = None) -> str:
+    """What to do next; who serves the shard is said from `serving`, read after the step stopped."""
     resume = "then run the same command with --resume: it re-checks this step and goes on"
+    now = f"shard {step.shard} is {serving[step.shard].summary} (read just now)"
+    if isinstance(exc, ClusterFault):
+        whose = ("a node of this step" if exc.node in (step.address, step.demote_address, step.expect_master_address)
+                 else "not a node this step handles")
+        return (f"{exc.node} is {whose}. Bring it back (its log, its service), wait until "
+                f"`clusterbak check` says READY, then run the same command with --resume: it compares the live roles "
+                f"with the state file and, if a replica took over a shard meanwhile, asks for --restore-roles first. "
+                f"Now: {_all(serving)}")
+    if isinstance(exc, UnclearFailover):
+        return (f"{now}. {step.address} may still run the CLUSTER FAILOVER it was sent: wait until `clusterbak "
+                f"topology` shows one master for shard {step.shard}, {resume} (a switch that happened is confirmed)")
     if step.action == RESTART and step.phase == "replicas":
-        return (f"{step.address} is a replica: every shard still has its master. Look at {step.address} "
-                f"(its log, the restart command), {resume}")
+        if all(v.clear for v in serving.values()):
+            now = f"every shard still has its master (read just now: {_all(serving)})"
+        return (f"{step.address} is a replica; {now}. Look at {step.address} (its log, the restart command), "
+                f"{resume}")
     if step.action == FAILOVER:
-        return (f"shard {step.shard} is still served by {step.demote_address}; nothing in it was restarted. Look at "
-                f"{step.address}'s log for the manual failover, {resume}. --force-failover only for a dead master")
+        return (f"{now}; nothing in it was restarted. Look at {step.address}'s log for the manual failover, "
+                f"{resume}. --force-failover only for a dead master")
     if step.action == RESTART:
         host, port = step.address.rsplit(":", 1)
-        return (f"shard {step.shard} is served by {step.expect_master_address} (promoted); {step.address} should be "
-                f"its replica. Fix {step.address}, {resume} (and fails back). By hand, once it is in sync: "
-                f"redis-cli -h {host} -p {port} CLUSTER FAILOVER")
-    return (f"shard {step.shard} is still served by {step.demote_address} and {step.address} is its replica; "
-            f"{resume}")
+        return (f"{now}; {step.address} should be a replica of {step.expect_master_address}. Fix {step.address}, "
+                f"{resume} (and fails back). By hand, once it is in sync: redis-cli -h {host} -p {port} CLUSTER "
+                "FAILOVER")
+    return f"{now}; {step.address} should be its replica; {resume}"
 
 
-def _serving(ctx: _Ctx) -> dict[str, str | None]:
-    """shard -> address of the node serving its slots now, as the first reachable node sees it."""
-    for address in ctx.everyone:
-        p = ctx.clients.probe(address)
-        if p.up:
-            owners = {}
-            for s in ctx.plan.shards:
-                first = s.slots[0].split("-")[0] if s.slots else None
-                owner = next((n for n in p.view.nodes if n.is_master and any(
-                    str(r.start) == first for r in n.slots)), None) if first else None
-                owners[str(s.index)] = owner.address if owner else None
-            return owners
-    return {}
+def _all(serving: dict[int, ShardServing]) -> str:
+    return "; ".join(f"shard {k} {v.summary}" for k, v in serving.items())
 
 
 def final_check(clients: Clients, plan: RollingPlan, state: RunState) -> dict:
@@ -350,3 +402,48 @@ def report_rows(state: RunState) -> list[dict]:
             "windows_s": windows, "window_s": round(sum(windows), 3) if windows else None,
         })
     return rows
+
+
+def prepare_restore_roles(conn: ConnectionOptions, state: RunState) -> tuple[tuple[Step, ...], tuple[str, ...]]:
+    """The failovers that give every master its recorded role back, read from the live cluster now."""
+    clients = Clients(conn)
+    try:
+        serving = read_serving(clients, state.plan)
+    finally:
+        clients.close()
+    return plan_restore_roles(state.plan, {k: v.owner_id for k, v in serving.items()})
+
+
+def run_restore_roles(state: RunState, steps: tuple[Step, ...], conn: ConnectionOptions, options: RollingOptions,
+                      on_event: Event = lambda k, d: None) -> dict:
+    """CLUSTER FAILOVER (default mode: no acknowledged write lost) on each recorded master that is not serving
+    its shard now, confirmed like a rolling restart's failback. The state file is not changed: --resume
+    compares the live roles with it again."""
+    plan, started = state.plan, time.monotonic()
+    ctx = _Ctx(plan, Clients(conn), None, options, on_event, lambda: None)
+    owners = {s.shard: s.demote_id for s in steps}
+    owners = {sh.index: owners.get(sh.index, sh.master_id) for sh in plan.shards}
+    outcome: dict = {"status": "ok", "error": None, "advice": None}
+    done = []
+    try:
+        for step in steps:
+            on_event("step", {"index": step.index, "total": len(steps), "action": step.action,
+                              "address": step.address, "why": step.why, "retry": False})
+            owners[step.shard] = step.node_id
+            rec = StepRecord(step.index)
+            try:
+                ctx.watch(frozenset({step.address}), force=True)
+                _failover(step, rec, ctx, slot_map_for(plan.shards, owners))
+            except ClusterbakError as exc:
+                outcome = failed_outcome(plan, step, exc, ctx.serving())
+                outcome["advice"] = (f"shard {step.shard} is {outcome['serving'][step.shard].summary} (read just now); "
+                                     f"fix what the error names, then run --restore-roles again")
+                break
+            done.append({"shard": step.shard, "master": step.address, "from": step.demote_address,
+                         "window_s": rec.window_s})
+        serving = outcome.pop("serving", None) or ctx.serving()
+    finally:
+        ctx.clients.close()
+    owners_now, summaries = serving_data(serving)
+    return {**outcome, "switched": done, "steps_total": len(steps), "serving": owners_now,
+            "serving_detail": summaries, "duration_s": round(time.monotonic() - started, 2)}

@@ -92,9 +92,14 @@ def load_state(path: Path) -> RunState | None:
 
 def save_state(path: Path, state: RunState) -> None:
     state.updated_at = time.time()
+    write_json_atomically(path, state.to_dict())
+
+
+def write_json_atomically(path: Path, doc: dict) -> None:
+    """Temp file beside it, fsync, rename, fsync the directory: a crash leaves the old or the new file, whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    data = json.dumps(state.to_dict(), indent=2).encode()
+    data = json.dumps(doc, indent=2).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -227,3 +227,62 @@ def plan_rolling(topology: Topology, states: tuple[NodeState, ...], inventory: I
         refusals.append("nothing to restart: --nodes/--replicas-only select no node")
     return RollingPlan(tuple(steps), roles, shards, targets, mode, max_lag, replicas_only, tuple(nodes),
                        tuple(dict.fromkeys(refusals)), tuple(warnings))
+
+
+RESTORE_ROLES = "restore-roles"
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    """What --resume makes of the live roles: steps to do again, or why it cannot go on."""
+
+    rewind: tuple[int, ...]
+    refusals: tuple[str, ...]
+
+
+def reconcile(plan: RollingPlan, done: set[int], live: dict[int, str | None], restore_roles_cmd: str) -> Reconciled:
+    """Compare who serves each shard now (`live`: shard -> node id, None when unclear) with what the state file
+    expects before its first unfinished step. A shard served by the node expected before or after that step
+    is fine (a failover that went through late is confirmed by the step). A shard given back to its recorded
+    master between its failover and the restart has that failover done again. Anything else refuses, naming
+    the shard: --restore-roles gives every master its recorded role, then --resume goes on."""
+    idx = next((s.index for s in plan.steps if s.index not in done), None)
+    if idx is None:
+        return Reconciled((), ())
+    step = plan.steps[idx]
+    before, after = plan.expected_owners(idx - 1), plan.expected_owners(idx)
+    address = {r.node_id: r.address for r in plan.roles}
+    rewind, refusals = [], []
+    for shard in plan.shards:
+        now = live.get(shard.index)
+        if now is not None and now in (before[shard.index], after[shard.index]):
+            continue
+        if (now is not None and now == shard.master_id and step.shard == shard.index and step.action == RESTART
+                and step.phase == "masters"):
+            rewind.extend(s.index for s in plan.steps if s.shard == shard.index and s.action == FAILOVER)
+            continue
+        served = "no clear master" if now is None else f"served by {address.get(now, now[:8])}"
+        refusals.append(f"shard {shard.index} is {served}; the state file expects "
+                        f"{address[before[shard.index]]} before step {idx + 1}: run `{restore_roles_cmd}` to give "
+                        "every master its recorded role, then --resume")
+    return Reconciled(tuple(rewind), tuple(refusals))
+
+
+def plan_restore_roles(plan: RollingPlan, live: dict[int, str | None]) -> tuple[tuple[Step, ...], tuple[str, ...]]:
+    """One CLUSTER FAILOVER per shard whose recorded master is not serving it now; refusals for unclear shards."""
+    address = {r.node_id: r.address for r in plan.roles}
+    steps, refusals = [], []
+    for shard in plan.shards:
+        now = live.get(shard.index)
+        if now == shard.master_id:
+            continue
+        if now is None:
+            refusals.append(f"shard {shard.index}: who serves it is unclear; wait until `clusterbak topology` shows "
+                            "one master for it (start a stopped node), then try again")
+            continue
+        steps.append(Step(index=len(steps), phase=RESTORE_ROLES, action=FAILBACK, shard=shard.index,
+                          node_id=shard.master_id, address=address[shard.master_id],
+                          expect_master_id=shard.master_id, expect_master_address=address[shard.master_id],
+                          demote_id=now, demote_address=address.get(now, now),
+                          why=f"recorded master of shard {shard.index}: take its role back from {address.get(now)}"))
+    return tuple(steps), tuple(refusals)

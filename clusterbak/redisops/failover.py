@@ -27,8 +27,24 @@ MF_ATTEMPT = 12.0  # Redis aborts a manual failover after 5 s (CLUSTER_MF_TIMEOU
 MF_MAX_ATTEMPTS = 3  # each failed attempt pauses the master's writers for up to 5 s: do not keep asking
 
 
+UNREACHABLE_GRACE = 2.0  # a node not handled by the step, unreachable this long, is a fault (a killed one: ~2 s)
+WATCH_EVERY = 0.5  # the watchdog reads every node at most this often while a gate polls
+
+
 class GateTimeout(StepFailed):
     """A gate did not pass within the step timeout; the message names the node and the last reason."""
+
+
+class ClusterFault(StepFailed):
+    """A node the current step does not handle is failing (unreachable, flagged fail/fail?, cluster_state fail)."""
+
+    def __init__(self, message: str, node: str | None = None) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+class UnclearFailover(StepFailed):
+    """CLUSTER FAILOVER was sent but not answered, and the switch was not seen: it may still happen."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +56,7 @@ class Probe:
     info: Mapping[str, object] = field(default_factory=dict)
     cluster_state: str | None = None
     view: Topology | None = None
+    refused: bool = False  # the connection was refused: no process listens (a paused one times out instead)
 
     @property
     def up(self) -> bool:
@@ -87,7 +104,8 @@ class Clients:
             state = parse_cluster_info(client.execute_command("CLUSTER", "INFO")).get("cluster_state")
             view = parse_cluster_nodes(client.execute_command("CLUSTER", "NODES"))
         except (redis.RedisError, OSError, TopologyParseError) as exc:
-            return Probe(address, error=describe_redis_error(address, exc, self.conn))
+            refused = isinstance(exc, (redis.ConnectionError, ConnectionRefusedError)) and "refused" in str(exc).lower()
+            return Probe(address, error=describe_redis_error(address, exc, self.conn), refused=refused)
         return Probe(address, info=info, cluster_state=state, view=view)
 
     def time_ms(self, address: str) -> int | None:
@@ -107,13 +125,27 @@ class Clients:
         self._clients.clear()
 
 
-def wait_gate(check: Callable[[], str | None], timeout: float, what: str, poll: float = POLL) -> float:
-    """Poll `check` until it returns None; returns the seconds waited. Raises GateTimeout with the last reason."""
+Watch = Callable[[], None]  # raises ClusterFault when a node the step does not handle is failing
+
+
+def wait_gate(check: Callable[[], str | None], timeout: float, what: str, poll: float = POLL,
+              watch: Watch | None = None) -> float:
+    """Poll `check` until it returns None; returns the seconds waited. Raises GateTimeout with the last reason.
+
+    `watch` runs before every poll: a fault elsewhere in the cluster stops the wait at once (ClusterFault)
+    instead of running out the step's timeout on a reason that only follows from it.
+    """
     started = time.monotonic()
     retrying = Retrying(stop=stop_after_delay(max(timeout, poll)), wait=wait_fixed(poll),
                         retry=retry_if_result(lambda reason: reason is not None))
+
+    def attempt() -> str | None:
+        if watch is not None:
+            watch()
+        return check()
+
     try:
-        retrying(check)
+        retrying(attempt)
     except RetryError as exc:
         last = exc.last_attempt.result() if not exc.last_attempt.failed else str(exc.last_attempt.exception())
         raise GateTimeout(f"{what}: not passed within {timeout:.0f}s: {last}") from None
@@ -186,11 +218,109 @@ def cluster_reason(probes: Mapping[str, Probe], slot_map) -> str | None:
         if p.cluster_state != "ok":
             return f"cluster_state is {p.cluster_state} as seen from {p.address}"
         if p.view.slot_map() != tuple(slot_map):
-            return f"{p.address}'s slot map differs from the expected one (gossip not converged yet?)"
+            seen, want = dict(p.view.slot_map()), dict(slot_map)
+            diff = next((r for r in sorted(set(seen) | set(want)) if seen.get(r) != want.get(r)), "?")
+            return (f"{p.address}'s slot map differs from the expected one at {diff}: it sees "
+                    f"{str(seen.get(diff))[:8]}, expected {str(want.get(diff))[:8]} (gossip not converged yet?)")
         failing = [n for n in p.view.nodes if n.is_failing]
         if failing:
             return f"{p.address} flags {failing[0].address} as {','.join(sorted(failing[0].flags & {'fail', 'fail?'}))}"
     return None
+
+
+def flags_seen(probes: Mapping[str, Probe], excused: frozenset[str],
+               tolerated: frozenset[str] = frozenset()) -> dict[str, tuple[frozenset[str], tuple[str, ...]]]:
+    """node -> (its fail/fail? flags, the observers flagging it), from the views that count: not an excused
+    node's (it is being restarted), and ignoring a `tolerated` node's flags while it answers us (a node just
+    back from a pause keeps its flag a few seconds)."""
+    out: dict[str, tuple[set[str], list[str]]] = {}
+    for p in probes.values():
+        if not p.up or p.address in excused or p.view is None:
+            continue
+        for n in p.view.nodes:
+            if not n.is_failing or n.address in excused:
+                continue
+            if n.address in tolerated and n.address in probes and probes[n.address].up:
+                continue
+            flags, observers = out.setdefault(n.address, (set(), []))
+            flags.update(n.flags & {"fail", "fail?"})
+            observers.append(p.address)
+    return {a: (frozenset(f), tuple(o)) for a, (f, o) in out.items()}
+
+
+def fault_reason(probes: Mapping[str, Probe], excused: frozenset[str], down_since: Mapping[str, float],
+                 now: float, grace: float = UNREACHABLE_GRACE, tolerated: frozenset[str] = frozenset(),
+                 suspect_since: Mapping[str, float] | None = None,
+                 patient: frozenset[str] = frozenset()) -> tuple[str, str] | None:
+    """(node, why) when a node not in `excused` is failing, else None. Pure: the caller keeps the timers.
+
+    Failing: flagged `fail` (the masters agreed), flagged `fail?` for `grace` seconds (`suspect_since`: one
+    node's opinion, stale for a moment on a node that was paused itself), unreachable from here for `grace`
+    seconds, or reporting cluster_state other than ok. A `patient` node (a failover's replica with the command
+    pending) may time out (paused, busy) but not refuse connections (its process is gone).
+    """
+    suspect_since = suspect_since if suspect_since is not None else {}
+    for node, (flags, observers) in sorted(flags_seen(probes, excused, tolerated).items(),
+                                           key=lambda kv: -len(kv[1][1])):
+        if "fail" in flags or now - suspect_since.get(node, now) >= grace:
+            return node, (f"{node} is failing: flagged {','.join(sorted(flags))} by {len(observers)} node(s) "
+                          f"({', '.join(observers)})")
+    for p in probes.values():
+        if p.address in patient and not p.refused:
+            continue
+        if not p.up and p.address not in excused and now - down_since.get(p.address, now) >= grace:
+            return p.address, f"{p.address} is down: unreachable for {now - down_since[p.address]:.1f}s ({p.error})"
+    for p in probes.values():
+        if p.up and p.address not in excused and p.cluster_state != "ok" and not _blames_tolerated(p, probes, tolerated):
+            return p.address, f"cluster_state is {p.cluster_state} as seen from {p.address}"
+    return None
+
+
+def _blames_tolerated(p: Probe, probes: Mapping[str, Probe], tolerated: frozenset[str]) -> bool:
+    """cluster_state fail because a tolerated node that answers us is still flagged fail in this view (Redis
+    clears FAIL on a master with slots only after 2 x cluster-node-timeout): the step's own gate waits it out."""
+    return p.view is not None and any(n.is_failing and n.address in tolerated and n.address in probes
+                                      and probes[n.address].up for n in p.view.nodes)
+
+
+class Watchdog:
+    """Reads every node (at most every WATCH_EVERY s) and raises ClusterFault naming a failing node."""
+
+    def __init__(self, clients: "Clients", everyone: tuple[str, ...], grace: float = UNREACHABLE_GRACE,
+                 every: float = WATCH_EVERY) -> None:
+        self.clients, self.everyone, self.grace, self.every = clients, everyone, grace, every
+        self._down_since: dict[str, float] = {}
+        self._suspect_since: dict[str, float] = {}
+        self._last = 0.0
+
+    def __call__(self, excused: frozenset[str] = frozenset(), force: bool = False,
+                 tolerated: frozenset[str] = frozenset(), patient: frozenset[str] = frozenset()) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.every:
+            return
+        self._last = now
+        probes = self.clients.probe_all(self.everyone)
+        for address, p in probes.items():
+            if p.up:
+                self._down_since.pop(address, None)
+            else:
+                self._down_since.setdefault(address, now)
+        suspects = {a for a, (flags, _) in flags_seen(probes, excused, tolerated).items() if "fail?" in flags}
+        for address in list(self._suspect_since):
+            if address not in suspects:
+                del self._suspect_since[address]
+        for address in suspects:
+            self._suspect_since.setdefault(address, now)
+        found = fault_reason(probes, excused, self._down_since, time.monotonic(), self.grace, tolerated,
+                             self._suspect_since, patient)
+        if found:
+            node, why = found
+            raise ClusterFault(why, node)
+
+    def excusing(self, *addresses: str | None, tolerating: tuple[str, ...] = (),
+                 patient_with: tuple[str, ...] = ()) -> Watch:
+        excused = frozenset(a for a in addresses if a)
+        return lambda: self(excused, tolerated=frozenset(tolerating), patient=frozenset(patient_with))
 
 
 def switched_reason(promote: Probe, demote: Probe) -> str | None:
@@ -220,10 +350,17 @@ def roles_agree_reason(probes: Mapping[str, Probe], promote_id: str, demote_id: 
 
 # --- actions --------------------------------------------------------------------------------------------------
 
-def cluster_failover(client: redis.Redis, address: str, force: bool = False) -> None:
+def cluster_failover(client: redis.Redis, address: str, force: bool = False) -> bool:
+    """Send CLUSTER FAILOVER; True when answered OK, False when sent but not answered (it may be queued).
+
+    A refusal (an error reply) or a connection that could not be made raises StepFailed: nothing was asked.
+    """
     args = ("CLUSTER", "FAILOVER", "FORCE") if force else ("CLUSTER", "FAILOVER")
     try:
         client.execute_command(*args)
+        return True
+    except redis.TimeoutError:  # written to the socket, no reply: a paused node runs it when it resumes
+        return False
     except (redis.RedisError, OSError) as exc:
         raise StepFailed(f"{address}: {' '.join(args)} refused: {describe_redis_error(address, exc)}") from exc
 
@@ -236,9 +373,14 @@ class Switch:
 
 
 def failover_and_confirm(clients: Clients, promote: str, promote_id: str, demote: str, demote_id: str,
-                         everyone: tuple[str, ...], slot_map, timeout: float, force: bool = False) -> Switch:
+                         everyone: tuple[str, ...], slot_map, timeout: float, force: bool = False,
+                         watchdog: Watchdog | None = None, on_sent: Callable[[], None] = lambda: None) -> Switch:
+    """Ask `promote` to take over from `demote` and confirm it. While the switch is pending only `promote` may be
+    unreachable or flagged (a paused node runs a queued CLUSTER FAILOVER when it resumes); once switched every
+    node must be healthy again. A failover sent but never answered is not asked again: it would queue twice."""
     deadline = time.monotonic() + timeout
-    attempts = 0
+    attempts, unanswered = 0, False
+    pending = watchdog.excusing(tolerating=(promote,), patient_with=(promote,)) if watchdog else None
 
     def switched() -> str | None:
         return switched_reason(clients.probe(promote, cluster=False), clients.probe(demote, cluster=False))
@@ -247,26 +389,34 @@ def failover_and_confirm(clients: Clients, promote: str, promote_id: str, demote
     while True:
         if switched() is None:  # an earlier attempt went through late: do not ask a master to fail over
             break
-        attempts += 1
-        sent = time.monotonic()
-        cluster_failover(clients.get(promote), promote, force)
+        if not unanswered:
+            attempts += 1
+            sent = time.monotonic()
+            on_sent()
+            unanswered = not cluster_failover(clients.get(promote), promote, force)
         try:
-            wait_gate(switched, min(MF_ATTEMPT, deadline - time.monotonic()), f"failover to {promote}", FAST_POLL)
+            wait_gate(switched, min(MF_ATTEMPT, deadline - time.monotonic()), f"failover to {promote}", FAST_POLL,
+                      pending)
             break
         except GateTimeout as exc:
+            if unanswered and not clients.probe(promote, cluster=False).up:
+                raise UnclearFailover(f"{promote} did not answer CLUSTER FAILOVER and is still unreachable; the "
+                                      f"failover may still happen when it answers again ({exc})") from None
+            unanswered = False  # it answers now and is still a replica: that request has ended
             if attempts >= MF_MAX_ATTEMPTS or deadline - time.monotonic() < MF_ATTEMPT / 2:
                 raise GateTimeout(f"{exc} (CLUSTER FAILOVER asked {attempts} times)") from None
     window = time.monotonic() - sent
-    confirm_switch(clients, promote, promote_id, demote_id, everyone, slot_map, deadline - time.monotonic())
+    confirm_switch(clients, promote, promote_id, demote_id, everyone, slot_map, deadline - time.monotonic(),
+                   watchdog.excusing(tolerating=(promote,)) if watchdog else None)
     return Switch(window, time.monotonic() - sent, attempts)
 
 
 def confirm_switch(clients: Clients, promote: str, promote_id: str, demote_id: str, everyone: tuple[str, ...],
-                   slot_map, timeout: float) -> float:
+                   slot_map, timeout: float, watch: Watch | None = None) -> float:
     """Wait until every node's CLUSTER NODES shows the switch and the cluster is ok with the expected slot map."""
 
     def agreed() -> str | None:
         probes = clients.probe_all(everyone)
         return roles_agree_reason(probes, promote_id, demote_id) or cluster_reason(probes, slot_map)
 
-    return wait_gate(agreed, max(1.0, timeout), f"failover to {promote} confirmed by every node")
+    return wait_gate(agreed, max(1.0, timeout), f"failover to {promote} confirmed by every node", watch=watch)

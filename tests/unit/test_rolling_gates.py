@@ -7,9 +7,11 @@ from pathlib import Path
 from clusterbak.engine.rolling import advice, report_rows
 from clusterbak.engine.rolling_state import DONE, RunState, default_state_path, load_state, save_state
 from clusterbak.model.topology import build_topology, parse_cluster_nodes
-from clusterbak.plan.rolling import plan_rolling
+from clusterbak.engine.rolling_live import judge_serving
+from clusterbak.plan.rolling import Reconciled, plan_restore_roles, plan_rolling, reconcile
 from clusterbak.redisops.failover import (
-    Probe, cluster_reason, links_reason, node_up_reason, replica_reason, roles_agree_reason, switched_reason,
+    Probe, cluster_reason, fault_reason, links_reason, node_up_reason, replica_reason, roles_agree_reason,
+    switched_reason,
 )
 from tests.unit.test_plan_rolling import inventory, states
 
@@ -108,6 +110,85 @@ def test_report_rows_and_advice_name_the_shard_and_what_to_do():
     rows = {r["address"]: r for r in report_rows(state)}
     assert rows["127.0.0.1:7100"]["window_s"] == 0.3 and rows["127.0.0.1:7100"]["downtime_s"] == 0.5
     assert rows["127.0.0.1:7103"]["window_s"] is None and rows["127.0.0.1:7103"]["role_before"] == "replica"
-    text = advice(plan, plan.steps[4])
-    assert "served by 127.0.0.1:7103" in text and "--resume" in text and "CLUSTER FAILOVER" in text
-    assert "still served by 127.0.0.1:7100" in advice(plan, plan.steps[3])
+    after = build_topology(tuple(  # the live cluster after shard 0's failover: 7103 serves it
+        replace(n, flags=frozenset({"master"}), master_id=None, slots=A.slots) if n is B else
+        replace(n, flags=frozenset({"slave"}), master_id=B.node_id, slots=()) if n is A else n for n in TOPO.nodes))
+    text = advice(plan, plan.steps[4], judge_serving(all_probes(after), plan))
+    assert "shard 0 is served by 127.0.0.1:7103 (6 of 6 nodes agree)" in text
+    assert "--resume" in text and "CLUSTER FAILOVER" in text
+    # the owner is said from the live read, not from what the step expected
+    assert "shard 0 is served by 127.0.0.1:7103" in advice(plan, plan.steps[3], judge_serving(all_probes(after), plan))
+    assert "shard 0 is served by 127.0.0.1:7100" in advice(plan, plan.steps[3], judge_serving(all_probes(), plan))
+
+
+def test_serving_is_unclear_when_views_disagree_the_owner_fails_or_a_failover_is_unanswered():
+    plan = plan_rolling(TOPO, states(TOPO), inventory(TOPO))
+    probes = all_probes()
+    assert judge_serving(probes, plan)[0].owner == A.address
+    paused = dict(probes, **{B.address: Probe(B.address, error="cannot reach 127.0.0.1:7103: Timeout")})
+    assert judge_serving(paused, plan)[0].owner == A.address, "a down replica alone does not cloud the shard"
+    unclear = judge_serving(paused, plan, frozenset({B.address}))[0]
+    assert unclear.owner is None and "CLUSTER FAILOVER sent to 127.0.0.1:7103 is unanswered" in unclear.summary
+    assert "127.0.0.1:7100 per" in unclear.summary  # the views observed are printed with it
+    gone = dict(probes, **{B.address: Probe(B.address, error="cannot reach 127.0.0.1:7103: refused", refused=True)})
+    assert judge_serving(gone, plan, frozenset({B.address}))[0].owner == A.address, "a dead node takes nothing over"
+    dead = dict(probes, **{A.address: Probe(A.address, error="cannot reach 127.0.0.1:7100: refused")})
+    s0 = judge_serving(dead, plan)[0]
+    assert s0.owner is None and "127.0.0.1:7100 is unreachable" in s0.summary and "UNCLEAR" in s0.summary
+    failed = parse_cluster_nodes((GOLDEN / "nodes_failed_master.txt").read_text())
+    fplan = plan_rolling(failed, states(failed), inventory(failed))
+    fp = {n.address: probe(n, failed) for n in failed.nodes if not n.is_failing}
+    dead_one = next(n for n in failed.nodes if n.is_failing)
+    fp[dead_one.address] = Probe(dead_one.address, error="refused")
+    verdicts = judge_serving(fp, fplan)
+    assert all(v.owner != dead_one.address for v in verdicts.values()), "a dead node is never said to serve"
+
+
+def test_fault_names_a_node_the_step_does_not_handle():
+    probes = all_probes()
+    assert fault_reason(probes, frozenset(), {}, 10.0) is None
+    down = dict(probes, **{A.address: Probe(A.address, error="cannot reach 127.0.0.1:7100")})
+    assert fault_reason(down, frozenset(), {A.address: 9.5}, 10.0) is None, "within the grace"
+    node, why = fault_reason(down, frozenset(), {A.address: 7.0}, 10.0)
+    assert node == A.address and "unreachable for 3.0s" in why
+    assert fault_reason(down, frozenset({A.address}), {A.address: 0.0}, 10.0) is None, "the restarted node"
+    patient = frozenset({A.address})  # a failover's replica with CLUSTER FAILOVER pending: paused is not dead
+    assert fault_reason(down, frozenset(), {A.address: 0.0}, 10.0, patient=patient) is None
+    gone = dict(probes, **{A.address: Probe(A.address, error="cannot reach 127.0.0.1:7100: refused", refused=True)})
+    assert fault_reason(gone, frozenset(), {A.address: 0.0}, 10.0, patient=patient)[0] == A.address
+    failed = parse_cluster_nodes((GOLDEN / "nodes_failed_master.txt").read_text())
+    dead = next(n for n in failed.nodes if n.is_failing)
+    fp = {n.address: probe(n, failed) for n in failed.nodes if not n.is_failing}
+    node, why = fault_reason(fp, frozenset(), {}, 10.0)
+    assert node == dead.address and "flagged fail" in why
+    assert fault_reason(fp, frozenset({dead.address}), {}, 10.0) is None
+    suspected = build_topology(tuple(replace(n, flags=n.flags | {"fail?"}) if n is A else n for n in TOPO.nodes))
+    one_view = dict(probes, **{B.address: probe(B, suspected)})  # one node's opinion: stale after its own pause
+    assert fault_reason(one_view, frozenset(), {}, 10.0, suspect_since={A.address: 9.0}) is None
+    node, why = fault_reason(one_view, frozenset(), {}, 10.0, suspect_since={A.address: 7.0})
+    assert node == A.address and "flagged fail? by 1 node(s) (127.0.0.1:7103)" in why
+    assert fault_reason(one_view, frozenset(), {}, 10.0, tolerated=frozenset({A.address}),
+                        suspect_since={A.address: 0.0}) is None, "tolerated while it answers"
+    stale = dict(probes, **{B.address: replace(probes[B.address], cluster_state="fail")})
+    assert fault_reason(stale, frozenset(), {}, 10.0) == (B.address, "cluster_state is fail as seen from 127.0.0.1:7103")
+
+
+def test_resume_reconciles_the_state_file_with_the_live_roles():
+    plan = plan_rolling(TOPO, states(TOPO), inventory(TOPO))
+    original = {s.index: s.master_id for s in plan.shards}
+    cmd = "clusterbak rolling-restart --restore-roles"
+    assert reconcile(plan, set(range(3)), original, cmd) == Reconciled((), ())
+    fo = next(s for s in plan.steps if s.action == "failover" and s.shard == 0)
+    done = set(range(fo.index + 1))  # shard 0 failed over, its old master's restart is next
+    assert reconcile(plan, done, {**original, 0: fo.node_id}, cmd) == Reconciled((), ())
+    assert reconcile(plan, done, original, cmd) == Reconciled((fo.index,), ()), "roles given back: fail over again"
+    assert reconcile(plan, set(range(fo.index)), {**original, 0: fo.node_id}, cmd).refusals == (), "late switch"
+    swapped = {**original, 2: "1702fbe8feb31681aa11f7b7e3302e0564e53c9a"}  # a replica took shard 2 over
+    (refusal,) = reconcile(plan, done, {**swapped, 0: fo.node_id}, cmd).refusals
+    assert "shard 2 is served by 127.0.0.1:7105" in refusal and "127.0.0.1:7102" in refusal and cmd in refusal
+    (refusal,) = reconcile(plan, done, {**original, 0: fo.node_id, 1: None}, cmd).refusals
+    assert "shard 1 is no clear master" in refusal
+    steps, refusals = plan_restore_roles(plan, swapped)
+    assert refusals == () and [(s.address, s.demote_address) for s in steps] == [("127.0.0.1:7102", "127.0.0.1:7105")]
+    assert plan_restore_roles(plan, original) == ((), ())
+    assert "unclear" in plan_restore_roles(plan, {**original, 1: None})[1][0]
