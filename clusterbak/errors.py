@@ -38,6 +38,11 @@ class ConnectError(PreconditionError):
     """A Redis node could not be reached, authenticated to, or is not a cluster node."""
 
 
+class AccessRefused(ConnectError):
+    """The node answered but refuses this user a command clusterbak needs (NOPERM): a precondition (exit 3) even
+    mid-run, since nothing about the cluster broke and the fix is the user's ACL."""
+
+
 class StepFailed(ClusterbakError):
     """A step of an executed plan failed."""
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import shlex
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from clusterbak.cli import common as c
-from clusterbak.cli.backup_cmd import Dest, DryRun, resolve_id
+from clusterbak.cli.backup_cmd import BreakLock, Dest, DryRun, resolve_id
 from clusterbak.cli.render import NodeProgress, Outcome, Renderer
 from clusterbak.config import load_inventory
 from clusterbak.engine.drill import restore_sizes, run_drill
@@ -18,6 +19,7 @@ from clusterbak.engine.restore import rollback_restore, run_restore, verify_or_r
 from clusterbak.engine.restore_journal import journal_path, load_journal
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, ClusterbakError, PreconditionError, UsageError
 from clusterbak.plan.restore import parse_maps, plan_restore, target_address
+from clusterbak.redisops.runlock import cluster_run_lock
 from clusterbak.redisops.target import probe_target
 from clusterbak.storage.backupset import BackupStore
 from clusterbak.storage.records import record_drill
@@ -38,7 +40,8 @@ def restore(backup_id: Annotated[str, typer.Argument(help="The set's id (see `cl
             rollback: Annotated[bool, typer.Option("--rollback", help="Undo a restore that was cut short: previous files back, nodes started.")] = False,
             dry_run: DryRun = False, user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None,
             cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
-            connect_timeout: c.ConnectTimeout = 3.0, quiet: c.Quiet = False, json_out: c.Json = False) -> None:
+            connect_timeout: c.ConnectTimeout = 3.0, break_lock: BreakLock = False, quiet: c.Quiet = False,
+            json_out: c.Json = False) -> None:
     """Turn a backup set back into a running cluster (same addresses, or new ones with --map), then prove it."""
 
     def body(r: Renderer) -> Outcome:
@@ -55,7 +58,7 @@ def restore(backup_id: Annotated[str, typer.Argument(help="The set's id (see `cl
             return _cut_short(r, store, inv, journal, existing, backup_id, resume, bool(map_ or force), dry_run, yes,
                               commands, lambda seed: c.connection(seed, user, tls, cacert, cert, key, connect_timeout,
                                                                  inv, tls_insecure), prove_timeout,
-                              accept_new_host_keys)
+                              accept_new_host_keys, break_lock)
         if existing is not None:
             raise PreconditionError(f"a restore of {existing.backup_id} was cut short ({existing.summary()}); "
                                     f"continue it: {commands['resume'].replace(backup_id, existing.backup_id, 1)}; "
@@ -83,7 +86,8 @@ def restore(backup_id: Annotated[str, typer.Argument(help="The set's id (see `cl
         if not yes and not r.confirm(f"stop {len(plan.nodes)} nodes and restore backup {backup_id} into them?"):
             raise PreconditionError("not confirmed; nothing was stopped (use --yes to skip the question)")
         t0 = time.monotonic()
-        with NodeProgress(r, restore_sizes(plan, manifest)) as progress:
+        with _run_lock(r, conn, [n.new_address for n in plan.nodes], break_lock), \
+                NodeProgress(r, restore_sizes(plan, manifest)) as progress:
             checks = run_restore(plan, set_dir, manifest, inv, conn, prove_timeout, accept_new_host_keys,
                                  on_event=lambda k, d: _interrupt_note(r) if k == "interrupt" else progress(k, d),
                                  verified=True, journal_file=journal, commands=commands)
@@ -97,6 +101,15 @@ def restore(backup_id: Annotated[str, typer.Argument(help="The set's id (see `cl
     c.execute("restore", json_out, body, quiet)
 
 
+@contextmanager
+def _run_lock(r: Renderer, conn, addresses: list[str], break_lock: bool):
+    """The cluster's run lock on the targets that answer (a cluster that is all down has nowhere to hold it)."""
+    with cluster_run_lock(conn, addresses, "restore", break_lock, none_up_ok=True) as lock:
+        for holder in lock.broken:
+            r.note(f"broke a stale run lock: {holder.describe()}")
+        yield lock
+
+
 def _interrupt_note(r: Renderer) -> None:
     r.note("interrupted: finishing the placements under way, then every node gets its previous files back and is "
            "started (interrupt again to stop at once and keep the journal for --resume / --rollback)")
@@ -104,7 +117,7 @@ def _interrupt_note(r: Renderer) -> None:
 
 def _cut_short(r: Renderer, store: BackupStore, inv, journal: Path, existing, backup_id: str, resume: bool,
                replanning: bool, dry_run: bool, yes: bool, commands: dict[str, str], connect, prove_timeout: float,
-               accept_new_host_keys: bool) -> Outcome:
+               accept_new_host_keys: bool, break_lock: bool = False) -> Outcome:
     """restore ID --resume | --rollback: follow the plan in the restore journal."""
     if replanning:
         raise UsageError("--resume and --rollback work alone: they follow the plan in the restore journal")
@@ -123,6 +136,14 @@ def _cut_short(r: Renderer, store: BackupStore, inv, journal: Path, existing, ba
         return Outcome(data={"backup_id": backup_id, "dry_run": True, "action": verb, "journal": existing.to_dict()})
     if not yes and not r.confirm(f"{verb} the restore of {backup_id} on {len(plan.nodes)} nodes?"):
         raise PreconditionError("not confirmed; nothing changed (use --yes to skip the question)")
+    with _run_lock(r, conn, [n.new_address for n in plan.nodes], break_lock):
+        return _follow_journal(r, store, inv, journal, existing, backup_id, resume, commands, conn, prove_timeout,
+                               accept_new_host_keys, plan)
+
+
+def _follow_journal(r: Renderer, store: BackupStore, inv, journal: Path, existing, backup_id: str, resume: bool,
+                    commands: dict[str, str], conn, prove_timeout: float, accept_new_host_keys: bool,
+                    plan) -> Outcome:
     note = lambda k, d: r.note(f"{k} {d.get('node', '')}")  # noqa: E731
     if not resume:
         before = rollback_restore(journal, existing, inv, conn, accept_new_host_keys, on_event=note)

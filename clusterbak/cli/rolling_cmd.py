@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from clusterbak.cli import common as c
+from clusterbak.cli.backup_cmd import BreakLock
 from clusterbak.cli.render import Outcome, Renderer
 from clusterbak.cli.render_rolling import progress, show_plan, show_report, show_roles_report, stopping
 from clusterbak.config import load_inventory
@@ -23,6 +24,7 @@ from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionE
 from clusterbak.model.checks import DEFAULT_MAX_LAG
 from clusterbak.plan.rolling import RollingPlan
 from clusterbak.plan.upgrade import is_upgrade
+from clusterbak.redisops.runlock import cluster_run_lock, lock_addresses
 
 EXIT_INTERRUPTED = 130
 
@@ -50,7 +52,7 @@ def rolling_restart(
                                       "({host} {port} {node_id}); see docs/rolling-upgrade.md.")] = None,
         user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None,
         tls_insecure: c.TlsInsecure = False, connect_timeout: c.ConnectTimeout = 3.0, quiet: c.Quiet = False,
-        metrics_file: c.MetricsFile = None, json_out: c.Json = False) -> None:
+        metrics_file: c.MetricsFile = None, break_lock: BreakLock = False, json_out: c.Json = False) -> None:
     """Restart every node with no lost write and every master back in its role (see docs/rolling-restart.md)."""
 
     def body(r: Renderer) -> Outcome:
@@ -65,7 +67,7 @@ def rolling_restart(
             if resume or wanted or replicas_only or force_failover:
                 raise UsageError("--restore-roles works alone: it gives the roles of the state file back; "
                                  "run --resume afterwards")
-            return _restore_roles(r, opts, existing, path, dry_run, yes, step_timeout, seed)
+            return _restore_roles(r, opts, existing, path, dry_run, yes, step_timeout, seed, break_lock)
         if resume:
             existing = _resumable(existing, path, wanted, replicas_only, force_failover)
             if is_upgrade(existing.plan) != bool(upgrade_command):
@@ -98,7 +100,10 @@ def rolling_restart(
             apply_rewind(existing, prep.rewind)
         run = existing if resume else RunState.new(prep.plan, seed, str(Path(inventory).absolute()), run_ids)
         stop = StopFlag()
-        with stop.on_sigint(lambda: stopping(r)):
+        with cluster_run_lock(opts, lock_addresses(prep.inspection.topology), "rolling-restart", break_lock) as lock, \
+                stop.on_sigint(lambda: stopping(r)):
+            for holder in lock.broken:
+                r.note(f"broke a stale run lock: {holder.describe()}")
             action = control_host_action() if upgrade_command else None
             result = run_rolling(run, path, inv, opts, RollingOptions(step_timeout, accept_new_host_keys, action),
                                  progress(r), stop)
@@ -118,7 +123,7 @@ def rolling_restart(
 
 
 def _restore_roles(r: Renderer, opts, existing: RunState | None, path: Path, dry_run: bool, yes: bool,
-                   step_timeout: float, seed: str) -> Outcome:
+                   step_timeout: float, seed: str, break_lock: bool = False) -> Outcome:
     if existing is None:
         raise PreconditionError(f"no recorded roles: {path} does not exist (pass --state FILE of the run)")
     steps, refusals = prepare_restore_roles(opts, existing)
@@ -135,7 +140,9 @@ def _restore_roles(r: Renderer, opts, existing: RunState | None, path: Path, dry
         return Outcome(data=data)
     if not yes and not r.confirm(f"fail {len(steps)} shards back to their recorded masters at {seed}?"):
         raise PreconditionError("not confirmed, nothing changed (without a terminal to ask on, pass --yes)")
-    result = run_restore_roles(existing, steps, opts, RollingOptions(step_timeout), progress(r))
+    with cluster_run_lock(opts, [role.address for role in existing.plan.roles], "rolling-restart --restore-roles",
+                          break_lock):
+        result = run_restore_roles(existing, steps, opts, RollingOptions(step_timeout), progress(r))
     data["result"] = result
     show_roles_report(r, result)
     if result["status"] == "ok":

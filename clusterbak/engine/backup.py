@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from clusterbak import __version__
-from clusterbak.errors import ClusterbakError, ConnectError, RunCancelled, StepFailed
+from clusterbak.errors import AccessRefused, ClusterbakError, ConnectError, RunCancelled, StepFailed
 from clusterbak.engine.aof_backup import collect_aof
 from clusterbak.engine.cancel import cancel_on_failure
 from clusterbak.engine.sinks import TextFileSink, VerifyingRdbSink
@@ -50,6 +50,8 @@ def run_backup(plan: BackupPlan, seed: str, topology: Topology, states: tuple[No
     try:
         preflight_transports(plan, inventory, options, links)
         return _run(plan, seed, topology, states, inventory, conn, options, on_event, links)
+    except AccessRefused:
+        raise  # the user lacks a right (NOPERM): the fix is its ACL, a refusal (3) even mid-run
     except ConnectError as exc:  # the plan was checked: a node lost now is a failed step (4), not a refusal (3)
         raise StepFailed(str(exc)) from exc
     finally:

@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import redis
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from clusterbak.errors import ConnectError, PreconditionError, RunCancelled, StepFailed
+from clusterbak.errors import AccessRefused, PreconditionError, RunCancelled, StepFailed
 from clusterbak.redisops.connect import describe_redis_error
 from clusterbak.storage.pins import PinRecord, read_pin, record_path, remove_pin, write_pin
 
@@ -136,7 +136,7 @@ def rewrite_and_wait(client: redis.Redis, address: str, timeout: float = 600.0,
                 waited = True
                 continue
             if isinstance(exc, redis.exceptions.NoPermissionError):  # the user lacks the right: a precondition
-                raise ConnectError(describe_redis_error(address, exc)) from exc
+                raise AccessRefused(describe_redis_error(address, exc)) from exc
             raise StepFailed(f"{address}: BGREWRITEAOF refused: {exc}") from exc
         break
     count = int(before.get("aof_rewrites", -1))

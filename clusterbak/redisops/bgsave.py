@@ -15,7 +15,7 @@ from typing import Callable
 import redis
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from clusterbak.errors import ConnectError, RunCancelled, StepFailed
+from clusterbak.errors import AccessRefused, RunCancelled, StepFailed
 from clusterbak.redisops.connect import describe_redis_error
 
 POLL = 0.1
@@ -111,7 +111,7 @@ def bgsave_and_wait(client: redis.Redis, address: str, timeout: float = 600.0, l
                 waited = True
                 continue  # someone else's save won the race: wait it out, then take ours
             if isinstance(exc, redis.exceptions.NoPermissionError):  # the user lacks the right: a precondition
-                raise ConnectError(describe_redis_error(address, exc)) from exc
+                raise AccessRefused(describe_redis_error(address, exc)) from exc
             raise StepFailed(f"{address}: BGSAVE refused: {exc}") from exc
         if "scheduled" in str(reply).lower():
             schedule = True

@@ -230,10 +230,18 @@ class RunLock:
 
 @contextmanager
 def cluster_run_lock(opts: ConnectionOptions, addresses: Iterable[str], command: str,
-                     break_lock: bool = False) -> Iterator[RunLock]:
-    """Hold the cluster's run lock for the body; raises RunLockHeld (exit 3) naming the holder."""
+                     break_lock: bool = False, none_up_ok: bool = False) -> Iterator[RunLock]:
+    """Hold the cluster's run lock for the body; raises RunLockHeld (exit 3) naming the holder.
+
+    none_up_ok: a restore into nodes that are all stopped has nowhere to hold the lock, and nothing else can run
+    against a cluster that is down: it proceeds (the lock is taken on every node that answers)."""
     lock = RunLock(opts, addresses, command)
-    lock.broken = lock.acquire(break_lock)
+    try:
+        lock.broken = lock.acquire(break_lock)
+    except ConnectError:
+        if not none_up_ok:
+            raise
+        lock.broken = []
     try:
         yield lock
     finally:

@@ -85,3 +85,27 @@ def test_a_live_holder_is_not_broken_by_break_lock(lab, cli, tmp_path):
     finally:
         live.close()
     assert not (tmp_path / "sets").exists()
+
+
+def test_a_rolling_restart_or_a_restore_refuses_while_a_backup_runs(make_lab, cli, tmp_path):
+    """The lock is per cluster, not per command: a backup and a rolling restart (or a restore) never overlap."""
+    handle = make_lab(keys=600)
+    dest = tmp_path / "sets"
+    backup_id = backup(cli, handle, dest)[1]["data"]["backup_id"]
+    slow_saves(replicas(handle), 5000)
+    proc = spawn(backup_argv(handle, dest))
+    try:
+        wait_for(lambda: [h for h in holders(handle) if h.pid == proc.pid], 20, "the backup to hold the lock")
+        result, doc = cli.json("rolling-restart", "--seed", handle.seed, "--inventory", handle.inventory, "--yes",
+                               "--state", str(tmp_path / "state.json"))
+        assert result.exit_code == 3 and f"backup by pid {proc.pid}" in doc["errors"][0], doc["errors"]
+        result, doc = cli.json("restore", backup_id, "--dest", str(dest), "--inventory", handle.inventory, "--yes")
+        assert result.exit_code == 3 and f"backup by pid {proc.pid}" in doc["errors"][0], doc["errors"]
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out + err
+    slow_saves(replicas(handle), 0)
+    wait_for(lambda: holders(handle) == [], 5, "the lock to be released")
+    assert_clean(cli, handle, dest)

@@ -17,7 +17,7 @@ from tests.integration.test_restore import wipe
 BACKUP_ACL = ("-@all +ping +info +time +dbsize +cluster|nodes +cluster|myid +cluster|info +config|get +bgsave "
               "+bgrewriteaof +config|set +client|setname +client|id +client|list")
 RESTART_ACL = ("-@all +ping +info +time +dbsize +cluster|nodes +cluster|myid +cluster|info +config|get "
-               "+cluster|failover +shutdown")
+               "+cluster|failover +shutdown +client|setname +client|id +client|list")
 
 
 def acl_users() -> dict[str, str]:
