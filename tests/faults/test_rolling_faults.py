@@ -24,6 +24,8 @@ from clusterbak.lab.writer import Writer, missing
 from clusterbak.model.topology import parse_cluster_nodes
 from tests.integration.conftest import cli, make_lab  # noqa: F401 - fixtures
 
+from .common import wait_for
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
@@ -56,16 +58,6 @@ def healthy(handle) -> bool:
         return True
     except (redis.RedisError, OSError):
         return False
-
-
-def wait_for(predicate, timeout: float, what: str, poll: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"{what} within {timeout}s")
 
 
 def pair(handle, shard: int = 0):
@@ -154,7 +146,7 @@ def test_promoted_replica_paused_around_its_cluster_failover_is_waited_for_not_r
     proc = start_run(handle, "--nodes", f"{other_replica.address},{master.address}")
     pid = cluster.current_pid(replica)
     try:
-        wait_for(lambda: step_done(handle, 0), 60, "the replica restart before the failover is done", poll=0.003)
+        wait_for(lambda: step_done(handle, 0), 60, "the replica restart before the failover is done", interval=0.003)
         os.kill(pid, signal.SIGSTOP)
         time.sleep(4)
     finally:
@@ -195,7 +187,7 @@ def test_promoted_replica_killed_in_its_failover_step_is_named_and_its_shard_sta
     before = roles(handle)
     proc = start_run(handle, "--nodes", f"{other_replica.address},{master.address}")
     pid = cluster.current_pid(replica)
-    wait_for(lambda: step_done(handle, 0), 60, "the replica restart before the failover is done", poll=0.003)
+    wait_for(lambda: step_done(handle, 0), 60, "the replica restart before the failover is done", interval=0.003)
     os.kill(pid, signal.SIGSTOP)
     time.sleep(1)
     os.kill(pid, signal.SIGKILL)
