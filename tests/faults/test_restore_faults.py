@@ -18,7 +18,8 @@ import redis
 from redis.cluster import RedisCluster
 
 from clusterbak.engine.restore_journal import journal_path
-from tests.faults.test_rolling_faults import healthy, wait_for
+from tests.faults.common import wait_for
+from tests.faults.test_rolling_faults import healthy
 from tests.integration.conftest import cli, make_lab  # noqa: F401 - fixtures
 from tests.integration.test_restore import digests, roles, take_backup
 
@@ -87,10 +88,10 @@ def test_interrupt_during_restore(make_lab, cli, tmp_path, sig, times):
     proc = restore_proc(handle, backup_id, dest)
     try:
         if times == 1:
-            wait_for(lambda: journal_phase(handle) is not None, 60, "the restore starts", poll=0.005)
+            wait_for(lambda: journal_phase(handle) is not None, 60, "the restore starts", interval=0.005)
             proc.send_signal(sig)
         else:  # the second one comes while the first one's undo (starting every node again) is under way
-            wait_for(lambda: some_node_stopped(handle), 60, "a node is stopped", poll=0.005)
+            wait_for(lambda: some_node_stopped(handle), 60, "a node is stopped", interval=0.005)
             proc.send_signal(sig)
             time.sleep(0.1)
             proc.send_signal(sig)
@@ -142,7 +143,7 @@ def test_killed_restore_is_refused_until_resumed(make_lab, cli, tmp_path):
     backup_id = take_backup(cli, handle, dest)
     proc = restore_proc(handle, backup_id, dest)
     try:
-        wait_for(lambda: journal_phase(handle) in ("placing", "starting"), 60, "the restore places files", poll=0.005)
+        wait_for(lambda: journal_phase(handle) in ("placing", "starting"), 60, "the restore places files", interval=0.005)
         proc.kill()
         proc.communicate(timeout=30)
     finally:
