@@ -60,6 +60,11 @@ class NodeRestore:
     config_changes: tuple[DirectiveChange, ...] = ()  # current vs placed, secrets masked
     acl_path: str | None = None  # --with-acl (or an aclfile in the placed config): where the users file goes
 
+    def __post_init__(self) -> None:  # read back from JSON (the restore journal): lists -> tuples, dicts -> records
+        object.__setattr__(self, "config_edits", tuple(tuple(e) for e in self.config_edits))
+        object.__setattr__(self, "config_changes", tuple(
+            c if isinstance(c, DirectiveChange) else DirectiveChange(**c) for c in self.config_changes))
+
 
 @dataclass(frozen=True, slots=True)
 class RestorePlan:

@@ -178,3 +178,18 @@ def test_drill_refuses_a_set_with_modules_before_it_starts_a_lab(tmp_path):
     out = json.loads(result.stdout)
     assert result.exit_code == 3 and "ReJSON" in out["errors"][0] and "20607" in out["errors"][0]
     assert not (tmp_path / "lab").exists()  # refused before anything was started
+
+
+def test_a_with_config_plan_survives_the_restore_journal_json_round_trip():
+    import json
+    from dataclasses import asdict
+
+    from clusterbak.plan.restore import NodeRestore
+
+    inv = parse_inventory(tomllib.loads(INV), "inv.toml")
+    m = parse_manifest(with_extras(config_file={"path": "nodes/m.redis.conf", "sha256": SHA, "size": 9}), "sets/b1")
+    node = next(n for n in plan_restore(m, inv, {}, {}, with_config=True, stored_configs={M: STORED_CONF}).nodes
+                if n.config_path)
+    assert node.config_edits and node.config_changes
+    again = NodeRestore(**json.loads(json.dumps(asdict(node))))
+    assert again == node
