@@ -115,6 +115,7 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
                 r.error(line)
             return Outcome(data=data, exit_code=EXIT_STEP_FAILED, errors=problems)
         r.backup_verdict(manifest, data["path"])
+        r.secret_files(manifest)
         return Outcome(data=data)
 
     c.execute("backup", json_out, body, quiet, metrics_file)
@@ -147,6 +148,7 @@ def show(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`.
         manifest = store.manifest(resolve_id(store, backup_id))  # validated; the document is shown as stored
         r.backup_summary(dict(manifest.raw))
         r.backup_files(dict(manifest.raw))
+        r.secret_files(dict(manifest.raw))
         return Outcome(data=dict(manifest.raw))
 
     c.execute("show", json_out, body)

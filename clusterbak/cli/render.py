@@ -168,8 +168,10 @@ class Renderer:
                    [(s["index"], " ".join(s["slots"]), s["source_address"] or "-", s["source_role"] or "-",
                      s["host"] or "-", s["rdb_path"] or "-", s["refusal"] or s["why"]) for s in plan["shards"]],
                    ["red" if s["refusal"] else None for s in plan["shards"]])
-        self.table("nodes.conf of every node", ("node", "role", "host", "file"),
-                   [(n["address"], n["role"], n["host"], n["nodes_conf_path"] or n["refusal"]) for n in plan["node_files"]])
+        self.table("nodes.conf, config file and users of every node", ("node", "role", "host", "file", "config file",
+                                                                       "users"),
+                   [(n["address"], n["role"], n["host"], n["nodes_conf_path"] or n["refusal"],
+                     n.get("config_file") or "-", n.get("aclfile") or "ACL LIST") for n in plan["node_files"]])
         for line in gate:
             self.out.print(f"[bold red]gate:[/] {_escape(line)}")
         for line in plan["refusals"]:
@@ -236,10 +238,44 @@ class Renderer:
                    ["red" if n["refusal"] else None for n in plan["nodes"]],
                    optional=("start", "stop", "replaces", "shard", "role"))
         self.out.print("steps: " + " -> ".join(plan["steps"]))
+        self.node_extras_plan(plan["nodes"])
         for line in plan["warnings"]:
             self.out.print(f"[yellow]warning:[/] {_escape(line)}")
         for line in plan["refusals"]:
             self.out.print(f"[bold red]refused:[/] {_escape(line)}")
+
+    def node_extras_plan(self, nodes: list[dict]) -> None:
+        """--with-config / --with-acl: where each file goes and which directives change (values come masked)."""
+        for n in nodes:
+            if not n.get("config_path") and not n.get("acl_path"):
+                continue
+            placed = [f"config file -> {n['config_path']}"] if n.get("config_path") else []
+            placed += [f"users -> {n['acl_path']}"] if n.get("acl_path") else []
+            self.out.print(f"[bold]{_escape(n['new_address'])}[/]: {_escape(', '.join(placed))}")
+            if n.get("config_path"):
+                self.table(None, ("directive", "now", "after restore"),
+                           [(c["directive"], "-" if c["before"] is None else c["before"],
+                             "-" if c["after"] is None else c["after"]) for c in n["config_changes"]])
+
+    def secret_files(self, m: dict) -> None:
+        """Which secrets-bearing files a set holds: names and sizes, never content."""
+        if self.silent:
+            return
+        rows = []
+        for n in m.get("nodes", []):
+            if n.get("config_file"):
+                rows.append((n["address"], "config file", n["config_file"]["path"], n["config_file"]["size"]))
+            if n.get("acl"):
+                kind = "users (ACL LIST)" if n["acl"].get("source") == "acl-list" else "users (aclfile)"
+                rows.append((n["address"], kind, n["acl"]["path"], n["acl"]["size"]))
+        if rows:
+            self.table("files holding secrets (stored 0600, content never shown)", ("node", "holds", "file", "bytes"),
+                       rows)
+        mods = sorted({f"{x['name']} {x['ver']}" for n in m.get("nodes", []) for x in n.get("modules") or []})
+        if mods:
+            self.line("modules the data may need: " + _escape(", ".join(mods)))
+        for line in m.get("warnings") or []:
+            self.line(f"[yellow]warning:[/] {_escape(line)}")
 
     def verdict(self, checks: list[dict]) -> None:
         self.table("verdict", ("check", "subject", "result", "detail"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 from contextlib import contextmanager
@@ -18,11 +19,15 @@ from clusterbak.engine.drill import restore_sizes, run_drill
 from clusterbak.engine.restore import rollback_restore, run_restore, verify_or_refuse
 from clusterbak.engine.restore_journal import journal_path, load_journal
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, ClusterbakError, PreconditionError, UsageError
+from clusterbak.engine.node_extras import stored_configs, with_current_config
 from clusterbak.plan.restore import parse_maps, plan_restore, target_address
 from clusterbak.redisops.runlock import cluster_run_lock
 from clusterbak.redisops.target import probe_target
 from clusterbak.storage.backupset import BackupStore
 from clusterbak.storage.records import record_drill
+
+
+PROVE_PASSWORD_ENV = "CLUSTERBAK_PROVE_PASSWORD"
 
 
 def register(app: typer.Typer) -> None:
@@ -34,6 +39,8 @@ def restore(backup_id: Annotated[str, typer.Argument(help="The set's id (see `cl
             map_: Annotated[Optional[list[str]], typer.Option("--map", help="OLD_ADDR=NEW_ADDR[@CPORT], repeatable.")] = None,
             force: Annotated[bool, typer.Option("--force", help="Overwrite targets of another cluster or with data.")] = False,
             yes: Annotated[bool, typer.Option("--yes", help="Do not ask before stopping nodes.")] = False,
+            with_config: Annotated[bool, typer.Option("--with-config", help="Also place each node's config file (and its ACL file if it names one); the plan shows the directives that change, secrets masked.")] = False,
+            with_acl: Annotated[bool, typer.Option("--with-acl", help="Also place each node's users into the target's aclfile.")] = False,
             prove_timeout: Annotated[float, typer.Option("--prove-timeout", help="Seconds to wait for the restored cluster to prove itself.")] = 120.0,
             accept_new_host_keys: c.AcceptNewHostKeys = False,
             resume: Annotated[bool, typer.Option("--resume", help="Go on with a restore that was cut short (its journal beside the inventory).")] = False,
@@ -76,7 +83,10 @@ def restore(backup_id: Annotated[str, typer.Argument(help="The set's id (see `cl
                                     "check --inventory and --map")
         conn = c.connection(placed[0], user, tls, cacert, cert, key, connect_timeout, inv, tls_insecure)
         targets = {address: probe_target(conn, address) for address in placed}
-        plan = plan_restore(manifest, inv, mapping, targets, force)
+        stored = stored_configs(set_dir, manifest) if with_config else {}
+        if with_config:
+            targets = with_current_config(targets, inv, accept_new_host_keys)
+        plan = plan_restore(manifest, inv, mapping, targets, force, with_config, with_acl, stored)
         data = {"backup_id": backup_id, "dry_run": dry_run, "plan": plan.to_dict()}
         r.restore_plan(data["plan"])
         if not plan.ok:
@@ -164,6 +174,7 @@ def drill(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`
                                                                             "cluster (default: a temp dir).")] = None,
           base_port: Annotated[Optional[int], typer.Option("--base-port", min=1, max=55535,
                                                            help="First port of the drill cluster (default: free ports).")] = None,
+          prove_user: Annotated[Optional[str], typer.Option("--prove-user", help=f"An ACL user of the set that must authenticate on the drill cluster; its password comes from ${PROVE_PASSWORD_ENV}.")] = None,
           quiet: c.Quiet = False, metrics_file: c.MetricsFile = None, json_out: c.Json = False) -> None:
     """Rehearse a disaster: restore the set into a throwaway lab of its shape, prove it, report RTO and RPO.
     Nothing is left behind (processes, data) unless --keep; the result is recorded beside the set (drill.json)."""
@@ -173,9 +184,13 @@ def drill(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`
         bid = resolve_id(store, backup_id)
         manifest = store.manifest(bid)
         set_dir = store.path(bid)
+        password = os.environ.get(PROVE_PASSWORD_ENV) or None
+        if prove_user and not password:
+            raise UsageError(f"--prove-user {prove_user}: set its password in ${PROVE_PASSWORD_ENV}")
         try:
             with NodeProgress(r, {}) as progress:
-                report = run_drill(set_dir, manifest, lab_dir, keep, on_event=progress, base_port=base_port)
+                report = run_drill(set_dir, manifest, lab_dir, keep, on_event=progress, base_port=base_port,
+                                   prove_user=prove_user, prove_password=password)
         except ClusterbakError:
             record_drill(set_dir, False, time.time(), None, None)
             raise

@@ -18,6 +18,7 @@ from clusterbak import __version__
 from clusterbak.errors import AccessRefused, ClusterbakError, ConnectError, RunCancelled, StepFailed
 from clusterbak.engine.aof_backup import collect_aof
 from clusterbak.engine.cancel import cancel_on_failure
+from clusterbak.engine.node_extras import add_node_extras
 from clusterbak.engine.sinks import TextFileSink, VerifyingRdbSink
 from clusterbak.model.inventory import Inventory, NodeAccess
 from clusterbak.model.state import NodeState, states_by_id
@@ -107,6 +108,7 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
                     raise
                 incomplete.append(f"{nf.address}: nodes.conf not collected ({exc}): restore cannot bring this node "
                                   "back from this set")
+        warnings += add_node_extras(plan.node_files, node_records, partial, links, conn)
         manifest = build_manifest(plan, seed, topology, states, shard_records, node_records, started)
         manifest["warnings"] = warnings + incomplete
         manifest["incomplete"] = incomplete  # non-empty: `list` shows the set as incomplete, prune never keeps it

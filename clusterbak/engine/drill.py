@@ -13,13 +13,15 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from clusterbak.config import load_inventory
+from clusterbak.engine.node_extras import drill_users
 from clusterbak.engine.restore import run_restore, verify_or_refuse
-from clusterbak.errors import UsageError
+from clusterbak.errors import PreconditionError, UsageError
 from clusterbak.lab import cluster
 from clusterbak.lab.inventory import write_inventory
 from clusterbak.lab.procs import free_base_port
 from clusterbak.model.nodesconf import parse_new_address
 from clusterbak.model.manifest import Manifest, TopologyNode
+from clusterbak.plan.node_extras import module_checks
 from clusterbak.plan.restore import plan_restore
 from clusterbak.redisops.connect import ConnectionOptions
 from clusterbak.redisops.target import probe_target
@@ -48,10 +50,14 @@ def drill_dir(lab_dir: Path | None, backup_id: str) -> Path:
 
 
 def run_drill(set_dir: Path, manifest: Manifest, lab_dir: Path | None, keep: bool, on_event=lambda k, d: None,
-              base_port: int | None = None) -> dict:
+              base_port: int | None = None, prove_user: str | None = None,
+              prove_password: str | None = None) -> dict:
     """Nothing is left behind unless `keep`: the lab's processes are stopped and its directory (with a copy of
     every dump) is removed, also when the drill fails or is interrupted."""
     t0 = time.monotonic()
+    refusals, _ = module_checks(manifest, {"the drill lab": ()})  # a lab loads no module: refuse before starting it
+    if refusals:
+        raise PreconditionError(refusals[0])
     where = drill_dir(lab_dir, manifest.backup_id)
     lab = None
     report: dict = {"lab": {"dir": str(where), "seed": None, "inventory": None, "kept": keep, "removed": False}}
@@ -74,6 +80,8 @@ def run_drill(set_dir: Path, manifest: Manifest, lab_dir: Path | None, keep: boo
         plan = plan_restore(manifest, inventory, mapping, targets, force=True)
         on_event("plan", {"sizes": restore_sizes(plan, manifest)})
         checks = run_restore(plan, set_dir, manifest, inventory, conn, verified=True, on_event=on_event)
+        checks += drill_users(conn, set_dir, manifest, {n.node_id: n.new_address for n in plan.nodes}, prove_user,
+                              prove_password)
         proven = time.monotonic()
         samples = sample_keys(lab.seed) if all(c["ok"] for c in checks) else {}
         raw = manifest.raw_bytes

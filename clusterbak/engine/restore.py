@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from clusterbak.engine.interrupts import StopFlag
+from clusterbak.engine.node_extras import extras_paths, place_extras
 from clusterbak.engine.prove import prove
 from clusterbak.engine.restore_journal import Journal, RestoreJournal
 from clusterbak.engine.verify import verify_set
@@ -262,6 +263,7 @@ def _replace(node: NodeRestore, transport, set_dir: Path, plan: RestorePlan, man
     write error), put the node's previous files back so it is left stopped exactly as it was. `already`: copies
     an earlier, cut-short run made (--resume): kept, never moved aside a second time. Returns what was moved."""
     modes = {p: _mode_for(transport, p) for p in (node.rdb_path, node.nodes_conf_path) if p}
+    modes.update({p: _mode_for(transport, p, 0o600) for p in extras_paths(node)})  # secrets: 0600 when new
     moved = list(already) + _move_aside(node, transport, plan.backup_id, {p for p, _ in already})
     try:
         _place(node, transport, set_dir, plan, manifest, modes)
@@ -279,15 +281,15 @@ def _replace(node: NodeRestore, transport, set_dir: Path, plan: RestorePlan, man
     return moved
 
 
-def _mode_for(transport, path: str) -> int:
-    """The mode of the file being replaced, never world-accessible; 0640 when there is none."""
+def _mode_for(transport, path: str, default: int = 0o640) -> int:
+    """The mode of the file being replaced, never world-accessible; `default` when there is none."""
     st = transport.stat(path)
-    return (st.mode & 0o770) if st is not None else 0o640
+    return (st.mode & 0o770) if st is not None else default
 
 
 def _move_aside(node: NodeRestore, transport, backup_id: str, skip: set[str] = frozenset()) -> list[tuple[str, str]]:
     moved = []
-    for path in (node.rdb_path, node.nodes_conf_path, node.aof_dir, node.stale_aof_dir):
+    for path in (node.rdb_path, node.nodes_conf_path, node.aof_dir, node.stale_aof_dir, *extras_paths(node)):
         if path and path not in skip and path not in {m for m, _ in moved} and transport.stat(path) is not None:
             aside = f"{path}.before-restore-{backup_id}"
             if transport.stat(aside) is not None:
@@ -312,6 +314,7 @@ def _place(node: NodeRestore, transport, set_dir: Path, plan: RestorePlan, manif
     if node.rewrite_nodes_conf:
         text = rewrite(text, plan.mapping)
     transport.write_from(node.nodes_conf_path, io.BytesIO(text.encode()), mode=modes.get(node.nodes_conf_path, 0o640))
+    place_extras(node, transport, set_dir, manifest, modes)
     shard = manifest.shard(node.shard)
     if node.from_aof:
         _place_aof(node, transport, set_dir, shard.aof)

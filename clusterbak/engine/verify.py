@@ -30,7 +30,8 @@ def verify_set(path: Path, manifest: Manifest) -> list[dict]:
         elif shard.file is not None:
             jobs.append(lambda f=shard.file: [_check(path, f, _rdb)])
     for conf in manifest.node_confs:
-        jobs.append(lambda f=conf.file: [_check(path, f, _plain)])
+        for record in (conf.file, *conf.secret_files):  # nodes.conf, config file, users
+            jobs.append(lambda f=record: [_check(path, f, _plain)])
     # shards at once: sha256 and zstd release the GIL, so this uses every core; results keep manifest order
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
         return [r for rows in pool.map(lambda job: job(), jobs) for r in rows]

@@ -64,11 +64,14 @@ class LabAccess:
 
     password: str | None = None
     tls_dir: str | None = None
+    acl_users: str | None = None  # ACL-file lines: each node gets `aclfile <its dir>/users.acl` holding them
 
-    def conf(self, port: int) -> dict[str, str]:
+    def conf(self, port: int, node_dir: Path | None = None) -> dict[str, str]:
         out: dict[str, str] = {}
         if self.password:
             out.update(requirepass=self.password, masterauth=self.password)
+        if self.acl_users is not None and node_dir is not None:
+            out["aclfile"] = conf_value(str(node_dir / "users.acl"))
         if self.tls_dir:
             d = Path(self.tls_dir)
             out.update({"port": "0", "tls-port": str(port), "tls-cert-file": str(d / "node.crt"),
@@ -127,7 +130,9 @@ def up(lab_dir: Path, masters: int = 3, replicas: int = 1, base_port: int = 7000
         for i, port in enumerate(ports):
             node_dir = lab_dir / str(port)
             node_dir.mkdir(exist_ok=True)
-            conf = {**(access.conf(port) if access else {}), **(extra_conf or {})}
+            conf = {**(access.conf(port, node_dir) if access else {}), **(extra_conf or {})}
+            if access and access.acl_users is not None:
+                (node_dir / "users.acl").write_text(access.acl_users.strip() + "\n")
             (node_dir / "redis.conf").write_text(node_conf(port, node_dir, conf))
             pid = start_server(node_dir / "redis.conf", port)
             nodes.append(LabNode(port, "master" if i < masters else "replica", str(node_dir), pid))

@@ -33,7 +33,10 @@ def render_inventory(lab: Lab) -> str:
         lines += ["", f'[nodes."{node.address}"]', f"data_dir = {_q(node.dir)}",
                   f"cluster_config_file = {_q(conf.get('cluster-config-file', 'nodes.conf'))}",
                   f"dbfilename = {_q(conf.get('dbfilename', 'dump.rdb'))}",
-                  f"appendonly = {_q(conf.get('appendonly', 'no'))}"]
+                  f"appendonly = {_q(conf.get('appendonly', 'no'))}",
+                  f"config_file = {_q(str(node.conf))}"]
+        if conf.get("aclfile"):
+            lines.append(f"aclfile = {_q(conf['aclfile'])}")
         if lab.sshd:
             lines.append('ssh_host = "127.0.0.1"')
     return "\n".join(lines) + "\n"

@@ -22,7 +22,7 @@ REDIS_KEYS = frozenset({"username", "password_env"})
 NODE_SETTING_KEYS = frozenset(
     {"transport", "ssh_user", "ssh_port", "ssh_key", "known_hosts", "restart_command",
      "stop_command", "start_command", "data_dir", "ssh_host", "container", "cluster_config_file", "dbfilename",
-     "appendonly"}
+     "appendonly", "config_file", "aclfile"}
 )
 COMMAND_KEYS = ("restart_command", "stop_command", "start_command")
 
@@ -46,6 +46,8 @@ class NodeAccess:
     cluster_config_file: str | None = None  # where a DOWN node keeps nodes.conf (a running node is asked)
     dbfilename: str | None = None
     appendonly: str | None = None  # "yes" | "no"
+    config_file: str | None = None  # the node's redis.conf (a running node is asked: INFO server config_file)
+    aclfile: str | None = None  # where its ACL file goes (a running node is asked: CONFIG GET aclfile)
 
     @property
     def host(self) -> str:
@@ -159,6 +161,8 @@ def _settings(table: Mapping[str, Any], source: str, where: str) -> dict[str, An
                 check_absolute_dir(value)
             elif key == "dbfilename":
                 check_bare_name(value)
+            elif key in ("config_file", "aclfile"):
+                check_absolute_dir(value)
             elif key == "cluster_config_file":
                 check_absolute_dir(value) if value.startswith("/") else check_bare_name(value)
         except NameError_ as exc:

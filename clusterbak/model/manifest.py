@@ -28,6 +28,8 @@ BACKUP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 CRC64 = re.compile(r"[0-9a-f]{16}")
 SLOTS = re.compile(r"\d{1,5}(-\d{1,5})?")
+MODULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+ACL_SOURCES = ("aclfile", "acl-list")  # the node's ACL file, or its in-memory users (ACL LIST) written as one
 
 
 class ManifestError(VerifyError):
@@ -92,11 +94,28 @@ class TopologyNode:
 
 
 @dataclass(frozen=True, slots=True)
+class ModuleRecord:
+    """One line of the node's MODULE LIST at backup time. `path` is information only."""
+
+    name: str
+    version: int
+    path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConf:
     id: str
     address: str
     role: str
-    file: StoredFile
+    file: StoredFile  # nodes.conf
+    config: StoredFile | None = None  # the node's config file (holds secrets: stored 0600, never printed)
+    acl: StoredFile | None = None  # its users, in ACL-file format (password hashes: never printed)
+    acl_source: str | None = None  # "aclfile" | "acl-list"
+    modules: tuple[ModuleRecord, ...] | None = None  # None: not recorded (an older set, or MODULE LIST refused)
+
+    @property
+    def secret_files(self) -> tuple[StoredFile, ...]:
+        return tuple(f for f in (self.config, self.acl) if f is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +145,17 @@ class Manifest:
         return next((c for c in self.node_confs if c.id == node_id), None)
 
     def stored_files(self) -> tuple[StoredFile, ...]:
-        return tuple(f for s in self.shards for f in s.files) + tuple(c.file for c in self.node_confs)
+        return (tuple(f for s in self.shards for f in s.files) + tuple(c.file for c in self.node_confs)
+                + tuple(f for c in self.node_confs for f in c.secret_files))
+
+    def modules(self) -> dict[str, ModuleRecord]:
+        """Every module some node of the set loaded, by name (the highest version seen): what the data may need."""
+        out: dict[str, ModuleRecord] = {}
+        for conf in self.node_confs:
+            for m in conf.modules or ():
+                if m.name not in out or m.version > out[m.name].version:
+                    out[m.name] = m
+        return out
 
 
 def parse_manifest(doc: object, where: str, expect_id: str | None = None) -> Manifest:
@@ -169,7 +198,8 @@ def _parse(doc: object, expect_id: str | None) -> Manifest:
     for c in confs:
         if c.id not in ids:
             raise ManifestError(f"nodes[].id {c.id} is not a node of the topology")
-    paths = [f.path for s in shards for f in s.files] + [c.file.path for c in confs]
+    paths = ([f.path for s in shards for f in s.files] + [c.file.path for c in confs]
+             + [f.path for c in confs for f in c.secret_files])
     if len(set(paths)) != len(paths):
         raise ManifestError("two stored files share one path")
     totals = _map(d.get("totals", {}), "totals")
@@ -283,7 +313,31 @@ def _stored(raw: object, where: str, rdb: bool, aof: bool = False) -> StoredFile
 def _node_conf(raw: object, i: int) -> NodeConf:
     n = _map(raw, f"nodes[{i}]")
     node_id, address, role = _identity(n, f"nodes[{i}]")
-    return NodeConf(node_id, address, role, _stored(n.get("nodes_conf"), f"nodes[{i}].nodes_conf", rdb=False))
+    where = f"nodes[{i}]"
+    config = acl = source = modules = None
+    if n.get("config_file") is not None:
+        config = _stored(n["config_file"], f"{where}.config_file", rdb=False)
+    if n.get("acl") is not None:
+        acl = _stored(n["acl"], f"{where}.acl", rdb=False)
+        source = n["acl"].get("source")
+        if source not in ACL_SOURCES:
+            raise ManifestError(f"{where}.acl.source {source!r} is not one of {', '.join(ACL_SOURCES)}")
+    if n.get("modules") is not None:
+        modules = tuple(_module(m, f"{where}.modules[{j}]") for j, m in enumerate(_list(n["modules"], f"{where}.modules")))
+    for f in (config, acl):
+        if f is not None and f.compression != "none":
+            raise ManifestError(f"{where}: config and ACL files are stored uncompressed, {f.path} says {f.compression}")
+    return NodeConf(node_id, address, role, _stored(n.get("nodes_conf"), f"{where}.nodes_conf", rdb=False),
+                    config, acl, source, modules)
+
+
+def _module(raw: object, where: str) -> ModuleRecord:
+    m = _map(raw, where)
+    name = m.get("name")
+    if not isinstance(name, str) or not MODULE_NAME.fullmatch(name):
+        raise ManifestError(f"{where}.name {name!r} is not a module name")
+    path = m.get("path")
+    return ModuleRecord(name, _int(m, "ver"), path if isinstance(path, str) else None)
 
 
 def _checked(where: str, check, value):

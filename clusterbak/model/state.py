@@ -10,7 +10,7 @@ from clusterbak.model.topology import Node, Topology
 CONFIG_KEYS = (
     "dir", "dbfilename", "cluster-config-file", "rdbchecksum", "stop-writes-on-bgsave-error",
     "appendonly", "appenddirname", "appendfilename", "save", "maxmemory", "appendfsync",
-    "auto-aof-rewrite-percentage",
+    "auto-aof-rewrite-percentage", "aclfile",
 )
 
 

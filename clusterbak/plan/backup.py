@@ -47,6 +47,8 @@ class NodeFilePlan:
     refusal: str | None = None
     optional: bool = False  # a down node: try every candidate path; if none has it the set is marked incomplete
     alternatives: tuple[str, ...] = ()  # a down node: further places its nodes.conf may be, in order
+    config_file: str | None = None  # its config file (inventory, else INFO server), collected beside nodes.conf
+    aclfile: str | None = None  # its ACL file (CONFIG GET aclfile); None: its users are read with ACL LIST
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,5 +179,8 @@ def plan_backup(backup_id: str, topology: Topology, states: tuple[NodeState, ...
                                       alternatives=candidates[1:]))
         else:
             files.append(NodeFilePlan(node.node_id, node.address, node.role, host_of(access[node.node_id]),
-                                      paths.nodes_conf, paths.problem))
+                                      paths.nodes_conf, paths.problem,
+                                      config_file=access[node.node_id].config_file or (
+                                          str(state.info.get("config_file") or "") or None),
+                                      aclfile=state.config.get("aclfile") or None))
     return BackupPlan(backup_id, source_mode, max_lag, "aof" if aof else "rdb", tuple(shards), tuple(files), tuple(refusals), tuple(warnings))

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import posixpath
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from clusterbak.errors import InventoryError, UsageError
 from clusterbak.model.inventory import Inventory, NodeAccess
 from clusterbak.model.manifest import Manifest
+from clusterbak.model.nodeconfig import DirectiveChange, ModuleLoaded
 from clusterbak.model.names import NameError_, check_absolute_dir, check_address, check_bare_name
 from clusterbak.model.nodesconf import NewAddress, NodesConfError, parse_new_address
 from clusterbak.model.versions import restore_version_refusal, written_by
+from clusterbak.plan.node_extras import module_checks, plan_extras, stored_appendonly
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +26,9 @@ class TargetState:
     known_nodes: int = 0
     config: dict = field(default_factory=dict)
     server: str | None = None  # "redis 7.0.15" / "valkey 8.1.1" from INFO server (model.versions)
+    config_file: str | None = None  # INFO server config_file
+    config_text: str | None = None  # its current content (for the --with-config diff; never printed unmasked)
+    modules: tuple[ModuleLoaded, ...] | None = None  # MODULE LIST (None: down or refused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +55,15 @@ class NodeRestore:
     refusal: str | None = None
     from_aof: bool = False  # the set holds this shard's AOF files, not a dump
     stale_aof_dir: str | None = None  # a down target of unknown appendonly: an old AOF dir here is moved aside
+    config_path: str | None = None  # --with-config: the target's own config file, replaced by the stored one
+    config_edits: tuple[tuple[str, str], ...] = ()  # directives set for this target (layout, --map addresses)
+    config_changes: tuple[DirectiveChange, ...] = ()  # current vs placed, secrets masked
+    acl_path: str | None = None  # --with-acl (or an aclfile in the placed config): where the users file goes
+
+    def __post_init__(self) -> None:  # read back from JSON (the restore journal): lists -> tuples, dicts -> records
+        object.__setattr__(self, "config_edits", tuple(tuple(e) for e in self.config_edits))
+        object.__setattr__(self, "config_changes", tuple(
+            c if isinstance(c, DirectiveChange) else DirectiveChange(**c) for c in self.config_changes))
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +102,11 @@ def target_address(manifest: Manifest, mapping: dict[str, NewAddress], old: str)
 
 
 def plan_restore(manifest: Manifest, inventory: Inventory, mapping: dict[str, NewAddress],
-                 targets: dict[str, TargetState], force: bool = False) -> RestorePlan:
+                 targets: dict[str, TargetState], force: bool = False, with_config: bool = False,
+                 with_acl: bool = False, stored_configs: dict[str, str] | None = None) -> RestorePlan:
     """Which file goes where. Paths on a target come from the inventory or the live target's CONFIG GET (checked),
-    never from the set: the manifest's recorded paths are information only."""
+    never from the set: the manifest's recorded paths are information only. stored_configs: node id -> the set's
+    config file text (needed with --with-config)."""
     refusals, warnings, nodes = [], [], []
     shard = manifest.shard_of()
     moved = any(new.address != old for old, new in mapping.items())
@@ -118,6 +134,10 @@ def plan_restore(manifest: Manifest, inventory: Inventory, mapping: dict[str, Ne
         except NameError_ as exc:
             refusals.append(f"{where}: {exc}")
             continue
+        stored_config = (stored_configs or {}).get(node.id)
+        if with_config and stored_appendonly(stored_config) is not None:  # the target runs with the stored setting
+            layout = replace(layout, appendonly=bool(stored_appendonly(stored_config)), appendonly_unknown=False,
+                             notes=tuple(n for n in layout.notes if "appendonly" not in n))
         for note in layout.notes:
             warnings.append(f"{where}: {note}")
         refusal = None
@@ -146,6 +166,18 @@ def plan_restore(manifest: Manifest, inventory: Inventory, mapping: dict[str, Ne
             refusal = (f"{where}: target has appendonly no, but this is an AOF set; set appendonly yes on the target "
                        "(it would ignore the AOF and load dump.rdb) or restore an RDB set")
         refusal = refusal or restore_version_refusal(where, s.rdb_version, written_by(manifest.raw, s.index), target.server)
+        extras = None
+        if (with_config or with_acl) and refusal is None and data_dir:
+            extras = plan_extras(where, conf, access, target.config_file if target.reachable else None,
+                                 target.config.get("aclfile") if target.reachable else None, target.config_text,
+                                 stored_config, old, new, {
+                                     "dir": data_dir, "dbfilename": layout.dbfilename,
+                                     "cluster-config-file": layout.cluster_config_file,
+                                     "appendonly": "yes" if layout.appendonly else "no",
+                                     "appenddirname": layout.appenddirname, "appendfilename": layout.appendfilename},
+                                 with_config, with_acl)
+            refusal = extras.refusal
+            warnings += [f"{where}: {n}" for n in extras.notes]
         if refusal:
             refusals.append(refusal)
         join = posixpath.join
@@ -162,8 +194,17 @@ def plan_restore(manifest: Manifest, inventory: Inventory, mapping: dict[str, Ne
             dump_source=s.aof.folder if s.aof is not None else (s.file.path if s.file else ""),
             dump_compression="" if s.aof is not None or s.file is None else s.file.compression, stop=stop, start=start,
             replaces_keys=target.dbsize if target.reachable else 0, refusal=refusal,
-            stale_aof_dir=join(data_dir, "appendonlydir") if layout.appendonly_unknown and data_dir else None))
-    return RestorePlan(manifest.backup_id, tuple(nodes), tuple(refusals), tuple(warnings))
+            stale_aof_dir=join(data_dir, "appendonlydir") if layout.appendonly_unknown and data_dir else None,
+            **({} if extras is None else dict(config_path=extras.config_path, config_edits=extras.config_edits,
+                                              config_changes=extras.config_changes, acl_path=extras.acl_path))))
+    loaded = {n.new_address: t.modules if (t := targets.get(n.new_address)) and t.reachable else None for n in nodes}
+    module_refusals, module_warnings = module_checks(manifest, loaded)
+    plan = RestorePlan(manifest.backup_id, tuple(nodes), tuple(refusals + module_refusals),
+                       tuple(warnings + module_warnings))
+    if with_config or with_acl:
+        placed = "place nodes.conf, dump" + (", config file" if with_config else "") + " and users of every node"
+        plan = replace(plan, steps=tuple(placed if s.startswith("place ") else s for s in plan.steps))
+    return plan
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from clusterbak.errors import ConnectError
 from clusterbak.model.names import NODE_ID
 from clusterbak.redisops.connect import ConnectionOptions, describe_redis_error, is_down, make_client, split_address
 from clusterbak.redisops.discover import read_config
+from clusterbak.redisops.nodeinfo import read_modules
 
 
 def probe_target(conn: ConnectionOptions, address: str) -> TargetState:
@@ -28,8 +29,10 @@ def probe_target(conn: ConnectionOptions, address: str) -> TargetState:
         known = len([line for line in client.execute_command("CLUSTER", "NODES").splitlines() if line.strip()])
         dbsize = int(client.dbsize())
         config, _ = read_config(client, CONFIG_KEYS)
-        server = ServerVersion.from_info(client.info("server"))
-        return TargetState(address, True, node_id, dbsize, known, config, server.text if server else None)
+        info_server = client.info("server")
+        server = ServerVersion.from_info(info_server)
+        return TargetState(address, True, node_id, dbsize, known, config, server.text if server else None,
+                           config_file=str(info_server.get("config_file") or "") or None, modules=read_modules(client))
     except (redis.RedisError, OSError) as exc:
         if is_down(exc):
             return TargetState(address, False)

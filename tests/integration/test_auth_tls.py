@@ -15,9 +15,9 @@ from tests.integration.test_restore import wipe
 
 # Keep these in step with docs/security.md ("Least-privilege users").
 BACKUP_ACL = ("-@all +ping +info +time +dbsize +cluster|nodes +cluster|myid +cluster|info +config|get +bgsave "
-              "+bgrewriteaof +config|set +client|setname +client|id +client|list")
+              "+bgrewriteaof +config|set +client|setname +client|id +client|list +module|list +acl|list")
 RESTART_ACL = ("-@all +ping +info +time +dbsize +cluster|nodes +cluster|myid +cluster|info +config|get "
-               "+cluster|failover +shutdown +client|setname +client|id +client|list")
+               "+cluster|failover +shutdown +client|setname +client|id +client|list +module|list")
 
 
 def acl_users() -> dict[str, str]:
@@ -37,6 +37,8 @@ def test_least_privilege_users_back_up_restart_and_restore(make_lab, cli, tmp_pa
                            "--user", "backup", env=backup_env)
     assert result.exit_code == 0, out
     backup_id = out["data"]["backup_id"]
+    assert out["data"]["manifest"]["warnings"] == []  # these rights collect config files, users and modules too
+    assert all(n["acl"]["source"] == "acl-list" and n["modules"] == [] for n in out["data"]["manifest"]["nodes"])
     # the restart user may not BGSAVE: refused naming the node and the cause, nothing written
     result, out = cli.json("backup", "--seed", handle.seed, "--inventory", handle.inventory, "--dest", str(sets),
                            "--user", "restarter", env=restart_env)

@@ -166,6 +166,9 @@ def test_backup_verify_rolling_restart_restore_end_to_end(docker_lab, docker_cli
     backup_id = doc["data"]["backup_id"]
     assert {s["source"]["role"] for s in manifest["shards"]} == {"replica"}
     assert manifest["totals"]["keys"] == 3000 and len(manifest["nodes"]) == 6
+    # each node's config file and users came through the Docker transport too (docs/manifest.md)
+    assert {n["config_file"]["source_path"] for n in manifest["nodes"]} == {"/usr/local/etc/redis/redis.conf"}
+    assert all(n["acl"]["source"] == "acl-list" and n["modules"] == [] for n in manifest["nodes"])
 
     # verify re-reads every stored file
     result, verified = cli.json("verify", backup_id, "--dest", dest)
