@@ -110,6 +110,9 @@ def test_restore_refuses_a_wrong_key_before_touching_and_streams_an_encrypted_s3
     assert result.exit_code == 3 and "--identity" in doc["errors"][0], doc["errors"]
     result, doc = cli.json(*restore, "--identity", other["identity"], env=env)
     assert result.exit_code == 4 and "cannot decrypt" in doc["errors"][0], doc["errors"]
+    result, doc = cli.json("drill", backup_id, "--dest", dest, "--identity", ours["identity"], "--verify-key",
+                           ours["verify_key"], env=env)  # a throwaway lab fed straight from the S3 objects
+    assert result.exit_code == 0 and doc["data"]["ok"] and doc["data"]["keys"] == 300, doc["errors"]
     # nothing was stopped or replaced by the refused runs
     assert {n.port: redis.Redis(port=n.port).info("server")["run_id"] for n in handle.lab.nodes} == run_ids
     result, doc = cli.json(*restore, "--identity", ours["identity"], "--verify-key", ours["verify_key"], env=env)
