@@ -74,7 +74,8 @@ class MultipartObject:
     def __init__(self, client, bucket: str, key: str, options: S3Options) -> None:
         self.client, self.bucket, self.key, self.options = client, bucket, key, options
         self.label = f"s3://{bucket}/{key}"
-        self._buf = bytearray()
+        self._buf: list[bytes] = []
+        self._pending = 0
         self._upload_id: str | None = None
         self._parts: list[Future] = []
         self._slots = threading.BoundedSemaphore(max(1, options.concurrency))
@@ -82,12 +83,17 @@ class MultipartObject:
         self._state = "open"
 
     def write(self, data) -> None:
-        self._buf.extend(data)
-        part = max(MIN_PART, self.options.part_size)
-        while len(self._buf) >= part:
-            chunk = bytes(self._buf[:part])
-            del self._buf[:part]
-            self._send(chunk)
+        """Chunks are kept as they come and joined once into a part (>= part_size; S3 allows any size >= 5 MiB
+        but the last): one copy per byte, no re-slicing of a big buffer."""
+        self._buf.append(bytes(data))
+        self._pending += len(data)
+        if self._pending >= max(MIN_PART, self.options.part_size):
+            self._flush_part()
+
+    def _flush_part(self) -> None:
+        chunk = b"".join(self._buf)
+        self._buf, self._pending = [], 0
+        self._send(chunk)
 
     def _send(self, chunk: bytes) -> None:
         for done in [f for f in self._parts if f.done()]:
@@ -117,10 +123,10 @@ class MultipartObject:
         try:
             if self._upload_id is None:
                 with s3_errors(f"{self.label}: uploading"):
-                    self.client.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self._buf))
+                    self.client.put_object(Bucket=self.bucket, Key=self.key, Body=b"".join(self._buf))
             else:
                 if self._buf:
-                    self._send(bytes(self._buf))
+                    self._flush_part()
                 parts = [f.result() for f in self._parts]
                 with s3_errors(f"{self.label}: completing the upload"):
                     self.client.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
@@ -129,7 +135,7 @@ class MultipartObject:
             self.abort()
             raise
         finally:
-            self._buf = bytearray()
+            self._buf = []
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
         self._state = "closed"
@@ -138,7 +144,7 @@ class MultipartObject:
         if self._state != "open":
             return
         self._state = "aborted"
-        self._buf = bytearray()
+        self._buf = []
         if self._pool is not None:
             for f in self._parts:
                 f.cancel()

@@ -241,7 +241,11 @@ def decrypted_chunks(read: Callable[[int], bytes], identities: list, label: str)
         def readinto(self, b) -> int:
             if stop.is_set():
                 raise _Stop()
-            data = read(len(b))
+            try:
+                data = read(len(b))
+            except BaseException as exc:
+                result["read_error"] = exc  # the store failed, not the decryption: report that
+                raise
             b[: len(data)] = data
             return len(data)
 
@@ -277,12 +281,13 @@ def decrypted_chunks(read: Callable[[int], bytes], identities: list, label: str)
                 break
             yield item
         thread.join(timeout=_STALL)
+        if "read_error" in result:
+            raise _as_step(result["read_error"], f"{label}: reading failed")
         error = result.get("error")
-        if error is not None:
-            if isinstance(error, pyrage.DecryptError):
-                raise VerifyError(f"{label}: cannot decrypt: {error} (is --identity the key this set was encrypted "
-                                  "to?)")
-            raise _as_step(error, f"{label}: reading for decryption failed")
+        if isinstance(error, pyrage.DecryptError):
+            raise VerifyError(f"{label}: cannot decrypt: {error} (is --identity the key this set was encrypted to?)")
+        if error is not None:  # pyrage reports a damaged payload chunk as an I/O error
+            raise VerifyError(f"{label}: cannot decrypt: {error} (the stored object is damaged)")
     finally:
         stop.set()
         thread.join(timeout=5)

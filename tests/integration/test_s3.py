@@ -166,8 +166,24 @@ def test_repository_streams_a_large_file_in_parts_with_bounded_buffers(s3):
     data = bytes(range(256)) * 4096  # 1 MiB
     for _ in range(12):
         sink.write(data)
-        assert len(sink.sink.out._buf) < 5 << 20  # never more than one part waits in memory
+        assert sink.sink.out._pending < 5 << 20  # never more than one part waits in memory
     written = sink.close()
     head = client(s3).head_object(Bucket=BUCKET, Key="unit/20260101T000000Z-0001/blob.bin")
     assert head["ContentLength"] == 12 << 20 and written.stored_size == 12 << 20
     assert head["ETag"].strip('"').endswith("-3")  # a multipart object of 3 parts
+
+
+def test_an_encrypted_aof_set_on_s3_verifies_with_the_identity_and_redis_check_aof(make_lab, cli, s3, tmp_path):
+    from clusterbak.storage.keys import generate
+    from tests.integration.test_aof import AOF
+
+    made = generate(str(tmp_path / "keys"))
+    handle = make_lab(keys=300, extra_conf=AOF)
+    dest = f"s3://{BUCKET}/aof"
+    result, doc = backup(cli, s3, handle, dest, "--aof", "--encrypt-to", made["recipient"])
+    assert result.exit_code == 0, doc["errors"]
+    backup_id = doc["data"]["backup_id"]
+    result, doc = cb(cli, s3, "verify", backup_id, "--dest", dest, "--identity", made["identity"])
+    assert result.exit_code == 0, doc["errors"]
+    checked = [f for f in doc["data"]["files"] if "redis-check-aof" in f["file"]]
+    assert checked and all(f["ok"] and not f.get("note") for f in checked), checked
