@@ -33,7 +33,7 @@ VerifyKey = Annotated[Optional[str], typer.Option(
 
 
 def repository(dest: str, endpoint: str | None, path_style: bool, part_mb: int = 8,
-               concurrency: int = 3) -> Repository:
+               concurrency: int = 2) -> Repository:
     return open_repository(dest, S3Options(endpoint_url=endpoint, path_style=path_style,
                                            part_size=part_mb * 1024 * 1024, concurrency=concurrency))
 

@@ -8,8 +8,9 @@ AWS chain (boto3: environment, ~/.aws/config profiles, AWS_ENDPOINT_URL) plus --
 
 from __future__ import annotations
 
+import queue
 import re
-import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from clusterbak.storage.stages import Encryption
 
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 MIN_PART = 5 * 1024 * 1024  # S3's smallest part (but the last)
+STALL = 600.0  # seconds the writer waits for a part upload to free a buffer
 DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "InvalidToken", "ExpiredToken"}
 MISSING_BUCKET = {"NoSuchBucket", "404"}
 
@@ -39,7 +41,7 @@ class S3Options:
     path_style: bool = False
     region: str | None = None
     part_size: int = 8 * 1024 * 1024
-    concurrency: int = 3  # parts in flight per file: memory <= part_size x (concurrency + 1) per file
+    concurrency: int = 2  # parts in flight per file: memory = part_size x (concurrency + 1) per file (one filling)
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:
@@ -68,65 +70,82 @@ def s3_errors(what: str, precondition: bool = False):
 
 
 class MultipartObject:
-    """ObjectWriter: a multipart upload fed as bytes arrive; `concurrency` parts upload at once (the writer waits
-    when that many are in flight). close() completes it (a small object is one PUT); abort() aborts the upload."""
+    """ObjectWriter: a multipart upload fed as bytes arrive. Parts are filled in place into a fixed pool of
+    concurrency + 1 part-sized buffers (one filling, the others uploading), reused when a part is done: memory stays
+    at part_size x (concurrency + 1) per file, with no allocation churn. close() completes the upload (a small object
+    is one PUT); abort() aborts it."""
 
     def __init__(self, client, bucket: str, key: str, options: S3Options) -> None:
         self.client, self.bucket, self.key, self.options = client, bucket, key, options
         self.label = f"s3://{bucket}/{key}"
-        self._buf: list[bytes] = []
-        self._pending = 0
+        self._size = max(MIN_PART, options.part_size)
+        self._free: queue.Queue[bytearray] = queue.Queue()
+        self._made = 0
+        self._cur: bytearray | None = None
+        self._fill = 0
         self._upload_id: str | None = None
         self._parts: list[Future] = []
-        self._slots = threading.BoundedSemaphore(max(1, options.concurrency))
         self._pool: ThreadPoolExecutor | None = None
         self._state = "open"
 
     def write(self, data) -> None:
-        """Chunks are kept as they come and joined once into a part (>= part_size; S3 allows any size >= 5 MiB
-        but the last): one copy per byte, no re-slicing of a big buffer."""
-        self._buf.append(bytes(data))
-        self._pending += len(data)
-        if self._pending >= max(MIN_PART, self.options.part_size):
-            self._flush_part()
+        view = memoryview(data).cast("B")
+        while len(view):
+            if self._cur is None:
+                self._cur, self._fill = self._take(), 0
+            n = min(len(view), self._size - self._fill)
+            self._cur[self._fill:self._fill + n] = view[:n]
+            self._fill += n
+            view = view[n:]
+            if self._fill == self._size:
+                self._send(self._cur, self._size)
+                self._cur = None
 
-    def _flush_part(self) -> None:
-        chunk = b"".join(self._buf)
-        self._buf, self._pending = [], 0
-        self._send(chunk)
+    def _take(self) -> bytearray:
+        if self._made < max(1, self.options.concurrency) + 1:
+            self._made += 1
+            return bytearray(self._size)
+        deadline = time.monotonic() + STALL
+        while time.monotonic() < deadline:
+            self._raise_failed()
+            try:
+                return self._free.get(timeout=0.5)
+            except queue.Empty:
+                continue
+        raise StepFailed(f"{self.label}: no part finished uploading in {STALL:.0f}s")
 
-    def _send(self, chunk: bytes) -> None:
+    def _raise_failed(self) -> None:
         for done in [f for f in self._parts if f.done()]:
             done.result()  # raise a failed part's error now, not at the end
+
+    def _send(self, buf: bytearray, length: int) -> None:
+        self._raise_failed()
         if self._upload_id is None:
             with s3_errors(f"{self.label}: starting the upload"):
                 self._upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)["UploadId"]
             self._pool = ThreadPoolExecutor(max_workers=max(1, self.options.concurrency), thread_name_prefix="s3-part")
-        self._slots.acquire()
-        number = len(self._parts) + 1
-        try:
-            self._parts.append(self._pool.submit(self._upload_part, number, chunk))
-        except BaseException:
-            self._slots.release()
-            raise
+        self._parts.append(self._pool.submit(self._upload_part, len(self._parts) + 1, buf, length))
 
-    def _upload_part(self, number: int, chunk: bytes) -> dict:
+    def _upload_part(self, number: int, buf: bytearray, length: int) -> dict:
         try:
+            body = buf if length == len(buf) else bytes(memoryview(buf)[:length])  # only the last part is copied
             with s3_errors(f"{self.label}: uploading part {number}"):
                 reply = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
-                                                PartNumber=number, Body=chunk)
+                                                PartNumber=number, Body=body)
             return {"PartNumber": number, "ETag": reply["ETag"]}
         finally:
-            self._slots.release()
+            self._free.put(buf)
 
     def close(self) -> None:
         try:
             if self._upload_id is None:
                 with s3_errors(f"{self.label}: uploading"):
-                    self.client.put_object(Bucket=self.bucket, Key=self.key, Body=b"".join(self._buf))
+                    body = bytes(memoryview(self._cur)[:self._fill]) if self._cur is not None else b""
+                    self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body)
             else:
-                if self._buf:
-                    self._flush_part()
+                if self._cur is not None and self._fill:
+                    self._send(self._cur, self._fill)
+                self._cur = None
                 parts = [f.result() for f in self._parts]
                 with s3_errors(f"{self.label}: completing the upload"):
                     self.client.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
@@ -135,7 +154,7 @@ class MultipartObject:
             self.abort()
             raise
         finally:
-            self._buf = []
+            self._cur = None
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
         self._state = "closed"
@@ -144,7 +163,7 @@ class MultipartObject:
         if self._state != "open":
             return
         self._state = "aborted"
-        self._buf = []
+        self._cur = None
         if self._pool is not None:
             for f in self._parts:
                 f.cancel()
@@ -200,7 +219,12 @@ class S3Repository:
     def __init__(self, bucket: str, prefix: str, options: S3Options) -> None:
         self.bucket, self.prefix, self.options = bucket, prefix, options
         self.url = f"s3://{bucket}/{prefix}".rstrip("/")
+        # Checksums "when_required": botocore's default CRC32 trailers cost ~40% of the upload rate here (90 vs 149
+        # MB/s on loopback); every object's sha256 is in the manifest and checked on every read, SigV4 signs the
+        # payload hash over plain HTTP, and TLS carries it over HTTPS.
         config = botocore.config.Config(s3={"addressing_style": "path" if options.path_style else "auto"},
+                                        request_checksum_calculation="when_required",
+                                        response_checksum_validation="when_required",
                                         retries={"max_attempts": 3, "mode": "standard"},
                                         connect_timeout=10, read_timeout=60,
                                         max_pool_connections=max(10, 4 * options.concurrency))

@@ -23,7 +23,7 @@ import zstandard
 from clusterbak.errors import StepFailed, UsageError, VerifyError
 
 SCHEMES = ("none", "age")
-_QUEUE_DEPTH = 8  # chunks between the caller and the age thread (each <= ~1 MiB)
+_QUEUE_DEPTH = 3  # chunks between the caller and the age thread (each <= ~1 MiB)
 _STALL = 600.0  # seconds a stage may wait on the other side before it gives up
 
 
