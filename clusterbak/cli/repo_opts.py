@@ -32,10 +32,14 @@ VerifyKey = Annotated[Optional[str], typer.Option(
     help="Ed25519 public key (PEM): refuse a set whose manifest is not signed by it.")]
 
 
-def repository(dest: str, endpoint: str | None, path_style: bool, part_mb: int = 8,
-               concurrency: int = 2) -> Repository:
-    return open_repository(dest, S3Options(endpoint_url=endpoint, path_style=path_style,
+def repository(dest: str, endpoint: str | None, path_style: bool, part_mb: int = 8, concurrency: int = 2,
+               writing: bool = False) -> Repository:
+    """The repository --dest names, checked first: a missing bucket or refused credentials is exit 3 naming the
+    fix (for backup: before any BGSAVE), never a half-run command."""
+    repo = open_repository(dest, S3Options(endpoint_url=endpoint, path_style=path_style,
                                            part_size=part_mb * 1024 * 1024, concurrency=concurrency))
+    repo.check(writing)
+    return repo
 
 
 def is_remote(dest: str) -> bool:

@@ -81,6 +81,8 @@ def test_missing_bucket_and_wrong_credentials_refuse_before_any_bgsave(lab, cli,
     result, doc = backup(cli, s3, lab, f"s3://{BUCKET}/x", env_extra={"AWS_SECRET_ACCESS_KEY": "wrong" * 8})
     assert result.exit_code == 3 and "refused the credentials" in doc["errors"][0], doc["errors"]
     assert rdb_saves(lab) == saves  # no node was asked to save
+    result, doc = cb(cli, s3, "list", "--dest", "s3://no-such-bucket/x")
+    assert result.exit_code == 3 and "bucket does not exist" in doc["errors"][0], doc["errors"]
 
 
 def test_a_tampered_object_fails_verify_naming_it(lab, cli, s3):
