@@ -12,7 +12,7 @@ from clusterbak.errors import PreconditionError, StepFailed, UsageError
 from clusterbak.model.manifest import BACKUP_ID, Manifest
 from clusterbak.storage.backupset import MANIFEST, PARTIAL, manifest_from_bytes, read_manifest_bytes, set_file
 from clusterbak.storage.keys import SIGNATURE_SUFFIX, Signer, check_signature
-from clusterbak.storage.repository import SetEntry, SetWriter
+from clusterbak.storage.repository import SetEntry, SetWriter, missing_files
 from clusterbak.storage.sink import _BUFFER, _fsync_dir
 from clusterbak.storage.stages import Encryption
 
@@ -163,18 +163,21 @@ class LocalRepository:
                 continue
             size = sum(p.stat().st_size for p in child.rglob("*") if p.is_file())
             if child.name.endswith(PARTIAL):
-                out.append(SetEntry(child.name[: -len(PARTIAL)], str(child), "partial", child.stat().st_mtime, size,
+                out.append(SetEntry(child.name[: -len(PARTIAL)], child, "partial", child.stat().st_mtime, size,
                                     None, None))
                 continue
             try:
                 m = manifest_from_bytes(read_manifest_bytes(child / MANIFEST), str(child), child.name)
-                out.append(SetEntry(child.name, str(child), "complete", m.created_at_unix, size, len(m.shards), m.kind))
-            except (StepFailed, UsageError):
-                out.append(SetEntry(child.name, str(child), "damaged", child.stat().st_mtime, size, None, None))
+                problem = missing_files(m, lambda rel: (child / rel).is_file())
+                out.append(SetEntry(child.name, child, "damaged" if problem else "complete", m.created_at_unix, size,
+                                    len(m.shards), m.kind, problem))
+            except (StepFailed, UsageError) as exc:
+                out.append(SetEntry(child.name, child, "damaged", child.stat().st_mtime, size, None, None,
+                                    str(exc).replace(str(child) + "/", "")))
         return sorted(out, key=lambda e: e.created_at)
 
     def delete(self, entry: SetEntry) -> None:
-        path = Path(entry.location)
+        path = Path(entry.path)
         if path.parent != self.root:
             raise StepFailed(f"refusing to delete {path}: not inside {self.root}")
         shutil.rmtree(path)

@@ -27,12 +27,13 @@ from clusterbak.storage.stages import Encryption, ObjectWriter, StoredSink, Writ
 @dataclass(frozen=True, slots=True)
 class SetEntry:
     backup_id: str
-    location: str  # a directory or an s3:// URL, for messages
+    path: Path | str  # a local set's directory, or an S3 set's s3:// URL
     status: str  # "complete" | "partial" | "damaged"
     created_at: float  # manifest created_at, else the newest file's time
     size: int
     shards: int | None
     kind: str | None
+    problem: str | None = None  # why a set is "damaged"
 
 
 class StoredSet(Protocol):
@@ -173,6 +174,14 @@ def annotate(doc: dict, written: dict[str, Written]) -> None:
         raise StepFailed(f"stored files {missing} are not recorded in the manifest")
     if any(w.encryption is not None for w in written.values()):
         doc["encryption"] = next(w.encryption for w in written.values() if w.encryption is not None).record()
+
+
+def missing_files(manifest: Manifest, present) -> str | None:
+    """A complete-looking set whose manifest names files the store does not have is damaged: say which."""
+    missing = [f.path for f in manifest.stored_files() if not present(f.path)]
+    if not missing:
+        return None
+    return f"missing {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
 
 
 def open_repository(dest: str, s3=None) -> Repository:

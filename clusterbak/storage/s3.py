@@ -25,7 +25,7 @@ from clusterbak.model.manifest import BACKUP_ID, Manifest
 from clusterbak.model.names import NameError_, check_relative_path
 from clusterbak.storage.backupset import MANIFEST, MANIFEST_LIMIT, manifest_from_bytes
 from clusterbak.storage.keys import SIGNATURE_SUFFIX, Signer, check_signature
-from clusterbak.storage.repository import SetEntry, SetWriter
+from clusterbak.storage.repository import SetEntry, SetWriter, missing_files
 from clusterbak.storage.stages import Encryption
 
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -349,12 +349,16 @@ class S3Repository:
                 continue
             try:
                 m = self.manifest(backup_id)
-                out.append(SetEntry(backup_id, where, "complete", m.created_at_unix, size, len(m.shards), m.kind))
-            except (StepFailed, UsageError):
-                out.append(SetEntry(backup_id, where, "damaged", newest, size, None, None))
+                keys = {o["Key"] for o in objs}
+                problem = missing_files(m, lambda rel: self.key(backup_id, rel) in keys)
+                out.append(SetEntry(backup_id, where, "damaged" if problem else "complete", m.created_at_unix, size,
+                                    len(m.shards), m.kind, problem))
+            except (StepFailed, UsageError) as exc:
+                out.append(SetEntry(backup_id, where, "damaged", newest, size, None, None,
+                                    str(exc).replace(where + "/", "")))
         return sorted(out, key=lambda e: e.created_at)
 
     def delete(self, entry: SetEntry) -> None:
-        if entry.location != self.set_url(entry.backup_id):
-            raise StepFailed(f"refusing to delete {entry.location}: not a set of {self.url}")
+        if entry.path != self.set_url(entry.backup_id):
+            raise StepFailed(f"refusing to delete {entry.path}: not a set of {self.url}")
         self._delete_prefix(entry.backup_id)
