@@ -121,6 +121,13 @@ def test_prune_removes_old_s3_sets_and_stale_partials(lab, cli, s3):
     assert {o["Key"].split("/")[1] for o in left} == {ids[1]}
 
 
+def _size(path: Path) -> int:
+    try:  # the server creates and removes files while we look
+        return path.stat().st_size if path.is_file() else 0
+    except FileNotFoundError:
+        return 0
+
+
 def test_server_stopped_mid_upload_fails_cleanly_and_a_rerun_works(make_lab, cli, tmp_path):
     state = tmp_path / "s3-mid"
     server = s3server.start(state)
@@ -135,7 +142,7 @@ def test_server_stopped_mid_upload_fails_cleanly_and_a_rerun_works(make_lab, cli
     def watch():  # stop the server as soon as the first part of a dump is on it
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not seen_data.is_set():
-            if any(p.stat().st_size > 1 << 20 for p in server.root.rglob("*") if p.is_file()):
+            if any(_size(p) > 1 << 20 for p in server.root.rglob("*")):
                 seen_data.set()
                 s3server.stop(state)
                 return
