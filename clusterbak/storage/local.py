@@ -10,9 +10,10 @@ from typing import Callable
 
 from clusterbak.errors import PreconditionError, StepFailed, UsageError
 from clusterbak.model.manifest import BACKUP_ID, Manifest
-from clusterbak.storage.backupset import MANIFEST, PARTIAL, manifest_from_bytes, read_manifest_bytes, set_file
+from clusterbak.storage.backupset import (MANIFEST, PARTIAL, manifest_from_bytes, read_manifest_bytes,
+                                         read_verification, set_file)
 from clusterbak.storage.keys import SIGNATURE_SUFFIX, Signer, check_signature
-from clusterbak.storage.repository import SetEntry, SetWriter, missing_files
+from clusterbak.storage.repository import SetEntry, SetWriter, set_status
 from clusterbak.storage.sink import _BUFFER, _fsync_dir
 from clusterbak.storage.stages import Encryption
 
@@ -118,16 +119,20 @@ class LocalRepository:
         """manifest.json.sig (when signing), then manifest.json last (0600, fsync), then DIR/<id>.partial -> DIR/<id>."""
         partial = self._partial(writer)
         data, signature = writer.manifest_bytes(manifest)
-        for sub in [p for p in partial.rglob("*") if p.is_dir()] + [partial]:
-            _fsync_dir(sub)
-        if signature is not None:
-            _write_new(partial / (MANIFEST + SIGNATURE_SUFFIX), signature)
-        _write_new(partial / (MANIFEST + ".tmp"), data)
-        os.replace(partial / (MANIFEST + ".tmp"), partial / MANIFEST)
-        _fsync_dir(partial)
         final = self.root / writer.backup_id
-        os.rename(partial, final)
-        _fsync_dir(self.root)
+        try:  # a full or failing destination is a failed step naming the file (exit 4), never an unexpected error
+            for sub in [p for p in partial.rglob("*") if p.is_dir()] + [partial]:
+                _fsync_dir(sub)
+            if signature is not None:
+                _write_new(partial / (MANIFEST + SIGNATURE_SUFFIX), signature)
+            _write_new(partial / (MANIFEST + ".tmp"), data)
+            os.replace(partial / (MANIFEST + ".tmp"), partial / MANIFEST)
+            _fsync_dir(partial)
+            os.rename(partial, final)
+            _fsync_dir(self.root)
+        except OSError as exc:
+            raise StepFailed(f"{exc.filename or partial / MANIFEST}: cannot write the manifest: {exc.strerror}; "
+                             "no set was completed (free space on the destination and run the backup again)") from exc
         return str(final)
 
     def discard(self, writer: SetWriter) -> None:
@@ -140,6 +145,9 @@ class LocalRepository:
         if not (path / MANIFEST).is_file():
             if (self.root / f"{backup_id}{PARTIAL}").exists():
                 raise PreconditionError(f"backup {backup_id} in {self.root} is partial (never completed)")
+            if path.is_dir():
+                raise StepFailed(f"{path / MANIFEST}: missing: the set is damaged and cannot be verified or restored; "
+                                 "use another set")
             raise UsageError(f"no complete backup {backup_id!r} in {self.root}; `clusterbak list --dest {self.root}`")
         return path
 
@@ -166,14 +174,20 @@ class LocalRepository:
                 out.append(SetEntry(child.name[: -len(PARTIAL)], child, "partial", child.stat().st_mtime, size,
                                     None, None))
                 continue
+            verified, verified_at = read_verification(child)
             try:
+                if not (child / MANIFEST).exists():
+                    raise FileNotFoundError
                 m = manifest_from_bytes(read_manifest_bytes(child / MANIFEST), str(child), child.name)
-                problem = missing_files(m, lambda rel: (child / rel).is_file())
-                out.append(SetEntry(child.name, child, "damaged" if problem else "complete", m.created_at_unix, size,
-                                    len(m.shards), m.kind, problem))
+                status, problem = set_status(m, lambda rel: (child / rel).is_file())
+                out.append(SetEntry(child.name, child, status, m.created_at_unix, size, len(m.shards), m.kind,
+                                    problem, verified, verified_at))
+            except FileNotFoundError:
+                out.append(SetEntry(child.name, child, "damaged", child.stat().st_mtime, size, None, None,
+                                    f"{MANIFEST} missing", verified, verified_at))
             except (StepFailed, UsageError) as exc:
                 out.append(SetEntry(child.name, child, "damaged", child.stat().st_mtime, size, None, None,
-                                    str(exc).replace(str(child) + "/", "")))
+                                    str(exc).replace(str(child) + "/", ""), verified, verified_at))
         return sorted(out, key=lambda e: e.created_at)
 
     def delete(self, entry: SetEntry) -> None:

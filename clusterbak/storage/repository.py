@@ -19,6 +19,7 @@ from typing import Callable, Protocol
 from clusterbak.errors import PreconditionError, StepFailed
 from clusterbak.model.manifest import Manifest
 from clusterbak.model.names import check_relative_path
+from clusterbak.storage.backupset import incomplete_reasons
 from clusterbak.storage.keys import Signer
 from clusterbak.storage.sink import ZSTD_LEVEL, FileSink
 from clusterbak.storage.stages import Encryption, ObjectWriter, StoredSink, Written
@@ -28,12 +29,14 @@ from clusterbak.storage.stages import Encryption, ObjectWriter, StoredSink, Writ
 class SetEntry:
     backup_id: str
     path: Path | str  # a local set's directory, or an S3 set's s3:// URL
-    status: str  # "complete" | "partial" | "damaged"
+    status: str  # "complete" | "incomplete" (kept, not restorable as a whole) | "partial" | "damaged"
     created_at: float  # manifest created_at, else the newest file's time
     size: int
     shards: int | None
     kind: str | None
-    problem: str | None = None  # why a set is "damaged"
+    problem: str | None = None  # why a set is "damaged" or "incomplete"
+    verified: str = "never"  # "ok" | "failed" | "never": the last `clusterbak verify` of a local set (verify.json)
+    verified_at: float | None = None
 
 
 class StoredSet(Protocol):
@@ -176,12 +179,14 @@ def annotate(doc: dict, written: dict[str, Written]) -> None:
         doc["encryption"] = next(w.encryption for w in written.values() if w.encryption is not None).record()
 
 
-def missing_files(manifest: Manifest, present) -> str | None:
-    """A complete-looking set whose manifest names files the store does not have is damaged: say which."""
+def set_status(manifest: Manifest, present) -> tuple[str, str | None]:
+    """(status, problem) of a set with a valid manifest: damaged when the store lacks a file it names, incomplete
+    when the manifest says it cannot be restored as a whole, else complete."""
     missing = [f.path for f in manifest.stored_files() if not present(f.path)]
-    if not missing:
-        return None
-    return f"missing {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+    if missing:
+        return "damaged", f"missing {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+    reasons = incomplete_reasons(manifest)
+    return ("incomplete", "; ".join(reasons)) if reasons else ("complete", None)
 
 
 def open_repository(dest: str, s3=None) -> Repository:

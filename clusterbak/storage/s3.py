@@ -25,7 +25,7 @@ from clusterbak.model.manifest import BACKUP_ID, Manifest
 from clusterbak.model.names import NameError_, check_relative_path
 from clusterbak.storage.backupset import MANIFEST, MANIFEST_LIMIT, manifest_from_bytes
 from clusterbak.storage.keys import SIGNATURE_SUFFIX, Signer, check_signature
-from clusterbak.storage.repository import SetEntry, SetWriter, missing_files
+from clusterbak.storage.repository import SetEntry, SetWriter, set_status
 from clusterbak.storage.stages import Encryption
 
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -350,9 +350,9 @@ class S3Repository:
             try:
                 m = self.manifest(backup_id)
                 keys = {o["Key"] for o in objs}
-                problem = missing_files(m, lambda rel: self.key(backup_id, rel) in keys)
-                out.append(SetEntry(backup_id, where, "damaged" if problem else "complete", m.created_at_unix, size,
-                                    len(m.shards), m.kind, problem))
+                status, problem = set_status(m, lambda rel: self.key(backup_id, rel) in keys)
+                out.append(SetEntry(backup_id, where, status, m.created_at_unix, size, len(m.shards), m.kind,
+                                    problem))
             except (StepFailed, UsageError) as exc:
                 out.append(SetEntry(backup_id, where, "damaged", newest, size, None, None,
                                     str(exc).replace(where + "/", "")))
