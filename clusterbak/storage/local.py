@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -101,16 +102,22 @@ class LocalRepository:
             raise PreconditionError(f"{self.root} is not writable by this user")
 
     def begin(self, backup_id: str, encryption: Encryption | None = None, signer: Signer | None = None) -> SetWriter:
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if (self.root / backup_id).exists():
+        if (self.root / backup_id).exists() or (self.root / f"{backup_id}{PARTIAL}").exists():
             raise PreconditionError(f"{self.root / backup_id} already exists; backup ids never overwrite")
         partial = self.root / f"{backup_id}{PARTIAL}"
-        partial.mkdir(mode=0o700)
+        made = threading.Lock()
+
+        def ensure() -> Path:  # DIR/<id>.partial appears with the first file: a run stopped before that leaves nothing
+            with made:
+                if not partial.is_dir():
+                    self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    partial.mkdir(mode=0o700)
+            return partial
 
         def make_folder(relative: str) -> None:
-            (partial / relative).mkdir(mode=0o700, exist_ok=True)
+            (ensure() / relative).mkdir(mode=0o700, exist_ok=True)
 
-        return SetWriter(backup_id, encryption, signer, lambda rel: LocalFile(partial / rel), make_folder)
+        return SetWriter(backup_id, encryption, signer, lambda rel: LocalFile(ensure() / rel), make_folder)
 
     def _partial(self, writer: SetWriter) -> Path:
         return self.root / f"{writer.backup_id}{PARTIAL}"

@@ -93,6 +93,6 @@ def verified_chunks(stored: StoredSet, record: StoredFile, what: str = "changed 
     while counted.read(_BUFFER):  # age may stop before the end of a damaged object: hash all of it
         pass
     if counted.size != record.stored_size or counted.sha.hexdigest() != record.sha256:
-        raise VerifyError(f"{label} {what} (sha256 or size of the stored bytes differs from the manifest){outcome}")
+        raise VerifyError(f"{label}: {what} (sha256 or size of the stored bytes differs from the manifest){outcome}")
     if record.raw_sha256 is not None and raw.hexdigest() != record.raw_sha256:
         raise VerifyError(f"{label}: decompressed sha256 differs from the manifest{outcome}")
