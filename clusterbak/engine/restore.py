@@ -71,7 +71,7 @@ def run_restore(plan: RestorePlan, set_dir: StoredSet, manifest: Manifest, inven
     transports: dict = {}
     try:
         with stop.on_sigint(lambda: on_event("interrupt", {"node": "finishing the placements under way"})):
-            journal = Journal(journal_file, resume or RestoreJournal.new(plan, str(set_dir.parent)))
+            journal = Journal(journal_file, resume or RestoreJournal.new(plan, set_dir.where.rsplit("/", 1)[0]))
             try:
                 for n in plan.nodes:
                     transports[n.new_address] = open_transport(inventory.access(n.new_address), accept_new_host_keys)
