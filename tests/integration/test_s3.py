@@ -58,13 +58,17 @@ def test_backup_list_verify_restore_round_trip_through_s3(make_lab, cli, s3, tmp
     assert result.exit_code == 0, doc["errors"]
     backup_id = doc["data"]["backup_id"]
     keys = [o["Key"] for o in client(s3).list_objects_v2(Bucket=BUCKET, Prefix="prod/cluster-a/")["Contents"]]
-    assert f"prod/cluster-a/{backup_id}/manifest.json" in keys and len(keys) == 1 + 3 + 6  # manifest, dumps, confs
+    m = doc["data"]["manifest"]
+    stored = [s["file"]["path"] for s in m["shards"]] + [
+        v["path"] for n in m["nodes"] for v in n.values() if isinstance(v, dict) and "sha256" in v]
+    assert len(stored) >= 3 + 6  # the dumps, every nodes.conf (and config/ACL files where the nodes have them)
+    assert sorted(keys) == sorted(f"prod/cluster-a/{backup_id}/{p}" for p in stored + ["manifest.json"])
     _, listed = cb(cli, s3, "list", "--dest", dest)
     assert [(s["backup_id"], s["status"], s["shards"]) for s in listed["data"]["sets"]] == [(backup_id, "complete", 3)]
     result, shown = cb(cli, s3, "show", backup_id, "--dest", dest)
     assert result.exit_code == 0 and shown["data"]["totals"]["keys"] == 500
     result, verified = cb(cli, s3, "verify", backup_id, "--dest", dest)
-    assert result.exit_code == 0 and verified["data"]["ok"] and len(verified["data"]["files"]) == 9
+    assert result.exit_code == 0 and verified["data"]["ok"] and len(verified["data"]["files"]) == len(stored)
     # the cluster changes, then the S3 set is streamed back into it
     with redis.RedisCluster(host="127.0.0.1", port=handle.port) as rc:
         rc.set("after-the-backup", "x")
