@@ -8,6 +8,8 @@ command -v redis-cli >/dev/null || need+=(redis-tools)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v zstd >/dev/null || need+=(zstd)
 command -v openssl >/dev/null || need+=(openssl)  # the TLS lab's certificates
+command -v age >/dev/null || need+=(age)  # the stock age CLI: encrypted sets must decrypt with it (tests)
+command -v cargo >/dev/null || [ -x "$HOME/.cargo/bin/cargo" ] || need+=(cargo)  # builds s3s-fs (build-s3s-fs.sh)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "installing ${need[*]} (apt, from this machine's configured mirror)" >&2

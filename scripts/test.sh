@@ -13,6 +13,12 @@ scripts/setup.sh
 loud() { printf '\n%s\n%s\n%s\n\n' "==========================================================================" "$*" \
   "==========================================================================" >&2; }
 
+# The S3-protocol server of the object-storage tests (tests/integration/test_s3*.py): built once, then cached.
+t0=$(date +%s)
+CLUSTERBAK_S3S_FS=$(scripts/build-s3s-fs.sh)
+export CLUSTERBAK_S3S_FS
+echo "s3s-fs: $CLUSTERBAK_S3S_FS ready in $(( $(date +%s) - t0 ))s" >&2
+
 export CLUSTERBAK_TEST_RUN=${CLUSTERBAK_TEST_RUN:-ci$(date +%s)$$}
 if [ "${CLUSTERBAK_SKIP_DOCKER:-0}" = 1 ]; then
   loud "CLUSTERBAK_SKIP_DOCKER=1: the Docker tests are SKIPPED deliberately (nothing runs on a Docker Engine)"

@@ -12,6 +12,7 @@ from clusterbak.cli import common as c
 from clusterbak.cli import restore_keys_cmd, rolling_cmd
 from clusterbak.cli import inventory_cmd
 from clusterbak.cli.entry import ClusterbakGroup
+from clusterbak.cli.keys_cmd import keys_app
 from clusterbak.cli.lab_cmd import lab_app
 from clusterbak.cli.render import Outcome, Renderer
 from clusterbak.cli.monitor import check_nagios, run_checks
@@ -25,6 +26,7 @@ from clusterbak.model.freshness import CRITICAL
 app = typer.Typer(name="clusterbak", cls=ClusterbakGroup, no_args_is_help=True, add_completion=True,
                   help="Backups, restores, drills and rolling restarts for Redis Cluster.")
 app.add_typer(lab_app, name="lab")
+app.add_typer(keys_app, name="keys")
 backup_cmd.register(app)
 rolling_cmd.register(app)
 inventory_cmd.register(app)

@@ -24,12 +24,14 @@ from clusterbak.redisops.connect import make_client, redis_errors
 from clusterbak.redisops.discover import discover
 from clusterbak.redisops.runlock import cluster_run_lock, lock_addresses
 from clusterbak.storage.pins import read_pin
-from clusterbak.storage.backupset import BackupStore
+from clusterbak.cli import repo_opts as ro
 from clusterbak.storage.destination import check_existing_destination, check_writable_destination
+from clusterbak.storage.repository import Repository
 from clusterbak.storage.records import read_verify, record_verify
 
 GATE_CODES = {"cluster_state", "slots_uncovered", "open_slot", "slot_map_disagrees"}
-Dest = Annotated[str, typer.Option("--dest", help="Directory holding backup sets.", envvar="CLUSTERBAK_DEST")]
+Dest = Annotated[str, typer.Option("--dest", help="Where backup sets live: a directory or s3://bucket/prefix.",
+                                   envvar="CLUSTERBAK_DEST")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")]
 BreakLock = Annotated[bool, typer.Option("--break-lock", help="Break a STALE run lock (a holder with no heartbeat).")]
 
@@ -38,13 +40,13 @@ def new_backup_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
-def resolve_id(store: BackupStore, backup_id: str) -> str:
+def resolve_id(store: Repository, backup_id: str) -> str:
     """`latest` names the newest complete set (for cron and timers, which cannot know the id)."""
     if backup_id != "latest":
         return backup_id
     complete = [e for e in store.entries() if e.status == "complete"]
     if not complete:
-        raise PreconditionError(f"no complete backup set in {store.root}, so `latest` names nothing")
+        raise PreconditionError(f"no complete backup set in {store.url}, so `latest` names nothing")
     return complete[-1].backup_id
 
 
@@ -70,6 +72,8 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
            dry_run: DryRun = False, break_lock: BreakLock = False, user: c.User = None, tls: c.Tls = False,
            cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
            connect_timeout: c.ConnectTimeout = 3.0, quiet: c.Quiet = False, metrics_file: c.MetricsFile = None,
+           s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro.PathStyle = False, s3_part_size_mb: ro.PartMb = 8,
+           s3_concurrency: ro.Concurrency = 2, encrypt_to: ro.EncryptTo = None, sign_key: ro.SignKey = None,
            json_out: c.Json = False) -> None:
     """Snapshot every shard on an in-sync replica, collect dump.rdb and every nodes.conf, verify, write a set."""
 
@@ -82,15 +86,19 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
             raise UsageError("--relax-fsync only applies to --aof backups")
         inv = load_inventory(inventory)
         opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout, inv, tls_insecure)
-        check_writable_destination(dest)  # before any BGSAVE
+        enc, signer = ro.encryption(encrypt_to), ro.load_signer(sign_key)
+        if not ro.is_remote(dest):
+            check_writable_destination(dest)  # before any BGSAVE
+        # a missing bucket or refused credentials: exit 3 before any BGSAVE
+        repo = ro.repository(dest, s3_endpoint_url, s3_path_style, s3_part_size_mb, s3_concurrency, writing=True)
         if dry_run:
-            return planned(r, opts, inv)
+            return planned(r, opts, inv, repo, enc, signer)
         with cluster_run_lock(opts, lock_addresses(discover(opts)), "backup", break_lock) as lock:
             for holder in lock.broken:
                 r.note(f"broke a stale run lock: {holder.describe()}")
-            return planned(r, opts, inv)
+            return planned(r, opts, inv, repo, enc, signer)
 
-    def planned(r: Renderer, opts, inv) -> Outcome:
+    def planned(r: Renderer, opts, inv, repo, enc, signer) -> Outcome:
         seen = inspect(opts, None, max_lag)
         gate = [f"{f.subject}: {f.message}" for f in seen.findings if f.severity == "critical" and f.code in GATE_CODES]
         plan = plan_backup(new_backup_id(), seen.topology, seen.states, inv, source, max_lag, aof)
@@ -102,10 +110,11 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
             return Outcome(data=data, exit_code=EXIT_PRECONDITION, errors=list(plan.refusals))
         if dry_run:
             return Outcome(data=data)
-        options = BackupOptions(dest, parallel, timeout, compress, accept_new_host_keys, relax_fsync)
+        options = BackupOptions(dest, parallel, timeout, compress, accept_new_host_keys, relax_fsync,
+                                getattr(repo, "options", None), enc, signer)
         with BackupProgress(r, list(data["plan"]["shards"])) as progress:
             manifest = run_backup(plan, seed, seen.topology, seen.states, inv, opts, options, progress)
-        data.update(path=str(BackupStore(dest).path(plan.backup_id)), manifest=manifest)
+        data.update(path=f"{repo.url}/{plan.backup_id}", manifest=manifest)
         r.backup_summary(manifest)
         missing = incomplete_parts(manifest)
         if missing:
@@ -121,15 +130,17 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
     c.execute("backup", json_out, body, quiet, metrics_file)
 
 
-def list_sets(dest: Dest, json_out: c.Json = False) -> None:
-    """Backup sets in DIR: id, age, shards, size, status."""
+def list_sets(dest: Dest, s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro.PathStyle = False,
+              json_out: c.Json = False) -> None:
+    """Backup sets in DEST: id, age, shards, size, status."""
 
     def body(r: Renderer) -> Outcome:
         now = time.time()
-        check_existing_destination(dest)
+        if not ro.is_remote(dest):
+            check_existing_destination(dest)
         rows = []
-        for e in BackupStore(dest).entries():
-            verified = read_verify(e.path) if e.status in ("complete", "incomplete") else None
+        for e in ro.repository(dest, s3_endpoint_url, s3_path_style).entries():
+            verified = read_verify(e.path) if e.status in ("complete", "incomplete") and not ro.is_remote(dest) else None
             rows.append({"backup_id": e.backup_id, "status": e.status, "problem": e.problem, "kind": e.kind,
                          "shards": e.shards, "size": e.size, "created_at_unix": e.created_at,
                          "age_s": round(now - e.created_at),
@@ -140,11 +151,12 @@ def list_sets(dest: Dest, json_out: c.Json = False) -> None:
     c.execute("list", json_out, body)
 
 
-def show(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`.")], dest: Dest, json_out: c.Json = False) -> None:
+def show(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`.")], dest: Dest,
+         s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro.PathStyle = False, json_out: c.Json = False) -> None:
     """A set's manifest: shards, sources, replication offsets, keys, and every file with its size and checksum."""
 
     def body(r: Renderer) -> Outcome:
-        store = BackupStore(dest)
+        store = ro.repository(dest, s3_endpoint_url, s3_path_style)
         manifest = store.manifest(resolve_id(store, backup_id))  # validated; the document is shown as stored
         r.backup_summary(dict(manifest.raw))
         r.backup_files(dict(manifest.raw))
@@ -155,24 +167,30 @@ def show(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`.
 
 
 def verify(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`.")], dest: Dest, quiet: c.Quiet = False, metrics_file: c.MetricsFile = None,
-           json_out: c.Json = False) -> None:
+           s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro.PathStyle = False, identity: ro.Identity = None,
+           verify_key: ro.VerifyKey = None, json_out: c.Json = False) -> None:
     """Re-read every file: sha256, decompression, RDB structure and CRC64. Exit 4 naming any bad file.
-    The result is recorded beside the manifest (verify.json), which `check --dest` reads."""
+    An encrypted set without --identity: the stored bytes are checked, the content is not decrypted (said so).
+    The result of a local set is recorded beside the manifest (verify.json), which `check --dest` reads."""
 
     def body(r: Renderer) -> Outcome:
-        store = BackupStore(dest)
+        store = ro.repository(dest, s3_endpoint_url, s3_path_style)
         t0 = time.time()
         bid = resolve_id(store, backup_id)
-        set_dir = store.path(bid)
-        results = verify_set(set_dir, store.manifest(bid))
+        manifest, stored = ro.opened(store, bid, verify_key, identity)
+        results = verify_set(stored, manifest)
         bad = [f"{x['file']}: {x['problem']}" for x in results if not x["ok"]]
-        record = record_verify(set_dir, not bad, bad, time.time())
-        r.table(f"verify {bid}", ("file", "result"), [(x["file"], "ok" if x["ok"] else x["problem"]) for x in results])
+        record = record_verify(stored.local_dir, not bad, bad, time.time()) if stored.local_dir else "(not recorded)"
+        r.table(f"verify {bid}", ("file", "result"),
+                [(x["file"], x.get("note") or "ok" if x["ok"] else x["problem"]) for x in results])
         for line in bad:
             r.error(line)
         r.verdict_line(f"verify {bid}: {'ok' if not bad else 'FAILED'}, {len(results)} files, "
                        f"{len(bad)} bad, took {time.time() - t0:.1f}s, recorded in {record}")
-        return Outcome(data={"backup_id": bid, "files": results, "ok": not bad},
+        undecrypted = any("not decrypted" in (x.get("note") or "") for x in results)
+        if undecrypted and not bad:
+            r.note("stored bytes verified; the content was NOT decrypted (give --identity for the full check)")
+        return Outcome(data={"backup_id": bid, "files": results, "ok": not bad, "decrypted": not undecrypted},
                        exit_code=EXIT_STEP_FAILED if bad else 0, errors=bad)
 
     c.execute("verify", json_out, body, quiet, metrics_file)
@@ -185,7 +203,8 @@ def prune(dest: Dest,
           partial_grace_hours: Annotated[Optional[float], typer.Option("--partial-grace-hours", help="Partial/damaged sets younger than this are kept (a backup may be running). Default 24.")] = None,
           config: Annotated[Optional[str], typer.Option("--config", envvar="CLUSTERBAK_CONFIG", help="clusterbak.toml whose [retention] table holds the policy; flags override it.")] = None,
           dry_run: DryRun = False, yes: Annotated[bool, typer.Option("--yes", help="Do not ask before deleting.")] = False,
-          quiet: c.Quiet = False, metrics_file: c.MetricsFile = None, json_out: c.Json = False) -> None:
+          quiet: c.Quiet = False, metrics_file: c.MetricsFile = None, s3_endpoint_url: ro.Endpoint = None,
+          s3_path_style: ro.PathStyle = False, json_out: c.Json = False) -> None:
     """Delete backup sets outside the retention policy, saying which rule kept or dropped each set;
     the newest complete set is never deleted."""
 
@@ -194,8 +213,9 @@ def prune(dest: Dest,
         flags = {"keep_last": keep_last, "keep_daily": keep_daily, "keep_weekly": keep_weekly,
                  "partial_grace_hours": partial_grace_hours}
         policy = merge(*load_config(config), flags)
-        check_existing_destination(dest)
-        store = BackupStore(dest)
+        if not ro.is_remote(dest):
+            check_existing_destination(dest)
+        store = ro.repository(dest, s3_endpoint_url, s3_path_style)
         entries = {e.backup_id: e for e in store.entries()}
         decisions = plan_prune([Candidate(e.backup_id, e.status, e.created_at, e.verified) for e in entries.values()],
                                time.time(), policy.keep_last, policy.keep_daily, policy.keep_weekly,
@@ -213,14 +233,14 @@ def prune(dest: Dest,
         policy_data = {rule: getattr(policy, rule) for rule in ("keep_last", "keep_daily", "keep_weekly",
                                                                  "partial_grace_hours")}
         if dry_run or not doomed:
-            r.verdict_line(f"prune {store.root}: {'dry run, would delete' if dry_run else 'deleted'} "
+            r.verdict_line(f"prune {store.url}: {'dry run, would delete' if dry_run else 'deleted'} "
                            f"{len(doomed) if dry_run else 0}, kept {len(decisions) - len(doomed)}")
             return Outcome(data={"dry_run": dry_run, "policy": policy_data, "decisions": rows, "deleted": []})
-        if not yes and not r.confirm(f"delete {len(doomed)} backup set(s) from {store.root}?"):
+        if not yes and not r.confirm(f"delete {len(doomed)} backup set(s) from {store.url}?"):
             raise PreconditionError("not confirmed; nothing deleted (use --yes to skip the question)")
         for d in doomed:
             store.delete(entries[d.backup_id])
-        r.verdict_line(f"prune {store.root}: deleted {len(doomed)}, kept {len(decisions) - len(doomed)}")
+        r.verdict_line(f"prune {store.url}: deleted {len(doomed)}, kept {len(decisions) - len(doomed)}")
         return Outcome(data={"dry_run": False, "policy": policy_data, "decisions": rows,
                              "deleted": [d.backup_id for d in doomed]})
 

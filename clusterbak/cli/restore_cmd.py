@@ -23,8 +23,9 @@ from clusterbak.engine.node_extras import stored_configs, with_current_config
 from clusterbak.plan.restore import parse_maps, plan_restore, target_address
 from clusterbak.redisops.runlock import cluster_run_lock
 from clusterbak.redisops.target import probe_target
-from clusterbak.storage.backupset import BackupStore
+from clusterbak.cli import repo_opts as ro
 from clusterbak.storage.records import record_drill
+from clusterbak.storage.repository import Repository
 
 
 PROVE_PASSWORD_ENV = "CLUSTERBAK_PROVE_PASSWORD"
@@ -48,13 +49,15 @@ def restore(backup_id: Annotated[str, typer.Argument(help="The set's id (see `cl
             dry_run: DryRun = False, user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None,
             cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
             connect_timeout: c.ConnectTimeout = 3.0, break_lock: BreakLock = False, quiet: c.Quiet = False,
+            s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro.PathStyle = False, identity: ro.Identity = None,
+            verify_key: ro.VerifyKey = None,
             json_out: c.Json = False) -> None:
     """Turn a backup set back into a running cluster (same addresses, or new ones with --map), then prove it."""
 
     def body(r: Renderer) -> Outcome:
         c.refuse_together(dry_run=dry_run, yes=yes)
         c.check_tls_flags(tls, cacert, cert, key, tls_insecure)
-        store = BackupStore(dest)
+        store = ro.repository(dest, s3_endpoint_url, s3_path_style)
         inv = load_inventory(inventory)
         journal = journal_path(inventory)
         existing = load_journal(journal)
@@ -70,8 +73,7 @@ def restore(backup_id: Annotated[str, typer.Argument(help="The set's id (see `cl
             raise PreconditionError(f"a restore of {existing.backup_id} was cut short ({existing.summary()}); "
                                     f"continue it: {commands['resume'].replace(backup_id, existing.backup_id, 1)}; "
                                     f"or undo it: {commands['rollback'].replace(backup_id, existing.backup_id, 1)}")
-        manifest = store.manifest(backup_id)
-        set_dir = store.path(backup_id)
+        manifest, set_dir = ro.opened(store, backup_id, verify_key, identity)  # signature first, then the reader
         mapping = parse_maps(map_ or [])
         verify_or_refuse(set_dir, manifest)  # before anything is touched, even for a dry run
         # connect only where the operator said: a set's addresses go through --map and the inventory first, and an
@@ -125,7 +127,7 @@ def _interrupt_note(r: Renderer) -> None:
            "started (interrupt again to stop at once and keep the journal for --resume / --rollback)")
 
 
-def _cut_short(r: Renderer, store: BackupStore, inv, journal: Path, existing, backup_id: str, resume: bool,
+def _cut_short(r: Renderer, store: Repository, inv, journal: Path, existing, backup_id: str, resume: bool,
                replanning: bool, dry_run: bool, yes: bool, commands: dict[str, str], connect, prove_timeout: float,
                accept_new_host_keys: bool, break_lock: bool = False) -> Outcome:
     """restore ID --resume | --rollback: follow the plan in the restore journal."""
@@ -151,7 +153,7 @@ def _cut_short(r: Renderer, store: BackupStore, inv, journal: Path, existing, ba
                                accept_new_host_keys, plan)
 
 
-def _follow_journal(r: Renderer, store: BackupStore, inv, journal: Path, existing, backup_id: str, resume: bool,
+def _follow_journal(r: Renderer, store: Repository, inv, journal: Path, existing, backup_id: str, resume: bool,
                     commands: dict[str, str], conn, prove_timeout: float, accept_new_host_keys: bool,
                     plan) -> Outcome:
     note = lambda k, d: r.note(f"{k} {d.get('node', '')}")  # noqa: E731
@@ -159,7 +161,7 @@ def _follow_journal(r: Renderer, store: BackupStore, inv, journal: Path, existin
         before = rollback_restore(journal, existing, inv, conn, accept_new_host_keys, on_event=note)
         r.line(f"restore of {backup_id} rolled back: every node has its previous files and runs (it was: {before})")
         return Outcome(data={"backup_id": backup_id, "rolled_back": True, "was": before})
-    checks = run_restore(plan, store.path(backup_id), store.manifest(backup_id), inv, conn, prove_timeout,
+    checks = run_restore(plan, store.open_set(backup_id), store.manifest(backup_id), inv, conn, prove_timeout,
                          accept_new_host_keys, on_event=note, journal_file=journal, resume=existing, commands=commands)
     r.verdict(checks)
     bad = [f"{x['subject']}: {x['check']}: {x['detail']}" for x in checks if not x["ok"]]
@@ -175,15 +177,16 @@ def drill(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`
           base_port: Annotated[Optional[int], typer.Option("--base-port", min=1, max=55535,
                                                            help="First port of the drill cluster (default: free ports).")] = None,
           prove_user: Annotated[Optional[str], typer.Option("--prove-user", help=f"An ACL user of the set that must authenticate on the drill cluster; its password comes from ${PROVE_PASSWORD_ENV}.")] = None,
-          quiet: c.Quiet = False, metrics_file: c.MetricsFile = None, json_out: c.Json = False) -> None:
+          quiet: c.Quiet = False, metrics_file: c.MetricsFile = None, s3_endpoint_url: ro.Endpoint = None,
+          s3_path_style: ro.PathStyle = False, identity: ro.Identity = None, verify_key: ro.VerifyKey = None,
+          json_out: c.Json = False) -> None:
     """Rehearse a disaster: restore the set into a throwaway lab of its shape, prove it, report RTO and RPO.
     Nothing is left behind (processes, data) unless --keep; the result is recorded beside the set (drill.json)."""
 
     def body(r: Renderer) -> Outcome:
-        store = BackupStore(dest)
-        bid = resolve_id(store, backup_id)
-        manifest = store.manifest(bid)
-        set_dir = store.path(bid)
+        repo = ro.repository(dest, s3_endpoint_url, s3_path_style)
+        bid = resolve_id(repo, backup_id)
+        manifest, set_dir = ro.opened(repo, bid, verify_key, identity)
         password = os.environ.get(PROVE_PASSWORD_ENV) or None
         if prove_user and not password:
             raise UsageError(f"--prove-user {prove_user}: set its password in ${PROVE_PASSWORD_ENV}")
@@ -192,9 +195,11 @@ def drill(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`
                 report = run_drill(set_dir, manifest, lab_dir, keep, on_event=progress, base_port=base_port,
                                    prove_user=prove_user, prove_password=password)
         except ClusterbakError:
-            record_drill(set_dir, False, time.time(), None, None)
+            if set_dir.local_dir is not None:  # results are recorded beside local sets (check --dest reads them)
+                record_drill(set_dir.local_dir, False, time.time(), None, None)
             raise
-        record_drill(set_dir, report["ok"], time.time(), report["rto_seconds"], report["rpo_seconds"])
+        if set_dir.local_dir is not None:
+            record_drill(set_dir.local_dir, report["ok"], time.time(), report["rto_seconds"], report["rpo_seconds"])
         r.verdict(report["checks"])
         r.drill_report(report)
         bad = [f"{x['subject']}: {x['check']}: {x['detail']}" for x in report["checks"] if not x["ok"]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -19,17 +21,22 @@ from clusterbak.plan.restore_keys import Selection, parse_slot_ranges, plan_rest
 from clusterbak.model.manifest import Manifest
 from clusterbak.redisops.connect import split_address
 from clusterbak.redisops.dumprestore import read_target
-from clusterbak.storage.backupset import BackupStore
+from clusterbak.cli import repo_opts as ro
+from clusterbak.storage.repository import StoredSet, require_identities
 
 
 def register(app: typer.Typer) -> None:
     app.command("restore-keys")(restore_keys)
 
 
-def read_set(dest: str, backup_id: str) -> tuple[Path, Manifest]:
-    """The set's directory and its typed, validated manifest."""
-    store = BackupStore(dest)
-    return store.path(backup_id), store.manifest(backup_id)
+def read_set(dest: str, backup_id: str) -> tuple[StoredSet, Manifest]:
+    """The set (local or S3: endpoint and identity from AWS_ENDPOINT_URL / CLUSTERBAK_IDENTITY) and its typed,
+    validated manifest, signature checked first when CLUSTERBAK_VERIFY_KEY names a key."""
+    repo = ro.repository(dest, os.environ.get("AWS_ENDPOINT_URL"), bool(os.environ.get("CLUSTERBAK_S3_PATH_STYLE")))
+    manifest, stored = ro.opened(repo, backup_id, os.environ.get("CLUSTERBAK_VERIFY_KEY"),
+                                 os.environ.get("CLUSTERBAK_IDENTITY"))
+    require_identities(stored, manifest)
+    return stored, manifest
 
 
 def read_names(path: str | None) -> list[bytes]:

@@ -19,10 +19,11 @@ from clusterbak.model.inventory import Inventory
 from clusterbak.plan.backup import ShardPlan
 from clusterbak.redisops.aofrewrite import pinned_settings, rewrite_and_wait
 from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_errors
+from clusterbak.storage.repository import SetFile, SetWriter
 from clusterbak.transports.factory import open_transport, read_text
 
 
-def collect_aof(shard: ShardPlan, partial: Path, inventory: Inventory, conn: ConnectionOptions, options,
+def collect_aof(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: ConnectionOptions, options,
                 host_locks: dict, on_event, cancel: threading.Event | None = None) -> dict:
     host, port = shard.source_address.rsplit(":", 1)
     client = make_client(conn, host, int(port))
@@ -61,7 +62,7 @@ def _counts(client: redis.Redis) -> tuple[int, int]:
     return int(db0.get("keys", 0)), int(db0.get("expires", 0))
 
 
-def _fetch_all(shard: ShardPlan, partial: Path, transport, data_dir: str, cfg: dict, options, on_event) -> dict:
+def _fetch_all(shard: ShardPlan, partial: SetWriter, transport, data_dir: str, cfg: dict, options, on_event) -> dict:
     if cfg.get("appenddirname"):
         aof_dir = posixpath.join(data_dir, cfg["appenddirname"])
         manifest_name = f"{cfg['appendfilename']}.manifest"
@@ -88,7 +89,7 @@ def _fetch_all(shard: ShardPlan, partial: Path, transport, data_dir: str, cfg: d
             "manifest_name": manifest_name, "manifest_text": text, "folder": folder.name, "files": out}
 
 
-def _fetch_one(shard, folder: Path, transport, source: str, name: str, kind: str, seq: int, options, on_event) -> dict:
+def _fetch_one(shard, folder: SetFile, transport, source: str, name: str, kind: str, seq: int, options, on_event) -> dict:
     is_rdb = name.endswith(".rdb")
     suffix = ".zst" if options.compress == "zstd" else ""
     target = folder / (name + suffix)

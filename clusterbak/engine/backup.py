@@ -26,7 +26,11 @@ from clusterbak.model.topology import Topology
 from clusterbak.plan.backup import BackupPlan, NodeFilePlan, ShardPlan
 from clusterbak.redisops.bgsave import bgsave_and_wait
 from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_errors
-from clusterbak.storage.backupset import FORMAT, BackupStore
+from clusterbak.storage.backupset import FORMAT
+from clusterbak.storage.keys import Signer
+from clusterbak.storage.repository import SetWriter, open_repository
+from clusterbak.storage.s3 import S3Options
+from clusterbak.storage.stages import Encryption
 from clusterbak.transports.base import Transport
 from clusterbak.transports.factory import open_transport
 
@@ -41,6 +45,9 @@ class BackupOptions:
     compress: str = "zstd"
     accept_new_host_keys: bool = False
     relax_fsync: bool = False
+    s3: S3Options | None = None
+    encryption: Encryption | None = None  # age recipients every stored file is encrypted to
+    signer: Signer | None = None  # signs manifest.json (Ed25519)
 
 
 def run_backup(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeState, ...], inventory: Inventory,
@@ -61,8 +68,8 @@ def run_backup(plan: BackupPlan, seed: str, topology: Topology, states: tuple[No
 
 def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeState, ...], inventory: Inventory,
          conn: ConnectionOptions, options: BackupOptions, on_event: Event, links: _Links) -> dict:
-    store = BackupStore(options.dest)
-    partial = store.begin(plan.backup_id)
+    store = open_repository(options.dest, options.s3)
+    partial = store.begin(plan.backup_id, options.encryption, options.signer)
     started = time.time()
     try:
         host_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -116,7 +123,7 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
     except BaseException:
         store.discard(partial)
         raise
-    on_event("complete", {"path": str(final), "backup_id": plan.backup_id})
+    on_event("complete", {"path": final, "backup_id": plan.backup_id})
     return manifest
 
 
@@ -163,7 +170,7 @@ def preflight_transports(plan: BackupPlan, inventory: Inventory, options: Backup
             reached.add(key)
 
 
-def _shard(shard: ShardPlan, partial: Path, inventory: Inventory, conn: ConnectionOptions, options: BackupOptions,
+def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: ConnectionOptions, options: BackupOptions,
            host_locks: dict, on_event: Event, save_slots: AbstractContextManager | None = None,
            transfer_slots: AbstractContextManager | None = None, cancel: threading.Event | None = None) -> dict:
     host, port = shard.source_address.rsplit(":", 1)
@@ -231,7 +238,7 @@ def _shard(shard: ShardPlan, partial: Path, inventory: Inventory, conn: Connecti
     }
 
 
-def _node_file(nf: NodeFilePlan, partial: Path, links: _Links, on_event: Event) -> dict:
+def _node_file(nf: NodeFilePlan, partial: SetWriter, links: _Links, on_event: Event) -> dict:
     if nf.nodes_conf_path is None:
         raise StepFailed(f"{nf.address}: where its nodes.conf is is unknown; set data_dir (and cluster_config_file) "
                          "for it in the inventory")

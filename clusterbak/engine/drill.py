@@ -25,6 +25,7 @@ from clusterbak.plan.node_extras import module_checks
 from clusterbak.plan.restore import plan_restore
 from clusterbak.redisops.connect import ConnectionOptions
 from clusterbak.redisops.target import probe_target
+from clusterbak.storage.repository import StoredSet
 
 READERS = {"string": "GET", "hash": "HGETALL", "list": "LRANGE", "set": "SMEMBERS", "zset": "ZRANGE", "stream": "XRANGE"}
 EXTRA = {"LRANGE": (0, -1), "ZRANGE": (0, -1), "XRANGE": ("-", "+")}
@@ -49,7 +50,7 @@ def drill_dir(lab_dir: Path | None, backup_id: str) -> Path:
     return lab_dir
 
 
-def run_drill(set_dir: Path, manifest: Manifest, lab_dir: Path | None, keep: bool, on_event=lambda k, d: None,
+def run_drill(set_dir: StoredSet, manifest: Manifest, lab_dir: Path | None, keep: bool, on_event=lambda k, d: None,
               base_port: int | None = None, prove_user: str | None = None,
               prove_password: str | None = None) -> dict:
     """Nothing is left behind unless `keep`: the lab's processes are stopped and its directory (with a copy of

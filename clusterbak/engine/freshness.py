@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from clusterbak.model.freshness import SetFacts
-from clusterbak.storage.backupset import BackupStore
+from clusterbak.storage.local import LocalRepository
 from clusterbak.storage.records import read_drill, read_verify
 
 
 def gather_set_facts(dest: str | Path) -> list[SetFacts]:
     out = []
-    for e in BackupStore(dest).entries():
+    for e in LocalRepository(dest).entries():  # records live beside local sets only (S3: not yet)
         verify = read_verify(e.path) if e.status == "complete" else None
         drill = read_drill(e.path) if e.status == "complete" else None
         out.append(SetFacts(e.backup_id, e.status, e.created_at, e.size,

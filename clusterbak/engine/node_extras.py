@@ -30,7 +30,7 @@ from clusterbak.plan.restore import NodeRestore, TargetState
 from clusterbak.redisops.connect import ConnectionOptions, make_client, split_address
 from clusterbak.redisops.nodeinfo import apply_users, authenticates, read_node_extras, users_now
 from clusterbak.storage.reader import VerifiedReader
-from clusterbak.storage.sink import FileSink
+from clusterbak.storage.repository import SetWriter, StoredSet, open_stored
 from clusterbak.transports.factory import TEXT_LIMIT, open_transport, read_text
 
 
@@ -38,14 +38,16 @@ class _SmallFileSink:
     """A config or ACL file stored as it is (0600, uncompressed), at most TEXT_LIMIT bytes."""
 
     def __init__(self, path: Path, name: str) -> None:
-        self.file = FileSink(path, "none")
+        self.file = open_stored(path, "none")
         self.name, self.size = name, 0
+        self.data = bytearray()  # the plain text (small): read back from here, never from the store
         self.stored = None
 
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size > TEXT_LIMIT:
             raise VerifyError(f"{self.name} is larger than {TEXT_LIMIT} bytes; not a config or ACL file")
+        self.data += chunk
         self.file.write(chunk)
 
     def close(self) -> None:
@@ -67,7 +69,7 @@ def _node_path(value: str, what: str, address: str) -> str:
         raise StepFailed(f"{address}: {what} {exc}") from None
 
 
-def add_node_extras(node_files: tuple[NodeFilePlan, ...], records: list[dict], partial: Path, links,
+def add_node_extras(node_files: tuple[NodeFilePlan, ...], records: list[dict], partial: SetWriter, links,
                     conn: ConnectionOptions) -> list[str]:
     """Add config file, users and modules to the node records backup collected; returns the warnings."""
     by_id = {r["id"]: r for r in records}
@@ -81,7 +83,7 @@ def add_node_extras(node_files: tuple[NodeFilePlan, ...], records: list[dict], p
     return warnings
 
 
-def _collect(nf: NodeFilePlan, partial: Path, links, conn: ConnectionOptions) -> tuple[dict, list[str]]:
+def _collect(nf: NodeFilePlan, partial: SetWriter, links, conn: ConnectionOptions) -> tuple[dict, list[str]]:
     fields: dict = {}
     host, port = split_address(nf.address)
     client = make_client(conn, host, port)
@@ -102,8 +104,9 @@ def _collect(nf: NodeFilePlan, partial: Path, links, conn: ConnectionOptions) ->
     else:
         try:
             path = _node_path(config_file, "config_file", nf.address)
-            fields["config_file"] = _fetch(nf.address, path, partial, f"{stem}.redis.conf", links)
-            included = entries((partial / fields["config_file"]["path"]).read_text(errors="replace")).get("include")
+            kept: dict = {}
+            fields["config_file"] = _fetch(nf.address, path, partial, f"{stem}.redis.conf", links, kept)
+            included = entries(kept["text"]).get("include")
             if included:
                 notes.append(f"{nf.address}: {path} includes {len(included)} other file(s); they were not collected "
                              "(keep them with your configuration management)")
@@ -129,7 +132,7 @@ def _collect(nf: NodeFilePlan, partial: Path, links, conn: ConnectionOptions) ->
     return fields, notes
 
 
-def _fetch(address: str, path: str, partial: Path, name: str, links) -> dict:
+def _fetch(address: str, path: str, partial: SetWriter, name: str, links, kept: dict | None = None) -> dict:
     target = partial / "nodes" / name
     holder: dict = {}
 
@@ -138,19 +141,21 @@ def _fetch(address: str, path: str, partial: Path, name: str, links) -> dict:
         return holder["sink"]
 
     links.get(address).fetch(path, open_sink)
+    if kept is not None:
+        kept["text"] = holder["sink"].data.decode(errors="replace")
     return _record(f"nodes/{name}", path, holder["sink"].stored)
 
 
 # --- restore -----------------------------------------------------------------------------------------------------
 
-def read_stored_text(set_dir: Path, record: StoredFile) -> str:
+def read_stored_text(set_dir: StoredSet, record: StoredFile) -> str:
     """A stored config or ACL file, hashed against the manifest as it is read (bytes kept as they are)."""
     if record.stored_size > TEXT_LIMIT:
-        raise VerifyError(f"{set_dir / record.path} is larger than {TEXT_LIMIT} bytes; not a config or ACL file")
+        raise VerifyError(f"{set_dir.label(record.path)} is larger than {TEXT_LIMIT} bytes; not a config or ACL file")
     return VerifiedReader(set_dir, record).read().decode("utf-8", "surrogateescape")
 
 
-def stored_configs(set_dir: Path, manifest: Manifest) -> dict[str, str]:
+def stored_configs(set_dir: StoredSet, manifest: Manifest) -> dict[str, str]:
     """node id -> its stored config file text (for planning; nothing of it is printed unmasked)."""
     return {c.id: read_stored_text(set_dir, c.config) for c in manifest.node_confs if c.config is not None}
 
@@ -180,7 +185,7 @@ def extras_paths(node: NodeRestore) -> tuple[str, ...]:
     return tuple(p for p in (node.config_path, node.acl_path) if p)
 
 
-def place_extras(node: NodeRestore, transport, set_dir: Path, manifest: Manifest, modes: dict[str, int]) -> None:
+def place_extras(node: NodeRestore, transport, set_dir: StoredSet, manifest: Manifest, modes: dict[str, int]) -> None:
     """The config file (with the plan's directive edits) and the users file, through the verified placement path."""
     conf = manifest.conf_of(node.node_id)
     if node.config_path and conf is not None and conf.config is not None:
@@ -195,7 +200,7 @@ def place_extras(node: NodeRestore, transport, set_dir: Path, manifest: Manifest
 
 # --- drill -------------------------------------------------------------------------------------------------------
 
-def drill_users(conn: ConnectionOptions, set_dir: Path, manifest: Manifest, new_address: dict[str, str],
+def drill_users(conn: ConnectionOptions, set_dir: StoredSet, manifest: Manifest, new_address: dict[str, str],
                 prove_user: str | None = None, password: str | None = None) -> list[dict]:
     """Apply every node's stored users to its drill node (ACL SETUSER name reset <rules>; hashes stay hashes) and
     prove them: the names are there on every node and, given a user and its password, that user authenticates on

@@ -17,7 +17,6 @@ import posixpath
 import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Callable
 
 from clusterbak.engine.interrupts import StopFlag
@@ -35,6 +34,7 @@ from clusterbak.plan.restore import NodeRestore, RestorePlan
 from clusterbak.redisops.connect import ConnectionOptions
 from clusterbak.redisops.target import answers, shutdown_nosave, wait_down
 from clusterbak.storage.reader import VerifiedReader, reporting_bytes
+from clusterbak.storage.repository import StoredSet, require_identities
 from clusterbak.transports.factory import TEXT_LIMIT, open_transport
 
 Event = Callable[[str, dict], None]
@@ -48,14 +48,15 @@ class RestoreInterrupted(ClusterbakError):
     exit_code = 130
 
 
-def verify_or_refuse(set_dir: Path, manifest: Manifest) -> None:
+def verify_or_refuse(set_dir: StoredSet, manifest: Manifest) -> None:
+    require_identities(set_dir, manifest)
     bad = [f"{r['file']}: {r['problem']}" for r in verify_set(set_dir, manifest) if not r["ok"]]
     if bad:
         raise VerifyError(f"backup {manifest.backup_id} is damaged, nothing was touched: {bad[0]}"
                           + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
 
 
-def run_restore(plan: RestorePlan, set_dir: Path, manifest: Manifest, inventory: Inventory, conn: ConnectionOptions,
+def run_restore(plan: RestorePlan, set_dir: StoredSet, manifest: Manifest, inventory: Inventory, conn: ConnectionOptions,
                 prove_timeout: float = 120.0, accept_new_host_keys: bool = False, on_event: Event = lambda k, d: None,
                 verified: bool = False, journal_file: Path | None = None, resume: RestoreJournal | None = None,
                 stop: StopFlag | None = None, commands: dict[str, str] | None = None) -> list[dict]:
@@ -70,7 +71,7 @@ def run_restore(plan: RestorePlan, set_dir: Path, manifest: Manifest, inventory:
     transports: dict = {}
     try:
         with stop.on_sigint(lambda: on_event("interrupt", {"node": "finishing the placements under way"})):
-            journal = Journal(journal_file, resume or RestoreJournal.new(plan, str(set_dir.parent)))
+            journal = Journal(journal_file, resume or RestoreJournal.new(plan, set_dir.where.rsplit("/", 1)[0]))
             try:
                 for n in plan.nodes:
                     transports[n.new_address] = open_transport(inventory.access(n.new_address), accept_new_host_keys)
@@ -101,7 +102,7 @@ def run_restore(plan: RestorePlan, set_dir: Path, manifest: Manifest, inventory:
     return checks
 
 
-def _execute(plan: RestorePlan, set_dir: Path, manifest: Manifest, conn: ConnectionOptions, transports: dict,
+def _execute(plan: RestorePlan, set_dir: StoredSet, manifest: Manifest, conn: ConnectionOptions, transports: dict,
              journal: Journal, stop: StopFlag, on_event: Event, commands: dict[str, str] | None) -> None:
     def stop_one(n: NodeRestore) -> None:
         if not (stop.requested or journal.node(n.new_address).stopped):
@@ -257,7 +258,7 @@ def _stop(node: NodeRestore, transport, conn: ConnectionOptions) -> None:
                          "and run the restore again (files were not touched yet on this node)")
 
 
-def _replace(node: NodeRestore, transport, set_dir: Path, plan: RestorePlan, manifest: Manifest,
+def _replace(node: NodeRestore, transport, set_dir: StoredSet, plan: RestorePlan, manifest: Manifest,
              already: list[tuple[str, str]] = ()) -> list[tuple[str, str]]:
     """Move the node's files aside, place the set's; if placing fails (a file changed since it was verified, a
     write error), put the node's previous files back so it is left stopped exactly as it was. `already`: copies
@@ -306,7 +307,7 @@ def _put_back(node: NodeRestore, transport, moved: list[tuple[str, str]]) -> Non
         transport.rename(aside, path)
 
 
-def _place(node: NodeRestore, transport, set_dir: Path, plan: RestorePlan, manifest: Manifest,
+def _place(node: NodeRestore, transport, set_dir: StoredSet, plan: RestorePlan, manifest: Manifest,
            modes: dict[str, int]) -> None:
     conf = manifest.conf_of(node.node_id)
     assert conf is not None  # the plan refused nodes without one
@@ -329,13 +330,13 @@ def _place(node: NodeRestore, transport, set_dir: Path, plan: RestorePlan, manif
         transport.write_from(node.rdb_path, VerifiedReader(set_dir, shard.file), mode=modes.get(node.rdb_path, 0o640))
 
 
-def _read_verified(set_dir: Path, record: StoredFile) -> bytes:
+def _read_verified(set_dir: StoredSet, record: StoredFile) -> bytes:
     if record.stored_size > TEXT_LIMIT:
-        raise VerifyError(f"{set_dir / record.path} is larger than {TEXT_LIMIT} bytes; not a nodes.conf")
+        raise VerifyError(f"{set_dir.label(record.path)} is larger than {TEXT_LIMIT} bytes; not a nodes.conf")
     return VerifiedReader(set_dir, record).read()
 
 
-def _place_aof(node: NodeRestore, transport, set_dir: Path, aof: AofRecord) -> None:
+def _place_aof(node: NodeRestore, transport, set_dir: StoredSet, aof: AofRecord) -> None:
     """An AOF set: the base and incr files (renamed to the target's appendfilename) and a manifest naming them."""
     if aof.manifest_text is None:  # a pre-7.0 single appendonly.aof: Redis 7 upgrades it on start
         (record,) = aof.files

@@ -29,6 +29,7 @@ from clusterbak.model.manifest import Manifest, ShardRecord
 from clusterbak.plan.restore_keys import (RestoreKeysPlan, Selection, glob_match, key_slot, payload_rdb_version,
                                           payload_type, slot_owner_table, slot_range_of)
 from clusterbak.redisops.connect import ConnectionOptions
+from clusterbak.storage.repository import StoredSet
 from clusterbak.redisops.dumprestore import (EXPIRED_CHANNEL, SCAN_COUNT, Pipe, dump_commands, exists_command,
                                              open_pipe, restore_command, scan)
 
@@ -86,7 +87,7 @@ class Run:
                 "keys_per_second": round(totals["selected"] / seconds) if seconds else None}
 
 
-def verify_needed(set_dir: Path, manifest: Manifest, plan: RestoreKeysPlan) -> None:
+def verify_needed(set_dir: StoredSet, manifest: Manifest, plan: RestoreKeysPlan) -> None:
     """The stored files of the shards to read match the manifest (sha256, RDB CRC64); nothing else is read."""
     wanted = {s.index for s in plan.shards}
     sub = replace(manifest, shards=tuple(s for s in manifest.shards if s.index in wanted), node_confs=())
@@ -96,7 +97,7 @@ def verify_needed(set_dir: Path, manifest: Manifest, plan: RestoreKeysPlan) -> N
                           + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
 
 
-def run_restore_keys(plan: RestoreKeysPlan, set_dir: Path, manifest: Manifest, target: ConnectionOptions, write: bool,
+def run_restore_keys(plan: RestoreKeysPlan, set_dir: StoredSet, manifest: Manifest, target: ConnectionOptions, write: bool,
                      scratch_root: Path | None = None, on_event: Event = lambda k, d: None, parallel: int = 1) -> dict:
     """Dry run (write=False) or real run. Scratch servers live under scratch_root and are gone when this returns."""
     if not plan.ok:
@@ -115,7 +116,7 @@ def run_restore_keys(plan: RestoreKeysPlan, set_dir: Path, manifest: Manifest, t
     return run.report(time.monotonic() - t0)
 
 
-def _pass(plan: RestoreKeysPlan, set_dir: Path, manifest: Manifest, target: ConnectionOptions, write: bool, root: Path,
+def _pass(plan: RestoreKeysPlan, set_dir: StoredSet, manifest: Manifest, target: ConnectionOptions, write: bool, root: Path,
           on_event: Event, parallel: int) -> Run:
     """Every shard of the plan, `parallel` at a time (each its own scratch server and target connections).
     On an error or an interrupt the other shards stop at their next batch; their sockets are shut so a blocked

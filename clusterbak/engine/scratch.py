@@ -24,6 +24,7 @@ from clusterbak.model.names import check_bare_name
 from clusterbak.plan.restore_keys import ServerVersion
 from clusterbak.redisops.dumprestore import Pipe, wait_loaded
 from clusterbak.storage.reader import VerifiedReader
+from clusterbak.storage.repository import StoredSet
 
 SCRATCH_PREFIX = "clusterbak-scratch-"
 _COPY_BUFFER = 1 << 20
@@ -43,7 +44,7 @@ def scratch_server_version() -> ServerVersion:
 class ScratchServer:
     """Use as a context manager: the server is stopped by pid and its directory removed on every exit path."""
 
-    def __init__(self, root: Path, set_dir: Path, shard: ShardRecord, load_timeout: float = 600.0) -> None:
+    def __init__(self, root: Path, set_dir: StoredSet, shard: ShardRecord, load_timeout: float = 600.0) -> None:
         self.root, self.set_dir, self.shard, self.load_timeout = root, set_dir, shard, load_timeout
         self.dir: Path | None = None
         self.pid: int | None = None
@@ -169,7 +170,7 @@ def _mkdtemp(root: Path, prefix: str) -> str:
     return tempfile.mkdtemp(prefix=prefix, dir=root)
 
 
-def _copy(set_dir: Path, record: StoredFile, dest: Path) -> None:
+def _copy(set_dir: StoredSet, record: StoredFile, dest: Path) -> None:
     with open(dest, "xb") as out:
         shutil.copyfileobj(VerifiedReader(set_dir, record), out, _COPY_BUFFER)
 

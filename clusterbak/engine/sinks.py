@@ -6,14 +6,15 @@ from pathlib import Path
 
 from clusterbak.errors import VerifyError
 from clusterbak.rdb.verify import RdbReport, RdbVerifier
-from clusterbak.storage.sink import FileSink, StoredFile
+from clusterbak.storage.repository import open_stored
+from clusterbak.storage.sink import StoredFile
 
 
 class VerifyingRdbSink:
     """One read of the bytes: RDB structure + CRC64 + sha256 while compressing into the set."""
 
     def __init__(self, path: Path, compress: str, name: str, on_bytes=None) -> None:
-        self.file = FileSink(path, compress)
+        self.file = open_stored(path, compress)
         self.verifier = RdbVerifier(name)
         self.on_bytes = on_bytes
         self.stored: StoredFile | None = None
@@ -42,7 +43,7 @@ class TextFileSink:
     """A small file (nodes.conf) stored as it is, with a check of its shape on close."""
 
     def __init__(self, path: Path, name: str, node_id: str) -> None:
-        self.file = FileSink(path, "none")
+        self.file = open_stored(path, "none")
         self.name, self.node_id = name, node_id
         self.parts: list[bytes] = []
         self.stored: StoredFile | None = None
@@ -74,7 +75,7 @@ class HashingSink:
     def __init__(self, path: Path, compress: str, on_bytes=None) -> None:
         import hashlib
 
-        self.file = FileSink(path, compress)
+        self.file = open_stored(path, compress)
         self.digest = hashlib.sha256()
         self.on_bytes = on_bytes
         self.stored: StoredFile | None = None

@@ -30,6 +30,8 @@ CRC64 = re.compile(r"[0-9a-f]{16}")
 SLOTS = re.compile(r"\d{1,5}(-\d{1,5})?")
 MODULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 ACL_SOURCES = ("aclfile", "acl-list")  # the node's ACL file, or its in-memory users (ACL LIST) written as one
+ENCRYPTIONS = ("none", "age")
+AGE_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]{58}")
 
 
 class ManifestError(VerifyError):
@@ -50,6 +52,8 @@ class StoredFile:
     name: str | None = None  # AOF files: the name on the node (checked bare name)
     type: str | None = None  # AOF files: b | i | h | single
     seq: int = 0
+    encryption: str = "none"  # none | age (the stored bytes are an age file)
+    recipients: tuple[str, ...] = ()  # age recipients (public keys) it was encrypted to
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +294,8 @@ def _stored(raw: object, where: str, rdb: bool, aof: bool = False) -> StoredFile
     compression = f.get("compression", "none")
     if compression not in COMPRESSIONS:
         raise ManifestError(f"{where}.compression {compression!r} is not one of {', '.join(COMPRESSIONS)}")
-    raw_sha = _hex(f, "raw_sha256", SHA256, where) if (rdb or aof) else None
+    raw_sha = _hex(f, "raw_sha256", SHA256, where) if (rdb or aof or "raw_sha256" in f) else None
+    scheme, recipients = _encryption(f.get("encryption"), where)
     crc = f.get("crc64")
     if crc is not None and (not isinstance(crc, str) or not CRC64.fullmatch(crc)):
         raise ManifestError(f"{where}.crc64 {crc!r} is not 16 hex digits")
@@ -307,7 +312,23 @@ def _stored(raw: object, where: str, rdb: bool, aof: bool = False) -> StoredFile
         raise ManifestError(f"{where}: stored size {size!r} is not a byte count")
     raw_size = f.get("raw_size")
     return StoredFile(path, sha, size, compression, raw_sha, raw_size if isinstance(raw_size, int) else None,
-                      crc, name, kind, seq)
+                      crc, name, kind, seq, scheme, recipients)
+
+
+def _encryption(raw: object, where: str) -> tuple[str, tuple[str, ...]]:
+    if raw is None:
+        return "none", ()
+    e = _map(raw, f"{where}.encryption")
+    scheme = e.get("scheme")
+    if scheme not in ENCRYPTIONS:
+        raise ManifestError(f"{where}.encryption.scheme {scheme!r} is not one of {', '.join(ENCRYPTIONS)}")
+    recipients = _list(e.get("recipients", []), f"{where}.encryption.recipients")
+    for r in recipients:
+        if not isinstance(r, str) or not AGE_RECIPIENT.fullmatch(r):
+            raise ManifestError(f"{where}.encryption.recipients: {r!r} is not an age recipient")
+    if scheme == "age" and not recipients:
+        raise ManifestError(f"{where}.encryption lists no recipient")
+    return scheme, tuple(recipients)
 
 
 def _node_conf(raw: object, i: int) -> NodeConf:

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import threading
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Callable, Iterator
 
-from clusterbak.errors import StepFailed, VerifyError
+from clusterbak.errors import PreconditionError, VerifyError
 from clusterbak.model.manifest import StoredFile
-from clusterbak.storage.backupset import set_file
+from clusterbak.storage.repository import StoredSet
 from clusterbak.storage.sink import _BUFFER, _zstd_chunks, iter_stored_file
+from clusterbak.storage.stages import HashingRead, chunks_reader, decrypted_chunks
 
 
 _progress = threading.local()
@@ -67,39 +66,33 @@ class StoredReader(_ChunkReader):
 
 class VerifiedReader(_ChunkReader):
     """The original bytes of a set's stored file, hashed as they stream; raises VerifyError at the end on any
-    difference from the manifest (size, stored sha256, raw sha256)."""
+    difference from the manifest (size, stored sha256, raw sha256). Works on any repository's StoredSet."""
 
-    def __init__(self, set_dir: Path, record: StoredFile) -> None:
-        super().__init__(_verified_chunks(set_dir, record))
+    def __init__(self, stored: StoredSet, record: StoredFile) -> None:
+        super().__init__(verified_chunks(stored, record))
 
 
-def _verified_chunks(set_dir: Path, record: StoredFile) -> Iterator[bytes]:
-    path = set_file(set_dir, record.path)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise StepFailed(f"{path}: cannot read: {exc.strerror}") from exc
-    stored, raw = hashlib.sha256(), hashlib.sha256()
-    size = 0
-    with os.fdopen(fd, "rb") as fh:
-
-        def read(n: int) -> bytes:
-            nonlocal size
-            data = fh.read(n)
-            stored.update(data)
-            size += len(data)
-            return data
-
-        if record.compression == "none":
-            while data := read(_BUFFER):
-                raw.update(data)
-                yield data
-        else:
-            for data in _zstd_chunks(read, _BUFFER, path):
-                raw.update(data)
-                yield data
-    if size != record.stored_size or stored.hexdigest() != record.sha256:
-        raise VerifyError(f"{path} changed after it was verified (sha256 or size differs from the manifest): "
-                          "not placed")
+def verified_chunks(stored: StoredSet, record: StoredFile, what: str = "changed after it was verified",
+                    outcome: str = ": not placed") -> Iterator[bytes]:
+    """stored bytes -> (age decrypt with the set's identities) -> (zstd) -> original bytes, every hash checked."""
+    label = stored.label(record.path)
+    if record.encryption != "none" and not stored.identities:
+        raise PreconditionError(f"{label} is encrypted: give --identity FILE to read it")
+    counted = HashingRead(stored.open(record.path))
+    raw = hashlib.sha256()
+    read = counted.read
+    if record.encryption != "none":
+        read = chunks_reader(decrypted_chunks(counted.read, list(stored.identities), label))
+    if record.compression == "none":
+        chunks = iter(lambda: read(_BUFFER), b"")
+    else:
+        chunks = _zstd_chunks(read, _BUFFER, label)
+    for data in chunks:
+        raw.update(data)
+        yield data
+    while counted.read(_BUFFER):  # age may stop before the end of a damaged object: hash all of it
+        pass
+    if counted.size != record.stored_size or counted.sha.hexdigest() != record.sha256:
+        raise VerifyError(f"{label}: {what} (sha256 or size of the stored bytes differs from the manifest){outcome}")
     if record.raw_sha256 is not None and raw.hexdigest() != record.raw_sha256:
-        raise VerifyError(f"{path}: decompressed sha256 differs from the manifest: not placed")
+        raise VerifyError(f"{label}: decompressed sha256 differs from the manifest{outcome}")

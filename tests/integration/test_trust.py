@@ -257,7 +257,7 @@ def test_a_file_changed_after_verify_is_not_placed_and_the_node_keeps_its_files(
     from clusterbak.plan.restore import plan_restore
     from clusterbak.redisops.connect import ConnectionOptions
     from clusterbak.redisops.target import probe_target
-    from clusterbak.storage.backupset import BackupStore
+    from clusterbak.storage.local import LocalRepository
 
     handle = make_lab(keys=300)
     sets = tmp_path / "sets"
@@ -265,7 +265,7 @@ def test_a_file_changed_after_verify_is_not_placed_and_the_node_keeps_its_files(
     for n in handle.lab.nodes:  # give every node a dump of its own to keep
         redis.Redis(port=n.port).save()
     before = {n.address: sha(Path(n.dir) / "dump.rdb") for n in handle.lab.nodes}
-    store = BackupStore(sets)
+    store = LocalRepository(sets)
     manifest = store.manifest(backup_id)
     inv = load_inventory(handle.inventory)
     conn = ConnectionOptions(seed=handle.seed)
@@ -276,7 +276,7 @@ def test_a_file_changed_after_verify_is_not_placed_and_the_node_keeps_its_files(
     data[len(data) // 2] ^= 0xFF  # the swap between verify and placement
     stored.write_bytes(bytes(data))
     with pytest.raises(VerifyError, match="changed after it was verified|corrupt zstd|truncated zstd"):
-        run_restore(plan, store.path(backup_id), manifest, inv, conn, verified=True)
+        run_restore(plan, store.open_set(backup_id), manifest, inv, conn, verified=True)
     shard1 = {n.new_address for n in plan.nodes if n.shard == 1}
     for n in handle.lab.nodes:
         dump = Path(n.dir) / "dump.rdb"

@@ -1,0 +1,64 @@
+"""Options of the commands that take --dest: where sets live (a directory or s3://bucket/prefix), S3 settings, and
+the keys for encryption and signed manifests (docs/encryption.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from clusterbak.storage.keys import check_recipients, load_identities, load_signer, load_verify_key
+from clusterbak.storage.repository import Repository, open_repository
+from clusterbak.storage.s3 import S3Options
+from clusterbak.storage.stages import Encryption
+
+Endpoint = Annotated[Optional[str], typer.Option(
+    "--s3-endpoint-url", envvar="AWS_ENDPOINT_URL",
+    help="S3-compatible endpoint (MinIO, Ceph RGW, ...); default: AWS. Credentials/region: the standard AWS chain.")]
+PathStyle = Annotated[bool, typer.Option(
+    "--s3-path-style", envvar="CLUSTERBAK_S3_PATH_STYLE", help="Path-style S3 addressing (http://host/bucket/key).")]
+PartMb = Annotated[int, typer.Option("--s3-part-size-mb", min=5, max=5120, help="Multipart upload part size.")]
+Concurrency = Annotated[int, typer.Option("--s3-concurrency", min=1, max=32,
+                                          help="Parts uploaded at once per file (memory: part size x (this + 1)).")]
+EncryptTo = Annotated[Optional[list[str]], typer.Option(
+    "--encrypt-to", envvar="CLUSTERBAK_ENCRYPT_TO",
+    help="age recipient (age1...) to encrypt every stored file to; repeatable.")]
+SignKey = Annotated[Optional[str], typer.Option(
+    "--sign-key", envvar="CLUSTERBAK_SIGN_KEY", help="Ed25519 private key (PEM) that signs the manifest.")]
+Identity = Annotated[Optional[str], typer.Option(
+    "--identity", envvar="CLUSTERBAK_IDENTITY", help="age identity file that decrypts an encrypted set.")]
+VerifyKey = Annotated[Optional[str], typer.Option(
+    "--verify-key", envvar="CLUSTERBAK_VERIFY_KEY",
+    help="Ed25519 public key (PEM): refuse a set whose manifest is not signed by it.")]
+
+
+def repository(dest: str, endpoint: str | None, path_style: bool, part_mb: int = 8, concurrency: int = 2,
+               writing: bool = False) -> Repository:
+    """The repository --dest names, checked first: a missing bucket or refused credentials is exit 3 naming the
+    fix (for backup: before any BGSAVE), never a half-run command."""
+    repo = open_repository(dest, S3Options(endpoint_url=endpoint, path_style=path_style,
+                                           part_size=part_mb * 1024 * 1024, concurrency=concurrency))
+    repo.check(writing)
+    return repo
+
+
+def is_remote(dest: str) -> bool:
+    return dest.startswith("s3://")
+
+
+def encryption(recipients: list[str] | None) -> Encryption | None:
+    checked = check_recipients(recipients or [])
+    return Encryption(checked) if checked else None
+
+
+def opened(repo: Repository, backup_id: str, verify_key: str | None, identity: str | None):
+    """(manifest, stored set): the signature checked first (exit 4 before anything is touched), then the one
+    validated reader, then the set opened with the identities that decrypt it."""
+    key = load_verify_key(verify_key)
+    identities = load_identities(identity)
+    manifest = repo.manifest(backup_id, key)
+    return manifest, repo.open_set(backup_id, identities)
+
+
+__all__ = ["is_remote", "Endpoint", "PathStyle", "PartMb", "Concurrency", "EncryptTo", "SignKey", "Identity", "VerifyKey",
+           "repository", "encryption", "opened", "load_signer"]
