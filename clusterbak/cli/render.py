@@ -178,23 +178,29 @@ class Renderer:
             self.out.print(f"[bold red]refused:[/] {_escape(line)}")
 
     def backup_summary(self, m: dict) -> None:
+        """A set's summary. `show` passes a stored manifest, which is untrusted: the reader validated what steers
+        paths and commands, but informational fields may be absent, so every one here has a fallback."""
         if self.silent:
             return
         rows = []
         for s in m["shards"]:
             files = s["aof"]["files"] if "aof" in s else [s["file"]]
-            raw, stored = sum(f["raw_size"] for f in files), sum(f["stored_size"] for f in files)
+            raw = sum(f.get("raw_size") or 0 for f in files)
+            stored = sum(f.get("stored_size") or 0 for f in files)
             secs = s.get("transfer_seconds") or sum(f.get("transfer_seconds", 0) for f in files)
             rate = f"{raw / secs / 1e6:.0f} MB/s" if secs else "-"
-            check = f"{len(files)} AOF files" if "aof" in s else s["file"]["crc64"]
-            rows.append((s["index"], s["source"]["address"], s["source"]["role"], s["rdb"]["keys"],
-                         _size(raw), _size(stored), f"{s['save']['duration_s']:.2f}s", f"{secs:.2f}s", rate, check))
-        self.table(f"backup {m['backup_id']} ({m['created_at']}, {m['kind']})",
+            check = f"{len(files)} AOF files" if "aof" in s else (s["file"].get("crc64") or "-")
+            snapshot = _get(s, "save", "duration_s")
+            rows.append((s["index"], s["source"]["address"], _get(s, "source", "role"), _get(s, "rdb", "keys"),
+                         _size(raw), _size(stored), f"{snapshot:.2f}s" if isinstance(snapshot, (int, float)) else "-",
+                         f"{secs:.2f}s", rate, check))
+        self.table(f"backup {m['backup_id']} ({m.get('created_at', '-')}, {m.get('kind', 'rdb')})",
                    ("shard", "source", "role", "keys", "data", "stored", "snapshot", "transfer", "rate", "crc64 / files"),
                    rows)
-        self.out.print(f"{m['totals']['keys']} keys, {_size(m['totals']['raw_bytes'])} raw, "
-                       f"{_size(m['totals']['stored_bytes'])} stored, {len(m['nodes'])} nodes.conf, "
-                       f"cross-shard skew {m['skew_seconds']}s, took {m['duration_s']}s")
+        totals = m.get("totals") or {}
+        self.out.print(f"{totals.get('keys', '-')} keys, {_size(totals.get('raw_bytes') or 0)} raw, "
+                       f"{_size(totals.get('stored_bytes') or 0)} stored, {len(m['nodes'])} nodes.conf, "
+                       f"cross-shard skew {m.get('skew_seconds', '-')}s, took {m.get('duration_s', '-')}s")
 
     def backup_verdict(self, m: dict, path: str) -> None:
         self.verdict_line(f"backup {m['backup_id']}: complete, {len(m['shards'])} shards, {m['totals']['keys']} keys, "
@@ -398,6 +404,12 @@ class NodeProgress:
             self.progress.update(task, description=f"{data['node']}: placing", advance=data["bytes"])
         elif kind in self.PHASES:
             self.progress.update(task, description=f"{data['node']}: {kind}")
+
+
+def _get(d: dict, *keys: str):
+    for key in keys:
+        d = d.get(key) if isinstance(d, dict) else None
+    return "-" if d is None else d
 
 
 def _size(n: int | None) -> str:

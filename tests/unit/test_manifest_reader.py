@@ -145,3 +145,13 @@ def test_a_cluster_nodes_reply_with_hostile_ids_or_hosts_is_refused(line):
 
     with pytest.raises(TopologyParseError):
         parse_cluster_nodes(line + "\n")
+
+
+def test_show_renders_a_valid_manifest_that_lacks_informational_fields(capsys):
+    """A crafted set may pass the reader (nothing in it steers a path) yet lack what `show` prints: no crash."""
+    from clusterbak.cli.render import Renderer
+
+    m = parse_manifest(doc(), "sets/b1")
+    Renderer(False).backup_summary(dict(m.raw))
+    out = capsys.readouterr().out
+    assert "10.0.0.2:6379" in out and "backup b1" in out
