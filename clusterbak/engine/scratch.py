@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from clusterbak.errors import PreconditionError, StepFailed
-from clusterbak.lab.procs import find_binary, is_our_redis, read_pid, start_standalone, stop_pid
+from clusterbak.lab.procs import free_base_port, find_binary, is_our_redis, read_pid, start_standalone, stop_pid
 from clusterbak.model.aofmanifest import needed, parse_aof_manifest, render_manifest
 from clusterbak.model.manifest import ShardRecord, StoredFile
 from clusterbak.model.names import check_bare_name
@@ -154,9 +154,7 @@ def _free_port() -> int:
     """A loopback port the kernel just had free, never the same twice in this process (parallel shards)."""
     with _PORTS_LOCK:
         for _ in range(100):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
+            port = free_base_port(1)  # below the ephemeral range: no outgoing connection can take it meanwhile
             if port not in _PORTS_GIVEN:
                 _PORTS_GIVEN.add(port)
                 return port

@@ -34,16 +34,26 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def free_base_port(count: int, start: int = 20000, stop: int = 40000) -> int:
-    """A base port such that base..base+count-1 and their bus ports (+10000) are all free."""
+def free_base_port(count: int, start: int = 10000, stop: int = 40000) -> int:
+    """A base port such that base..base+count-1 and their bus ports (+10000) are all free, all of them below the
+    kernel's ephemeral range: a port in that range can be taken by any outgoing connection's source port between
+    our check and redis-server's bind (seen in CI as "Address already in use")."""
     import random
 
-    rng = random.Random(os.getpid() ^ int(time.time()))
+    stop = min(stop, _ephemeral_low() - 10000)
+    rng = random.SystemRandom()  # never the same sequence twice: callers in one second get different ports
     for _ in range(200):
         base = rng.randrange(start, stop - count)
         if all(port_free(p) and port_free(p + 10000) for p in range(base, base + count)):
             return base
     raise PreconditionError(f"no {count} consecutive free ports found between {start} and {stop}")
+
+
+def _ephemeral_low(default: int = 32768) -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
 
 
 def read_pid(pidfile: Path) -> int | None:
