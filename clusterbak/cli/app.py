@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from clusterbak import __version__
-from clusterbak.cli import backup_cmd, restore_cmd
+from clusterbak.cli import backup_cmd, inventory_cmd, restore_cmd, restore_keys_cmd, rolling_cmd
 from clusterbak.cli import common as c
-from clusterbak.cli import restore_keys_cmd, rolling_cmd
-from clusterbak.cli import inventory_cmd
 from clusterbak.cli.entry import ClusterbakGroup
 from clusterbak.cli.keys_cmd import keys_app
 from clusterbak.cli.lab_cmd import lab_app
-from clusterbak.cli.render import Outcome, Renderer
 from clusterbak.cli.monitor import check_nagios, run_checks
+from clusterbak.cli.render import Outcome, Renderer
 from clusterbak.cli.views import topology_view
 from clusterbak.config import load_inventory
 from clusterbak.engine.inspect import inspect
@@ -64,13 +62,13 @@ def topology(seed: c.Seed, inventory: c.InventoryOpt = None, user: c.User = None
 
 
 @app.command()
-def check(seed: Annotated[Optional[str], typer.Option("--seed", envvar="CLUSTERBAK_SEED",
+def check(seed: Annotated[str | None, typer.Option("--seed", envvar="CLUSTERBAK_SEED",
                                                   help="Check the cluster through this node (HOST:PORT).")] = None,
           inventory: c.InventoryOpt = None, user: c.User = None, tls: c.Tls = False,
           cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
           connect_timeout: c.ConnectTimeout = 3.0,
           max_lag: Annotated[int, typer.Option("--max-lag", help="Bytes a replica may trail its master.")] = DEFAULT_MAX_LAG,
-          dest: Annotated[Optional[str], typer.Option("--dest", envvar="CLUSTERBAK_DEST",
+          dest: Annotated[str | None, typer.Option("--dest", envvar="CLUSTERBAK_DEST",
                                                   help="Also check the backups in DIR: freshness, verify, drill.")] = None,
           max_age: Annotated[str, typer.Option("--max-age", help="With --dest: newest verified set older than this "
                                                                  "is CRITICAL (26h, 90m, 7d).")] = "26h",

@@ -4,30 +4,30 @@ from __future__ import annotations
 
 import secrets
 import time
-from datetime import datetime, timezone
-from typing import Annotated, Optional
+from datetime import UTC, datetime
+from typing import Annotated
 
 import typer
 
 from clusterbak.cli import common as c
+from clusterbak.cli import repo_opts as ro
 from clusterbak.cli.render import BackupProgress, Outcome, Renderer
 from clusterbak.config import load_config, load_inventory
 from clusterbak.engine.backup import BackupOptions, incomplete_parts, run_backup
 from clusterbak.engine.inspect import inspect
 from clusterbak.engine.verify import verify_set
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
+from clusterbak.model.retention import merge
 from clusterbak.plan.backup import SOURCES, plan_backup
 from clusterbak.plan.prune import Candidate, plan_prune
-from clusterbak.model.retention import merge
 from clusterbak.redisops.aofrewrite import SettingsNotRestored, put_back
 from clusterbak.redisops.connect import make_client, redis_errors
 from clusterbak.redisops.discover import discover
 from clusterbak.redisops.runlock import cluster_run_lock, lock_addresses
-from clusterbak.storage.pins import read_pin
-from clusterbak.cli import repo_opts as ro
 from clusterbak.storage.destination import check_existing_destination, check_writable_destination
-from clusterbak.storage.repository import Repository
+from clusterbak.storage.pins import read_pin
 from clusterbak.storage.records import read_verify, record_verify
+from clusterbak.storage.repository import Repository
 
 GATE_CODES = {"cluster_state", "slots_uncovered", "open_slot", "slot_map_disagrees"}
 Dest = Annotated[str, typer.Option("--dest", help="Where backup sets live: a directory or s3://bucket/prefix.",
@@ -37,7 +37,7 @@ BreakLock = Annotated[bool, typer.Option("--break-lock", help="Break a STALE run
 
 
 def new_backup_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
 def resolve_id(store: Repository, backup_id: str) -> str:
@@ -197,11 +197,11 @@ def verify(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest
 
 
 def prune(dest: Dest,
-          keep_last: Annotated[Optional[int], typer.Option("--keep-last", min=1, help="Keep the N newest complete sets.")] = None,
-          keep_daily: Annotated[Optional[int], typer.Option("--keep-daily", min=0, help="Also keep the newest set of each of the last N days.")] = None,
-          keep_weekly: Annotated[Optional[int], typer.Option("--keep-weekly", min=0, help="Also keep the newest set of each of the last N ISO weeks.")] = None,
-          partial_grace_hours: Annotated[Optional[float], typer.Option("--partial-grace-hours", help="Partial/damaged sets younger than this are kept (a backup may be running). Default 24.")] = None,
-          config: Annotated[Optional[str], typer.Option("--config", envvar="CLUSTERBAK_CONFIG", help="clusterbak.toml whose [retention] table holds the policy; flags override it.")] = None,
+          keep_last: Annotated[int | None, typer.Option("--keep-last", min=1, help="Keep the N newest complete sets.")] = None,
+          keep_daily: Annotated[int | None, typer.Option("--keep-daily", min=0, help="Also keep the newest set of each of the last N days.")] = None,
+          keep_weekly: Annotated[int | None, typer.Option("--keep-weekly", min=0, help="Also keep the newest set of each of the last N ISO weeks.")] = None,
+          partial_grace_hours: Annotated[float | None, typer.Option("--partial-grace-hours", help="Partial/damaged sets younger than this are kept (a backup may be running). Default 24.")] = None,
+          config: Annotated[str | None, typer.Option("--config", envvar="CLUSTERBAK_CONFIG", help="clusterbak.toml whose [retention] table holds the policy; flags override it.")] = None,
           dry_run: DryRun = False, yes: Annotated[bool, typer.Option("--yes", help="Do not ask before deleting.")] = False,
           quiet: c.Quiet = False, metrics_file: c.MetricsFile = None, s3_endpoint_url: ro.Endpoint = None,
           s3_path_style: ro.PathStyle = False, json_out: c.Json = False) -> None:

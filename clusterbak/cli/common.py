@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Callable, Optional
+from collections.abc import Callable
+from typing import Annotated
 
 import typer
 
@@ -14,14 +15,14 @@ from clusterbak.model.inventory import Inventory
 from clusterbak.redisops.connect import PASSWORD_ENV, ConnectionOptions, split_address
 
 Seed = Annotated[str, typer.Option("--seed", help="Any cluster node, HOST:PORT.", envvar="CLUSTERBAK_SEED")]
-User = Annotated[Optional[str], typer.Option("--user", help=f"ACL user; the password comes from ${PASSWORD_ENV}.")]
+User = Annotated[str | None, typer.Option("--user", help=f"ACL user; the password comes from ${PASSWORD_ENV}.")]
 Tls = Annotated[bool, typer.Option("--tls", help="Connect with TLS.")]
-CaCert = Annotated[Optional[str], typer.Option("--cacert", help="CA bundle for --tls.")]
-Cert = Annotated[Optional[str], typer.Option("--cert", help="Client certificate for --tls.")]
-Key = Annotated[Optional[str], typer.Option("--key", help="Client key for --tls.")]
+CaCert = Annotated[str | None, typer.Option("--cacert", help="CA bundle for --tls.")]
+Cert = Annotated[str | None, typer.Option("--cert", help="Client certificate for --tls.")]
+Key = Annotated[str | None, typer.Option("--key", help="Client key for --tls.")]
 ConnectTimeout = Annotated[float, typer.Option("--connect-timeout", help="Seconds to wait for a TCP connection.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON envelope on stdout, nothing else.")]
-InventoryOpt = Annotated[Optional[str], typer.Option("--inventory", help="Inventory TOML (see docs/inventory.md).",
+InventoryOpt = Annotated[str | None, typer.Option("--inventory", help="Inventory TOML (see docs/inventory.md).",
                                                      envvar="CLUSTERBAK_INVENTORY")]
 InventoryFile = Annotated[str, typer.Option("--inventory", help="Inventory TOML (see docs/inventory.md).",
                                         envvar="CLUSTERBAK_INVENTORY")]
@@ -29,7 +30,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="For cron: no tables 
                                                            "verdict line only.")]
 AcceptNewHostKeys = Annotated[bool, typer.Option("--accept-new-host-keys",
                                                  help="Trust (and record) SSH host keys not yet in known_hosts.")]
-MetricsFile = Annotated[Optional[str], typer.Option("--metrics-file", help="Write Prometheus textfile metrics "
+MetricsFile = Annotated[str | None, typer.Option("--metrics-file", help="Write Prometheus textfile metrics "
                                                     "(node_exporter's textfile collector) to this .prom file.")]
 TlsInsecure = Annotated[bool, typer.Option(
     "--tls-insecure-skip-verify", help="With --tls: accept ANY certificate and host name (unsafe; for a lab only).")]

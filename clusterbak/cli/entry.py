@@ -12,7 +12,8 @@ import json
 import signal
 import sys
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from typer import _click as click
 from typer.core import TyperGroup

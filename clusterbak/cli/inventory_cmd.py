@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
 def inventory(seed: c.Seed,
               out: Annotated[Path, typer.Option("--out", help="Where to write the inventory TOML.")],
               docker: Annotated[bool, typer.Option("--docker", help="Find each node's container on the Docker Engine.")] = False,
-              data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="data_dir for every node (default: CONFIG GET dir).")] = None,
+              data_dir: Annotated[str | None, typer.Option("--data-dir", help="data_dir for every node (default: CONFIG GET dir).")] = None,
               force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
               user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None, cert: c.Cert = None,
               key: c.Key = None, connect_timeout: c.ConnectTimeout = 3.0, json_out: c.Json = False) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,7 +16,7 @@ from clusterbak.lab.inventory import write_inventory
 
 lab_app = typer.Typer(no_args_is_help=True, help="Start, fill, inspect and stop a local lab cluster.")
 
-DirOpt = Annotated[Optional[Path], typer.Option("--dir", help="Lab directory (default ~/.clusterbak/lab or $CLUSTERBAK_LAB_DIR).")]
+DirOpt = Annotated[Path | None, typer.Option("--dir", help="Lab directory (default ~/.clusterbak/lab or $CLUSTERBAK_LAB_DIR).")]
 DockerOpt = Annotated[bool, typer.Option("--docker", help="Redis containers through the Docker Engine (see docs/docker.md).")]
 FleetOpt = Annotated[bool, typer.Option("--fleet", help="One container per node, each its own host with sshd (see docs/compatibility.md).")]
 
@@ -48,7 +48,7 @@ def up(masters: Annotated[int, typer.Option("--masters", help="Masters (shards) 
        dir: DirOpt = None,
        ssh: Annotated[bool, typer.Option("--ssh", help="Also start an sshd on loopback; the inventory uses SSH.")] = False,
        docker: DockerOpt = False,
-       image: Annotated[Optional[str], typer.Option("--image", help="Redis image for --docker (default $CLUSTERBAK_REDIS_IMAGE or redis:7.4).")] = None,
+       image: Annotated[str | None, typer.Option("--image", help="Redis image for --docker (default $CLUSTERBAK_REDIS_IMAGE or redis:7.4).")] = None,
        fleet: FleetOpt = False,
        version: Annotated[str, typer.Option("--version", help="--fleet: redis-6.0 | redis-7.0 | valkey-8.0 | redis-8.0 | valkey-8.1.")] = "redis-7.0",
        json_out: c.Json = False) -> None:
@@ -138,7 +138,7 @@ def status(dir: DirOpt = None, docker: DockerOpt = False, json_out: c.Json = Fal
 def load(keys: Annotated[int, typer.Option("--keys", help="How many keys to write.")] = 10000,
          value_size: Annotated[int, typer.Option("--value-size", help="Bytes per value.")] = 32,
          dir: DirOpt = None,
-         seed: Annotated[Optional[str], typer.Option("--seed", help="Any node of the cluster to fill (default: the lab's).")] = None,
+         seed: Annotated[str | None, typer.Option("--seed", help="Any node of the cluster to fill (default: the lab's).")] = None,
          json_out: c.Json = False) -> None:
     """Fill the lab with mixed data: strings, hashes, lists, sets, sorted sets, streams; every 10th key has a TTL."""
     from redis.exceptions import RedisClusterException

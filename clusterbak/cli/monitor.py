@@ -15,8 +15,16 @@ from clusterbak.config import load_inventory
 from clusterbak.engine.freshness import gather_set_facts
 from clusterbak.engine.inspect import inspect
 from clusterbak.errors import ClusterbakError
-from clusterbak.model.freshness import CRITICAL, OK, WARNING, BackupCheck, Thresholds, backup_checks, nagios_line, \
-    parse_duration
+from clusterbak.model.freshness import (
+    CRITICAL,
+    OK,
+    WARNING,
+    BackupCheck,
+    Thresholds,
+    backup_checks,
+    nagios_line,
+    parse_duration,
+)
 
 NAGIOS_UNKNOWN = 3
 SEVERITY_STATUS = {"critical": CRITICAL, "warning": WARNING}

@@ -3,7 +3,7 @@ the keys for encryption and signed manifests (docs/encryption.md)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,7 +12,7 @@ from clusterbak.storage.repository import Repository, open_repository
 from clusterbak.storage.s3 import S3Options
 from clusterbak.storage.stages import Encryption
 
-Endpoint = Annotated[Optional[str], typer.Option(
+Endpoint = Annotated[str | None, typer.Option(
     "--s3-endpoint-url", envvar="AWS_ENDPOINT_URL",
     help="S3-compatible endpoint (MinIO, Ceph RGW, ...); default: AWS. Credentials/region: the standard AWS chain.")]
 PathStyle = Annotated[bool, typer.Option(
@@ -20,14 +20,14 @@ PathStyle = Annotated[bool, typer.Option(
 PartMb = Annotated[int, typer.Option("--s3-part-size-mb", min=5, max=5120, help="Multipart upload part size.")]
 Concurrency = Annotated[int, typer.Option("--s3-concurrency", min=1, max=32,
                                           help="Parts uploaded at once per file (memory: part size x (this + 1)).")]
-EncryptTo = Annotated[Optional[list[str]], typer.Option(
+EncryptTo = Annotated[list[str] | None, typer.Option(
     "--encrypt-to", envvar="CLUSTERBAK_ENCRYPT_TO",
     help="age recipient (age1...) to encrypt every stored file to; repeatable.")]
-SignKey = Annotated[Optional[str], typer.Option(
+SignKey = Annotated[str | None, typer.Option(
     "--sign-key", envvar="CLUSTERBAK_SIGN_KEY", help="Ed25519 private key (PEM) that signs the manifest.")]
-Identity = Annotated[Optional[str], typer.Option(
+Identity = Annotated[str | None, typer.Option(
     "--identity", envvar="CLUSTERBAK_IDENTITY", help="age identity file that decrypts an encrypted set.")]
-VerifyKey = Annotated[Optional[str], typer.Option(
+VerifyKey = Annotated[str | None, typer.Option(
     "--verify-key", envvar="CLUSTERBAK_VERIFY_KEY",
     help="Ed25519 public key (PEM): refuse a set whose manifest is not signed by it.")]
 

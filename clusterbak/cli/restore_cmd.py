@@ -7,26 +7,25 @@ import shlex
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from clusterbak.cli import common as c
+from clusterbak.cli import repo_opts as ro
 from clusterbak.cli.backup_cmd import BreakLock, Dest, DryRun, resolve_id
 from clusterbak.cli.render import NodeProgress, Outcome, Renderer
 from clusterbak.config import load_inventory
 from clusterbak.engine.drill import restore_sizes, run_drill
+from clusterbak.engine.node_extras import stored_configs, with_current_config
 from clusterbak.engine.restore import rollback_restore, run_restore, verify_or_refuse
 from clusterbak.engine.restore_journal import journal_path, load_journal
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, ClusterbakError, PreconditionError, UsageError
-from clusterbak.engine.node_extras import stored_configs, with_current_config
 from clusterbak.plan.restore import parse_maps, plan_restore, target_address
 from clusterbak.redisops.runlock import cluster_run_lock
 from clusterbak.redisops.target import probe_target
-from clusterbak.cli import repo_opts as ro
 from clusterbak.storage.records import record_drill
 from clusterbak.storage.repository import Repository
-
 
 PROVE_PASSWORD_ENV = "CLUSTERBAK_PROVE_PASSWORD"
 
@@ -37,7 +36,7 @@ def register(app: typer.Typer) -> None:
 
 
 def restore(backup_id: Annotated[str, typer.Argument(help="The set's id (see `clusterbak list`).")], dest: Dest, inventory: c.InventoryFile,
-            map_: Annotated[Optional[list[str]], typer.Option("--map", help="OLD_ADDR=NEW_ADDR[@CPORT], repeatable.")] = None,
+            map_: Annotated[list[str] | None, typer.Option("--map", help="OLD_ADDR=NEW_ADDR[@CPORT], repeatable.")] = None,
             force: Annotated[bool, typer.Option("--force", help="Overwrite targets of another cluster or with data.")] = False,
             yes: Annotated[bool, typer.Option("--yes", help="Do not ask before stopping nodes.")] = False,
             with_config: Annotated[bool, typer.Option("--with-config", help="Also place each node's config file (and its ACL file if it names one); the plan shows the directives that change, secrets masked.")] = False,
@@ -172,11 +171,11 @@ def _follow_journal(r: Renderer, store: Repository, inv, journal: Path, existing
 def drill(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`.")], dest: Dest,
           keep: Annotated[bool, typer.Option("--keep", help="Leave the drill cluster running (and its files); "
                                                             "the report says how to remove it.")] = False,
-          lab_dir: Annotated[Optional[Path], typer.Option("--lab-dir", help="New or empty directory for the drill "
+          lab_dir: Annotated[Path | None, typer.Option("--lab-dir", help="New or empty directory for the drill "
                                                                             "cluster (default: a temp dir).")] = None,
-          base_port: Annotated[Optional[int], typer.Option("--base-port", min=1, max=55535,
+          base_port: Annotated[int | None, typer.Option("--base-port", min=1, max=55535,
                                                            help="First port of the drill cluster (default: free ports).")] = None,
-          prove_user: Annotated[Optional[str], typer.Option("--prove-user", help=f"An ACL user of the set that must authenticate on the drill cluster; its password comes from ${PROVE_PASSWORD_ENV}.")] = None,
+          prove_user: Annotated[str | None, typer.Option("--prove-user", help=f"An ACL user of the set that must authenticate on the drill cluster; its password comes from ${PROVE_PASSWORD_ENV}.")] = None,
           quiet: c.Quiet = False, metrics_file: c.MetricsFile = None, s3_endpoint_url: ro.Endpoint = None,
           s3_path_style: ro.PathStyle = False, identity: ro.Identity = None, verify_key: ro.VerifyKey = None,
           json_out: c.Json = False) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from clusterbak.cli import common as c
+from clusterbak.cli import repo_opts as ro
 from clusterbak.cli.backup_cmd import Dest, DryRun
 from clusterbak.cli.render import Outcome, Renderer
 from clusterbak.cli.render_restore_keys import show_plan, show_report
@@ -17,11 +17,10 @@ from clusterbak.config import load_inventory
 from clusterbak.engine.restore_keys import run_restore_keys, verify_needed
 from clusterbak.engine.scratch import scratch_server_version
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
-from clusterbak.plan.restore_keys import Selection, parse_slot_ranges, plan_restore_keys
 from clusterbak.model.manifest import Manifest
+from clusterbak.plan.restore_keys import Selection, parse_slot_ranges, plan_restore_keys
 from clusterbak.redisops.connect import split_address
 from clusterbak.redisops.dumprestore import read_target
-from clusterbak.cli import repo_opts as ro
 from clusterbak.storage.repository import StoredSet, require_identities
 
 
@@ -51,16 +50,16 @@ def read_names(path: str | None) -> list[bytes]:
 
 def restore_keys(
     backup_id: str, dest: Dest, seed: c.Seed,
-    match: Annotated[Optional[list[str]], typer.Option("--match", help="Glob of key names (Redis MATCH syntax), repeatable.")] = None,
-    slots: Annotated[Optional[list[str]], typer.Option("--slots", help="Slot range A-B (or one slot), repeatable.")] = None,
-    keys_from: Annotated[Optional[str], typer.Option("--keys-from", help="File with one key name per line ('-': stdin).")] = None,
-    type_: Annotated[Optional[list[str]], typer.Option("--type", help="Only keys of this type, repeatable.")] = None,
+    match: Annotated[list[str] | None, typer.Option("--match", help="Glob of key names (Redis MATCH syntax), repeatable.")] = None,
+    slots: Annotated[list[str] | None, typer.Option("--slots", help="Slot range A-B (or one slot), repeatable.")] = None,
+    keys_from: Annotated[str | None, typer.Option("--keys-from", help="File with one key name per line ('-': stdin).")] = None,
+    type_: Annotated[list[str] | None, typer.Option("--type", help="Only keys of this type, repeatable.")] = None,
     on_conflict: Annotated[str, typer.Option("--on-conflict", help="skip | replace | fail (checked before writing).")] = "skip",
     rename_prefix: Annotated[str, typer.Option("--rename-prefix", help="Write each key as PREFIX+name.")] = "",
     ttl: Annotated[str, typer.Option("--ttl", help="keep (absolute expiry of the backup) | drop.")] = "keep",
     standalone: Annotated[bool, typer.Option("--standalone", help="The target is one non-cluster server.")] = False,
     parallel: Annotated[int, typer.Option("--parallel", help="Shards copied at once (each a scratch server holding its shard).")] = 1,
-    scratch_dir: Annotated[Optional[Path], typer.Option("--scratch-dir", help="Where scratch servers keep their files (default: the temp dir).")] = None,
+    scratch_dir: Annotated[Path | None, typer.Option("--scratch-dir", help="Where scratch servers keep their files (default: the temp dir).")] = None,
     inventory: c.InventoryOpt = None, yes: Annotated[bool, typer.Option("--yes", help="Do not ask before writing.")] = False,
     dry_run: DryRun = False, user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None, cert: c.Cert = None,
     key: c.Key = None, tls_insecure: c.TlsInsecure = False, connect_timeout: c.ConnectTimeout = 3.0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,14 +12,20 @@ from clusterbak.cli import common as c
 from clusterbak.cli.backup_cmd import BreakLock
 from clusterbak.cli.render import Outcome, Renderer
 from clusterbak.cli.render_rolling import progress, show_plan, show_report, show_roles_report, stopping
-from clusterbak.config import load_inventory
 from clusterbak.cli.upgrade_opts import apply_upgrade, show_versions
+from clusterbak.config import load_inventory
 from clusterbak.engine.rolling import (
-    RollingOptions, StopFlag, apply_rewind, prepare, prepare_restore_roles, prepare_resume, run_restore_roles,
+    RollingOptions,
+    StopFlag,
+    apply_rewind,
+    prepare,
+    prepare_restore_roles,
+    prepare_resume,
+    run_restore_roles,
     run_rolling,
 )
-from clusterbak.engine.upgrade import control_host_action, read_versions
 from clusterbak.engine.rolling_state import RunState, default_state_path, load_state
+from clusterbak.engine.upgrade import control_host_action, read_versions
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
 from clusterbak.model.checks import DEFAULT_MAX_LAG
 from clusterbak.plan.rolling import RollingPlan
@@ -36,18 +42,18 @@ def register(app: typer.Typer) -> None:
 def rolling_restart(
         seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory", envvar="CLUSTERBAK_INVENTORY",
                                                              help="Inventory TOML with restart_command.")],
-        nodes: Annotated[Optional[str], typer.Option("--nodes", help="Only these nodes: ADDR,ADDR,... (default: all).")] = None,
+        nodes: Annotated[str | None, typer.Option("--nodes", help="Only these nodes: ADDR,ADDR,... (default: all).")] = None,
         replicas_only: Annotated[bool, typer.Option("--replicas-only", help="Restart replicas only; no failover.")] = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")] = False,
         yes: Annotated[bool, typer.Option("--yes", help="Do not ask before starting.")] = False,
         resume: Annotated[bool, typer.Option("--resume", help="Go on with the run recorded in the state file.")] = False,
         restore_roles: Annotated[bool, typer.Option("--restore-roles", help="Give every master of the state file its recorded role back (CLUSTER FAILOVER), then stop.")] = False,
         step_timeout: Annotated[float, typer.Option("--step-timeout", min=1.0, help="Seconds per step, gates included.")] = 300.0,
-        state: Annotated[Optional[str], typer.Option("--state", help="State file (default: beside the inventory).")] = None,
+        state: Annotated[str | None, typer.Option("--state", help="State file (default: beside the inventory).")] = None,
         max_lag: Annotated[int, typer.Option("--max-lag", help="Bytes a replica may trail its master.")] = DEFAULT_MAX_LAG,
         force_failover: Annotated[bool, typer.Option("--force-failover", help="CLUSTER FAILOVER FORCE: can lose writes.")] = False,
         accept_new_host_keys: c.AcceptNewHostKeys = False,
-        upgrade_command: Annotated[Optional[str], typer.Option(
+        upgrade_command: Annotated[str | None, typer.Option(
             "--upgrade-command", help="Rolling upgrade: run this on the control host instead of each restart "
                                       "({host} {port} {node_id}); see docs/rolling-upgrade.md.")] = None,
         user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None,

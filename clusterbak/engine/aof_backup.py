@@ -6,7 +6,6 @@ import posixpath
 import threading
 import time
 from contextlib import ExitStack
-from pathlib import Path
 
 import redis
 
@@ -14,8 +13,8 @@ from clusterbak.engine.cancel import cancel_on_failure
 from clusterbak.engine.sinks import HashingSink, VerifyingRdbSink
 from clusterbak.errors import StepFailed
 from clusterbak.model.aofmanifest import AofManifestError, needed, parse_aof_manifest
-from clusterbak.model.names import NameError_, check_bare_name
 from clusterbak.model.inventory import Inventory
+from clusterbak.model.names import NameError_, check_bare_name
 from clusterbak.plan.backup import ShardPlan
 from clusterbak.redisops.aofrewrite import pinned_settings, rewrite_and_wait
 from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_errors

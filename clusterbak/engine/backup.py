@@ -6,27 +6,26 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial as partial_fn
-from pathlib import Path
-from typing import Callable
 
 from clusterbak import __version__
-from clusterbak.errors import AccessRefused, ClusterbakError, ConnectError, RunCancelled, StepFailed
 from clusterbak.engine.aof_backup import collect_aof
 from clusterbak.engine.cancel import cancel_on_failure
 from clusterbak.engine.node_extras import add_node_extras
 from clusterbak.engine.sinks import TextFileSink, VerifyingRdbSink
+from clusterbak.errors import AccessRefused, ClusterbakError, ConnectError, RunCancelled, StepFailed
 from clusterbak.model.inventory import Inventory, NodeAccess
+from clusterbak.model.manifest import FORMAT
 from clusterbak.model.state import NodeState, states_by_id
 from clusterbak.model.topology import Topology
 from clusterbak.plan.backup import BackupPlan, NodeFilePlan, ShardPlan
 from clusterbak.redisops.bgsave import bgsave_and_wait
 from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_errors
-from clusterbak.storage.backupset import FORMAT
 from clusterbak.storage.keys import Signer
 from clusterbak.storage.repository import SetWriter, open_repository
 from clusterbak.storage.s3 import S3Options
@@ -280,7 +279,7 @@ def build_manifest(plan: BackupPlan, seed: str, topology: Topology, states: tupl
     created = time.time()
     return {
         "format": FORMAT, "kind": plan.kind, "backup_id": plan.backup_id,
-        "created_at": datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.fromtimestamp(created, UTC).isoformat(timespec="seconds"),
         "created_at_unix": created, "duration_s": round(created - started, 3),
         "clusterbak_version": __version__, "seed": seed, "source_mode": plan.source_mode,
         "redis_versions": sorted({str(s.info.get("redis_version")) for s in states if s.reachable}),

@@ -19,8 +19,8 @@ from clusterbak.errors import PreconditionError, UsageError
 from clusterbak.lab import cluster
 from clusterbak.lab.inventory import write_inventory
 from clusterbak.lab.procs import free_base_port
-from clusterbak.model.nodesconf import parse_new_address
 from clusterbak.model.manifest import Manifest, TopologyNode
+from clusterbak.model.nodesconf import parse_new_address
 from clusterbak.plan.node_extras import module_checks
 from clusterbak.plan.restore import plan_restore
 from clusterbak.redisops.connect import ConnectionOptions

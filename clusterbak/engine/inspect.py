@@ -6,17 +6,26 @@ import shlex
 from dataclasses import dataclass
 
 from clusterbak.errors import ClusterbakError, InventoryError
-from clusterbak.model.checks import (CRITICAL, DEFAULT_MAX_LAG, INFO, WARNING, Finding, cluster_findings,
-                                     leftover_findings, node_findings, pin_findings)
-from clusterbak.redisops.runlock import lock_addresses, lock_holders
-from clusterbak.storage.pins import read_pin
-from clusterbak.model.redisconf import dir_directive
-from clusterbak.transports.factory import open_transport, read_text
+from clusterbak.model.checks import (
+    CRITICAL,
+    DEFAULT_MAX_LAG,
+    INFO,
+    WARNING,
+    Finding,
+    cluster_findings,
+    leftover_findings,
+    node_findings,
+    pin_findings,
+)
 from clusterbak.model.inventory import Inventory
+from clusterbak.model.redisconf import dir_directive
 from clusterbak.model.state import NodeState
 from clusterbak.model.topology import Topology
 from clusterbak.redisops.connect import ConnectionOptions
 from clusterbak.redisops.discover import discover, probe_all
+from clusterbak.redisops.runlock import lock_addresses, lock_holders
+from clusterbak.storage.pins import read_pin
+from clusterbak.transports.factory import open_transport, read_text
 
 
 @dataclass(frozen=True, slots=True)

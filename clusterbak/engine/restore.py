@@ -16,8 +16,8 @@ import io
 import posixpath
 import shlex
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 from clusterbak.engine.interrupts import StopFlag
 from clusterbak.engine.node_extras import extras_paths, place_extras
@@ -25,7 +25,7 @@ from clusterbak.engine.prove import prove
 from clusterbak.engine.restore_journal import Journal, RestoreJournal
 from clusterbak.engine.verify import verify_set
 from clusterbak.errors import ClusterbakError, StepFailed, VerifyError
-from clusterbak.model.aofmanifest import needed, parse_aof_manifest, render_manifest, rename_prefix
+from clusterbak.model.aofmanifest import needed, parse_aof_manifest, rename_prefix, render_manifest
 from clusterbak.model.inventory import Inventory
 from clusterbak.model.manifest import AofRecord, Manifest, StoredFile
 from clusterbak.model.names import check_bare_name

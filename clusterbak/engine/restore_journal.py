@@ -43,7 +43,7 @@ class RestoreJournal:
     updated_at: float = field(default_factory=time.time)
 
     @staticmethod
-    def new(plan: RestorePlan, dest: str) -> "RestoreJournal":
+    def new(plan: RestorePlan, dest: str) -> RestoreJournal:
         return RestoreJournal(plan.backup_id, dest, plan.to_dict(), {n.new_address: NodeProgress() for n in plan.nodes})
 
     def restore_plan(self) -> RestorePlan:

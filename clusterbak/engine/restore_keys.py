@@ -14,11 +14,11 @@ import tempfile
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
 
 import hiredis
 
@@ -26,12 +26,28 @@ from clusterbak.engine.scratch import SCRATCH_PREFIX, ScratchServer
 from clusterbak.engine.verify import verify_set
 from clusterbak.errors import PreconditionError, VerifyError
 from clusterbak.model.manifest import Manifest, ShardRecord
-from clusterbak.plan.restore_keys import (RestoreKeysPlan, Selection, glob_match, key_slot, payload_rdb_version,
-                                          payload_type, slot_owner_table, slot_range_of)
+from clusterbak.plan.restore_keys import (
+    RestoreKeysPlan,
+    Selection,
+    glob_match,
+    key_slot,
+    payload_rdb_version,
+    payload_type,
+    slot_owner_table,
+    slot_range_of,
+)
 from clusterbak.redisops.connect import ConnectionOptions
+from clusterbak.redisops.dumprestore import (
+    EXPIRED_CHANNEL,
+    SCAN_COUNT,
+    Pipe,
+    dump_commands,
+    exists_command,
+    open_pipe,
+    restore_command,
+    scan,
+)
 from clusterbak.storage.repository import StoredSet
-from clusterbak.redisops.dumprestore import (EXPIRED_CHANNEL, SCAN_COUNT, Pipe, dump_commands, exists_command,
-                                             open_pipe, restore_command, scan)
 
 Event = Callable[[str, dict], None]
 NAME_BATCH = 1000

@@ -9,9 +9,9 @@ CLUSTER FAILOVER is sent only to an in-sync replica of the expected master. So a
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from clusterbak.engine.inspect import Inspection, inspect
 from clusterbak.engine.interrupts import StopFlag  # noqa: F401 - the CLI takes it from here
@@ -21,13 +21,32 @@ from clusterbak.errors import ClusterbakError, StepFailed
 from clusterbak.model.checks import CRITICAL
 from clusterbak.model.inventory import Inventory
 from clusterbak.plan.rolling import (
-    FAILBACK, FAILOVER, RESTART, RollingPlan, Step, plan_rolling, plan_restore_roles, reconcile, refresh_commands,
+    FAILBACK,
+    FAILOVER,
+    RESTART,
+    RollingPlan,
+    Step,
+    plan_restore_roles,
+    plan_rolling,
+    reconcile,
+    refresh_commands,
     slot_map_for,
 )
 from clusterbak.redisops.connect import ConnectionOptions
 from clusterbak.redisops.failover import (
-    Clients, ClusterFault, GateTimeout, UnclearFailover, Watchdog, cluster_reason, confirm_switch, failover_and_confirm,
-    links_reason, node_up_reason, replica_reason, switched_reason, wait_gate,
+    Clients,
+    ClusterFault,
+    GateTimeout,
+    UnclearFailover,
+    Watchdog,
+    cluster_reason,
+    confirm_switch,
+    failover_and_confirm,
+    links_reason,
+    node_up_reason,
+    replica_reason,
+    switched_reason,
+    wait_gate,
 )
 from clusterbak.transports.factory import open_transport
 

@@ -8,8 +8,8 @@ its nodes is still unanswered; otherwise it is UNCLEAR and the views observed ar
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from clusterbak.plan.rolling import RollingPlan
 from clusterbak.redisops.failover import Clients, Probe

@@ -50,7 +50,7 @@ class RunState:
     final: dict | None = None
 
     @staticmethod
-    def new(plan: RollingPlan, seed: str, inventory: str, run_ids: dict[str, str]) -> "RunState":
+    def new(plan: RollingPlan, seed: str, inventory: str, run_ids: dict[str, str]) -> RunState:
         return RunState(plan, seed, inventory, run_ids, [StepRecord(s.index) for s in plan.steps])
 
     @property

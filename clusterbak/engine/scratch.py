@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from clusterbak.errors import PreconditionError, StepFailed
-from clusterbak.lab.procs import free_base_port, find_binary, is_our_redis, read_pid, start_standalone, stop_pid
+from clusterbak.lab.procs import find_binary, free_base_port, is_our_redis, read_pid, start_standalone, stop_pid
 from clusterbak.model.aofmanifest import needed, parse_aof_manifest, render_manifest
 from clusterbak.model.manifest import ShardRecord, StoredFile
 from clusterbak.model.names import check_bare_name
@@ -60,7 +60,7 @@ class ScratchServer:
     def pipe(self, timeout: float = 120.0) -> Pipe:
         return Pipe(self.address, password=self.password, timeout=timeout)
 
-    def __enter__(self) -> "ScratchServer":
+    def __enter__(self) -> ScratchServer:
         try:
             self._start()
         except StepFailed as exc:

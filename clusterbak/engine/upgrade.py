@@ -9,7 +9,7 @@ restart, for the node to answer with a new run_id and to be an in-sync replica o
 from __future__ import annotations
 
 import subprocess
-from typing import Callable
+from collections.abc import Callable
 
 import redis
 

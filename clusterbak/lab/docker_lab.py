@@ -18,8 +18,8 @@ import docker.errors
 
 from clusterbak.errors import PreconditionError, StepFailed, UsageError
 from clusterbak.lab import cluster
-from clusterbak.lab.statefile import read_state, write_state
 from clusterbak.lab.procs import port_free, wait_port
+from clusterbak.lab.statefile import read_state, write_state
 from clusterbak.transports.docker import ENGINE_LOST, engine_client
 
 STATE_FILE = "docker-lab.json"

@@ -33,8 +33,8 @@ import redis
 
 from clusterbak.errors import PreconditionError, StepFailed, UsageError
 from clusterbak.lab import cluster
-from clusterbak.lab.statefile import read_state, write_state
 from clusterbak.lab.docker_lab import LAB_LABEL, purge
+from clusterbak.lab.statefile import read_state, write_state
 from clusterbak.transports.docker import engine_client
 
 STATE_FILE = "fleet-lab.json"

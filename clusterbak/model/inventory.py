@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import shlex
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any
 
 from clusterbak.errors import InventoryError
-from clusterbak.model.names import NameError_, check_absolute_dir, check_bare_name, check_container, check_host, \
-    check_node_id
+from clusterbak.model.names import (
+    NameError_,
+    check_absolute_dir,
+    check_bare_name,
+    check_container,
+    check_host,
+    check_node_id,
+)
 from clusterbak.model.topology import Node, Topology
 
 TRANSPORTS = ("ssh", "local", "docker")

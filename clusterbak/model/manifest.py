@@ -13,8 +13,9 @@ for the operator only: where files go on a node comes from the inventory or the 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from clusterbak.errors import VerifyError
 from clusterbak.model.aofmanifest import AofManifestError, needed, parse_aof_manifest

@@ -32,21 +32,21 @@ class ServerVersion:
         return f"{self.server} {'.'.join(map(str, self.version))}"
 
     @staticmethod
-    def parse(server: str, version: str) -> "ServerVersion | None":
+    def parse(server: str, version: str) -> ServerVersion | None:
         m = _VERSION.match(version or "")
         if not m or server not in RDB_WRITTEN:
             return None
         return ServerVersion(server, (int(m[1]), int(m[2]), int(m[3] or 0)))
 
     @staticmethod
-    def from_info(info: Mapping) -> "ServerVersion | None":
+    def from_info(info: Mapping) -> ServerVersion | None:
         """From INFO server: Valkey reports redis_version 7.2.4 for compatibility, its own in valkey_version."""
         if info.get("valkey_version") or info.get("server_name") == "valkey":
             return ServerVersion.parse("valkey", str(info.get("valkey_version") or ""))
         return ServerVersion.parse("redis", str(info.get("redis_version") or ""))
 
     @staticmethod
-    def from_text(text: str) -> "ServerVersion | None":
+    def from_text(text: str) -> ServerVersion | None:
         """From `ServerVersion.text` ("redis 7.0.15")."""
         server, _, version = (text or "").partition(" ")
         return ServerVersion.parse(server, version)

@@ -13,8 +13,15 @@ from dataclasses import dataclass
 from clusterbak.model.inventory import NodeAccess
 from clusterbak.model.manifest import Manifest, NodeConf
 from clusterbak.model.names import NameError_, check_absolute_dir
-from clusterbak.model.nodeconfig import (DirectiveChange, ModuleLoaded, config_changes, entries, module_problem,
-                                         placed_edits, rewrite_directives)
+from clusterbak.model.nodeconfig import (
+    DirectiveChange,
+    ModuleLoaded,
+    config_changes,
+    entries,
+    module_problem,
+    placed_edits,
+    rewrite_directives,
+)
 from clusterbak.model.nodesconf import NewAddress
 
 

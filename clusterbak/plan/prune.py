@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +68,9 @@ def plan_prune(sets: list[Candidate], now: float, keep_last: int, keep_daily: in
 
 
 def _day(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
 def _week(ts: float) -> str:
-    year, week, _ = datetime.fromtimestamp(ts, timezone.utc).isocalendar()
+    year, week, _ = datetime.fromtimestamp(ts, UTC).isocalendar()
     return f"{year}-W{week:02d}"

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field, replace
 from clusterbak.errors import InventoryError, UsageError
 from clusterbak.model.inventory import Inventory, NodeAccess
 from clusterbak.model.manifest import Manifest
-from clusterbak.model.nodeconfig import DirectiveChange, ModuleLoaded
 from clusterbak.model.names import NameError_, check_absolute_dir, check_address, check_bare_name
+from clusterbak.model.nodeconfig import DirectiveChange, ModuleLoaded
 from clusterbak.model.nodesconf import NewAddress, NodesConfError, parse_new_address
 from clusterbak.model.versions import restore_version_refusal, written_by
 from clusterbak.plan.node_extras import module_checks, plan_extras, stored_appendonly

@@ -130,7 +130,7 @@ class Selection:
     _name_set: frozenset[bytes] = field(default=frozenset(), compare=False, repr=False)
 
     @staticmethod
-    def of(patterns=(), names=(), slots=(), types=()) -> "Selection":
+    def of(patterns=(), names=(), slots=(), types=()) -> Selection:
         bad = sorted(set(types) - set(TYPES))
         if bad:
             raise UsageError(f"--type {bad[0]!r} is not one of {', '.join(TYPES)}")
@@ -202,7 +202,7 @@ class ServerVersion:
     version: str
 
     @staticmethod
-    def from_info(info: dict) -> "ServerVersion":
+    def from_info(info: dict) -> ServerVersion:
         if info.get("valkey_version") or str(info.get("server_name", "")).lower() == "valkey":
             return ServerVersion("valkey", str(info.get("valkey_version") or info.get("redis_version")))
         return ServerVersion("redis", str(info.get("redis_version", "?")))

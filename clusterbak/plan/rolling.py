@@ -73,7 +73,7 @@ class RollingPlan:
         return asdict(self)
 
     @staticmethod
-    def from_dict(raw: dict) -> "RollingPlan":
+    def from_dict(raw: dict) -> RollingPlan:
         return RollingPlan(
             steps=tuple(Step(**s) for s in raw["steps"]), roles=tuple(NodeRole(**n) for n in raw["roles"]),
             shards=tuple(ShardSlots(s["index"], s["master_id"], tuple(s["slots"])) for s in raw["shards"]),

@@ -17,6 +17,7 @@ from clusterbak.model.inventory import PLACEHOLDERS, Inventory
 from clusterbak.model.versions import ServerVersion, rdb_written
 from clusterbak.plan.rolling import RESTART, RollingPlan
 
+
 def with_upgrade(plan: RollingPlan, template: str, inventory: Inventory) -> RollingPlan:
     """Every restart step runs `template` (on the control host), its placeholders filled in as the inventory fills
     a restart_command's: the same names, each value checked and shell-quoted."""

@@ -9,8 +9,8 @@ mistaken for ours.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import redis
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
@@ -46,7 +46,7 @@ class _Persistence:
     aof_rewrite: bool
 
     @staticmethod
-    def read(client: redis.Redis) -> "_Persistence":
+    def read(client: redis.Redis) -> _Persistence:
         info = client.info("persistence")
         saves = info.get("rdb_saves")
         return _Persistence(

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Iterator
 
 import redis
 from redis.backoff import NoBackoff
@@ -35,11 +35,11 @@ class ConnectionOptions:
     def password(self) -> str | None:
         return os.environ.get(PASSWORD_ENV) or os.environ.get(self.password_env) or None
 
-    def with_inventory(self, username: str | None, password_env: str) -> "ConnectionOptions":
+    def with_inventory(self, username: str | None, password_env: str) -> ConnectionOptions:
         """The inventory's [redis] credentials, unless --user / $REDISCLI_AUTH override them."""
         return replace(self, username=self.username or username, password_env=password_env)
 
-    def at(self, seed: str) -> "ConnectionOptions":
+    def at(self, seed: str) -> ConnectionOptions:
         return replace(self, seed=seed)
 
     @property

@@ -16,7 +16,13 @@ import redis
 from clusterbak.errors import ConnectError, PreconditionError, StepFailed
 from clusterbak.model.topology import SlotRange
 from clusterbak.plan.restore_keys import ServerVersion, TargetMaster
-from clusterbak.redisops.connect import ConnectionOptions, describe_redis_error, make_client, redis_errors, split_address
+from clusterbak.redisops.connect import (
+    ConnectionOptions,
+    describe_redis_error,
+    make_client,
+    redis_errors,
+    split_address,
+)
 from clusterbak.redisops.discover import discover
 
 EXPIRED_CHANNEL = b"__keyevent@0__:expired"

@@ -9,8 +9,8 @@ tenacity policy until it passes or the step's time runs out, then raises GateTim
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import redis
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
@@ -286,7 +286,7 @@ def _blames_tolerated(p: Probe, probes: Mapping[str, Probe], tolerated: frozense
 class Watchdog:
     """Reads every node (at most every WATCH_EVERY s) and raises ClusterFault naming a failing node."""
 
-    def __init__(self, clients: "Clients", everyone: tuple[str, ...], grace: float = UNREACHABLE_GRACE,
+    def __init__(self, clients: Clients, everyone: tuple[str, ...], grace: float = UNREACHABLE_GRACE,
                  every: float = WATCH_EVERY) -> None:
         self.clients, self.everyone, self.grace, self.every = clients, everyone, grace, every
         self._down_since: dict[str, float] = {}

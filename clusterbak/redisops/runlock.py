@@ -23,9 +23,9 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import redis
 
@@ -41,7 +41,7 @@ STALE_S = 30.0
 _HELD_HERE: set[str] = set()  # tokens this process holds right now
 
 
-def _dead_here(holder: "Holder") -> bool:
+def _dead_here(holder: Holder) -> bool:
     """A lock connection left by a run on this very host that is over: its pid is gone, or it is this process and
     the token is not one it holds (a connection a cut-off node never saw close). Safe to ignore and clean up."""
     if holder.host != socket.gethostname():
@@ -80,7 +80,7 @@ class Holder:
         age = max(0, int((now or time.time()) - self.started_at))
         text = (f"{self.command} by pid {self.pid} on {self.host}, started {age} s ago "
                 f"(lock seen on {self.node}, last heartbeat {self.idle_s} s ago)")
-        return text + (" - STALE: no heartbeat for over {:.0f} s".format(STALE_S) if self.stale else "")
+        return text + (f" - STALE: no heartbeat for over {STALE_S:.0f} s" if self.stale else "")
 
 
 def lock_addresses(topology: Topology) -> list[str]:

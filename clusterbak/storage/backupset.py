@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from clusterbak.errors import PreconditionError, StepFailed, UsageError, VerifyError
-from clusterbak.model.manifest import BACKUP_ID, FORMAT, Manifest, ManifestError, parse_manifest
+from clusterbak.errors import VerifyError
+from clusterbak.model.manifest import Manifest, ManifestError, parse_manifest
 from clusterbak.model.names import check_relative_path
 from clusterbak.storage.records import read_verify
 

@@ -6,13 +6,19 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from clusterbak.errors import PreconditionError, StepFailed, UsageError
 from clusterbak.model.manifest import BACKUP_ID, Manifest
-from clusterbak.storage.backupset import (MANIFEST, PARTIAL, manifest_from_bytes, read_manifest_bytes,
-                                         read_verification, set_file)
+from clusterbak.storage.backupset import (
+    MANIFEST,
+    PARTIAL,
+    manifest_from_bytes,
+    read_manifest_bytes,
+    read_verification,
+    set_file,
+)
 from clusterbak.storage.keys import SIGNATURE_SUFFIX, Signer, check_signature
 from clusterbak.storage.repository import SetEntry, SetWriter, set_status
 from clusterbak.storage.sink import _BUFFER, _fsync_dir

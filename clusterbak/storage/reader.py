@@ -10,15 +10,14 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 from clusterbak.errors import PreconditionError, VerifyError
 from clusterbak.model.manifest import StoredFile
 from clusterbak.storage.repository import StoredSet
 from clusterbak.storage.sink import _BUFFER, _zstd_chunks, iter_stored_file
 from clusterbak.storage.stages import HashingRead, chunks_reader, decrypted_chunks
-
 
 _progress = threading.local()
 

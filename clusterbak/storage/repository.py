@@ -12,9 +12,10 @@ model.manifest.parse_manifest), and every stored-file name through model.names b
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from clusterbak.errors import PreconditionError, StepFailed
 from clusterbak.model.manifest import Manifest

@@ -11,10 +11,10 @@ from __future__ import annotations
 import queue
 import re
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
 
 import boto3
 import botocore.config

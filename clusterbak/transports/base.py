@@ -6,8 +6,9 @@ Reads and writes stream in chunks; nothing holds a whole file in memory.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterable, Iterator, Protocol
+from typing import BinaryIO, Protocol
 
 from clusterbak.errors import TransportError
 

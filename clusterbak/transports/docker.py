@@ -25,7 +25,8 @@ import shlex
 import tarfile
 import threading
 import time
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import docker
 import docker.errors

@@ -12,8 +12,8 @@ every node; an address no running container serves, or that two serve, is an err
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import docker
 import docker.errors

@@ -13,8 +13,9 @@ import re
 import stat as statmod
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from datetime import datetime
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from clusterbak.errors import TransportError
 from clusterbak.transports.base import CHUNK

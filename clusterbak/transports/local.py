@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from clusterbak.errors import TransportError
 from clusterbak.transports.base import CHUNK, FileStat, OpenSink, RunResult, stream_into

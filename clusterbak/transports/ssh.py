@@ -15,10 +15,10 @@ import os
 import secrets
 import select
 import shlex
-import socket
 import threading
 import time
-from typing import BinaryIO, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 import paramiko
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -309,7 +309,7 @@ class SshTransport:
         try:
             chan.sendall(data)
             return True
-        except socket.timeout:
+        except TimeoutError:
             self._forget_if_dead()
             raise ConnectionDropped(f"{self.where}: {what} stalled for {self.io_timeout:g}s") from None
         except LINK_ERRORS as e:
@@ -327,7 +327,7 @@ class SshTransport:
     def _recv(self, chan: paramiko.Channel, n: int, what: str) -> bytes:
         try:
             data = chan.recv(n)
-        except socket.timeout:
+        except TimeoutError:
             self._forget_if_dead()
             raise ConnectionDropped(f"{self.where}: no data for {self.io_timeout:g}s while {what}") from None
         except LINK_ERRORS as e:

@@ -9,8 +9,21 @@ import time
 
 from clusterbak.lab import cluster
 
-from .common import (assert_clean, remove_flagged_temp_files, backup, backup_argv, client, config, findings, replicas, restart, slow_saves,
-                     spawn, wait_for, wait_healthy)
+from .common import (
+    assert_clean,
+    backup,
+    backup_argv,
+    client,
+    config,
+    findings,
+    remove_flagged_temp_files,
+    replicas,
+    restart,
+    slow_saves,
+    spawn,
+    wait_for,
+    wait_healthy,
+)
 
 AOF = {"appendonly": "yes"}
 ORIGINALS = {"auto-aof-rewrite-percentage": "100", "appendfsync": "everysec"}

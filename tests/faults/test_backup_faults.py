@@ -12,8 +12,21 @@ import redis
 
 from clusterbak.lab import cluster
 
-from .common import (assert_clean, in_background, remove_flagged_temp_files, backup, backup_argv, client, forking, replicas, restart, slow_saves, spawn,
-                     wait_for, wait_healthy)
+from .common import (
+    assert_clean,
+    backup,
+    backup_argv,
+    client,
+    forking,
+    in_background,
+    remove_flagged_temp_files,
+    replicas,
+    restart,
+    slow_saves,
+    spawn,
+    wait_for,
+    wait_healthy,
+)
 
 
 def rdb_saves(node) -> int:

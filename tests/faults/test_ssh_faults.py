@@ -7,7 +7,6 @@ import signal
 from pathlib import Path
 
 import pytest
-import redis
 from redis.cluster import RedisCluster
 
 from clusterbak.engine import sinks

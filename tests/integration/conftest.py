@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from clusterbak.lab import cluster
 from clusterbak.lab.inventory import write_inventory
 from clusterbak.lab.load import load as load_keys
 from clusterbak.lab.procs import free_base_port
-
 
 
 def pytest_collection_modifyitems(items):

@@ -12,16 +12,15 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
-from tests.integration.conftest import LabHandle
 
 from clusterbak.lab import docker_lab as dlab
 from clusterbak.lab.load import load as load_keys
 from clusterbak.lab.procs import free_base_port
+from tests.integration.conftest import LabHandle
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = os.environ.get("CLUSTERBAK_TEST_RUN") or secrets.token_hex(4)

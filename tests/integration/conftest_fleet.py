@@ -9,9 +9,9 @@ scripts/test.sh removes it even after a crash; each test removes its own fleet i
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import redis

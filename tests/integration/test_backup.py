@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -10,7 +9,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 import redis
 
 from clusterbak.lab import cluster

@@ -6,9 +6,9 @@ import secrets
 
 import pytest
 
+from clusterbak.config import load_inventory
 from clusterbak.errors import StepFailed
 from clusterbak.lab import fleet as fl
-from clusterbak.config import load_inventory
 from clusterbak.transports.factory import open_transport
 
 from .conftest_docker import RUN, RUN_LABEL, docker_client, docker_image  # noqa: F401  (fixtures)

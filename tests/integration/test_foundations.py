@@ -6,12 +6,11 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import redis
 
 from clusterbak.lab import cluster
-from clusterbak.model.topology import SLOT_COUNT, SlotRange
+from clusterbak.model.topology import SLOT_COUNT
 
 
 def test_topology_json_lists_six_nodes_covering_every_slot_once(lab, cli):

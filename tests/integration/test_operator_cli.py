@@ -18,7 +18,6 @@ import redis
 import typer
 
 from clusterbak.cli.app import app
-from clusterbak.lab import cluster
 from clusterbak.lab.procs import free_base_port, start_standalone, stop_pid
 from tests.integration.conftest import Cli
 

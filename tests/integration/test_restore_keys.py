@@ -18,7 +18,6 @@ from clusterbak.lab import cluster
 from clusterbak.lab.load import load as load_keys
 from clusterbak.lab.procs import free_base_port, pid_alive, start_standalone, stop_pid
 from clusterbak.plan.restore_keys import key_slot
-
 from tests.integration.conftest import Cli, start_lab
 
 SESSIONS = 40

@@ -3,7 +3,6 @@ multipart), plus the faults: missing bucket, wrong credentials, a tampered objec
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from pathlib import Path

@@ -1,6 +1,13 @@
 import pytest
 
-from clusterbak.model.aofmanifest import AofFile, AofManifestError, needed, parse_aof_manifest, render_manifest, rename_prefix
+from clusterbak.model.aofmanifest import (
+    AofFile,
+    AofManifestError,
+    needed,
+    parse_aof_manifest,
+    rename_prefix,
+    render_manifest,
+)
 
 TEXT = """file appendonly.aof.2.base.rdb seq 2 type b
 file appendonly.aof.1.incr.aof seq 1 type h

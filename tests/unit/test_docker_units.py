@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from clusterbak.errors import InventoryError, TransportError
-from clusterbak.lab.docker_lab import NODE_CONF, render_inventory, DockerLab, DockerNode
+from clusterbak.lab.docker_lab import NODE_CONF, DockerLab, DockerNode, render_inventory
 from clusterbak.model.inventory import NodeAccess, parse_inventory
 from clusterbak.transports.base import ConnectionDropped, RunResult
 from clusterbak.transports.docker import DockerTransport
@@ -133,7 +133,7 @@ class FakeClient:
 
 
 class ListSink:
-    opened: list["ListSink"] = []
+    opened: list[ListSink] = []
 
     def __init__(self):
         self.data, self.state = [], "open"

@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 
 from clusterbak.errors import UsageError
-from clusterbak.model.freshness import CRITICAL, OK, WARNING, SetFacts, Thresholds, backup_checks, nagios_line, \
-    parse_duration
+from clusterbak.model.freshness import (
+    CRITICAL,
+    OK,
+    WARNING,
+    SetFacts,
+    Thresholds,
+    backup_checks,
+    nagios_line,
+    parse_duration,
+)
 from clusterbak.model.retention import merge, parse_retention
 
 NOW = 1_800_000_000.0

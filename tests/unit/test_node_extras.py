@@ -9,10 +9,17 @@ import pytest
 
 from clusterbak.model.inventory import parse_inventory
 from clusterbak.model.manifest import ManifestError, parse_manifest
-from clusterbak.model.nodeconfig import (MASK, acl_users, config_changes, parse_module_list, placed_edits,
-                                         rewrite_directives, users_summary)
+from clusterbak.model.nodeconfig import (
+    MASK,
+    acl_users,
+    config_changes,
+    parse_module_list,
+    placed_edits,
+    rewrite_directives,
+    users_summary,
+)
 from clusterbak.plan.restore import TargetState, parse_maps, plan_restore
-from tests.unit.manifest_docs import M, R, SHA, doc
+from tests.unit.manifest_docs import SHA, M, R, doc
 
 # MODULE LIST as redis-py (decode_responses, RESP2) returned it from a Redis 7.2 node with RedisJSON + RediSearch
 # loaded, and as a RESP3 client gets it

@@ -8,7 +8,6 @@ from clusterbak.errors import UsageError
 from clusterbak.model.inventory import parse_inventory
 from clusterbak.model.manifest import parse_manifest
 from clusterbak.plan.restore import TargetState, parse_maps, plan_restore
-
 from tests.unit.manifest_docs import doc
 
 MANIFEST = parse_manifest(doc(), "sets/b1")

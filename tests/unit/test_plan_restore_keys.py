@@ -7,10 +7,22 @@ import pytest
 from clusterbak.errors import UsageError
 from clusterbak.model.manifest import Manifest, ShardRecord
 from clusterbak.model.topology import SlotRange
-from clusterbak.plan.restore_keys import (Selection, ServerVersion, TargetMaster, glob_match, key_slot,
-                                          max_rdb_version, parse_slot_ranges, pattern_slot, payload_rdb_version,
-                                          payload_type, plan_restore_keys, shards_to_read, slot_owner_table,
-                                          uncovered_for)
+from clusterbak.plan.restore_keys import (
+    Selection,
+    ServerVersion,
+    TargetMaster,
+    glob_match,
+    key_slot,
+    max_rdb_version,
+    parse_slot_ranges,
+    pattern_slot,
+    payload_rdb_version,
+    payload_type,
+    plan_restore_keys,
+    shards_to_read,
+    slot_owner_table,
+    uncovered_for,
+)
 
 
 def test_key_slot_matches_cluster_keyslot():

@@ -5,12 +5,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from clusterbak.engine.rolling import advice, report_rows
+from clusterbak.engine.rolling_live import judge_serving
 from clusterbak.engine.rolling_state import DONE, RunState, default_state_path, load_state, save_state
 from clusterbak.model.topology import build_topology, parse_cluster_nodes
-from clusterbak.engine.rolling_live import judge_serving
 from clusterbak.plan.rolling import Reconciled, plan_restore_roles, plan_rolling, reconcile
 from clusterbak.redisops.failover import (
-    Probe, cluster_reason, fault_reason, links_reason, node_up_reason, replica_reason, roles_agree_reason,
+    Probe,
+    cluster_reason,
+    fault_reason,
+    links_reason,
+    node_up_reason,
+    replica_reason,
+    roles_agree_reason,
     switched_reason,
 )
 from tests.unit.test_plan_rolling import inventory, states

@@ -5,7 +5,13 @@ from pathlib import Path
 import pytest
 
 from clusterbak.model.topology import (
-    SLOT_COUNT, SlotRange, TopologyParseError, compress_slots, parse_address, parse_cluster_nodes, parse_node_line,
+    SLOT_COUNT,
+    SlotRange,
+    TopologyParseError,
+    compress_slots,
+    parse_address,
+    parse_cluster_nodes,
+    parse_node_line,
 )
 
 GOLDEN = Path(__file__).parent / "golden"
