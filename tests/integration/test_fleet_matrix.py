@@ -68,7 +68,14 @@ def round_trip(cli, fleet: fl.Fleet, tmp_path: Path, *backup_extra: str) -> dict
                            "--yes")
     assert result.exit_code == 0, doc["errors"]
     after = digests(fleet)
-    assert after == before, (after, before, node_report(fleet), doc["data"])
+    if after != before:  # what a mismatch needs to be understood, printed whole (an assert's repr is cut short)
+        print(json.dumps({"after": after, "before": before, "nodes": node_report(fleet), "restore": doc["data"],
+                          "shards": [{"source": s["source"], "keys": s["rdb"]["keys"], "expires": s["rdb"]["expires"]}
+                                     for s in manifest["shards"]]}, indent=1, default=str))
+        for n in fleet.nodes:
+            log = fl.container_of(fleet, n.address).exec_run(["tail", "-n", "60", f"{fl.DATA_DIR}/server.log"])
+            print(f"--- {n.address} server.log\n{log.output.decode(errors='replace')}")
+    assert after == before
     return manifest
 
 
