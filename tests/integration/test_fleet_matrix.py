@@ -61,6 +61,10 @@ def round_trip(cli, fleet: fl.Fleet, tmp_path: Path, *backup_extra: str) -> dict
     assert sum(n for _, n in before.values()) >= KEYS
     dest = tmp_path / "sets"
     manifest = backup(cli, fleet, dest, *backup_extra)
+    # the snapshot holds every key the masters held before it (nothing writes meanwhile): a shard saved on a
+    # replica that had not caught up would show here, before any restore
+    assert sorted(s["rdb"]["keys"] for s in manifest["shards"]) == sorted(n for _, n in before.values()), \
+        (manifest["shards"], before)
     result, doc = cli.json("verify", manifest["backup_id"], "--dest", str(dest))
     assert result.exit_code == 0, doc
     wipe(fleet)
