@@ -64,6 +64,9 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
            source: Annotated[str, typer.Option("--source", help="replica | master | auto")] = "replica",
            max_lag: Annotated[int, typer.Option("--max-lag", help="Bytes a source replica may trail its master.")] = 1024 * 1024,
            timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each BGSAVE.")] = 600.0,
+           catch_up_timeout: Annotated[float, typer.Option(
+               "--catch-up-timeout", min=0,
+               help="Seconds a source replica may take to apply its master's writes before its BGSAVE.")] = 30.0,
            compress: Annotated[str, typer.Option("--compress", help="zstd | none")] = "zstd",
            force: Annotated[bool, typer.Option("--force", help="Back up even if the cluster is not ok.")] = False,
            accept_new_host_keys: c.AcceptNewHostKeys = False,
@@ -111,7 +114,7 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
         if dry_run:
             return Outcome(data=data)
         options = BackupOptions(dest, parallel, timeout, compress, accept_new_host_keys, relax_fsync,
-                                getattr(repo, "options", None), enc, signer)
+                                getattr(repo, "options", None), enc, signer, catch_up_timeout)
         with BackupProgress(r, list(data["plan"]["shards"])) as progress:
             manifest = run_backup(plan, seed, seen.topology, seen.states, inv, opts, options, progress)
         data.update(path=f"{repo.url}/{plan.backup_id}", manifest=manifest)

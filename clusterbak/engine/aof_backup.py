@@ -17,9 +17,21 @@ from clusterbak.model.inventory import Inventory
 from clusterbak.model.names import NameError_, check_bare_name
 from clusterbak.plan.backup import ShardPlan
 from clusterbak.redisops.aofrewrite import pinned_settings, rewrite_and_wait
+from clusterbak.redisops.catchup import wait_caught_up
 from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_errors
 from clusterbak.storage.repository import SetFile, SetWriter
 from clusterbak.transports.factory import open_transport, read_text
+
+
+def _catch_up(shard: ShardPlan, source, conn: ConnectionOptions, options, cancel: threading.Event) -> None:
+    mhost, mport = shard.master_address.rsplit(":", 1)
+    master = make_client(conn, mhost, int(mport))
+    try:
+        with redis_errors(shard.master_address, conn):
+            wait_caught_up(master, source, shard.master_address, shard.source_address,
+                           getattr(options, "catch_up_timeout", 30.0), cancel.is_set)
+    finally:
+        master.close()
 
 
 def collect_aof(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: ConnectionOptions, options,
@@ -35,6 +47,8 @@ def collect_aof(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn
                 cancel = cancel or threading.Event()
                 with host_locks[shard.host], cancel_on_failure(cancel):
                     on_event("bgsave", {"shard": shard.index, "node": shard.source_address})
+                    if shard.source_role != "master":  # the copy holds every write acknowledged by now
+                        _catch_up(shard, client, conn, options, cancel)
                     saved = pinned.enter_context(pinned_settings(client, shard.source_address, options.relax_fsync))
                     result = rewrite_and_wait(client, shard.source_address, options.timeout, cancel.is_set)
                 keys, expires = _counts(client)

@@ -25,6 +25,7 @@ from clusterbak.model.state import NodeState, states_by_id
 from clusterbak.model.topology import Topology
 from clusterbak.plan.backup import BackupPlan, NodeFilePlan, ShardPlan
 from clusterbak.redisops.bgsave import bgsave_and_wait
+from clusterbak.redisops.catchup import wait_caught_up
 from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_errors
 from clusterbak.storage.keys import Signer
 from clusterbak.storage.repository import SetWriter, open_repository
@@ -47,6 +48,7 @@ class BackupOptions:
     s3: S3Options | None = None
     encryption: Encryption | None = None  # age recipients every stored file is encrypted to
     signer: Signer | None = None  # signs manifest.json (Ed25519)
+    catch_up_timeout: float = 30.0  # seconds a source replica may take to reach its master's offset before BGSAVE
 
 
 def run_backup(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeState, ...], inventory: Inventory,
@@ -184,6 +186,11 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
             on_event("bgsave", {"shard": shard.index, "node": shard.source_address})
             with redis_errors(shard.master_address, conn):
                 mrepl = master.info("replication")
+            caught = None
+            if shard.source_role != "master":  # every write the master acknowledged by now goes into the snapshot
+                with redis_errors(shard.source_address, conn):
+                    caught = wait_caught_up(master, source, shard.master_address, shard.source_address,
+                                            options.catch_up_timeout, cancel.is_set)
             with redis_errors(shard.source_address, conn):
                 logfile = _logfile(source)
                 save = bgsave_and_wait(source, shard.source_address, options.timeout, logfile, cancel.is_set)
@@ -225,7 +232,9 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
         "save": {"requested_at": save.requested_at, "finished_at": save.finished_at,
                  "duration_s": round(save.duration_s, 3), "scheduled": save.scheduled,
                  "waited_for_foreign_save": save.waited_for_foreign_save,
-                 "rdb_saves_before": save.rdb_saves_before, "rdb_saves_after": save.rdb_saves_after},
+                 "rdb_saves_before": save.rdb_saves_before, "rdb_saves_after": save.rdb_saves_after,
+                 "caught_up_to": caught.master_offset if caught else None,
+                 "catch_up_s": round(caught.waited_s, 3) if caught else None},
         "rdb": {"version": report.rdb_version, "magic": report.magic, "redis_ver": dict(report.aux).get("redis-ver"),
                 "valkey_ver": dict(report.aux).get("valkey-ver"), "ctime": ctime, "keys": report.total_keys, "expires": sum(d.expires for d in report.dbs),
                 "dbs": [asdict(d) for d in report.dbs], "counts_known": report.counts_known},

@@ -248,3 +248,54 @@ def test_cluster_in_fail_state_is_refused_and_force_does_not_hide_a_dead_shard(m
     result, doc = backup(cli, handle, tmp_path / "sets", "--source", "master", "--force")
     assert result.exit_code == 3 and any(victim.address in e for e in doc["errors"])
     assert not (tmp_path / "sets").exists()
+
+
+def _tag_on(master: redis.Redis) -> str:
+    """A hash tag whose slot this master serves."""
+    owned = [(int(a), int(b)) for line in master.execute_command("CLUSTER", "NODES").splitlines()
+             if "myself" in line.split()[2] for a, _, b in (r.partition("-") for r in line.split()[8:])]
+    return next(t for t in (f"t{i}" for i in range(1000))
+                if any(a <= master.execute_command("CLUSTER", "KEYSLOT", t) <= b for a, b in owned))
+
+
+def _writes_the_replica_has_not_applied(handle, pause_ms: int) -> tuple[redis.Redis, redis.Redis, object]:
+    """Pause the first master's replica (WRITE mode: its link stays up, its master's stream is not applied,
+    INFO and BGSAVE still answer), then write 500 keys to that master."""
+    master_node, replica_node = handle.lab.nodes[0], handle.lab.nodes[3]
+    master = redis.Redis(port=master_node.port, decode_responses=True)
+    replica = redis.Redis(port=replica_node.port, decode_responses=True)
+    assert replica.info("replication")["master_port"] == master_node.port
+    replica.execute_command("CLIENT", "PAUSE", pause_ms, "WRITE")
+    tag = _tag_on(master)
+    pipe = master.pipeline(transaction=False)
+    for i in range(500):
+        pipe.set(f"{{{tag}}}:late:{i}", "x" * 100)
+    pipe.execute()
+    info = replica.info("replication")
+    assert info["master_link_status"] == "up" and replica.dbsize() < master.dbsize()  # the lag is real
+    return master, replica, replica_node
+
+
+def test_a_source_replica_behind_its_master_is_waited_for_so_the_set_holds_every_acknowledged_write(
+        make_lab, cli, tmp_path):
+    handle = make_lab(keys=300)
+    master, replica, replica_node = _writes_the_replica_has_not_applied(handle, 2500)
+    want = master.dbsize()
+    result, doc = backup(cli, handle, tmp_path / "sets")
+    assert result.exit_code == 0, doc["errors"]
+    shard = next(s for s in doc["data"]["manifest"]["shards"] if s["source"]["address"] == replica_node.address)
+    assert shard["rdb"]["keys"] == want  # before: the BGSAVE ran on the paused replica and missed the 500 keys
+    assert shard["save"]["catch_up_s"] > 0.5 and shard["save"]["caught_up_to"] >= shard["master_repl_offset"]
+
+
+def test_a_source_replica_that_stays_behind_fails_its_shard_naming_it(make_lab, cli, tmp_path):
+    handle = make_lab(keys=300)
+    master, replica, replica_node = _writes_the_replica_has_not_applied(handle, 20000)
+    try:
+        result, doc = backup(cli, handle, tmp_path / "sets", "--catch-up-timeout", "1")
+    finally:
+        replica.execute_command("CLIENT", "UNPAUSE")
+    assert result.exit_code == 4, doc
+    assert replica_node.address in doc["errors"][0] and "bytes behind" in doc["errors"][0], doc["errors"]
+    assert "--catch-up-timeout" in doc["errors"][0]
+    assert list((tmp_path / "sets").glob("*/manifest.json")) == []  # nothing complete-looking was left
