@@ -60,9 +60,11 @@ def register(app: typer.Typer) -> None:
 
 
 def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
-           parallel: Annotated[int, typer.Option("--parallel", min=1, help="Shards in flight at once (BGSAVEs stay one per host).")] = 2,
+           parallel: Annotated[int, typer.Option("--parallel", min=1,
+                                                 help="Shards in flight at once (BGSAVEs stay one per host).")] = 2,
            source: Annotated[str, typer.Option("--source", help="replica | master | auto")] = "replica",
-           max_lag: Annotated[int, typer.Option("--max-lag", help="Bytes a source replica may trail its master.")] = 1024 * 1024,
+           max_lag: Annotated[int, typer.Option("--max-lag",
+                                                help="Bytes a source replica may trail its master.")] = 1024 * 1024,
            timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each BGSAVE.")] = 600.0,
            catch_up_timeout: Annotated[float, typer.Option(
                "--catch-up-timeout", min=0,
@@ -70,8 +72,10 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
            compress: Annotated[str, typer.Option("--compress", help="zstd | none")] = "zstd",
            force: Annotated[bool, typer.Option("--force", help="Back up even if the cluster is not ok.")] = False,
            accept_new_host_keys: c.AcceptNewHostKeys = False,
-           aof: Annotated[bool, typer.Option("--aof", help="Back up each shard's AOF (BGREWRITEAOF) instead of an RDB.")] = False,
-           relax_fsync: Annotated[bool, typer.Option("--relax-fsync", help="With --aof: appendfsync no during the copy (put back after).")] = False,
+           aof: Annotated[bool, typer.Option(
+               "--aof", help="Back up each shard's AOF (BGREWRITEAOF) instead of an RDB.")] = False,
+           relax_fsync: Annotated[bool, typer.Option(
+               "--relax-fsync", help="With --aof: appendfsync no during the copy (put back after).")] = False,
            dry_run: DryRun = False, break_lock: BreakLock = False, user: c.User = None, tls: c.Tls = False,
            cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
            connect_timeout: c.ConnectTimeout = 3.0, quiet: c.Quiet = False, metrics_file: c.MetricsFile = None,
@@ -143,7 +147,8 @@ def list_sets(dest: Dest, s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro
             check_existing_destination(dest)
         rows = []
         for e in ro.repository(dest, s3_endpoint_url, s3_path_style).entries():
-            verified = read_verify(e.path) if e.status in ("complete", "incomplete") and not ro.is_remote(dest) else None
+            checkable = e.status in ("complete", "incomplete") and not ro.is_remote(dest)
+            verified = read_verify(e.path) if checkable else None
             rows.append({"backup_id": e.backup_id, "status": e.status, "problem": e.problem, "kind": e.kind,
                          "shards": e.shards, "size": e.size, "created_at_unix": e.created_at,
                          "age_s": round(now - e.created_at),
@@ -169,7 +174,8 @@ def show(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`.
     c.execute("show", json_out, body)
 
 
-def verify(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`.")], dest: Dest, quiet: c.Quiet = False, metrics_file: c.MetricsFile = None,
+def verify(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`.")], dest: Dest,
+           quiet: c.Quiet = False, metrics_file: c.MetricsFile = None,
            s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro.PathStyle = False, identity: ro.Identity = None,
            verify_key: ro.VerifyKey = None, json_out: c.Json = False) -> None:
     """Re-read every file: sha256, decompression, RDB structure and CRC64. Exit 4 naming any bad file.
@@ -200,12 +206,20 @@ def verify(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest
 
 
 def prune(dest: Dest,
-          keep_last: Annotated[int | None, typer.Option("--keep-last", min=1, help="Keep the N newest complete sets.")] = None,
-          keep_daily: Annotated[int | None, typer.Option("--keep-daily", min=0, help="Also keep the newest set of each of the last N days.")] = None,
-          keep_weekly: Annotated[int | None, typer.Option("--keep-weekly", min=0, help="Also keep the newest set of each of the last N ISO weeks.")] = None,
-          partial_grace_hours: Annotated[float | None, typer.Option("--partial-grace-hours", help="Partial/damaged sets younger than this are kept (a backup may be running). Default 24.")] = None,
-          config: Annotated[str | None, typer.Option("--config", envvar="CLUSTERBAK_CONFIG", help="clusterbak.toml whose [retention] table holds the policy; flags override it.")] = None,
-          dry_run: DryRun = False, yes: Annotated[bool, typer.Option("--yes", help="Do not ask before deleting.")] = False,
+          keep_last: Annotated[int | None, typer.Option("--keep-last", min=1,
+                                                        help="Keep the N newest complete sets.")] = None,
+          keep_daily: Annotated[int | None, typer.Option(
+              "--keep-daily", min=0, help="Also keep the newest set of each of the last N days.")] = None,
+          keep_weekly: Annotated[int | None, typer.Option(
+              "--keep-weekly", min=0, help="Also keep the newest set of each of the last N ISO weeks.")] = None,
+          partial_grace_hours: Annotated[float | None, typer.Option(
+              "--partial-grace-hours",
+              help="Partial/damaged sets younger than this are kept (a backup may be running). Default 24.")] = None,
+          config: Annotated[str | None, typer.Option(
+              "--config", envvar="CLUSTERBAK_CONFIG",
+              help="clusterbak.toml whose [retention] table holds the policy; flags override it.")] = None,
+          dry_run: DryRun = False,
+          yes: Annotated[bool, typer.Option("--yes", help="Do not ask before deleting.")] = False,
           quiet: c.Quiet = False, metrics_file: c.MetricsFile = None, s3_endpoint_url: ro.Endpoint = None,
           s3_path_style: ro.PathStyle = False, json_out: c.Json = False) -> None:
     """Delete backup sets outside the retention policy, saying which rule kept or dropped each set;

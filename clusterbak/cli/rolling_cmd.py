@@ -40,25 +40,53 @@ def register(app: typer.Typer) -> None:
 
 
 def rolling_restart(
-        seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory", envvar="CLUSTERBAK_INVENTORY",
-                                                             help="Inventory TOML with restart_command.")],
-        nodes: Annotated[str | None, typer.Option("--nodes", help="Only these nodes: ADDR,ADDR,... (default: all).")] = None,
-        replicas_only: Annotated[bool, typer.Option("--replicas-only", help="Restart replicas only; no failover.")] = False,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")] = False,
-        yes: Annotated[bool, typer.Option("--yes", help="Do not ask before starting.")] = False,
-        resume: Annotated[bool, typer.Option("--resume", help="Go on with the run recorded in the state file.")] = False,
-        restore_roles: Annotated[bool, typer.Option("--restore-roles", help="Give every master of the state file its recorded role back (CLUSTER FAILOVER), then stop.")] = False,
-        step_timeout: Annotated[float, typer.Option("--step-timeout", min=1.0, help="Seconds per step, gates included.")] = 300.0,
-        state: Annotated[str | None, typer.Option("--state", help="State file (default: beside the inventory).")] = None,
-        max_lag: Annotated[int, typer.Option("--max-lag", help="Bytes a replica may trail its master.")] = DEFAULT_MAX_LAG,
-        force_failover: Annotated[bool, typer.Option("--force-failover", help="CLUSTER FAILOVER FORCE: can lose writes.")] = False,
-        accept_new_host_keys: c.AcceptNewHostKeys = False,
-        upgrade_command: Annotated[str | None, typer.Option(
-            "--upgrade-command", help="Rolling upgrade: run this on the control host instead of each restart "
-                                      "({host} {port} {node_id}); see docs/rolling-upgrade.md.")] = None,
-        user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None,
-        tls_insecure: c.TlsInsecure = False, connect_timeout: c.ConnectTimeout = 3.0, quiet: c.Quiet = False,
-        metrics_file: c.MetricsFile = None, break_lock: BreakLock = False, json_out: c.Json = False) -> None:
+    seed: c.Seed,
+    inventory: Annotated[
+        str, typer.Option("--inventory", envvar="CLUSTERBAK_INVENTORY", help="Inventory TOML with restart_command.")
+    ],
+    nodes: Annotated[
+        str | None, typer.Option("--nodes", help="Only these nodes: ADDR,ADDR,... (default: all).")
+    ] = None,
+    replicas_only: Annotated[bool, typer.Option("--replicas-only", help="Restart replicas only; no failover.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before starting.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Go on with the run recorded in the state file.")] = False,
+    restore_roles: Annotated[
+        bool,
+        typer.Option(
+            "--restore-roles",
+            help="Give every master of the state file its recorded role back (CLUSTER FAILOVER), then stop.",
+        ),
+    ] = False,
+    step_timeout: Annotated[
+        float, typer.Option("--step-timeout", min=1.0, help="Seconds per step, gates included.")
+    ] = 300.0,
+    state: Annotated[str | None, typer.Option("--state", help="State file (default: beside the inventory).")] = None,
+    max_lag: Annotated[int, typer.Option("--max-lag", help="Bytes a replica may trail its master.")] = DEFAULT_MAX_LAG,
+    force_failover: Annotated[
+        bool, typer.Option("--force-failover", help="CLUSTER FAILOVER FORCE: can lose writes.")
+    ] = False,
+    accept_new_host_keys: c.AcceptNewHostKeys = False,
+    upgrade_command: Annotated[
+        str | None,
+        typer.Option(
+            "--upgrade-command",
+            help="Rolling upgrade: run this on the control host instead of each restart "
+            "({host} {port} {node_id}); see docs/rolling-upgrade.md.",
+        ),
+    ] = None,
+    user: c.User = None,
+    tls: c.Tls = False,
+    cacert: c.CaCert = None,
+    cert: c.Cert = None,
+    key: c.Key = None,
+    tls_insecure: c.TlsInsecure = False,
+    connect_timeout: c.ConnectTimeout = 3.0,
+    quiet: c.Quiet = False,
+    metrics_file: c.MetricsFile = None,
+    break_lock: BreakLock = False,
+    json_out: c.Json = False,
+) -> None:
     """Restart every node with no lost write and every master back in its role (see docs/rolling-restart.md)."""
 
     def body(r: Renderer) -> Outcome:

@@ -14,7 +14,9 @@ from clusterbak.plan.upgrade import order_refusals, with_upgrade
 from clusterbak.redisops.connect import ConnectionOptions
 
 
-def apply_upgrade(prep: Prepared, template: str, inventory: Inventory, conn: ConnectionOptions) -> tuple[Prepared, dict[str, str | None]]:
+def apply_upgrade(
+    prep: Prepared, template: str, inventory: Inventory, conn: ConnectionOptions
+) -> tuple[Prepared, dict[str, str | None]]:
     """The plan with upgrade steps, its order refusals added; and every node's version now, by address."""
     plan = with_upgrade(prep.plan, template, inventory)
     before = read_versions(conn, [r.address for r in plan.roles])

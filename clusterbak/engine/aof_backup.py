@@ -97,12 +97,16 @@ def _fetch_all(shard: ShardPlan, partial: SetWriter, transport, data_dir: str, c
     folder.mkdir(mode=0o700)
     out = []
     for name, kind, seq in names:
-        out.append(_fetch_one(shard, folder, transport, posixpath.join(aof_dir, name), name, kind, seq, options, on_event))
+        out.append(
+            _fetch_one(shard, folder, transport, posixpath.join(aof_dir, name), name, kind, seq, options, on_event)
+        )
     return {"dirname": cfg.get("appenddirname") or None, "filename": cfg["appendfilename"],
             "manifest_name": manifest_name, "manifest_text": text, "folder": folder.name, "files": out}
 
 
-def _fetch_one(shard, folder: SetFile, transport, source: str, name: str, kind: str, seq: int, options, on_event) -> dict:
+def _fetch_one(
+    shard, folder: SetFile, transport, source: str, name: str, kind: str, seq: int, options, on_event
+) -> dict:
     is_rdb = name.endswith(".rdb")
     suffix = ".zst" if options.compress == "zstd" else ""
     target = folder / (name + suffix)
@@ -125,7 +129,9 @@ def _fetch_one(shard, folder: SetFile, transport, source: str, name: str, kind: 
               "sha256": sink.stored.sha256_stored, "compression": sink.stored.compression,
               "transfer_seconds": round(time.monotonic() - t0, 3)}
     if is_rdb:
-        record.update(raw_sha256=sink.report.sha256, crc64=sink.report.crc64_stored, rdb_version=sink.report.rdb_version)
+        record.update(
+            raw_sha256=sink.report.sha256, crc64=sink.report.crc64_stored, rdb_version=sink.report.rdb_version
+        )
     else:
         record.update(raw_sha256=sink.raw_sha256)
     on_event("fetched", {"shard": shard.index, "bytes": record["raw_size"], "seconds": record["transfer_seconds"]})

@@ -91,7 +91,8 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
             workers = 2 * slots
         pool = ThreadPoolExecutor(max_workers=workers)
         try:
-            futures = [pool.submit(collect, s, partial, inventory, conn, options, host_locks, guarded) for s in plan.shards]
+            futures = [pool.submit(collect, s, partial, inventory, conn, options, host_locks, guarded)
+                       for s in plan.shards]
             done, _ = wait(futures, return_when="FIRST_EXCEPTION")
             if any(f.exception() is not None for f in done):
                 cancel.set()
@@ -108,7 +109,7 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
         with ThreadPoolExecutor(max_workers=4) as small:  # tiny files, one round trip each: overlap them
             fetched = [small.submit(_node_file, nf, partial, links, on_event) for nf in plan.node_files]
         incomplete = []
-        for nf, future in zip(plan.node_files, fetched):
+        for nf, future in zip(plan.node_files, fetched, strict=True):
             try:
                 node_records.append(future.result())
             except ClusterbakError as exc:
@@ -236,7 +237,8 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
                  "caught_up_to": caught.master_offset if caught else None,
                  "catch_up_s": round(caught.waited_s, 3) if caught else None},
         "rdb": {"version": report.rdb_version, "magic": report.magic, "redis_ver": dict(report.aux).get("redis-ver"),
-                "valkey_ver": dict(report.aux).get("valkey-ver"), "ctime": ctime, "keys": report.total_keys, "expires": sum(d.expires for d in report.dbs),
+                "valkey_ver": dict(report.aux).get("valkey-ver"), "ctime": ctime, "keys": report.total_keys,
+                "expires": sum(d.expires for d in report.dbs),
                 "dbs": [asdict(d) for d in report.dbs], "counts_known": report.counts_known},
         "file": {"path": target.name, "source_path": shard.rdb_path, "raw_size": stored.raw_size,
                  "stored_size": stored.stored_size, "sha256": stored.sha256_stored, "raw_sha256": report.sha256,

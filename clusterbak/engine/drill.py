@@ -27,7 +27,14 @@ from clusterbak.redisops.connect import ConnectionOptions
 from clusterbak.redisops.target import probe_target
 from clusterbak.storage.repository import StoredSet
 
-READERS = {"string": "GET", "hash": "HGETALL", "list": "LRANGE", "set": "SMEMBERS", "zset": "ZRANGE", "stream": "XRANGE"}
+READERS = {
+    "string": "GET",
+    "hash": "HGETALL",
+    "list": "LRANGE",
+    "set": "SMEMBERS",
+    "zset": "ZRANGE",
+    "stream": "XRANGE",
+}
 EXTRA = {"LRANGE": (0, -1), "ZRANGE": (0, -1), "XRANGE": ("-", "+")}
 
 
@@ -131,7 +138,7 @@ def sample_keys(seed: str, per_type: int = 3, scan_limit: int = 3000) -> dict:
             pipe = conn.pipeline(transaction=False)
             for key in keys:
                 pipe.type(key)
-            for key, kind in zip(keys, pipe.execute()):
+            for key, kind in zip(keys, pipe.execute(), strict=True):
                 kind = kind.decode() if isinstance(kind, bytes) else kind
                 if kind in found and len(found[kind]) < per_type:
                     found[kind].append(key)

@@ -133,7 +133,9 @@ def config_file_findings(states: tuple[NodeState, ...], inventory: Inventory) ->
                 continue
             if not conf:
                 if state.reachable:
-                    out.append(Finding(INFO, "no_config_file", addr, "started without a config file; dir cannot be checked"))
+                    out.append(
+                        Finding(INFO, "no_config_file", addr, "started without a config file; dir cannot be checked")
+                    )
                 continue
             try:
                 text = read_text(transport, conf)

@@ -77,7 +77,7 @@ def add_node_extras(node_files: tuple[NodeFilePlan, ...], records: list[dict], p
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda nf: _collect(nf, partial, links, conn), jobs))
     warnings = []
-    for nf, (fields, notes) in zip(jobs, results):
+    for nf, (fields, notes) in zip(jobs, results, strict=True):
         by_id[nf.node_id].update(fields)
         warnings += notes
     return warnings

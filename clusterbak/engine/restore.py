@@ -18,6 +18,7 @@ import shlex
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from clusterbak.engine.interrupts import StopFlag
 from clusterbak.engine.node_extras import extras_paths, place_extras
@@ -56,10 +57,21 @@ def verify_or_refuse(set_dir: StoredSet, manifest: Manifest) -> None:
                           + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
 
 
-def run_restore(plan: RestorePlan, set_dir: StoredSet, manifest: Manifest, inventory: Inventory, conn: ConnectionOptions,
-                prove_timeout: float = 120.0, accept_new_host_keys: bool = False, on_event: Event = lambda k, d: None,
-                verified: bool = False, journal_file: Path | None = None, resume: RestoreJournal | None = None,
-                stop: StopFlag | None = None, commands: dict[str, str] | None = None) -> list[dict]:
+def run_restore(
+    plan: RestorePlan,
+    set_dir: StoredSet,
+    manifest: Manifest,
+    inventory: Inventory,
+    conn: ConnectionOptions,
+    prove_timeout: float = 120.0,
+    accept_new_host_keys: bool = False,
+    on_event: Event = lambda k, d: None,
+    verified: bool = False,
+    journal_file: Path | None = None,
+    resume: RestoreJournal | None = None,
+    stop: StopFlag | None = None,
+    commands: dict[str, str] | None = None,
+) -> list[dict]:
     """`resume`: go on from a journal (nodes stopped/placed already are not done again). `commands`: the exact
     `--resume` / `--rollback` command lines to print when a second interrupt stops the run."""
     if not plan.ok:
@@ -212,8 +224,10 @@ def _keep_recent_copies(node: NodeRestore, inventory: Inventory, accept_new_host
     try:
         for path in dict.fromkeys(p for p in (node.rdb_path, node.nodes_conf_path, node.aof_dir, node.stale_aof_dir)
                                   if p):
-            script = (f"ls -1dtc -- {shlex.quote(path)}.before-restore-* 2>/dev/null | tail -n +{KEEP_BEFORE_RESTORE + 1}"
-                      " | while IFS= read -r old; do rm -rf -- \"$old\"; done")
+            script = (
+                f"ls -1dtc -- {shlex.quote(path)}.before-restore-* 2>/dev/null | tail -n +{KEEP_BEFORE_RESTORE + 1}"
+                ' | while IFS= read -r old; do rm -rf -- "$old"; done'
+            )
             transport.run(script, timeout=60, check=False)
     finally:
         transport.close()
@@ -347,7 +361,7 @@ def _place_aof(node: NodeRestore, transport, set_dir: StoredSet, aof: AofRecord)
     files = needed(parse_aof_manifest(aof.manifest_text))
     renamed = rename_prefix(files, aof.filename, node.aof_filename)
     by_name = {f.name: f for f in aof.files}
-    for old, new in zip(files, renamed):
+    for old, new in zip(files, renamed, strict=True):
         transport.write_from(posixpath.join(node.aof_dir, check_bare_name(new.name)),
                              VerifiedReader(set_dir, by_name[old.name]), mode=0o640)
     transport.write_from(posixpath.join(node.aof_dir, f"{node.aof_filename}.manifest"),
@@ -361,7 +375,9 @@ def rollback_restore(journal_file: Path, existing: RestoreJournal, inventory: In
     before = existing.summary()
     plan = existing.restore_plan()
     journal = Journal(journal_file, existing)
-    transports = {n.new_address: open_transport(inventory.access(n.new_address), accept_new_host_keys) for n in plan.nodes}
+    transports = {
+        n.new_address: open_transport(inventory.access(n.new_address), accept_new_host_keys) for n in plan.nodes
+    }
     try:
         undo(plan, journal, transports, conn, on_event)
     finally:

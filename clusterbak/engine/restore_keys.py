@@ -113,8 +113,16 @@ def verify_needed(set_dir: StoredSet, manifest: Manifest, plan: RestoreKeysPlan)
                           + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
 
 
-def run_restore_keys(plan: RestoreKeysPlan, set_dir: StoredSet, manifest: Manifest, target: ConnectionOptions, write: bool,
-                     scratch_root: Path | None = None, on_event: Event = lambda k, d: None, parallel: int = 1) -> dict:
+def run_restore_keys(
+    plan: RestoreKeysPlan,
+    set_dir: StoredSet,
+    manifest: Manifest,
+    target: ConnectionOptions,
+    write: bool,
+    scratch_root: Path | None = None,
+    on_event: Event = lambda k, d: None,
+    parallel: int = 1,
+) -> dict:
     """Dry run (write=False) or real run. Scratch servers live under scratch_root and are gone when this returns."""
     if not plan.ok:
         raise PreconditionError("refusing a plan with refusals: " + "; ".join(plan.refusals))
@@ -132,8 +140,16 @@ def run_restore_keys(plan: RestoreKeysPlan, set_dir: StoredSet, manifest: Manife
     return run.report(time.monotonic() - t0)
 
 
-def _pass(plan: RestoreKeysPlan, set_dir: StoredSet, manifest: Manifest, target: ConnectionOptions, write: bool, root: Path,
-          on_event: Event, parallel: int) -> Run:
+def _pass(
+    plan: RestoreKeysPlan,
+    set_dir: StoredSet,
+    manifest: Manifest,
+    target: ConnectionOptions,
+    write: bool,
+    root: Path,
+    on_event: Event,
+    parallel: int,
+) -> Run:
     """Every shard of the plan, `parallel` at a time (each its own scratch server and target connections).
     On an error or an interrupt the other shards stop at their next batch; their sockets are shut so a blocked
     read returns at once, and each job removes its scratch server on the way out."""
@@ -160,7 +176,7 @@ def _new_run(plan: RestoreKeysPlan, write: bool) -> Run:
 
 
 def _merge(into: Run, part: Run) -> None:
-    for total, one in zip(into.masters, part.masters):
+    for total, one in zip(into.masters, part.masters, strict=True):
         for name in ("restored", "skipped_existing", "skipped_expired", "failed", "exist_on_target", "bytes"):
             setattr(total, name, getattr(total, name) + getattr(one, name))
     into.shards.extend(part.shards)
@@ -349,7 +365,7 @@ def _unreadable(run: Run, tally: ShardTally, key: bytes, payload, expire, named:
 def _finish(run: Run, pipes: list[Pipe], pending: list) -> None:
     for index, sent in pending:
         master = run.masters[index]
-        for name, reply in zip(sent, pipes[index].read(len(sent))):
+        for name, reply in zip(sent, pipes[index].read(len(sent)), strict=False):
             if not run.write:
                 if reply == 1:
                     master.exist_on_target += 1

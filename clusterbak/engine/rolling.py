@@ -216,9 +216,17 @@ def run_rolling(state: RunState, state_path: Path, inventory: Inventory, conn: C
     finally:
         ctx.clients.close()
     owners, summaries = serving_data(serving)
-    return {**outcome, "steps_done": state.done_count, "steps_total": len(plan.steps), "serving": owners,
-            "serving_detail": summaries, "duration_s": round(time.monotonic() - started, 2), "nodes": report_rows(state),
-            "elapsed_since_start_s": round(time.time() - state.created_at, 2), "final": state.final}
+    return {
+        **outcome,
+        "steps_done": state.done_count,
+        "steps_total": len(plan.steps),
+        "serving": owners,
+        "serving_detail": summaries,
+        "duration_s": round(time.monotonic() - started, 2),
+        "nodes": report_rows(state),
+        "elapsed_since_start_s": round(time.time() - state.created_at, 2),
+        "final": state.final,
+    }
 
 
 def _deadline(options: RollingOptions) -> Callable[[], float]:

@@ -21,7 +21,9 @@ from clusterbak.redisops.connect import ConnectionOptions, make_client
 OUTPUT_TAIL = 400
 
 
-def control_host_action(on_output: Callable[[str, str], None] = lambda address, text: None) -> Callable[[Step, float], None]:
+def control_host_action(
+    on_output: Callable[[str, str], None] = lambda address, text: None,
+) -> Callable[[Step, float], None]:
     def act(step: Step, timeout: float) -> None:
         try:
             done = subprocess.run(["sh", "-c", step.command], capture_output=True, text=True, timeout=timeout,

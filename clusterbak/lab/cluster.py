@@ -178,7 +178,7 @@ def form_cluster_with(clients: dict[tuple[str, int], redis.Redis], masters: int,
         ids = {a: clients[a].execute_command("CLUSTER", "MYID") for a in addresses}
         for j, node in enumerate(addresses[masters:]):
             master = addresses[j % masters]
-            _wait(lambda: _knows_master(clients[node], ids[master]), timeout,
+            _wait(lambda node=node, master=master: _knows_master(clients[node], ids[master]), timeout,
                   f"{node[0]}:{node[1]} does not see its master yet")
             clients[node].execute_command("CLUSTER", "REPLICATE", ids[master])
         _wait(lambda: all(c.execute_command("CLUSTER", "INFO").find("cluster_state:ok") >= 0

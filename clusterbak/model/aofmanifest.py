@@ -28,7 +28,7 @@ def parse_aof_manifest(text: str) -> tuple[AofFile, ...]:
         parts = shlex.split(line)
         if len(parts) % 2:
             raise AofManifestError(f"AOF manifest line has an odd number of fields: {line!r}")
-        fields = dict(zip(parts[::2], parts[1::2]))
+        fields = dict(zip(parts[::2], parts[1::2], strict=False))
         try:
             files.append(AofFile(fields["file"], int(fields["seq"]), fields["type"]))
         except (KeyError, ValueError) as exc:
@@ -43,7 +43,9 @@ def parse_aof_manifest(text: str) -> tuple[AofFile, ...]:
 
 def needed(files: tuple[AofFile, ...]) -> tuple[AofFile, ...]:
     """The base and every incr file, in load order; history files are not needed."""
-    return tuple(f for f in files if f.type == "b") + tuple(sorted((f for f in files if f.type == "i"), key=lambda f: f.seq))
+    return tuple(f for f in files if f.type == "b") + tuple(
+        sorted((f for f in files if f.type == "i"), key=lambda f: f.seq)
+    )
 
 
 def render_manifest(files: tuple[AofFile, ...]) -> str:

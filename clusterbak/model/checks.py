@@ -25,7 +25,9 @@ def has_critical(findings: tuple[Finding, ...]) -> bool:
     return any(f.severity == CRITICAL for f in findings)
 
 
-def cluster_findings(topology: Topology, states: tuple[NodeState, ...], max_lag: int = DEFAULT_MAX_LAG) -> list[Finding]:
+def cluster_findings(
+    topology: Topology, states: tuple[NodeState, ...], max_lag: int = DEFAULT_MAX_LAG
+) -> list[Finding]:
     out: list[Finding] = []
     by_id = states_by_id(states)
     for s in states:
@@ -37,21 +39,41 @@ def cluster_findings(topology: Topology, states: tuple[NodeState, ...], max_lag:
     for node in topology.nodes:
         if node.is_failing:
             flag = "fail" if "fail" in node.flags else "fail?"
-            out.append(Finding(CRITICAL, "node_failing", node.address,
-                               f"{node.role} {node.short_id} is flagged {flag}; bring it back or remove it (CLUSTER FORGET)"))
+            out.append(
+                Finding(
+                    CRITICAL,
+                    "node_failing",
+                    node.address,
+                    f"{node.role} {node.short_id} is flagged {flag}; bring it back or remove it (CLUSTER FORGET)",
+                )
+            )
     gaps = topology.uncovered_slots()
     if gaps:
         total = sum(g.count for g in gaps)
         shown = ", ".join(str(g) for g in gaps[:5])
-        out.append(Finding(CRITICAL, "slots_uncovered", "cluster", f"{total} slots not served by a healthy master: {shown}"))
+        out.append(
+            Finding(CRITICAL, "slots_uncovered", "cluster", f"{total} slots not served by a healthy master: {shown}")
+        )
     for node, slot in topology.open_slots():
-        out.append(Finding(CRITICAL, "open_slot", node.address,
-                           f"slot {slot.slot} is {slot.direction} ({slot.peer_id[:8]}); finish it with redis-cli --cluster fix"))
+        out.append(
+            Finding(
+                CRITICAL,
+                "open_slot",
+                node.address,
+                f"slot {slot.slot} is {slot.direction} ({slot.peer_id[:8]}); finish it with redis-cli --cluster fix",
+            )
+        )
     reference = topology.slot_map()
     for s in states:
         if s.reachable and s.view is not None and s.view.slot_map() != reference:
-            out.append(Finding(CRITICAL, "slot_map_disagrees", s.node.address,
-                               "this node's slot map differs from the seed's; wait for gossip to converge or investigate"))
+            out.append(
+                Finding(
+                    CRITICAL,
+                    "slot_map_disagrees",
+                    s.node.address,
+                    "this node's slot map differs from the seed's; wait for gossip to converge or investigate",
+                )
+            )
     for shard in topology.shards:
         out.extend(_replica_findings(shard, by_id, max_lag))
     return out
@@ -136,7 +158,9 @@ def _fork_findings(state: NodeState) -> list[Finding]:
                            f"used_memory {used} is over half of total_system_memory {total}: a BGSAVE fork's "
                            "copy-on-write can exhaust memory"))
     if maxmemory and used > maxmemory * 0.9:
-        out.append(Finding(WARNING, "near_maxmemory", addr, f"used_memory {used} is within 10% of maxmemory {maxmemory}"))
+        out.append(
+            Finding(WARNING, "near_maxmemory", addr, f"used_memory {used} is within 10% of maxmemory {maxmemory}")
+        )
     fork_usec = state.int_info("latest_fork_usec")
     if fork_usec > SLOW_FORK_USEC:
         out.append(Finding(WARNING, "slow_fork", addr, f"latest_fork_usec {fork_usec}: forks stall this node"))

@@ -210,10 +210,19 @@ def _parse(doc: object, expect_id: str | None) -> Manifest:
     totals = _map(d.get("totals", {}), "totals")
     versions = d.get("redis_versions", [])
     return Manifest(
-        backup_id=backup_id, kind=kind, seed=seed, created_at_unix=_num(d, "created_at_unix"), nodes=nodes,
-        shards=shards, node_confs=confs, raw_bytes=_int(totals, "raw_bytes", 0), stored_bytes=_int(totals, "stored_bytes", 0),
+        backup_id=backup_id,
+        kind=kind,
+        seed=seed,
+        created_at_unix=_num(d, "created_at_unix"),
+        nodes=nodes,
+        shards=shards,
+        node_confs=confs,
+        raw_bytes=_int(totals, "raw_bytes", 0),
+        stored_bytes=_int(totals, "stored_bytes", 0),
         keys=_int(totals, "keys", 0),
-        redis_versions=tuple(str(v) for v in versions) if isinstance(versions, list) else (), raw=d)
+        redis_versions=tuple(str(v) for v in versions) if isinstance(versions, list) else (),
+        raw=d,
+    )
 
 
 def _identity(n: Mapping[str, Any], where: str) -> tuple[str, str, str]:
@@ -345,7 +354,9 @@ def _node_conf(raw: object, i: int) -> NodeConf:
         if source not in ACL_SOURCES:
             raise ManifestError(f"{where}.acl.source {source!r} is not one of {', '.join(ACL_SOURCES)}")
     if n.get("modules") is not None:
-        modules = tuple(_module(m, f"{where}.modules[{j}]") for j, m in enumerate(_list(n["modules"], f"{where}.modules")))
+        modules = tuple(
+            _module(m, f"{where}.modules[{j}]") for j, m in enumerate(_list(n["modules"], f"{where}.modules"))
+        )
     for f in (config, acl):
         if f is not None and f.compression != "none":
             raise ManifestError(f"{where}: config and ACL files are stored uncompressed, {f.path} says {f.compression}")

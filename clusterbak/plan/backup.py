@@ -85,7 +85,11 @@ def down_node_conf_candidates(access: NodeAccess) -> tuple[str, ...]:
     """Where a down node's nodes.conf may be, in order: the inventory's cluster_config_file, nodes-<port>.conf,
     nodes.conf (the server cannot be asked for its cluster-config-file)."""
     if not access.data_dir:
-        return (access.cluster_config_file,) if access.cluster_config_file and access.cluster_config_file.startswith("/") else ()
+        return (
+            (access.cluster_config_file,)
+            if access.cluster_config_file and access.cluster_config_file.startswith("/")
+            else ()
+        )
     names = [access.cluster_config_file, f"nodes-{access.port}.conf", "nodes.conf"]
     out: list[str] = []
     for name in names:
@@ -133,7 +137,10 @@ def choose_source(shard, by_id: dict[str, NodeState], mode: str, max_lag: int,
         return None, f"master {shard.master.address} is unreachable or failing"
     if aof and aof_refusal(master_state):
         return None, aof_refusal(master_state)
-    return shard.master, "master (--source master)" if mode == "master" else "master: no eligible replica (--source auto)"
+    return (
+        shard.master,
+        "master (--source master)" if mode == "master" else "master: no eligible replica (--source auto)",
+    )
 
 
 def plan_backup(backup_id: str, topology: Topology, states: tuple[NodeState, ...], inventory: Inventory,
@@ -183,4 +190,13 @@ def plan_backup(backup_id: str, topology: Topology, states: tuple[NodeState, ...
                                       config_file=access[node.node_id].config_file or (
                                           str(state.info.get("config_file") or "") or None),
                                       aclfile=state.config.get("aclfile") or None))
-    return BackupPlan(backup_id, source_mode, max_lag, "aof" if aof else "rdb", tuple(shards), tuple(files), tuple(refusals), tuple(warnings))
+    return BackupPlan(
+        backup_id,
+        source_mode,
+        max_lag,
+        "aof" if aof else "rdb",
+        tuple(shards),
+        tuple(files),
+        tuple(refusals),
+        tuple(warnings),
+    )

@@ -91,7 +91,9 @@ def plan_extras(where: str, conf: NodeConf, access: NodeAccess, live_config_file
                            None, tuple(notes))
 
 
-def module_checks(manifest: Manifest, targets: dict[str, tuple[ModuleLoaded, ...] | None]) -> tuple[list[str], list[str]]:
+def module_checks(
+    manifest: Manifest, targets: dict[str, tuple[ModuleLoaded, ...] | None]
+) -> tuple[list[str], list[str]]:
     """(refusals, warnings): every module a node of the set loaded must be loaded, at least at that version, by
     every target that answers; a target that is down or refuses MODULE LIST cannot be checked (a warning)."""
     needed = [ModuleLoaded(m.name, m.version) for m in manifest.modules().values()]

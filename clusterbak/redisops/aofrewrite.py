@@ -127,7 +127,14 @@ def rewrite_and_wait(client: redis.Redis, address: str, timeout: float = 600.0,
         before = _read(client)
         if _busy(before):
             waited = True
-            _wait(client, lambda p: not _busy(p), deadline - time.monotonic(), "a rewrite already running", address, cancelled)
+            _wait(
+                client,
+                lambda p: not _busy(p),
+                deadline - time.monotonic(),
+                "a rewrite already running",
+                address,
+                cancelled,
+            )
             continue
         try:
             client.execute_command("BGREWRITEAOF")

@@ -271,7 +271,12 @@ def fault_reason(probes: Mapping[str, Probe], excused: frozenset[str], down_sinc
         if not p.up and p.address not in excused and now - down_since.get(p.address, now) >= grace:
             return p.address, f"{p.address} is down: unreachable for {now - down_since[p.address]:.1f}s ({p.error})"
     for p in probes.values():
-        if p.up and p.address not in excused and p.cluster_state != "ok" and not _blames_tolerated(p, probes, tolerated):
+        if (
+            p.up
+            and p.address not in excused
+            and p.cluster_state != "ok"
+            and not _blames_tolerated(p, probes, tolerated)
+        ):
             return p.address, f"cluster_state is {p.cluster_state} as seen from {p.address}"
     return None
 

@@ -129,7 +129,8 @@ class LocalRepository:
         return self.root / f"{writer.backup_id}{PARTIAL}"
 
     def finalize(self, writer: SetWriter, manifest: dict) -> str:
-        """manifest.json.sig (when signing), then manifest.json last (0600, fsync), then DIR/<id>.partial -> DIR/<id>."""
+        """manifest.json.sig (when signing), then manifest.json last (0600, fsync),
+        then DIR/<id>.partial -> DIR/<id>."""
         partial = self._partial(writer)
         data, signature = writer.manifest_bytes(manifest)
         final = self.root / writer.backup_id
@@ -169,7 +170,9 @@ class LocalRepository:
         path = self.path(backup_id)
         data = read_manifest_bytes(path / MANIFEST)
         if verify_key is not None:
-            check_signature(verify_key, data, read_manifest_bytes(path / (MANIFEST + SIGNATURE_SUFFIX), True), str(path))
+            check_signature(
+                verify_key, data, read_manifest_bytes(path / (MANIFEST + SIGNATURE_SUFFIX), True), str(path)
+            )
         return manifest_from_bytes(data, str(path), backup_id)
 
     def open_set(self, backup_id: str, identities: tuple = ()) -> LocalStoredSet:
@@ -192,7 +195,7 @@ class LocalRepository:
                 if not (child / MANIFEST).exists():
                     raise FileNotFoundError
                 m = manifest_from_bytes(read_manifest_bytes(child / MANIFEST), str(child), child.name)
-                status, problem = set_status(m, lambda rel: (child / rel).is_file())
+                status, problem = set_status(m, lambda rel, child=child: (child / rel).is_file())
                 out.append(SetEntry(child.name, child, status, m.created_at_unix, size, len(m.shards), m.kind,
                                     problem, verified, verified_at))
             except FileNotFoundError:

@@ -24,7 +24,8 @@ _progress = threading.local()
 
 @contextmanager
 def reporting_bytes(callback: Callable[[int], None]) -> Iterator[None]:
-    """Every reader used in this thread reports each chunk's size to `callback` as it hands it out (restore progress)."""
+    """Every reader used in this thread reports each chunk's size to `callback` as it hands it out
+    (restore progress)."""
     previous = getattr(_progress, "callback", None)
     _progress.callback = callback
     try:

@@ -350,7 +350,7 @@ class S3Repository:
             try:
                 m = self.manifest(backup_id)
                 keys = {o["Key"] for o in objs}
-                status, problem = set_status(m, lambda rel: self.key(backup_id, rel) in keys)
+                status, problem = set_status(m, lambda rel, prefix=backup_id, keys=keys: self.key(prefix, rel) in keys)
                 out.append(SetEntry(backup_id, where, status, m.created_at_unix, size, len(m.shards), m.kind,
                                     problem))
             except (StepFailed, UsageError) as exc:

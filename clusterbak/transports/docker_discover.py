@@ -103,7 +103,9 @@ def discover_containers(addresses: Iterable[str], client: docker.DockerClient | 
     return match(addresses, served)
 
 
-def docker_inventory(addresses: Iterable[str], data_dir: str | None = None, source: str = "docker discovery") -> Inventory:
+def docker_inventory(
+    addresses: Iterable[str], data_dir: str | None = None, source: str = "docker discovery"
+) -> Inventory:
     mapping = discover_containers(list(addresses))
     nodes = tuple(NodeAccess(address=a, transport="docker", container=c, data_dir=data_dir)
                   for a, c in sorted(mapping.items()))

@@ -103,7 +103,9 @@ def test_master_without_in_sync_replica_is_refused_with_the_reason():
     lagging = plan_rolling(t, states(t, {"127.0.0.1:7105": 9000}), inventory(t), max_lag=1000)
     assert any("9000 bytes behind" in x for x in lagging.refusals)
     no_replica = topo("nodes_3x0_failed.txt")
-    assert any("no in-sync replica" in x for x in plan_rolling(no_replica, states(no_replica), inventory(no_replica)).refusals)
+    assert any(
+        "no in-sync replica" in x for x in plan_rolling(no_replica, states(no_replica), inventory(no_replica)).refusals
+    )
 
 
 def test_replicas_only_never_fails_over_and_ignores_shards_without_replica_sync():
