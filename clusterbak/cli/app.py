@@ -121,7 +121,7 @@ def check(
         )
         if cluster is not None:
             r.findings(cluster)
-        if backups is not None:
+        if backups is not None and dest is not None:
             r.backup_checks(dest, backups)
         critical = [f"{f['subject']}: {f['message']}" for f in cluster or () if f["severity"] == "critical"]
         critical += [f"{b['name']}: {b['detail']}" for b in backups or () if b["status"] == CRITICAL]

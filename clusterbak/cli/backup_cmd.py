@@ -5,7 +5,8 @@ from __future__ import annotations
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -109,7 +110,7 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
         seen = inspect(opts, None, max_lag)
         gate = [f"{f.subject}: {f.message}" for f in seen.findings if f.severity == "critical" and f.code in GATE_CODES]
         plan = plan_backup(new_backup_id(), seen.topology, seen.states, inv, source, max_lag, aof)
-        data = {"backup_id": plan.backup_id, "dry_run": dry_run, "plan": plan.to_dict(), "gate": gate}
+        data: dict[str, Any] = {"backup_id": plan.backup_id, "dry_run": dry_run, "plan": plan.to_dict(), "gate": gate}
         r.backup_plan(data["plan"], gate)
         if gate and not force:
             return Outcome(data=data, exit_code=EXIT_PRECONDITION, errors=gate + ["use --force to back up anyway"])
@@ -148,7 +149,7 @@ def list_sets(dest: Dest, s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro
         rows = []
         for e in ro.repository(dest, s3_endpoint_url, s3_path_style).entries():
             checkable = e.status in ("complete", "incomplete") and not ro.is_remote(dest)
-            verified = read_verify(e.path) if checkable else None
+            verified = read_verify(Path(e.path)) if checkable else None
             rows.append({"backup_id": e.backup_id, "status": e.status, "problem": e.problem, "kind": e.kind,
                          "shards": e.shards, "size": e.size, "created_at_unix": e.created_at,
                          "age_s": round(now - e.created_at),
@@ -234,6 +235,7 @@ def prune(dest: Dest,
             check_existing_destination(dest)
         store = ro.repository(dest, s3_endpoint_url, s3_path_style)
         entries = {e.backup_id: e for e in store.entries()}
+        assert policy.keep_last is not None  # merge() fills in every rule (flags, config file, defaults)
         decisions = plan_prune([Candidate(e.backup_id, e.status, e.created_at, e.verified) for e in entries.values()],
                                time.time(), policy.keep_last, policy.keep_daily, policy.keep_weekly,
                                policy.partial_grace_hours * 3600)
@@ -280,7 +282,8 @@ def unpin(seed: c.Seed, dry_run: DryRun = False,
 
     def undo(r: Renderer, opts, topology) -> Outcome:
         records = [rec for rec in (read_pin(n.address) for n in topology.nodes) if rec is not None]
-        rows = [{"node": rec.address, "originals": rec.originals, "pinned_by": rec.describe()} for rec in records]
+        rows: list[dict[str, Any]] = [{"node": rec.address, "originals": rec.originals, "pinned_by": rec.describe()}
+                                      for rec in records]
         r.table("pinned settings to put back", ("node", "originals", "pinned by"),
                 [(x["node"], ", ".join(f"{k} {v}" for k, v in x["originals"].items()), x["pinned_by"]) for x in rows])
         if dry_run or not records:

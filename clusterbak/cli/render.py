@@ -7,10 +7,13 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 from clusterbak.errors import EXIT_OK, EXIT_PRECONDITION, EXIT_STEP_FAILED, EXIT_USAGE
 
@@ -361,7 +364,7 @@ class BackupProgress:
         self.enabled = not renderer.silent
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                                  TransferSpeedColumn(), console=renderer.err, transient=False)
-        self.tasks = {}
+        self.tasks: dict[str, TaskID] = {}
         self.shards = {s["index"]: s for s in shards}
 
     def __enter__(self):
@@ -404,7 +407,7 @@ class NodeProgress:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                                  TimeRemainingColumn(), console=renderer.err, transient=False)
         self.sizes = dict(sizes)
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
 
     def __enter__(self):
         if self.enabled:
@@ -436,15 +439,17 @@ class NodeProgress:
             self.progress.update(task, description=f"{data['node']}: {kind}")
 
 
-def _get(d: dict, *keys: str):
+def _get(d: dict, *keys: str) -> Any:
+    value: Any = d
     for key in keys:
-        d = d.get(key) if isinstance(d, dict) else None
-    return "-" if d is None else d
+        value = value.get(key) if isinstance(value, dict) else None
+    return "-" if value is None else value
 
 
-def _size(n: int | None) -> str:
-    if n is None:
+def _size(size: int | None) -> str:
+    if size is None:
         return "-"
+    n = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -7,7 +7,7 @@ import shlex
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -117,7 +117,7 @@ def restore(
         if with_config:
             targets = with_current_config(targets, inv, accept_new_host_keys)
         plan = plan_restore(manifest, inv, mapping, targets, force, with_config, with_acl, stored)
-        data = {"backup_id": backup_id, "dry_run": dry_run, "plan": plan.to_dict()}
+        data: dict[str, Any] = {"backup_id": backup_id, "dry_run": dry_run, "plan": plan.to_dict()}
         r.restore_plan(data["plan"])
         if not plan.ok:
             return Outcome(data=data, exit_code=EXIT_PRECONDITION, errors=list(plan.refusals))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -102,7 +102,7 @@ def restore_keys(
         conn = c.connection(seed, user, tls, cacert, cert, key, connect_timeout, inv, tls_insecure)
         plan = plan_restore_keys(manifest, selection, read_target(conn, standalone), standalone,
                                  scratch_server_version(), on_conflict, ttl, rename_prefix.encode())
-        data = {"backup_id": backup_id, "dry_run": dry_run, "plan": plan.to_dict()}
+        data: dict[str, Any] = {"backup_id": backup_id, "dry_run": dry_run, "plan": plan.to_dict()}
         show_plan(r, data["plan"])
         if not plan.ok:
             return Outcome(data=data, exit_code=EXIT_PRECONDITION, errors=list(plan.refusals))

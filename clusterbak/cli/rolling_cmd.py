@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -115,9 +115,9 @@ def rolling_restart(
         versions_before = None
         if upgrade_command:
             prep, versions_before = apply_upgrade(prep, upgrade_command, inv, opts)
-        records = [{"index": x.index, "status": x.status} for x in existing.records] if resume else None
-        data = {"dry_run": dry_run, "resume": resume, "state_file": str(path), "plan": prep.plan.to_dict(),
-                "refusals": list(prep.refusals)}
+        records = [{"index": x.index, "status": x.status} for x in existing.records] if existing and resume else None
+        data: dict[str, Any] = {"dry_run": dry_run, "resume": resume, "state_file": str(path),
+                                "plan": prep.plan.to_dict(), "refusals": list(prep.refusals)}
         show_plan(r, data["plan"], records, prep.refusals)
         if versions_before is not None:
             data["versions"] = show_versions(r, versions_before, None)
@@ -128,11 +128,14 @@ def rolling_restart(
         verb = "upgrade" if upgrade_command else "restart"
         if not yes and not r.confirm(f"{verb} {len(prep.plan.targets)} nodes of the cluster at {seed}?"):
             raise PreconditionError("not confirmed, nothing restarted (without a terminal to ask on, pass --yes)")
-        run_ids = {s.node.node_id: s.info.get("run_id") for s in prep.inspection.states if s.reachable}
-        if resume:
+        run_ids = {s.node.node_id: str(s.info["run_id"]) for s in prep.inspection.states
+                   if s.reachable and s.info.get("run_id") is not None}
+        if resume and existing is not None:  # _resumable refused a missing state file
             existing.plan = prep.plan  # restart commands re-read from the inventory as it is now
             apply_rewind(existing, prep.rewind)
-        run = existing if resume else RunState.new(prep.plan, seed, str(Path(inventory).absolute()), run_ids)
+            run = existing
+        else:
+            run = RunState.new(prep.plan, seed, str(Path(inventory).absolute()), run_ids)
         stop = StopFlag()
         with cluster_run_lock(opts, lock_addresses(prep.inspection.topology), "rolling-restart", break_lock) as lock, \
                 stop.on_sigint(lambda: stopping(r)):
@@ -163,7 +166,7 @@ def _restore_roles(r: Renderer, opts, existing: RunState | None, path: Path, dry
     steps, refusals = prepare_restore_roles(opts, existing)
     plan = {"steps": [asdict(s) for s in steps], "targets": [s.address for s in steps], "failover_mode": "default",
             "warnings": []}
-    data = {"dry_run": dry_run, "restore_roles": True, "state_file": str(path), "plan": plan,
+    data: dict[str, Any] = {"dry_run": dry_run, "restore_roles": True, "state_file": str(path), "plan": plan,
             "refusals": list(refusals)}
     show_plan(r, data["plan"], None, refusals)
     if refusals:

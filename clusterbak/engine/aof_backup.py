@@ -36,6 +36,7 @@ def _catch_up(shard: ShardPlan, source, conn: ConnectionOptions, options, cancel
 
 def collect_aof(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: ConnectionOptions, options,
                 host_locks: dict, on_event, cancel: threading.Event | None = None) -> dict:
+    assert shard.source_address and shard.source_id, "the plan refuses a shard with no source"
     host, port = shard.source_address.rsplit(":", 1)
     client = make_client(conn, host, int(port))
     access = inventory.access(shard.source_address)
@@ -93,7 +94,7 @@ def _fetch_all(shard: ShardPlan, partial: SetWriter, transport, data_dir: str, c
             check_bare_name(name)
         except NameError_ as exc:
             raise StepFailed(f"{shard.source_address}: the AOF names a file clusterbak will not write: {exc}") from exc
-    folder = partial / f"shard-{shard.index:02d}-{shard.source_id[:8]}.aof"
+    folder = partial / f"shard-{shard.index:02d}-{str(shard.source_id)[:8]}.aof"
     folder.mkdir(mode=0o700)
     out = []
     for name, kind, seq in names:

@@ -97,7 +97,7 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
             if any(f.exception() is not None for f in done):
                 cancel.set()
                 wait(futures)  # the others stop at their next poll or chunk; then report the cause, not "cancelled"
-                errors = [f.exception() for f in futures if f.exception() is not None]
+                errors = [e for f in futures if (e := f.exception()) is not None]
                 raise next((e for e in errors if not isinstance(e, RunCancelled)), errors[0])
             shard_records = [f.result() for f in futures]
         except BaseException:
@@ -175,6 +175,7 @@ def preflight_transports(plan: BackupPlan, inventory: Inventory, options: Backup
 def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: ConnectionOptions, options: BackupOptions,
            host_locks: dict, on_event: Event, save_slots: AbstractContextManager | None = None,
            transfer_slots: AbstractContextManager | None = None, cancel: threading.Event | None = None) -> dict:
+    assert shard.source_address and shard.source_id and shard.rdb_path, "the plan refuses a shard with no source"
     host, port = shard.source_address.rsplit(":", 1)
     mhost, mport = shard.master_address.rsplit(":", 1)
     source = make_client(conn, host, int(port))
@@ -219,6 +220,7 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
         seconds = time.monotonic() - t0
     sink: VerifyingRdbSink = holder["sink"]
     report, stored = sink.report, sink.stored
+    assert report is not None and stored is not None  # set by the sink's close, which fetch calls on success
     ctime = int(dict(report.aux).get("ctime", "0") or 0)
     if ctime and ctime < int(save.requested_at) - 1:
         raise StepFailed(f"{shard.source_address}:{shard.rdb_path} was written at {ctime}, before our BGSAVE "

@@ -8,6 +8,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
@@ -142,7 +143,7 @@ def sample_keys(seed: str, per_type: int = 3, scan_limit: int = 3000) -> dict:
                 kind = kind.decode() if isinstance(kind, bytes) else kind
                 if kind in found and len(found[kind]) < per_type:
                     found[kind].append(key)
-        out = {}
+        out: dict[str, dict[str, Any]] = {}
         for kind, keys in found.items():
             if not keys:
                 continue

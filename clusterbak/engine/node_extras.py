@@ -30,14 +30,14 @@ from clusterbak.plan.restore import NodeRestore, TargetState
 from clusterbak.redisops.connect import ConnectionOptions, make_client, split_address
 from clusterbak.redisops.nodeinfo import apply_users, authenticates, read_node_extras, users_now
 from clusterbak.storage.reader import VerifiedReader
-from clusterbak.storage.repository import SetWriter, StoredSet, open_stored
+from clusterbak.storage.repository import SetFile, SetWriter, StoredSet, open_stored
 from clusterbak.transports.factory import TEXT_LIMIT, open_transport, read_text
 
 
 class _SmallFileSink:
     """A config or ACL file stored as it is (0600, uncompressed), at most TEXT_LIMIT bytes."""
 
-    def __init__(self, path: Path, name: str) -> None:
+    def __init__(self, path: SetFile | Path, name: str) -> None:
         self.file = open_stored(path, "none")
         self.name, self.size = name, 0
         self.data = bytearray()  # the plain text (small): read back from here, never from the store

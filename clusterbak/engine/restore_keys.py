@@ -242,7 +242,7 @@ def _copy_shard(run: Run, tally: ShardTally, scratch: ScratchServer, shard: Shar
         expire_cmd = "PEXPIRETIME" if run.plan.scratch.parts >= (7, 0) else "PTTL"
         scanner = job._open(scratch.pipe)
         pending: deque = deque()  # batches sent to the target whose replies are not read yet
-        read: tuple | None = None  # the batch DUMPed last, not yet sent on
+        read: tuple[list[bytes], list, bool] | None = None  # the batch DUMPed last, not yet sent on
         # three stages at once: the scratch server DUMPs batch k while this thread routes batch k-1 and the target
         # masters RESTORE batches k-2 and k-3
         for keys, named in _batches(scanner, sel, shard_slots):

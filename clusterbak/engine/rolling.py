@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from clusterbak.engine.inspect import Inspection, inspect
 from clusterbak.engine.interrupts import StopFlag  # noqa: F401 - the CLI takes it from here
@@ -87,15 +88,16 @@ def prepare_resume(conn: ConnectionOptions, inventory: Inventory, state: RunStat
     """Preflight for --resume: the same members, healthy, except the node whose restart was cut short."""
     seen = inspect(conn, inventory, state.plan.max_lag)
     done = {r.index for r in state.records if r.status == DONE}
-    plan, refusals = refresh_commands(state.plan, inventory, seen.states, done)
-    refusals = list(refusals)
+    plan, refreshed = refresh_commands(state.plan, inventory, seen.states, done)
+    refusals = list(refreshed)
     now, then = {n.node_id for n in seen.topology.nodes}, {r.node_id for r in plan.roles}
     if now != then:
         refusals.append(f"the cluster's members changed since the state file was written ({len(now - then)} new, "
                         f"{len(then - now)} gone); move the state file aside and plan a new run")
     idx = state.first_unfinished()
     step = plan.steps[idx] if idx is not None else None
-    excused = step.address if step and step.action == RESTART and state.records[idx].run_id_before else None
+    excused = (step.address if step and idx is not None and step.action == RESTART
+               and state.records[idx].run_id_before else None)
     for f in seen.findings:
         if f.severity != CRITICAL or f.code in PLAN_CHECKED:
             continue
@@ -136,11 +138,11 @@ class RollingInterrupted(ClusterbakError):
 class _Ctx:
     plan: RollingPlan
     clients: Clients
-    inventory: Inventory
+    inventory: Inventory | None  # None: run_restore_roles, which restarts nothing
     options: RollingOptions
     on_event: Event
     persist: Callable[[], None]
-    watch: Watchdog | None = None
+    watch: Watchdog = None  # type: ignore[assignment]  # made by __post_init__ when not given
     pending: set[str] = field(default_factory=set)  # CLUSTER FAILOVER sent to these, switch not confirmed
 
     def __post_init__(self) -> None:
@@ -160,7 +162,7 @@ def run_rolling(state: RunState, state_path: Path, inventory: Inventory, conn: C
     stop = stop or StopFlag()
     plan = state.plan
     started = time.monotonic()
-    invocation = {"started_at": time.time(), "resume": bool(state.invocations), "result": None}
+    invocation: dict[str, Any] = {"started_at": time.time(), "resume": bool(state.invocations), "result": None}
     state.invocations.append(invocation)
     ctx = _Ctx(plan, Clients(conn), inventory, options, on_event, lambda: save_state(state_path, state))
     ctx.persist()
@@ -251,6 +253,8 @@ def _restart(step: Step, rec: StepRecord, ctx: _Ctx) -> None:
         if ctx.options.node_action is not None:
             ctx.options.node_action(step, max(1.0, left()))
         else:
+            # the plan refuses a restart without a restart_command; run_restore_roles restarts nothing
+            assert step.command is not None and ctx.inventory is not None
             transport = open_transport(ctx.inventory.access(step.address), ctx.options.accept_new_host_keys)
             try:
                 transport.run(step.command, timeout=max(1.0, left()), check=True)
@@ -302,6 +306,7 @@ def _master_must_serve(master, step: Step) -> None:
 
 
 def _failover(step: Step, rec: StepRecord, ctx: _Ctx, slot_map) -> None:
+    assert step.demote_address is not None and step.demote_id is not None  # a failover step names whom it demotes
     left = _deadline(ctx.options)
     promote, demote = ctx.clients.probe(step.address), ctx.clients.probe(step.demote_address)
     if switched_reason(promote, demote) is None and demote.master_id == step.node_id:
@@ -316,8 +321,9 @@ def _failover(step: Step, rec: StepRecord, ctx: _Ctx, slot_map) -> None:
     why_not = replica_reason(promote, demote, step.demote_id, ctx.plan.max_lag)
     if why_not and not promote.up and not promote.refused:  # paused or busy, not gone: give it a while
         try:
+            demote_address, demote_id = step.demote_address, step.demote_id
             wait_gate(lambda: replica_reason(ctx.clients.probe(step.address), ctx.clients.probe(
-                step.demote_address, cluster=False), step.demote_id, ctx.plan.max_lag),
+                demote_address, cluster=False), demote_id, ctx.plan.max_lag),
                 min(left(), UNANSWERED_PATIENCE), f"{step.address} answering before its failover",
                 watch=ctx.watch.excusing(tolerating=(step.address,), patient_with=(step.address,)))
             why_not = None
@@ -400,12 +406,12 @@ def final_check(clients: Clients, plan: RollingPlan, state: RunState) -> dict:
         nodes[role.node_id] = {"role_after": now, "master_after": me.master_id if me else None, "run_id": p.run_id}
         if role.role == "master":
             want = plan.shards[role.shard].slots
-            if now != "master" or tuple(str(r) for r in me.slots) != want:
+            if now != "master" or tuple(str(r) for r in (me.slots if me else ())) != want:
                 problems.append(f"{role.address} was the master of shard {role.shard} and is now {now}")
         elif now != "replica":
             problems.append(f"{role.address} was a replica and is now {now}")
-        elif me.master_id != role.master_id:
-            warnings.append(f"{role.address} now replicates {str(me.master_id)[:8]}, not {str(role.master_id)[:8]}")
+        elif (master_after := me.master_id if me else None) != role.master_id:
+            warnings.append(f"{role.address} now replicates {str(master_after)[:8]}, not {str(role.master_id)[:8]}")
         if role.address in plan.targets and p.run_id == state.run_ids_at_start.get(role.node_id):
             problems.append(f"{role.address} did not restart (run_id unchanged)")
     return {"problems": problems, "warnings": warnings, "nodes": nodes}
@@ -448,8 +454,8 @@ def run_restore_roles(state: RunState, steps: tuple[Step, ...], conn: Connection
     compares the live roles with it again."""
     plan, started = state.plan, time.monotonic()
     ctx = _Ctx(plan, Clients(conn), None, options, on_event, lambda: None)
-    owners = {s.shard: s.demote_id for s in steps}
-    owners = {sh.index: owners.get(sh.index, sh.master_id) for sh in plan.shards}
+    demoted = {s.shard: s.demote_id for s in steps if s.demote_id is not None}
+    owners = {sh.index: demoted.get(sh.index, sh.master_id) for sh in plan.shards}
     outcome: dict = {"status": "ok", "error": None, "advice": None}
     done = []
     try:

@@ -25,6 +25,7 @@ def control_host_action(
     on_output: Callable[[str, str], None] = lambda address, text: None,
 ) -> Callable[[Step, float], None]:
     def act(step: Step, timeout: float) -> None:
+        assert step.command is not None  # an upgrade step is a restart with the upgrade command
         try:
             done = subprocess.run(["sh", "-c", step.command], capture_output=True, text=True, timeout=timeout,
                                   stdin=subprocess.DEVNULL)

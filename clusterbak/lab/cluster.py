@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -80,7 +81,7 @@ class LabAccess:
         return out
 
     def client(self, port: int, **kwargs) -> redis.Redis:
-        tls = {}
+        tls: dict[str, Any] = {}
         if self.tls_dir:
             d = Path(self.tls_dir)
             tls = dict(ssl=True, ssl_ca_certs=str(d / "ca.crt"), ssl_certfile=str(d / "node.crt"),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from clusterbak.model.state import NodeState, replica_lag, states_by_id
-from clusterbak.model.topology import Topology
+from clusterbak.model.topology import Shard, Topology
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 SEVERITIES = (CRITICAL, WARNING, INFO)
@@ -79,7 +80,7 @@ def cluster_findings(
     return out
 
 
-def _replica_findings(shard, by_id: dict[str, NodeState], max_lag: int) -> list[Finding]:
+def _replica_findings(shard: Shard, by_id: dict[str, NodeState], max_lag: int) -> list[Finding]:
     master_state = by_id.get(shard.master.node_id)
     if not shard.replicas:
         return [Finding(CRITICAL, "no_replica", shard.master.address, "master has no replica")]
@@ -130,7 +131,7 @@ def node_findings(state: NodeState, has_data_dir_override: bool = False) -> list
     return out
 
 
-def _config_findings(addr: str, cfg) -> list[Finding]:
+def _config_findings(addr: str, cfg: Mapping[str, str]) -> list[Finding]:
     out = []
     data_dir = cfg.get("dir", "")
     if not data_dir.startswith("/"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shlex
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -76,14 +76,16 @@ class NodeAccess:
         used = {name for _, name, _, _ in string.Formatter().parse(template) if name}
         values = {"host": self.host, "port": str(self.port), "node_id": node_id,
                   "data_dir": data_dir or self.data_dir or "", "container": self.container or ""}
-        checks = {"host": check_host, "node_id": check_node_id, "data_dir": check_absolute_dir,
-                  "container": check_container, "port": lambda v: v}
+        checks: dict[str, Callable[[str], object]] = {
+            "host": check_host, "node_id": check_node_id, "data_dir": check_absolute_dir,
+            "container": check_container, "port": lambda v: v}
         try:
             for name in used:
                 checks[name](values[name])
         except NameError_ as exc:
             raise InventoryError(f"{self.address}: {which} cannot be filled in: {exc}") from None
-        return template.format(**{k: shlex.quote(v) for k, v in values.items()})
+        filled: str = template.format(**{k: shlex.quote(v) for k, v in values.items()})
+        return filled
 
 
 @dataclass(frozen=True, slots=True)

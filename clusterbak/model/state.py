@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,5 +52,5 @@ def replica_lag(replica: NodeState, master: NodeState) -> int | None:
     return max(0, master.repl_offset - replica.repl_offset)
 
 
-def states_by_id(states) -> dict[str, NodeState]:
+def states_by_id(states: Iterable[NodeState]) -> dict[str, NodeState]:
     return {s.node.node_id: s for s in states}

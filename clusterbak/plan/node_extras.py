@@ -97,7 +97,8 @@ def module_checks(
     """(refusals, warnings): every module a node of the set loaded must be loaded, at least at that version, by
     every target that answers; a target that is down or refuses MODULE LIST cannot be checked (a warning)."""
     needed = [ModuleLoaded(m.name, m.version) for m in manifest.modules().values()]
-    refusals, warnings = [], []
+    refusals: list[str] = []
+    warnings: list[str] = []
     if not needed:
         return refusals, warnings
     for address, loaded in sorted(targets.items()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from clusterbak.errors import InventoryError, UsageError
 from clusterbak.model.inventory import Inventory, NodeAccess
@@ -24,7 +25,7 @@ class TargetState:
     node_id: str | None = None
     dbsize: int = 0
     known_nodes: int = 0
-    config: dict = field(default_factory=dict)
+    config: dict[str, str] = field(default_factory=dict)
     server: str | None = None  # "redis 7.0.15" / "valkey 8.1.1" from INFO server (model.versions)
     config_file: str | None = None  # INFO server config_file
     config_text: str | None = None  # its current content (for the --with-config diff; never printed unmasked)
@@ -89,7 +90,7 @@ class RestorePlan:
             out[n.node_id] = NewAddress(host, int(port), n.new_cport)
         return out
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -210,16 +211,10 @@ def plan_restore(manifest: Manifest, inventory: Inventory, mapping: dict[str, Ne
                 replaces_keys=target.dbsize if target.reachable else 0,
                 refusal=refusal,
                 stale_aof_dir=join(data_dir, "appendonlydir") if layout.appendonly_unknown and data_dir else None,
-                **(
-                    {}
-                    if extras is None
-                    else dict(
-                        config_path=extras.config_path,
-                        config_edits=extras.config_edits,
-                        config_changes=extras.config_changes,
-                        acl_path=extras.acl_path,
-                    )
-                ),
+                config_path=extras.config_path if extras else None,
+                config_edits=extras.config_edits if extras else (),
+                config_changes=extras.config_changes if extras else (),
+                acl_path=extras.acl_path if extras else None,
             )
         )
     loaded = {n.new_address: t.modules if (t := targets.get(n.new_address)) and t.reachable else None for n in nodes}

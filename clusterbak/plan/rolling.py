@@ -7,6 +7,7 @@ this plan and a real run executes exactly it; the resumable state file stores it
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from clusterbak.errors import InventoryError, UsageError
 from clusterbak.model.checks import DEFAULT_MAX_LAG, replica_refusal
@@ -69,11 +70,11 @@ class RollingPlan:
     def ok(self) -> bool:
         return not self.refusals
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @staticmethod
-    def from_dict(raw: dict) -> RollingPlan:
+    def from_dict(raw: dict[str, Any]) -> RollingPlan:
         return RollingPlan(
             steps=tuple(Step(**s) for s in raw["steps"]), roles=tuple(NodeRole(**n) for n in raw["roles"]),
             shards=tuple(ShardSlots(s["index"], s["master_id"], tuple(s["slots"])) for s in raw["shards"]),
@@ -108,9 +109,9 @@ def choose_failover_replica(shard: Shard, by_id: dict[str, NodeState], max_lag: 
     for replica in shard.replicas:
         state = by_id.get(replica.node_id)
         reason = replica_refusal(state, master_state, max_lag)
-        if reason is None:
+        if reason is None and state is not None and master_state is not None:
             candidates.append((replica_lag(state, master_state), replica.address, replica))
-        else:
+        elif reason is not None:
             reasons.append(reason)
     if not candidates:
         return None, "no in-sync replica to fail over to: " + ("; ".join(reasons) or "the master has no replica")
@@ -145,7 +146,8 @@ def refresh_commands(plan: RollingPlan, inventory: Inventory, states: tuple[Node
                      done: set[int]) -> tuple[RollingPlan, tuple[str, ...]]:
     """For --resume: the restart steps not done yet take their command from the inventory as it is now."""
     by_id = states_by_id(states)
-    steps, refusals = [], []
+    steps: list[Step] = []
+    refusals: list[str] = []
     for step in plan.steps:
         if step.action == RESTART and step.index not in done:
             cmd, refusal = restart_command(step.address, step.node_id, inventory, by_id.get(step.node_id))
@@ -188,7 +190,7 @@ def plan_rolling(topology: Topology, states: tuple[NodeState, ...], inventory: I
 
     steps: list[Step] = []
 
-    def add(**kw) -> None:
+    def add(**kw: Any) -> None:
         steps.append(Step(index=len(steps), **kw))
 
     for i, shard in enumerate(topology.shards):
@@ -252,7 +254,8 @@ def reconcile(plan: RollingPlan, done: set[int], live: dict[int, str | None], re
     step = plan.steps[idx]
     before, after = plan.expected_owners(idx - 1), plan.expected_owners(idx)
     address = {r.node_id: r.address for r in plan.roles}
-    rewind, refusals = [], []
+    rewind: list[int] = []
+    refusals: list[str] = []
     for shard in plan.shards:
         now = live.get(shard.index)
         if now is not None and now in (before[shard.index], after[shard.index]):
@@ -271,7 +274,8 @@ def reconcile(plan: RollingPlan, done: set[int], live: dict[int, str | None], re
 def plan_restore_roles(plan: RollingPlan, live: dict[int, str | None]) -> tuple[tuple[Step, ...], tuple[str, ...]]:
     """One CLUSTER FAILOVER per shard whose recorded master is not serving it now; refusals for unclear shards."""
     address = {r.node_id: r.address for r in plan.roles}
-    steps, refusals = [], []
+    steps: list[Step] = []
+    refusals: list[str] = []
     for shard in plan.shards:
         now = live.get(shard.index)
         if now == shard.master_id:

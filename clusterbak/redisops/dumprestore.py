@@ -99,7 +99,7 @@ class Pipe:
             raise StepFailed(f"{self.address}: connection lost while sending: {exc}") from exc
 
     def read(self, count: int) -> list:
-        out = []
+        out: list = []
         while len(out) < count:
             reply = self.reader.gets()
             if reply is False:

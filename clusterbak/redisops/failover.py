@@ -64,7 +64,7 @@ class Probe:
 
     def num(self, key: str) -> int:
         try:
-            return int(self.info.get(key, 0))
+            return int(self.info.get(key, 0))  # type: ignore[call-overload]  # INFO values: str or int
         except (TypeError, ValueError):
             return 0
 
@@ -87,7 +87,8 @@ class Clients:
     """One redis client per address, short timeouts: a hung node must not stall a gate."""
 
     def __init__(self, conn: ConnectionOptions, socket_timeout: float = 3.0) -> None:
-        self.conn, self.timeout, self._clients = conn, socket_timeout, {}
+        self.conn, self.timeout = conn, socket_timeout
+        self._clients: dict[str, redis.Redis] = {}
 
     def get(self, address: str) -> redis.Redis:
         if address not in self._clients:
@@ -199,6 +200,8 @@ def links_reason(probes: Mapping[str, Probe], node_id: str, address: str, since_
         p = probes.get(observer)
         if p is None or not p.up:
             return p.error if p else f"{observer}: not probed"
+        if p.view is None:
+            return f"{observer}: its CLUSTER NODES was not read"
         try:
             seen = p.view.by_id(node_id)
         except KeyError:
@@ -217,6 +220,8 @@ def cluster_reason(probes: Mapping[str, Probe], slot_map) -> str | None:
             return p.error
         if p.cluster_state != "ok":
             return f"cluster_state is {p.cluster_state} as seen from {p.address}"
+        if p.view is None:
+            return f"{p.address}: its CLUSTER NODES was not read"
         if p.view.slot_map() != tuple(slot_map):
             seen, want = dict(p.view.slot_map()), dict(slot_map)
             diff = next((r for r in sorted(set(seen) | set(want)) if seen.get(r) != want.get(r)), "?")
@@ -342,6 +347,8 @@ def roles_agree_reason(probes: Mapping[str, Probe], promote_id: str, demote_id: 
     for p in probes.values():
         if not p.up:
             return p.error
+        if p.view is None:
+            return f"{p.address}: its CLUSTER NODES was not read"
         try:
             new, old = p.view.by_id(promote_id), p.view.by_id(demote_id)
         except KeyError as exc:

@@ -66,7 +66,7 @@ class LocalFile:
 class LocalStoredSet:
     def __init__(self, root: Path, identities: tuple = ()) -> None:
         self.root, self.where, self.identities = root, str(root), identities
-        self.local_dir = root  # where verify.json / drill.json are recorded
+        self.local_dir: Path | None = root  # where verify.json / drill.json are recorded
 
     def label(self, relative: str) -> str:
         return str(self.root / relative)
@@ -169,6 +169,7 @@ class LocalRepository:
         """The set's manifest, its signature checked first when a key is given, then read once and validated."""
         path = self.path(backup_id)
         data = read_manifest_bytes(path / MANIFEST)
+        assert data is not None  # not missing_ok: a missing manifest raises
         if verify_key is not None:
             check_signature(
                 verify_key, data, read_manifest_bytes(path / (MANIFEST + SIGNATURE_SUFFIX), True), str(path)
@@ -194,7 +195,7 @@ class LocalRepository:
             try:
                 if not (child / MANIFEST).exists():
                     raise FileNotFoundError
-                m = manifest_from_bytes(read_manifest_bytes(child / MANIFEST), str(child), child.name)
+                m = manifest_from_bytes(read_manifest_bytes(child / MANIFEST) or b"", str(child), child.name)
                 status, problem = set_status(m, lambda rel, child=child: (child / rel).is_file())
                 out.append(SetEntry(child.name, child, status, m.created_at_unix, size, len(m.shards), m.kind,
                                     problem, verified, verified_at))

@@ -80,7 +80,7 @@ def verified_chunks(stored: StoredSet, record: StoredFile, what: str = "changed 
         raise PreconditionError(f"{label} is encrypted: give --identity FILE to read it")
     counted = HashingRead(stored.open(record.path))
     raw = hashlib.sha256()
-    read = counted.read
+    read: Callable[[int], bytes] = counted.read
     if record.encryption != "none":
         read = chunks_reader(decrypted_chunks(counted.read, list(stored.identities), label))
     if record.compression == "none":
