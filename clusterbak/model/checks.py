@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from clusterbak.model.state import NodeState, replica_lag, states_by_id
+from clusterbak.model.gates import eligible_replicas
+from clusterbak.model.state import NodeState, states_by_id
 from clusterbak.model.topology import Shard, Topology
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
@@ -81,40 +82,13 @@ def cluster_findings(
 
 
 def _replica_findings(shard: Shard, by_id: dict[str, NodeState], max_lag: int) -> list[Finding]:
-    master_state = by_id.get(shard.master.node_id)
     if not shard.replicas:
         return [Finding(CRITICAL, "no_replica", shard.master.address, "master has no replica")]
-    healthy, reasons = 0, []
-    for replica in shard.replicas:
-        reason = replica_refusal(by_id.get(replica.node_id), master_state, max_lag)
-        if reason is None:
-            healthy += 1
-        else:
-            reasons.append(reason)
-    if healthy:
+    eligible, reasons = eligible_replicas(shard, by_id, max_lag)
+    if eligible:
         return []
     return [Finding(CRITICAL, "no_synced_replica", shard.master.address,
                     "no replica in sync: " + "; ".join(reasons))]
-
-
-def replica_refusal(replica: NodeState | None, master: NodeState | None, max_lag: int) -> str | None:
-    """Why this replica cannot stand in for its master (None when it can)."""
-    if replica is None or not replica.reachable:
-        return f"{replica.node.address if replica else 'replica'}: unreachable"
-    addr = replica.node.address
-    if replica.node.is_failing:
-        return f"{addr}: flagged failing"
-    link = replica.info.get("master_link_status", "?")
-    if link != "up":
-        return f"{addr}: master link is {link}"
-    if replica.int_info("master_sync_in_progress"):
-        return f"{addr}: full sync in progress"
-    lag = replica_lag(replica, master) if master else None
-    if lag is None:
-        return f"{addr}: replication offset unknown (master unreachable)"
-    if lag > max_lag:
-        return f"{addr}: {lag} bytes behind its master (max {max_lag})"
-    return None
 
 
 def node_findings(state: NodeState, has_data_dir_override: bool = False) -> list[Finding]:

@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from clusterbak.errors import InventoryError
-from clusterbak.model.checks import replica_refusal
+from clusterbak.model.gates import eligible_replicas
 from clusterbak.model.inventory import Inventory, NodeAccess
-from clusterbak.model.state import NodeState, replica_lag, states_by_id
+from clusterbak.model.state import NodeState, states_by_id
 from clusterbak.model.topology import Node, Shard, Topology
 
 SOURCES = ("replica", "master", "auto")
@@ -120,17 +120,11 @@ def choose_source(shard: Shard, by_id: dict[str, NodeState], mode: str, max_lag:
     """(node, why) — node None means refused and why says why."""
     master_state = by_id.get(shard.master.node_id)
     if mode != "master":
-        candidates, reasons = [], []
-        for replica in shard.replicas:
-            state = by_id.get(replica.node_id)
-            reason = replica_refusal(state, master_state, max_lag) or (aof_refusal(state) if aof else None)
-            if reason is None and state is not None and master_state is not None:
-                candidates.append((replica_lag(state, master_state), replica.address, replica))
-            elif reason is not None:
-                reasons.append(reason)
-        if candidates:
-            lag, _, best = min(candidates, key=lambda c: (c[0], c[1]))
-            return best, f"in-sync replica, {lag} bytes behind its master (least lagging of {len(candidates)})"
+        eligible, reasons = eligible_replicas(shard, by_id, max_lag, aof_refusal if aof else None)
+        if eligible:
+            best = eligible[0]
+            return best.node, (f"in-sync replica, {best.lag} bytes behind its master "
+                               f"(least lagging of {len(eligible)})")
         why = "no eligible replica: " + ("; ".join(reasons) if reasons else "the master has no replica")
         if mode == "replica":
             return None, why + " (--source auto would use the master)"

@@ -10,9 +10,10 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from clusterbak.errors import InventoryError, UsageError
-from clusterbak.model.checks import DEFAULT_MAX_LAG, replica_refusal
+from clusterbak.model.checks import DEFAULT_MAX_LAG
+from clusterbak.model.gates import eligible_replicas
 from clusterbak.model.inventory import Inventory
-from clusterbak.model.state import NodeState, replica_lag, states_by_id
+from clusterbak.model.state import NodeState, states_by_id
 from clusterbak.model.topology import Node, Shard, Topology
 
 RESTART, FAILOVER, FAILBACK = "restart", "failover", "failback"
@@ -104,19 +105,11 @@ def slot_map_for(shards: tuple[ShardSlots, ...], owners: dict[int, str]) -> tupl
 
 def choose_failover_replica(shard: Shard, by_id: dict[str, NodeState], max_lag: int) -> tuple[Node | None, str]:
     """The freshest in-sync replica of a master: (node, why), or (None, why not)."""
-    master_state = by_id.get(shard.master.node_id)
-    candidates, reasons = [], []
-    for replica in shard.replicas:
-        state = by_id.get(replica.node_id)
-        reason = replica_refusal(state, master_state, max_lag)
-        if reason is None and state is not None and master_state is not None:
-            candidates.append((replica_lag(state, master_state), replica.address, replica))
-        elif reason is not None:
-            reasons.append(reason)
-    if not candidates:
+    eligible, reasons = eligible_replicas(shard, by_id, max_lag)
+    if not eligible:
         return None, "no in-sync replica to fail over to: " + ("; ".join(reasons) or "the master has no replica")
-    lag, _, best = min(candidates, key=lambda c: (c[0], c[1]))
-    return best, f"freshest in-sync replica, {lag} bytes behind (of {len(candidates)} in sync)"
+    best = eligible[0]
+    return best.node, f"freshest in-sync replica, {best.lag} bytes behind (of {len(eligible)} in sync)"
 
 
 def restart_command(address: str, node_id: str, inventory: Inventory,

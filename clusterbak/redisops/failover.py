@@ -16,6 +16,7 @@ import redis
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from clusterbak.errors import StepFailed
+from clusterbak.model.gates import ReplicaSync, sync_refusal
 from clusterbak.model.topology import Topology, TopologyParseError, parse_cluster_nodes
 from clusterbak.redisops.connect import ConnectionOptions, describe_redis_error, make_client
 from clusterbak.redisops.discover import parse_cluster_info
@@ -63,10 +64,20 @@ class Probe:
         return self.error is None
 
     def num(self, key: str) -> int:
+        return self.offset(key) or 0
+
+    def offset(self, key: str) -> int | None:
+        """An integer INFO field; None when the node did not report it (or not as a number)."""
         try:
-            return int(self.info.get(key, 0))  # type: ignore[call-overload]  # INFO values: str or int
-        except (TypeError, ValueError):
-            return 0
+            return int(self.info[key])  # type: ignore[call-overload]  # INFO values: str or int
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def replica_sync(self) -> ReplicaSync:
+        """This node's INFO replication in the in-sync rule's terms (model/gates)."""
+        link = self.info.get("master_link_status")
+        return ReplicaSync(self.address, None if link is None else str(link),
+                           bool(self.num("master_sync_in_progress")), self.offset("slave_repl_offset"))
 
     @property
     def run_id(self) -> str | None:
@@ -173,20 +184,13 @@ def replica_reason(p: Probe, master: Probe | None, master_id: str, max_lag: int)
     if p.role != "slave":
         slots = p.view.myself.slot_count if p.view and p.view.myself else 0
         return (f"{p.address} came back as a {p.role} with {slots} slots, not as a replica "
-                "(lost its nodes.conf? see seed 004)")
+                "(lost its nodes.conf?)")
     if p.master_id != master_id:
         return f"{p.address} replicates {str(p.master_id)[:8]}, expected {master_id[:8]}"
-    link = p.info.get("master_link_status")
-    if link != "up":
-        return f"{p.address}: master_link_status:{link}"
-    if p.num("master_sync_in_progress"):
-        return f"{p.address}: master_sync_in_progress:1 (full sync running)"
-    if master is None or not master.up:
+    sync = p.replica_sync()
+    if sync.link == "up" and not sync.syncing and (master is None or not master.up):
         return f"its master {master.address if master else master_id[:8]}: {master.error if master else 'unknown'}"
-    lag = master.num("master_repl_offset") - p.num("slave_repl_offset")
-    if lag > max_lag:
-        return f"{p.address}: {lag} bytes behind its master (max {max_lag})"
-    return None
+    return sync_refusal(sync, master.offset("master_repl_offset") if master is not None else None, max_lag)
 
 
 def links_reason(probes: Mapping[str, Probe], node_id: str, address: str, since_ms: Mapping[str, int]) -> str | None:

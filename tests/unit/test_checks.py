@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from clusterbak.model.checks import cluster_findings, has_critical, node_findings, replica_refusal
+from clusterbak.model.checks import cluster_findings, has_critical, node_findings
+from clusterbak.model.gates import replica_refusal
 from clusterbak.model.state import NodeState
 from clusterbak.model.topology import parse_cluster_nodes
 
