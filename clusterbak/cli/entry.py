@@ -19,7 +19,7 @@ from typer import _click as click
 from typer.core import TyperGroup
 from typer.exceptions import Abort
 
-from clusterbak.errors import EXIT_USAGE
+from clusterbak.errors import EXIT_INTERRUPTED, EXIT_USAGE
 
 
 def _sigterm_as_sigint(signum, frame) -> None:
@@ -83,7 +83,7 @@ class ClusterbakGroup(TyperGroup):
                 code = _usage_error(argv, exc)
             except Abort:  # a prompt cut short (Ctrl-C / EOF); typer's vendored click has no exceptions.Abort
                 sys.stderr.write("error: aborted\n")
-                code = 130
+                code = EXIT_INTERRUPTED
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)

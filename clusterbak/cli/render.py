@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from clusterbak.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PRECONDITION, EXIT_STEP_FAILED, EXIT_USAGE
+
+STATUS = {EXIT_OK: "ok", EXIT_USAGE: "usage_error", EXIT_PRECONDITION: "refused", EXIT_STEP_FAILED: "failed",
+          EXIT_INTERRUPTED: "interrupted"}
 if TYPE_CHECKING:
     from rich.progress import TaskID
 
-from clusterbak.errors import EXIT_OK, EXIT_PRECONDITION, EXIT_STEP_FAILED, EXIT_USAGE
-
-STATUS = {EXIT_OK: "ok", EXIT_USAGE: "usage_error", EXIT_PRECONDITION: "refused", EXIT_STEP_FAILED: "failed",
-          130: "interrupted"}
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "dim", "ok": "green"}
 
 

@@ -26,13 +26,11 @@ from clusterbak.engine.rolling import (
 )
 from clusterbak.engine.rolling_state import RunState, default_state_path, load_state
 from clusterbak.engine.upgrade import control_host_action, read_versions
-from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
+from clusterbak.errors import EXIT_INTERRUPTED, EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
 from clusterbak.model.checks import DEFAULT_MAX_LAG
 from clusterbak.plan.rolling import RollingPlan
 from clusterbak.plan.upgrade import is_upgrade
 from clusterbak.redisops.runlock import cluster_run_lock, lock_addresses
-
-EXIT_INTERRUPTED = 130
 
 
 def register(app: typer.Typer) -> None:

@@ -26,7 +26,7 @@ from clusterbak.engine.node_extras import extras_paths, place_extras
 from clusterbak.engine.prove import prove
 from clusterbak.engine.restore_journal import Journal, RestoreJournal
 from clusterbak.engine.verify import verify_set
-from clusterbak.errors import ClusterbakError, StepFailed, VerifyError
+from clusterbak.errors import ClusterbakError, Interrupted, StepFailed, VerifyError
 from clusterbak.model.aofmanifest import needed, parse_aof_manifest, rename_prefix, render_manifest
 from clusterbak.model.inventory import Inventory
 from clusterbak.model.manifest import AofRecord, Manifest, StoredFile
@@ -44,10 +44,8 @@ STOP_TIMEOUT = 30.0
 KEEP_BEFORE_RESTORE = 2  # `.before-restore-*` copies kept per file after a proven restore (docs/restore.md)
 
 
-class RestoreInterrupted(ClusterbakError):
+class RestoreInterrupted(Interrupted):
     """Ctrl-C or SIGTERM stopped a restore; the message says the state it left and the command to run."""
-
-    exit_code = 130
 
 
 def verify_or_refuse(set_dir: StoredSet, manifest: Manifest) -> None:

@@ -18,7 +18,7 @@ from clusterbak.engine.inspect import Inspection, inspect
 from clusterbak.engine.interrupts import StopFlag  # noqa: F401 - the CLI takes it from here
 from clusterbak.engine.rolling_live import ShardServing, read_serving, serving_data
 from clusterbak.engine.rolling_state import DONE, FAILED, RUNNING, RunState, StepRecord, save_state
-from clusterbak.errors import ClusterbakError, StepFailed
+from clusterbak.errors import ClusterbakError, Interrupted, StepFailed
 from clusterbak.model.checks import CRITICAL
 from clusterbak.model.inventory import Inventory
 from clusterbak.plan.rolling import (
@@ -128,10 +128,8 @@ def apply_rewind(state: RunState, rewind: tuple[int, ...]) -> None:
             state.records[i] = StepRecord(i)
 
 
-class RollingInterrupted(ClusterbakError):
+class RollingInterrupted(Interrupted):
     """A second Ctrl-C (or SIGTERM) stopped the run at once; the message says the step and how to go on."""
-
-    exit_code = 130
 
 
 @dataclass

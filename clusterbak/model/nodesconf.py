@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-class NodesConfError(ValueError):
-    """A nodes.conf line that does not have the shape Redis writes."""
+from clusterbak.errors import NodesConfError as NodesConfError  # raised here (exit 4, errors.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from clusterbak.errors import TopologyParseError as TopologyParseError  # raised here (exit 3, errors.py)
 from clusterbak.model.names import HOST, NODE_ID
 
 SLOT_COUNT = 16384
@@ -18,8 +19,6 @@ KNOWN_FLAGS = frozenset(
 )
 
 
-class TopologyParseError(ValueError):
-    """A CLUSTER NODES line that does not have the documented shape."""
 
 
 @dataclass(frozen=True, slots=True)

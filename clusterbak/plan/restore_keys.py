@@ -14,7 +14,7 @@ from typing import Any
 
 from clusterbak.errors import UsageError
 from clusterbak.model.manifest import Manifest, ShardRecord
-from clusterbak.model.topology import SLOT_COUNT, SlotRange, compress_slots
+from clusterbak.model.topology import SLOT_COUNT, SlotRange, TopologyParseError, compress_slots
 
 GLOB_SPECIAL = b"*?[\\"
 CONFLICT_POLICIES = ("skip", "replace", "fail")
@@ -115,7 +115,7 @@ def parse_slot_ranges(specs: list[str]) -> tuple[SlotRange, ...]:
         try:
             start, end = int(lo), int(hi if sep else lo)
             out.append(SlotRange(start, end))
-        except ValueError:
+        except (ValueError, TopologyParseError):  # not numbers, or outside 0-16383
             raise UsageError(f"--slots {spec!r} is not A-B with 0 <= A <= B <= {SLOT_COUNT - 1}") from None
     return tuple(out)
 
