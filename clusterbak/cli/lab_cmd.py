@@ -161,10 +161,7 @@ def load(
     json_out: c.Json = False,
 ) -> None:
     """Fill the lab with mixed data: strings, hashes, lists, sets, sorted sets, streams; every 10th key has a TTL."""
-    from redis.exceptions import RedisClusterException
-
-    from clusterbak.lab.load import load as load_keys
-    from clusterbak.redisops.connect import split_address
+    from clusterbak.lab.load import load_lab
 
     def body(r: Renderer) -> Outcome:
         address = seed
@@ -173,12 +170,7 @@ def load(
             if lab is None:
                 raise PreconditionError(f"no lab in {_dir(dir)}; pass --seed or run `clusterbak lab up`")
             address = lab.seed
-        host, port = split_address(address)
-        try:
-            result = load_keys(host, port, keys, value_size)
-        except RedisClusterException as exc:
-            raise PreconditionError(f"{address} is not a reachable Redis Cluster node ({exc}); lab load fills a "
-                                    "cluster: pass --seed of a cluster node") from None
+        result = load_lab(address, keys, value_size)
         r.line(f"wrote {result.keys} keys ({result.with_ttl} with a TTL) through {address}: "
                + ", ".join(f"{k} {n}" for k, n in result.by_kind))
         return Outcome(data={"keys": result.keys, "with_ttl": result.with_ttl, "by_kind": dict(result.by_kind)})

@@ -25,11 +25,12 @@ from clusterbak.engine.rolling import (
     run_rolling,
 )
 from clusterbak.engine.rolling_state import RunState, default_state_path, load_state
-from clusterbak.engine.upgrade import control_host_action, read_versions
+from clusterbak.engine.upgrade import control_host_action
 from clusterbak.errors import EXIT_INTERRUPTED, EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
 from clusterbak.model.checks import DEFAULT_MAX_LAG
 from clusterbak.plan.rolling import RollingPlan
 from clusterbak.plan.upgrade import is_upgrade
+from clusterbak.redisops.nodeinfo import server_versions
 from clusterbak.redisops.runlock import cluster_run_lock, lock_addresses
 
 
@@ -145,7 +146,7 @@ def rolling_restart(
         data["result"] = result
         show_report(r, result)
         if versions_before is not None:
-            after = read_versions(opts, list(versions_before))
+            after = server_versions(opts, list(versions_before))
             data["versions"] = show_versions(r, versions_before, after)
         r.verdict_line(f"rolling-restart: {result['status']}, {result['steps_done']}/{result['steps_total']} steps, "
                        f"took {result['duration_s']:.1f}s, cluster at {seed}, state in {path}")

@@ -7,8 +7,6 @@ import threading
 import time
 from contextlib import ExitStack
 
-import redis
-
 from clusterbak.engine.cancel import cancel_on_failure
 from clusterbak.engine.sinks import HashingSink, VerifyingRdbSink
 from clusterbak.errors import StepFailed
@@ -16,7 +14,7 @@ from clusterbak.model.aofmanifest import AofManifestError, needed, parse_aof_man
 from clusterbak.model.inventory import Inventory
 from clusterbak.model.names import NameError_, check_bare_name
 from clusterbak.plan.backup import ShardPlan
-from clusterbak.redisops.aofrewrite import pinned_settings, rewrite_and_wait
+from clusterbak.redisops.aofrewrite import aof_config, keyspace_counts, pinned_settings, rewrite_and_wait
 from clusterbak.redisops.catchup import wait_caught_up
 from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_errors
 from clusterbak.storage.repository import SetFile, SetWriter
@@ -43,7 +41,7 @@ def collect_aof(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn
     transport = open_transport(access, options.accept_new_host_keys)
     try:
         with redis_errors(shard.source_address, conn):
-            cfg = {k: str(client.config_get(k).get(k, "")) for k in ("dir", "appenddirname", "appendfilename")}
+            cfg = aof_config(client)
             with ExitStack() as pinned:  # pinned once this node's turn has come, until its files are copied
                 cancel = cancel or threading.Event()
                 with host_locks[shard.host], cancel_on_failure(cancel):
@@ -52,7 +50,7 @@ def collect_aof(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn
                         _catch_up(shard, client, conn, options, cancel)
                     saved = pinned.enter_context(pinned_settings(client, shard.source_address, options.relax_fsync))
                     result = rewrite_and_wait(client, shard.source_address, options.timeout, cancel.is_set)
-                keys, expires = _counts(client)
+                keys, expires = keyspace_counts(client)
                 files = _fetch_all(shard, partial, transport, access.data_dir or cfg["dir"], cfg, options, on_event)
     finally:
         transport.close()
@@ -69,11 +67,6 @@ def collect_aof(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn
         "rdb": {"keys": keys, "expires": expires},
         "aof": files,
     }
-
-
-def _counts(client: redis.Redis) -> tuple[int, int]:
-    db0 = client.info("keyspace").get("db0", {})
-    return int(db0.get("keys", 0)), int(db0.get("expires", 0))
 
 
 def _fetch_all(shard: ShardPlan, partial: SetWriter, transport, data_dir: str, cfg: dict, options, on_event) -> dict:

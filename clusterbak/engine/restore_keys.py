@@ -20,8 +20,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import hiredis
-
 from clusterbak.engine.scratch import SCRATCH_PREFIX, ScratchServer
 from clusterbak.engine.verify import verify_set
 from clusterbak.errors import PreconditionError, VerifyError
@@ -41,6 +39,7 @@ from clusterbak.redisops.dumprestore import (
     EXPIRED_CHANNEL,
     SCAN_COUNT,
     Pipe,
+    ReplyError,
     dump_commands,
     exists_command,
     open_pipe,
@@ -351,8 +350,8 @@ def _dispatch(run: Run, tally: ShardTally, pipes: list[Pipe], keys: list[bytes],
 def _unreadable(run: Run, tally: ShardTally, key: bytes, payload, expire, named: bool) -> None:
     """A key the scratch server did not DUMP: an error, or gone (named: not in the backup; scanned: it expired)."""
     master = run.master_of(_final(run, key))
-    if isinstance(payload, hiredis.ReplyError) or isinstance(expire, hiredis.ReplyError):
-        bad = payload if isinstance(payload, hiredis.ReplyError) else expire
+    if isinstance(payload, ReplyError) or isinstance(expire, ReplyError):
+        bad = payload if isinstance(payload, ReplyError) else expire
         _error(run, f"scratch shard {tally.index}: reading {key!r} failed: {bad}")
         master.failed += 1
     elif named:
@@ -374,7 +373,7 @@ def _finish(run: Run, pipes: list[Pipe], pending: list) -> None:
                         run.existing_examples.append(name.decode(errors="replace"))
             elif reply == b"OK":
                 master.restored += 1
-            elif isinstance(reply, hiredis.ReplyError) and str(reply).startswith("BUSYKEY") \
+            elif isinstance(reply, ReplyError) and str(reply).startswith("BUSYKEY") \
                     and run.plan.on_conflict == "skip":
                 master.skipped_existing += 1
             else:

@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import posixpath
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from clusterbak.errors import InventoryError, UsageError
 from clusterbak.model.inventory import Inventory, NodeAccess
 from clusterbak.model.manifest import Manifest
 from clusterbak.model.names import NameError_, check_absolute_dir, check_address, check_bare_name
-from clusterbak.model.nodeconfig import DirectiveChange, ModuleLoaded
+from clusterbak.model.nodeconfig import DirectiveChange
 from clusterbak.model.nodesconf import NewAddress, NodesConfError, parse_new_address
+from clusterbak.model.state import TargetState as TargetState  # moved to model/ (redisops builds it); kept here
 from clusterbak.model.versions import restore_version_refusal, written_by
 from clusterbak.plan.node_extras import module_checks, plan_extras, stored_appendonly
-
-
-@dataclass(frozen=True, slots=True)
-class TargetState:
-    """What the target address answered before the restore (reachable False: it is down, which is fine)."""
-
-    address: str
-    reachable: bool
-    node_id: str | None = None
-    dbsize: int = 0
-    known_nodes: int = 0
-    config: dict[str, str] = field(default_factory=dict)
-    server: str | None = None  # "redis 7.0.15" / "valkey 8.1.1" from INFO server (model.versions)
-    config_file: str | None = None  # INFO server config_file
-    config_text: str | None = None  # its current content (for the --with-config diff; never printed unmasked)
-    modules: tuple[ModuleLoaded, ...] | None = None  # MODULE LIST (None: down or refused)
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,17 @@ class SettingsNotRestored(StepFailed):
 PIN_KEYS = ("auto-aof-rewrite-percentage", "appendfsync")
 
 
+def aof_config(client: redis.Redis) -> dict[str, str]:
+    """dir, appenddirname and appendfilename as CONFIG GET answers them ("" when a server does not know one)."""
+    return {k: str(client.config_get(k).get(k, "")) for k in ("dir", "appenddirname", "appendfilename")}
+
+
+def keyspace_counts(client: redis.Redis) -> tuple[int, int]:
+    """(keys, expires) of db0 from INFO keyspace."""
+    db0 = client.info("keyspace").get("db0", {})
+    return int(db0.get("keys", 0)), int(db0.get("expires", 0))
+
+
 @contextmanager
 def pinned_settings(client: redis.Redis, address: str, relax_fsync: bool) -> Iterator[dict[str, str]]:
     """Pin for the body; always put back. The originals come from a pin record left by an earlier run when there

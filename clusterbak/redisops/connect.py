@@ -14,6 +14,9 @@ from redis.retry import Retry
 from clusterbak.errors import ConnectError, UsageError
 
 PASSWORD_ENV = "REDISCLI_AUTH"
+# What a failed Redis call raises, named here for code outside redisops/ that calls a redisops function and reports
+# the failure itself: only redisops/ (and the lab) import redis (tests/unit/test_layers.py).
+RedisFailure = redis.RedisError
 
 
 @dataclass(frozen=True, slots=True)

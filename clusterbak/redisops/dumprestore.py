@@ -27,6 +27,7 @@ from clusterbak.redisops.discover import discover
 
 EXPIRED_CHANNEL = b"__keyevent@0__:expired"
 SCAN_COUNT = 1000
+ReplyError = hiredis.ReplyError  # an error reply among a Pipe's replies (the caller tells them apart by this type)
 
 
 def pack(commands: list[tuple]) -> bytes:
