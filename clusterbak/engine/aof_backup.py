@@ -10,6 +10,7 @@ from contextlib import ExitStack
 from clusterbak.engine.cancel import cancel_on_failure
 from clusterbak.engine.sinks import HashingSink, VerifyingRdbSink
 from clusterbak.errors import StepFailed
+from clusterbak.model.address import Address
 from clusterbak.model.aofmanifest import AofManifestError, needed, parse_aof_manifest
 from clusterbak.model.inventory import Inventory
 from clusterbak.model.names import NameError_, check_bare_name
@@ -35,8 +36,8 @@ def _catch_up(shard: ShardPlan, source, conn: ConnectionOptions, options, cancel
 def collect_aof(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: ConnectionOptions, options,
                 host_locks: dict, on_event, cancel: threading.Event | None = None) -> dict:
     assert shard.source_address and shard.source_id, "the plan refuses a shard with no source"
-    host, port = shard.source_address.rsplit(":", 1)
-    client = make_client(conn, host, int(port))
+    source = Address.of(shard.source_address)
+    client = make_client(conn, source.host, source.port)
     access = inventory.access(shard.source_address)
     transport = open_transport(access, options.accept_new_host_keys)
     try:

@@ -19,6 +19,7 @@ from clusterbak.engine.interrupts import StopFlag  # noqa: F401 - the CLI takes 
 from clusterbak.engine.rolling_live import ShardServing, read_serving, serving_data
 from clusterbak.engine.rolling_state import DONE, FAILED, RUNNING, RunState, StepRecord, save_state
 from clusterbak.errors import ClusterbakError, Interrupted, StepFailed
+from clusterbak.model.address import Address
 from clusterbak.model.checks import CRITICAL
 from clusterbak.model.inventory import Inventory
 from clusterbak.plan.rolling import (
@@ -383,7 +384,8 @@ def advice(plan: RollingPlan, step: Step, serving: dict[int, ShardServing], exc:
         return (f"{now}; nothing in it was restarted. Look at {step.address}'s log for the manual failover, "
                 f"{resume}. --force-failover only for a dead master")
     if step.action == RESTART:
-        host, port = step.address.rsplit(":", 1)
+        node = Address.of(step.address)
+        host, port = node.host, node.port
         return (f"{now}; {step.address} should be a replica of {step.expect_master_address}. Fix {step.address}, "
                 f"{resume} (and fails back). By hand, once it is in sync: redis-cli -h {host} -p {port} CLUSTER "
                 "FAILOVER")

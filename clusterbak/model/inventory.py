@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from clusterbak.errors import InventoryError
+from clusterbak.model.address import Address
 from clusterbak.model.names import (
     NameError_,
     check_absolute_dir,
@@ -58,11 +59,11 @@ class NodeAccess:
 
     @property
     def host(self) -> str:
-        return self.address.rsplit(":", 1)[0]
+        return Address.of(self.address).host
 
     @property
     def port(self) -> int:
-        return int(self.address.rsplit(":", 1)[1])
+        return Address.of(self.address).port
 
     def command(self, which: str, node_id: str = "", data_dir: str = "") -> str | None:
         """A service command with its placeholders filled in, or None when not configured.
@@ -194,8 +195,7 @@ def _check_placeholders(template: str, source: str, where: str) -> None:
 
 
 def _check_address(address: str, source: str, where: str) -> None:
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if Address.parse(address) is None:
         raise InventoryError(f"{source}: {where} is not an address host:port as CLUSTER NODES shows it")
 
 

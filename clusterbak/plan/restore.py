@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from clusterbak.errors import InventoryError, UsageError
+from clusterbak.model.address import Address
 from clusterbak.model.inventory import Inventory, NodeAccess
 from clusterbak.model.manifest import Manifest
 from clusterbak.model.names import NameError_, check_absolute_dir, check_address, check_bare_name
@@ -71,8 +72,8 @@ class RestorePlan:
         """node id -> its new address, for rewriting every node's nodes.conf alike."""
         out = {}
         for n in self.nodes:
-            host, port = n.new_address.rsplit(":", 1)
-            out[n.node_id] = NewAddress(host, int(port), n.new_cport)
+            new = Address.of(n.new_address)
+            out[n.node_id] = NewAddress(new.host, new.port, n.new_cport)
         return out
 
     def to_dict(self) -> dict[str, Any]:

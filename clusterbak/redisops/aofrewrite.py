@@ -16,6 +16,7 @@ import redis
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from clusterbak.errors import AccessRefused, PreconditionError, RunCancelled, StepFailed
+from clusterbak.model.address import Address
 from clusterbak.redisops.connect import describe_redis_error
 from clusterbak.storage.pins import PinRecord, read_pin, record_path, remove_pin, write_pin
 
@@ -98,7 +99,8 @@ def put_back(client: redis.Redis, address: str, saved: dict[str, str]) -> None:
         else:
             problems.append(f"CONFIG SET {key} {value!r}")
     if problems:
-        host, port = address.rsplit(":", 1)
+        node = Address.of(address)
+        host, port = node.host, node.port
         raise SettingsNotRestored(f"{address}: COULD NOT RESTORE SETTINGS (kept in {record_path(address)}); "
                                   "when the node is back run `clusterbak unpin`, or: "
                                   + "; ".join(f"redis-cli -h {host} -p {port} {p}" for p in problems))

@@ -16,6 +16,7 @@ import redis
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from clusterbak.errors import StepFailed
+from clusterbak.model.address import Address
 from clusterbak.model.gates import ReplicaSync, sync_refusal
 from clusterbak.model.topology import Topology, TopologyParseError, parse_cluster_nodes
 from clusterbak.redisops.connect import ConnectionOptions, describe_redis_error, make_client
@@ -103,8 +104,8 @@ class Clients:
 
     def get(self, address: str) -> redis.Redis:
         if address not in self._clients:
-            host, port = address.rsplit(":", 1)
-            self._clients[address] = make_client(self.conn, host, int(port), socket_timeout=self.timeout)
+            node = Address.of(address)
+            self._clients[address] = make_client(self.conn, node.host, node.port, socket_timeout=self.timeout)
         return self._clients[address]
 
     def probe(self, address: str, cluster: bool = True) -> Probe:
