@@ -152,7 +152,7 @@ def roles(ports: list[int]) -> dict[int, str]:
     return {p: redis.Redis(port=p).info("replication")["role"] for p in ports}
 
 
-def test_backup_verify_rolling_restart_restore_end_to_end(docker_lab, docker_client, cli, tmp_path):  # noqa: F811
+def test_backup_verify_rolling_restart_restore_end_to_end(docker_lab, docker_client, cli, tmp_path):
     lab = docker_lab.lab
     ports = [n.port for n in lab.nodes]
     ids_before = {n.container: docker_client.containers.get(n.container).id for n in lab.nodes}
