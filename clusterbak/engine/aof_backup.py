@@ -23,8 +23,9 @@ from clusterbak.transports.factory import open_transport, read_text
 
 
 def _catch_up(shard: ShardPlan, source, conn: ConnectionOptions, options, cancel: threading.Event) -> None:
-    mhost, mport = shard.master_address.rsplit(":", 1)
-    master = make_client(conn, mhost, int(mport))
+    assert shard.source_address is not None  # the plan refuses a shard with no source
+    master_address = Address.of(shard.master_address)
+    master = make_client(conn, master_address.host, master_address.port)
     try:
         with redis_errors(shard.master_address, conn):
             wait_caught_up(master, source, shard.master_address, shard.source_address,
