@@ -372,7 +372,11 @@ def main() -> int:
                       f"zstd {remote['zstd'].runs[-1].wall:.2f}s, none {remote['none'].runs[-1].wall:.2f}s",
                       flush=True)
             ssh_anchor.name = "anchor (again, during the ssh rounds)"
-            rows += [(big, ssh_anchor, ssh_anchor), (big, remote["zstd"], ssh_anchor), (big, remote["none"], ssh_anchor)]
+            rows += [
+                (big, ssh_anchor, ssh_anchor),
+                (big, remote["zstd"], ssh_anchor),
+                (big, remote["none"], ssh_anchor),
+            ]
 
         print()
         print(f"clusterbak backup vs redis-cli --cluster backup; 3 masters x 1 replica on 127.0.0.1, "

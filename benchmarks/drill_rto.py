@@ -47,7 +47,9 @@ def floor_once(set_dir: Path, manifest: dict, work: Path) -> float:
     t0 = time.perf_counter()
     pids = []
     by_index = {s["index"]: s for s in manifest["shards"]}
-    shard_of_node = {n["id"]: (n["id"] if n["role"] == "master" else n["master_id"]) for n in manifest["topology"]["nodes"]}
+    shard_of_node = {
+        n["id"]: (n["id"] if n["role"] == "master" else n["master_id"]) for n in manifest["topology"]["nodes"]
+    }
     master_shard = {s["master"]["id"]: s["index"] for s in manifest["shards"]}
     copies = [(i, by_index[master_shard[shard_of_node[n["id"]]]]) for i, n in enumerate(manifest["topology"]["nodes"])
               if shard_of_node[n["id"]] in master_shard]
@@ -63,8 +65,12 @@ def floor_once(set_dir: Path, manifest: dict, work: Path) -> float:
         port = base + n
         # cluster-enabled like every node of a restored cluster (Redis keeps per-slot indexes while loading);
         # a fresh nodes.conf, no peers: no cluster is formed
-        pid = start_standalone(d, port, f"cluster-enabled yes\ncluster-config-file nodes-{port}.conf\n" if CLUSTER_MODE else "",
-                               timeout=600)
+        pid = start_standalone(
+            d,
+            port,
+            f"cluster-enabled yes\ncluster-config-file nodes-{port}.conf\n" if CLUSTER_MODE else "",
+            timeout=600,
+        )
         pids.append(pid)
         c = redis.Redis(port=port)
         while int(c.info("persistence")["loading"]):
@@ -119,21 +125,37 @@ def main() -> int:
         set_dir = dest / manifest["backup_id"]
         rto, wall, floors = [], [], []
         for i in range(args.runs):
-            steps = [lambda: floors.append(floor_once(set_dir, manifest, root / f"floor{i}")),
-                     lambda: [(rto.append(r), wall.append(w)) for r, w in [drill_once(manifest["backup_id"], dest, root / f"drill{i}")]]]
+            steps = [
+                lambda i=i: floors.append(floor_once(set_dir, manifest, root / f"floor{i}")),
+                lambda i=i: [
+                    (rto.append(r), wall.append(w))
+                    for r, w in [drill_once(manifest["backup_id"], dest, root / f"drill{i}")]
+                ],
+            ]
             for step in (steps if i % 2 == 0 else steps[::-1]):
                 step()
         f, r, w = statistics.median(floors), statistics.median(rto), statistics.median(wall)
         raw = manifest["totals"]["raw_bytes"]
-        print(f"\nbackup set: {manifest['totals']['keys']} keys, {raw / 1e6:.0f} MB of RDB, "
-              f"{manifest['totals']['stored_bytes'] / 1e6:.0f} MB stored (zstd), 3 shards x 1 replica; {args.runs} runs each\n")
+        print(
+            f"\nbackup set: {manifest['totals']['keys']} keys, {raw / 1e6:.0f} MB of RDB, "
+            f"{manifest['totals']['stored_bytes'] / 1e6:.0f} MB stored (zstd), 3 shards x 1 replica; "
+            f"{args.runs} runs each\n"
+        )
         print("| what | median s | ratio to floor | goal |")
         print("|---|---|---|---|")
         mode = "cluster-enabled" if CLUSTER_MODE else "standalone"
-        print(f"| floor: decompress + load by hand ({mode} redis-server), every node's copy (6) at once | {f:.2f} | 1.00x | |")
-        print(f"| clusterbak drill RTO (verify, lab, restore 6 nodes, prove, sample) | {r:.2f} | {r / f:.2f}x | <= 1.3x |")
+        print(
+            f"| floor: decompress + load by hand ({mode} redis-server), every node's copy (6) at once "
+            f"| {f:.2f} | 1.00x | |"
+        )
+        print(
+            f"| clusterbak drill RTO (verify, lab, restore 6 nodes, prove, sample) | {r:.2f} | {r / f:.2f}x | <= 1.3x |"
+        )
         print(f"| clusterbak drill wall time (plus process start and lab teardown) | {w:.2f} | {w / f:.2f}x | |")
-        print(f"\nall runs: floor {[round(x, 2) for x in floors]}, RTO {[round(x, 2) for x in rto]}, wall {[round(x, 2) for x in wall]}")
+        print(
+            f"\nall runs: floor {[round(x, 2) for x in floors]}, RTO {[round(x, 2) for x in rto]}, "
+            f"wall {[round(x, 2) for x in wall]}"
+        )
         return 0
     finally:
         if cluster.load(lab_dir):

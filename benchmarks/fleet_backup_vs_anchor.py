@@ -65,7 +65,9 @@ def fill_random(fleet: fl.Fleet, total_bytes: int) -> None:
     for r in (n for n in topo.nodes if not n.is_master):
         rc = redis.Redis(host=r.host, port=r.port, decode_responses=True)
         mc = redis.Redis(host=host_of[r.master_id], port=fl.PORT, decode_responses=True)
-        while int(rc.info("replication").get("slave_repl_offset", -1)) < int(mc.info("replication")["master_repl_offset"]):
+        while int(rc.info("replication").get("slave_repl_offset", -1)) < int(
+            mc.info("replication")["master_repl_offset"]
+        ):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{r.address} did not catch up with its master")
             time.sleep(0.2)
@@ -146,15 +148,21 @@ def main() -> int:
             for s in (anchor, ours, wide):
                 print(f"| {s.name} | {s.median:.2f} | {', '.join(f'{r.wall:.2f}' for r in s.runs)} | "
                       f"{s.median / anchor.median:.2f}x |")
-            print(f"\nclusterbak save seconds per run (sum over shards): "
-                  f"{', '.join(f'{x:.2f}' for x in ours.save_s)}; transfer: {', '.join(f'{x:.2f}' for x in ours.transfer_s)}"
-                  f"; goal <= 0.7x: {'met' if min(ours.median, wide.median) / anchor.median <= 0.7 else 'NOT met'}")
+            print(
+                f"\nclusterbak save seconds per run (sum over shards): "
+                f"{', '.join(f'{x:.2f}' for x in ours.save_s)}; "
+                f"transfer: {', '.join(f'{x:.2f}' for x in ours.transfer_s)}"
+                f"; goal <= 0.7x: {'met' if min(ours.median, wide.median) / anchor.median <= 0.7 else 'NOT met'}"
+            )
         rows = [upgrade_gap(root, args.rolling_keys, naive=False), upgrade_gap(root, args.rolling_keys, naive=True)]
         print(f"\n## Redis 7.0 -> 8.0 upgrade of a 3x1 fleet under a writer ({args.rolling_keys} keys)\n")
         print("| way | took s | worst write gap s | failed | lost | acked |")
         print("| --- | --- | --- | --- | --- | --- |")
         for r in rows:
-            print(f"| {r['way']} | {r['seconds']:.1f} | {r['max_gap_s']:.2f} | {r['failed']} | {r['lost']} | {r['acked']} |")
+            print(
+                f"| {r['way']} | {r['seconds']:.1f} | {r['max_gap_s']:.2f} | {r['failed']} | {r['lost']} "
+                f"| {r['acked']} |"
+            )
         print(f"\nworst gap ratio rolling/naive: {rows[0]['max_gap_s'] / max(rows[1]['max_gap_s'], 1e-9):.2f}x")
     return 0
 

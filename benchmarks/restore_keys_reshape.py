@@ -70,7 +70,7 @@ def fill(seed_port: int, keys: int, value: int, work: Path) -> None:
         if i % 10 == 0:
             per[m].append((b"PEXPIRE", name, 3_600_000 + i % 600_000))
         if i % BATCH == BATCH - 1 or i == keys - 1:
-            for f, cmds in zip(files, per):
+            for f, cmds in zip(files, per, strict=True):
                 f.write(pack(cmds))
                 cmds.clear()
     for f in files:
@@ -101,8 +101,10 @@ def restore_files(source_port: int, target_masters: list, work: Path) -> list[Pa
             per: list[list] = [[] for _ in target_masters]
             for j, n in enumerate(names):
                 payload, expire = replies[2 * j], replies[2 * j + 1]
-                per[table[key_slot(n)]].append((b"RESTORE", n, max(expire, 0), payload) + ((b"ABSTTL",) if expire > 0 else ()))
-            for f, cmds in zip(files, per):
+                per[table[key_slot(n)]].append(
+                    (b"RESTORE", n, max(expire, 0), payload) + ((b"ABSTTL",) if expire > 0 else ())
+                )
+            for f, cmds in zip(files, per, strict=True):
                 f.write(pack(cmds))
             if cursor == 0:
                 break
@@ -149,7 +151,7 @@ def main() -> None:
         payload_bytes = sum(p.stat().st_size for p in paths)
 
         t = time.perf_counter()
-        procs = [pipe_into(m.port, p) for m, p in zip(targets, paths)]
+        procs = [pipe_into(m.port, p) for m, p in zip(targets, paths, strict=True)]
         for p in procs:
             text = p.communicate()[0].decode()
             assert p.returncode == 0 and "errors: 0" in text, text
@@ -177,13 +179,21 @@ def main() -> None:
               f"{payload_bytes / 1e6:.0f} MB of RESTORE commands\n")
         print("| run | wall s | keys/s | vs floor |")
         print("|---|---|---|---|")
-        print(f"| floor: redis-cli --pipe of pre-made RESTOREs, 5 at once | {floor_s:.2f} | {keys / floor_s:,.0f} | 1.00x |")
+        print(
+            f"| floor: redis-cli --pipe of pre-made RESTOREs, 5 at once | {floor_s:.2f} "
+            f"| {keys / floor_s:,.0f} | 1.00x |"
+        )
         print(f"| clusterbak restore-keys (all of it: verify, 3 scratch loads, copy) | {ours_s:.2f} | "
               f"{keys / ours_s:,.0f} | {floor_s / ours_s:.2f}x |")
         print(f"| clusterbak engine only (its report: scratch loads + copy, no verify/startup) | {engine_s:.2f} | "
               f"{keys / engine_s:,.0f} | {floor_s / engine_s:.2f}x |")
-        print(f"\nscratch loads: {', '.join(str(s['load_seconds']) + 's' for s in rep['shards'])}; --parallel {args.parallel}")
-        print(f"clusterbak CPU: {usage.ru_utime + usage.ru_stime:.1f}s (user {usage.ru_utime:.1f}s) in {ours_s:.1f}s wall")
+        print(
+            f"\nscratch loads: {', '.join(str(s['load_seconds']) + 's' for s in rep['shards'])}; "
+            f"--parallel {args.parallel}"
+        )
+        print(
+            f"clusterbak CPU: {usage.ru_utime + usage.ru_stime:.1f}s (user {usage.ru_utime:.1f}s) in {ours_s:.1f}s wall"
+        )
         print(f"clusterbak peak RSS: {rss_mb:.0f} MB (goal < 200 MB); throughput goal >= 0.7x the floor")
     finally:
         for lab in reversed(labs):

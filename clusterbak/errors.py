@@ -1,6 +1,8 @@
 """Typed errors and the one table that maps them to exit codes.
 
-0 ok, 1 unexpected, 2 usage, 3 refused by a precondition, 4 a step failed.
+0 ok, 1 unexpected (a bug), 2 usage, 3 refused by a precondition, 4 a step failed, 130 interrupted (Ctrl-C, SIGTERM).
+The parsers of what nodes and sets hand us (CLUSTER NODES, nodes.conf, AOF manifests) raise their own types here
+too, so a malformed reply or file is a clear line and its exit code, never "a bug".
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ EXIT_UNEXPECTED = 1
 EXIT_USAGE = 2
 EXIT_PRECONDITION = 3
 EXIT_STEP_FAILED = 4
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process Ctrl-C stopped
 
 
 class ClusterbakError(Exception):
@@ -43,6 +46,10 @@ class AccessRefused(ConnectError):
     mid-run, since nothing about the cluster broke and the fix is the user's ACL."""
 
 
+class TopologyParseError(PreconditionError):
+    """A CLUSTER NODES reply (or line) that does not have the shape Redis writes: nothing was done yet."""
+
+
 class StepFailed(ClusterbakError):
     """A step of an executed plan failed."""
 
@@ -59,6 +66,21 @@ class TransportError(StepFailed):
 
 class VerifyError(StepFailed):
     """Stored bytes do not match what they claim to be; the message names the file."""
+
+
+class NodesConfError(VerifyError):
+    """A nodes.conf (stored in a set) that does not have the shape Redis writes, or names a node the restore does
+    not place. (A malformed --map NEW_ADDR is turned into a UsageError by the planner.)"""
+
+
+class AofManifestError(VerifyError):
+    """A multi-part AOF manifest (a node's, or one stored in a set) that is malformed."""
+
+
+class Interrupted(ClusterbakError):
+    """Ctrl-C or SIGTERM stopped a run; the message says the state it left and how to go on."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 def exit_code_for(exc: BaseException) -> int:

@@ -13,6 +13,16 @@ scripts/setup.sh
 loud() { printf '\n%s\n%s\n%s\n\n' "==========================================================================" "$*" \
   "==========================================================================" >&2; }
 
+# The static checks first (seconds, and they fail the run): ruff, then mypy (strict on model/ and plan/; pyproject.toml).
+failed=()
+.venv/bin/ruff check clusterbak tests benchmarks scripts || failed+=(ruff)
+.venv/bin/mypy || failed+=(mypy)
+if [ ${#failed[@]} -gt 0 ]; then
+  loud "STATIC CHECKS FAILED: ${failed[*]} (see above); pytest was not run"
+  exit 1
+fi
+echo "static checks: ruff and mypy clean" >&2
+
 # The S3-protocol server of the object-storage tests (tests/integration/test_s3*.py): built once, then cached.
 t0=$(date +%s)
 CLUSTERBAK_S3S_FS=$(scripts/build-s3s-fs.sh)

@@ -4,7 +4,40 @@ from __future__ import annotations
 
 import pytest
 
+# Fixtures shared across directories (Docker engine and image, fleets, a loopback sshd): registered once here, so a
+# test module just names them as parameters instead of importing them.
+pytest_plugins = [
+    "tests.integration.conftest_docker",
+    "tests.integration.conftest_fleet",
+    "tests.integration.conftest_sshd",
+]
+
 
 @pytest.fixture(autouse=True)
 def _private_pin_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("CLUSTERBAK_PIN_DIR", str(tmp_path / "pins"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-goldens", action="store_true", default=False,
+                     help="rewrite tests/unit/golden/* from what the code produces now (review the diff, then commit)")
+
+
+@pytest.fixture
+def golden(request):
+    """golden(name, text): text must equal tests/unit/golden/<name>; with --update-goldens the file is rewritten."""
+    from pathlib import Path
+
+    folder = Path(__file__).parent / "unit" / "golden"
+    update = request.config.getoption("--update-goldens")
+
+    def check(name: str, text: str) -> None:
+        path = folder / name
+        if update:
+            path.write_text(text)
+            return
+        assert path.exists(), f"no golden file {path}: run pytest with --update-goldens once, review it, commit it"
+        assert text == path.read_text(), (f"{name} changed: if on purpose, run pytest --update-goldens and review "
+                                           f"the diff of tests/unit/golden/{name}")
+
+    return check

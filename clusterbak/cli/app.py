@@ -62,22 +62,44 @@ def topology(seed: c.Seed, inventory: c.InventoryOpt = None, user: c.User = None
 
 
 @app.command()
-def check(seed: Annotated[str | None, typer.Option("--seed", envvar="CLUSTERBAK_SEED",
-                                                  help="Check the cluster through this node (HOST:PORT).")] = None,
-          inventory: c.InventoryOpt = None, user: c.User = None, tls: c.Tls = False,
-          cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
-          connect_timeout: c.ConnectTimeout = 3.0,
-          max_lag: Annotated[int, typer.Option("--max-lag", help="Bytes a replica may trail its master.")] = DEFAULT_MAX_LAG,
-          dest: Annotated[str | None, typer.Option("--dest", envvar="CLUSTERBAK_DEST",
-                                                  help="Also check the backups in DIR: freshness, verify, drill.")] = None,
-          max_age: Annotated[str, typer.Option("--max-age", help="With --dest: newest verified set older than this "
-                                                                 "is CRITICAL (26h, 90m, 7d).")] = "26h",
-          min_sets: Annotated[int, typer.Option("--min-sets", min=0, help="With --dest: fewer complete sets is CRITICAL.")] = 1,
-          max_drill_age: Annotated[str, typer.Option("--max-drill-age", help="With --dest: last passed drill older "
-                                                                             "than this is a WARNING.")] = "8d",
-          nagios: Annotated[bool, typer.Option("--nagios", help="One line in the Nagios plugin format; exit 0 OK, "
-                                                                "1 WARNING, 2 CRITICAL, 3 UNKNOWN.")] = False,
-          json_out: c.Json = False) -> None:
+def check(
+    seed: Annotated[
+        str | None,
+        typer.Option("--seed", envvar="CLUSTERBAK_SEED", help="Check the cluster through this node (HOST:PORT)."),
+    ] = None,
+    inventory: c.InventoryOpt = None,
+    user: c.User = None,
+    tls: c.Tls = False,
+    cacert: c.CaCert = None,
+    cert: c.Cert = None,
+    key: c.Key = None,
+    tls_insecure: c.TlsInsecure = False,
+    connect_timeout: c.ConnectTimeout = 3.0,
+    max_lag: Annotated[int, typer.Option("--max-lag", help="Bytes a replica may trail its master.")] = DEFAULT_MAX_LAG,
+    dest: Annotated[
+        str | None,
+        typer.Option(
+            "--dest", envvar="CLUSTERBAK_DEST", help="Also check the backups in DIR: freshness, verify, drill."
+        ),
+    ] = None,
+    max_age: Annotated[
+        str,
+        typer.Option("--max-age", help="With --dest: newest verified set older than this is CRITICAL (26h, 90m, 7d)."),
+    ] = "26h",
+    min_sets: Annotated[
+        int, typer.Option("--min-sets", min=0, help="With --dest: fewer complete sets is CRITICAL.")
+    ] = 1,
+    max_drill_age: Annotated[
+        str, typer.Option("--max-drill-age", help="With --dest: last passed drill older than this is a WARNING.")
+    ] = "8d",
+    nagios: Annotated[
+        bool,
+        typer.Option(
+            "--nagios", help="One line in the Nagios plugin format; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."
+        ),
+    ] = False,
+    json_out: c.Json = False,
+) -> None:
     """Preflight before a backup or a restart (--seed) and backup monitoring (--dest), every check listed with
     OK/WARNING/CRITICAL: exit 0 when nothing is critical, 3 otherwise (--nagios: the plugin codes)."""
     if nagios and not json_out:
@@ -89,11 +111,17 @@ def check(seed: Annotated[str | None, typer.Option("--seed", envvar="CLUSTERBAK_
         c.refuse_together(nagios=nagios, json=json_out)
         if not seed and not dest:
             raise UsageError("check needs --seed (the cluster), --dest (the backups), or both")
-        cluster, backups = run_checks(seed, dest, inventory, (user, tls, cacert, cert, key, connect_timeout, tls_insecure),
-                                      max_lag, (max_age, min_sets, max_drill_age))
+        cluster, backups = run_checks(
+            seed,
+            dest,
+            inventory,
+            (user, tls, cacert, cert, key, connect_timeout, tls_insecure),
+            max_lag,
+            (max_age, min_sets, max_drill_age),
+        )
         if cluster is not None:
             r.findings(cluster)
-        if backups is not None:
+        if backups is not None and dest is not None:
             r.backup_checks(dest, backups)
         critical = [f"{f['subject']}: {f['message']}" for f in cluster or () if f["severity"] == "critical"]
         critical += [f"{b['name']}: {b['detail']}" for b in backups or () if b["status"] == CRITICAL]

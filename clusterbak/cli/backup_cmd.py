@@ -5,7 +5,8 @@ from __future__ import annotations
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -60,9 +61,11 @@ def register(app: typer.Typer) -> None:
 
 
 def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
-           parallel: Annotated[int, typer.Option("--parallel", min=1, help="Shards in flight at once (BGSAVEs stay one per host).")] = 2,
+           parallel: Annotated[int, typer.Option("--parallel", min=1,
+                                                 help="Shards in flight at once (BGSAVEs stay one per host).")] = 2,
            source: Annotated[str, typer.Option("--source", help="replica | master | auto")] = "replica",
-           max_lag: Annotated[int, typer.Option("--max-lag", help="Bytes a source replica may trail its master.")] = 1024 * 1024,
+           max_lag: Annotated[int, typer.Option("--max-lag",
+                                                help="Bytes a source replica may trail its master.")] = 1024 * 1024,
            timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each BGSAVE.")] = 600.0,
            catch_up_timeout: Annotated[float, typer.Option(
                "--catch-up-timeout", min=0,
@@ -70,8 +73,10 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
            compress: Annotated[str, typer.Option("--compress", help="zstd | none")] = "zstd",
            force: Annotated[bool, typer.Option("--force", help="Back up even if the cluster is not ok.")] = False,
            accept_new_host_keys: c.AcceptNewHostKeys = False,
-           aof: Annotated[bool, typer.Option("--aof", help="Back up each shard's AOF (BGREWRITEAOF) instead of an RDB.")] = False,
-           relax_fsync: Annotated[bool, typer.Option("--relax-fsync", help="With --aof: appendfsync no during the copy (put back after).")] = False,
+           aof: Annotated[bool, typer.Option(
+               "--aof", help="Back up each shard's AOF (BGREWRITEAOF) instead of an RDB.")] = False,
+           relax_fsync: Annotated[bool, typer.Option(
+               "--relax-fsync", help="With --aof: appendfsync no during the copy (put back after).")] = False,
            dry_run: DryRun = False, break_lock: BreakLock = False, user: c.User = None, tls: c.Tls = False,
            cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
            connect_timeout: c.ConnectTimeout = 3.0, quiet: c.Quiet = False, metrics_file: c.MetricsFile = None,
@@ -105,7 +110,7 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
         seen = inspect(opts, None, max_lag)
         gate = [f"{f.subject}: {f.message}" for f in seen.findings if f.severity == "critical" and f.code in GATE_CODES]
         plan = plan_backup(new_backup_id(), seen.topology, seen.states, inv, source, max_lag, aof)
-        data = {"backup_id": plan.backup_id, "dry_run": dry_run, "plan": plan.to_dict(), "gate": gate}
+        data: dict[str, Any] = {"backup_id": plan.backup_id, "dry_run": dry_run, "plan": plan.to_dict(), "gate": gate}
         r.backup_plan(data["plan"], gate)
         if gate and not force:
             return Outcome(data=data, exit_code=EXIT_PRECONDITION, errors=gate + ["use --force to back up anyway"])
@@ -143,7 +148,8 @@ def list_sets(dest: Dest, s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro
             check_existing_destination(dest)
         rows = []
         for e in ro.repository(dest, s3_endpoint_url, s3_path_style).entries():
-            verified = read_verify(e.path) if e.status in ("complete", "incomplete") and not ro.is_remote(dest) else None
+            checkable = e.status in ("complete", "incomplete") and not ro.is_remote(dest)
+            verified = read_verify(Path(e.path)) if checkable else None
             rows.append({"backup_id": e.backup_id, "status": e.status, "problem": e.problem, "kind": e.kind,
                          "shards": e.shards, "size": e.size, "created_at_unix": e.created_at,
                          "age_s": round(now - e.created_at),
@@ -169,7 +175,8 @@ def show(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`.
     c.execute("show", json_out, body)
 
 
-def verify(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`.")], dest: Dest, quiet: c.Quiet = False, metrics_file: c.MetricsFile = None,
+def verify(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`.")], dest: Dest,
+           quiet: c.Quiet = False, metrics_file: c.MetricsFile = None,
            s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro.PathStyle = False, identity: ro.Identity = None,
            verify_key: ro.VerifyKey = None, json_out: c.Json = False) -> None:
     """Re-read every file: sha256, decompression, RDB structure and CRC64. Exit 4 naming any bad file.
@@ -200,12 +207,20 @@ def verify(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest
 
 
 def prune(dest: Dest,
-          keep_last: Annotated[int | None, typer.Option("--keep-last", min=1, help="Keep the N newest complete sets.")] = None,
-          keep_daily: Annotated[int | None, typer.Option("--keep-daily", min=0, help="Also keep the newest set of each of the last N days.")] = None,
-          keep_weekly: Annotated[int | None, typer.Option("--keep-weekly", min=0, help="Also keep the newest set of each of the last N ISO weeks.")] = None,
-          partial_grace_hours: Annotated[float | None, typer.Option("--partial-grace-hours", help="Partial/damaged sets younger than this are kept (a backup may be running). Default 24.")] = None,
-          config: Annotated[str | None, typer.Option("--config", envvar="CLUSTERBAK_CONFIG", help="clusterbak.toml whose [retention] table holds the policy; flags override it.")] = None,
-          dry_run: DryRun = False, yes: Annotated[bool, typer.Option("--yes", help="Do not ask before deleting.")] = False,
+          keep_last: Annotated[int | None, typer.Option("--keep-last", min=1,
+                                                        help="Keep the N newest complete sets.")] = None,
+          keep_daily: Annotated[int | None, typer.Option(
+              "--keep-daily", min=0, help="Also keep the newest set of each of the last N days.")] = None,
+          keep_weekly: Annotated[int | None, typer.Option(
+              "--keep-weekly", min=0, help="Also keep the newest set of each of the last N ISO weeks.")] = None,
+          partial_grace_hours: Annotated[float | None, typer.Option(
+              "--partial-grace-hours",
+              help="Partial/damaged sets younger than this are kept (a backup may be running). Default 24.")] = None,
+          config: Annotated[str | None, typer.Option(
+              "--config", envvar="CLUSTERBAK_CONFIG",
+              help="clusterbak.toml whose [retention] table holds the policy; flags override it.")] = None,
+          dry_run: DryRun = False,
+          yes: Annotated[bool, typer.Option("--yes", help="Do not ask before deleting.")] = False,
           quiet: c.Quiet = False, metrics_file: c.MetricsFile = None, s3_endpoint_url: ro.Endpoint = None,
           s3_path_style: ro.PathStyle = False, json_out: c.Json = False) -> None:
     """Delete backup sets outside the retention policy, saying which rule kept or dropped each set;
@@ -220,6 +235,7 @@ def prune(dest: Dest,
             check_existing_destination(dest)
         store = ro.repository(dest, s3_endpoint_url, s3_path_style)
         entries = {e.backup_id: e for e in store.entries()}
+        assert policy.keep_last is not None  # merge() fills in every rule (flags, config file, defaults)
         decisions = plan_prune([Candidate(e.backup_id, e.status, e.created_at, e.verified) for e in entries.values()],
                                time.time(), policy.keep_last, policy.keep_daily, policy.keep_weekly,
                                policy.partial_grace_hours * 3600)
@@ -266,7 +282,8 @@ def unpin(seed: c.Seed, dry_run: DryRun = False,
 
     def undo(r: Renderer, opts, topology) -> Outcome:
         records = [rec for rec in (read_pin(n.address) for n in topology.nodes) if rec is not None]
-        rows = [{"node": rec.address, "originals": rec.originals, "pinned_by": rec.describe()} for rec in records]
+        rows: list[dict[str, Any]] = [{"node": rec.address, "originals": rec.originals, "pinned_by": rec.describe()}
+                                      for rec in records]
         r.table("pinned settings to put back", ("node", "originals", "pinned by"),
                 [(x["node"], ", ".join(f"{k} {v}" for k, v in x["originals"].items()), x["pinned_by"]) for x in rows])
         if dry_run or not records:

@@ -10,7 +10,14 @@ import typer
 
 from clusterbak.cli.render import Outcome, Renderer
 from clusterbak.engine.metrics import check_metrics_path, write_job_metrics
-from clusterbak.errors import EXIT_UNEXPECTED, EXIT_USAGE, ClusterbakError, UsageError, exit_code_for
+from clusterbak.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_UNEXPECTED,
+    EXIT_USAGE,
+    ClusterbakError,
+    UsageError,
+    exit_code_for,
+)
 from clusterbak.model.inventory import Inventory
 from clusterbak.redisops.connect import PASSWORD_ENV, ConnectionOptions, split_address
 
@@ -78,7 +85,7 @@ def execute(command: str, json_mode: bool, body: Callable[[Renderer], Outcome], 
         outcome = Outcome(exit_code=exit_code_for(exc), errors=[str(exc)])
     except KeyboardInterrupt:
         r.error("interrupted")
-        outcome = Outcome(exit_code=130, errors=["interrupted"])
+        outcome = Outcome(exit_code=EXIT_INTERRUPTED, errors=["interrupted"])
     except Exception as exc:  # noqa: BLE001 - the one place an unexpected error becomes exit 1
         message = f"unexpected {type(exc).__name__}: {exc}"
         r.error(message + " (a bug: please report it with the command you ran)")

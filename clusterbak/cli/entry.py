@@ -17,8 +17,9 @@ from typing import Any
 
 from typer import _click as click
 from typer.core import TyperGroup
+from typer.exceptions import Abort
 
-from clusterbak.errors import EXIT_USAGE
+from clusterbak.errors import EXIT_INTERRUPTED, EXIT_USAGE
 
 
 def _sigterm_as_sigint(signum, frame) -> None:
@@ -68,7 +69,7 @@ def _tidy_help(command) -> None:
 
 class ClusterbakGroup(TyperGroup):
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
         _tidy_help(self)
         previous = None
@@ -77,12 +78,12 @@ class ClusterbakGroup(TyperGroup):
         try:
             try:
                 code = super().main(args=argv, prog_name=prog_name, complete_var=complete_var,
-                                    standalone_mode=False, **extra)
+                                    standalone_mode=False, windows_expand_args=windows_expand_args, **extra)
             except click.exceptions.UsageError as exc:
                 code = _usage_error(argv, exc)
-            except click.exceptions.Abort:
+            except Abort:  # a prompt cut short (Ctrl-C / EOF); typer's vendored click has no exceptions.Abort
                 sys.stderr.write("error: aborted\n")
-                code = 130
+                code = EXIT_INTERRUPTED
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)

@@ -17,13 +17,22 @@ def register(app: typer.Typer) -> None:
     app.command("inventory")(inventory)
 
 
-def inventory(seed: c.Seed,
-              out: Annotated[Path, typer.Option("--out", help="Where to write the inventory TOML.")],
-              docker: Annotated[bool, typer.Option("--docker", help="Find each node's container on the Docker Engine.")] = False,
-              data_dir: Annotated[str | None, typer.Option("--data-dir", help="data_dir for every node (default: CONFIG GET dir).")] = None,
-              force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
-              user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None, cert: c.Cert = None,
-              key: c.Key = None, connect_timeout: c.ConnectTimeout = 3.0, json_out: c.Json = False) -> None:
+def inventory(
+    seed: c.Seed,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the inventory TOML.")],
+    docker: Annotated[bool, typer.Option("--docker", help="Find each node's container on the Docker Engine.")] = False,
+    data_dir: Annotated[
+        str | None, typer.Option("--data-dir", help="data_dir for every node (default: CONFIG GET dir).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    user: c.User = None,
+    tls: c.Tls = False,
+    cacert: c.CaCert = None,
+    cert: c.Cert = None,
+    key: c.Key = None,
+    connect_timeout: c.ConnectTimeout = 3.0,
+    json_out: c.Json = False,
+) -> None:
     """Discover the cluster from --seed and write an inventory for it (today: --docker, containers by port)."""
     from clusterbak.redisops.discover import discover
     from clusterbak.transports.docker_discover import docker_inventory, render_toml

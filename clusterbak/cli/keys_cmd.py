@@ -10,7 +10,9 @@ from clusterbak.cli import common as c
 from clusterbak.cli.render import Outcome, Renderer
 from clusterbak.storage.keys import generate
 
-keys_app = typer.Typer(no_args_is_help=True, help="Make the keys for --encrypt-to/--identity and --sign-key/--verify-key.")
+keys_app = typer.Typer(
+    no_args_is_help=True, help="Make the keys for --encrypt-to/--identity and --sign-key/--verify-key."
+)
 
 
 @keys_app.command("generate")

@@ -16,9 +16,16 @@ from clusterbak.lab.inventory import write_inventory
 
 lab_app = typer.Typer(no_args_is_help=True, help="Start, fill, inspect and stop a local lab cluster.")
 
-DirOpt = Annotated[Path | None, typer.Option("--dir", help="Lab directory (default ~/.clusterbak/lab or $CLUSTERBAK_LAB_DIR).")]
-DockerOpt = Annotated[bool, typer.Option("--docker", help="Redis containers through the Docker Engine (see docs/docker.md).")]
-FleetOpt = Annotated[bool, typer.Option("--fleet", help="One container per node, each its own host with sshd (see docs/compatibility.md).")]
+DirOpt = Annotated[
+    Path | None, typer.Option("--dir", help="Lab directory (default ~/.clusterbak/lab or $CLUSTERBAK_LAB_DIR).")
+]
+DockerOpt = Annotated[
+    bool, typer.Option("--docker", help="Redis containers through the Docker Engine (see docs/docker.md).")
+]
+FleetOpt = Annotated[
+    bool,
+    typer.Option("--fleet", help="One container per node, each its own host with sshd (see docs/compatibility.md)."),
+]
 
 
 def _dir(path: Path | None) -> Path:
@@ -42,17 +49,25 @@ def _show(r: Renderer, data: dict) -> None:
 
 
 @lab_app.command("up")
-def up(masters: Annotated[int, typer.Option("--masters", help="Masters (shards) to create.")] = 3,
-       replicas: Annotated[int, typer.Option("--replicas", help="Replicas per master.")] = 1,
-       base_port: Annotated[int, typer.Option("--base-port", help="First port; nodes take the next ones.")] = 7000,
-       dir: DirOpt = None,
-       ssh: Annotated[bool, typer.Option("--ssh", help="Also start an sshd on loopback; the inventory uses SSH.")] = False,
-       docker: DockerOpt = False,
-       image: Annotated[str | None, typer.Option("--image", help="Redis image for --docker (default $CLUSTERBAK_REDIS_IMAGE or redis:7.4).")] = None,
-       fleet: FleetOpt = False,
-       version: Annotated[str, typer.Option("--version", help="--fleet: redis-6.0 | redis-7.0 | valkey-8.0 | redis-8.0 | valkey-8.1.")] = "redis-7.0",
-       json_out: c.Json = False) -> None:
-    """Start redis-server processes (or containers, --docker), form the cluster, wait for cluster_state:ok, write the inventory."""
+def up(
+    masters: Annotated[int, typer.Option("--masters", help="Masters (shards) to create.")] = 3,
+    replicas: Annotated[int, typer.Option("--replicas", help="Replicas per master.")] = 1,
+    base_port: Annotated[int, typer.Option("--base-port", help="First port; nodes take the next ones.")] = 7000,
+    dir: DirOpt = None,
+    ssh: Annotated[bool, typer.Option("--ssh", help="Also start an sshd on loopback; the inventory uses SSH.")] = False,
+    docker: DockerOpt = False,
+    image: Annotated[
+        str | None,
+        typer.Option("--image", help="Redis image for --docker (default $CLUSTERBAK_REDIS_IMAGE or redis:7.4)."),
+    ] = None,
+    fleet: FleetOpt = False,
+    version: Annotated[
+        str, typer.Option("--version", help="--fleet: redis-6.0 | redis-7.0 | valkey-8.0 | redis-8.0 | valkey-8.1.")
+    ] = "redis-7.0",
+    json_out: c.Json = False,
+) -> None:
+    """Start redis-server processes (or containers, --docker), form the cluster, wait for cluster_state:ok,
+    write the inventory."""
 
     def body(r: Renderer) -> Outcome:
         c.refuse_together(docker=docker, ssh=ssh)
@@ -93,7 +108,8 @@ def _with_sshd(lab: cluster.Lab) -> cluster.Lab:
 
 @lab_app.command("down")
 def down(dir: DirOpt = None, docker: DockerOpt = False, fleet: FleetOpt = False, json_out: c.Json = False) -> None:
-    """Stop exactly the processes the lab recorded (its redis-servers and its sshd); --docker/--fleet: remove its containers, volumes and network."""
+    """Stop exactly the processes the lab recorded (its redis-servers and its sshd); --docker/--fleet: remove its
+    containers, volumes and network."""
 
     def body(r: Renderer) -> Outcome:
         if fleet:
@@ -135,16 +151,17 @@ def status(dir: DirOpt = None, docker: DockerOpt = False, json_out: c.Json = Fal
 
 
 @lab_app.command("load")
-def load(keys: Annotated[int, typer.Option("--keys", help="How many keys to write.")] = 10000,
-         value_size: Annotated[int, typer.Option("--value-size", help="Bytes per value.")] = 32,
-         dir: DirOpt = None,
-         seed: Annotated[str | None, typer.Option("--seed", help="Any node of the cluster to fill (default: the lab's).")] = None,
-         json_out: c.Json = False) -> None:
+def load(
+    keys: Annotated[int, typer.Option("--keys", help="How many keys to write.")] = 10000,
+    value_size: Annotated[int, typer.Option("--value-size", help="Bytes per value.")] = 32,
+    dir: DirOpt = None,
+    seed: Annotated[
+        str | None, typer.Option("--seed", help="Any node of the cluster to fill (default: the lab's).")
+    ] = None,
+    json_out: c.Json = False,
+) -> None:
     """Fill the lab with mixed data: strings, hashes, lists, sets, sorted sets, streams; every 10th key has a TTL."""
-    from redis.exceptions import RedisClusterException
-
-    from clusterbak.lab.load import load as load_keys
-    from clusterbak.redisops.connect import split_address
+    from clusterbak.lab.load import load_lab
 
     def body(r: Renderer) -> Outcome:
         address = seed
@@ -153,12 +170,7 @@ def load(keys: Annotated[int, typer.Option("--keys", help="How many keys to writ
             if lab is None:
                 raise PreconditionError(f"no lab in {_dir(dir)}; pass --seed or run `clusterbak lab up`")
             address = lab.seed
-        host, port = split_address(address)
-        try:
-            result = load_keys(host, port, keys, value_size)
-        except RedisClusterException as exc:
-            raise PreconditionError(f"{address} is not a reachable Redis Cluster node ({exc}); lab load fills a "
-                                    "cluster: pass --seed of a cluster node") from None
+        result = load_lab(address, keys, value_size)
         r.line(f"wrote {result.keys} keys ({result.with_ttl} with a TTL) through {address}: "
                + ", ".join(f"{k} {n}" for k, n in result.by_kind))
         return Outcome(data={"keys": result.keys, "with_ttl": result.with_ttl, "by_kind": dict(result.by_kind)})

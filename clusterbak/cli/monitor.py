@@ -14,7 +14,7 @@ from clusterbak.cli.views import finding_view
 from clusterbak.config import load_inventory
 from clusterbak.engine.freshness import gather_set_facts
 from clusterbak.engine.inspect import inspect
-from clusterbak.errors import ClusterbakError
+from clusterbak.errors import ClusterbakError, UsageError
 from clusterbak.model.freshness import (
     CRITICAL,
     OK,
@@ -66,7 +66,7 @@ def check_nagios(seed: str | None, dest: str | None, inventory: str | None, conn
     """One line on stdout, the plugin exit code; anything that stops the checks themselves is UNKNOWN (3)."""
     try:
         if not seed and not dest:
-            raise ClusterbakError("check needs --seed, --dest or both")
+            raise UsageError("check needs --seed, --dest or both")
         cluster, backups = run_checks(seed, dest, inventory, conn_args, max_lag, limits)
     except ClusterbakError as exc:
         _nagios_exit(f"CLUSTERBAK UNKNOWN - {exc}", NAGIOS_UNKNOWN)

@@ -7,15 +7,18 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
-from clusterbak.errors import EXIT_OK, EXIT_PRECONDITION, EXIT_STEP_FAILED, EXIT_USAGE
+from clusterbak.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PRECONDITION, EXIT_STEP_FAILED, EXIT_USAGE
 
 STATUS = {EXIT_OK: "ok", EXIT_USAGE: "usage_error", EXIT_PRECONDITION: "refused", EXIT_STEP_FAILED: "failed",
-          130: "interrupted"}
+          EXIT_INTERRUPTED: "interrupted"}
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "dim", "ok": "green"}
 
 
@@ -103,7 +106,7 @@ class Renderer:
         for i, row in enumerate(rows):
             style = styles[i] if styles else None
             self.out.print(f"  {_escape(row[0])}", style=style, soft_wrap=True)
-            for col, value in zip(columns[1:], row[1:]):
+            for col, value in zip(columns[1:], row[1:], strict=False):
                 if value:
                     self.out.print(f"    {_escape(col or '-')}: {_escape(value)}", style=style, soft_wrap=True)
 
@@ -195,9 +198,11 @@ class Renderer:
             rows.append((s["index"], s["source"]["address"], _get(s, "source", "role"), _get(s, "rdb", "keys"),
                          _size(raw), _size(stored), f"{snapshot:.2f}s" if isinstance(snapshot, (int, float)) else "-",
                          f"{secs:.2f}s", rate, check))
-        self.table(f"backup {m['backup_id']} ({m.get('created_at', '-')}, {m.get('kind', 'rdb')})",
-                   ("shard", "source", "role", "keys", "data", "stored", "snapshot", "transfer", "rate", "crc64 / files"),
-                   rows)
+        self.table(
+            f"backup {m['backup_id']} ({m.get('created_at', '-')}, {m.get('kind', 'rdb')})",
+            ("shard", "source", "role", "keys", "data", "stored", "snapshot", "transfer", "rate", "crc64 / files"),
+            rows,
+        )
         totals = m.get("totals") or {}
         self.out.print(f"{totals.get('keys', '-')} keys, {_size(totals.get('raw_bytes') or 0)} raw, "
                        f"{_size(totals.get('stored_bytes') or 0)} stored, {len(m['nodes'])} nodes.conf, "
@@ -235,15 +240,27 @@ class Renderer:
     def restore_plan(self, plan: dict) -> None:
         if self.silent:
             return
-        self.table(f"restore plan for backup {plan['backup_id']}",
-                   ("node", "role", "shard", "nodes.conf", "dump", "stop", "start", "replaces"),
-                   [(n["old_address"] if n["old_address"] == n["new_address"] else f"{n['old_address']} -> {n['new_address']}",
-                     n["role"], n["shard"],
-                     f"{n['nodes_conf_path']}{' (rewritten)' if n['rewrite_nodes_conf'] else ''}",
-                     f"{n['aof_dir']}/{n['aof_base_name']} (AOF base)" if n["aof_dir"] else n["rdb_path"],
-                     n["stop"], n["start"], f"{n['replaces_keys']} keys") for n in plan["nodes"]],
-                   ["red" if n["refusal"] else None for n in plan["nodes"]],
-                   optional=("start", "stop", "replaces", "shard", "role"))
+        self.table(
+            f"restore plan for backup {plan['backup_id']}",
+            ("node", "role", "shard", "nodes.conf", "dump", "stop", "start", "replaces"),
+            [
+                (
+                    n["old_address"]
+                    if n["old_address"] == n["new_address"]
+                    else f"{n['old_address']} -> {n['new_address']}",
+                    n["role"],
+                    n["shard"],
+                    f"{n['nodes_conf_path']}{' (rewritten)' if n['rewrite_nodes_conf'] else ''}",
+                    f"{n['aof_dir']}/{n['aof_base_name']} (AOF base)" if n["aof_dir"] else n["rdb_path"],
+                    n["stop"],
+                    n["start"],
+                    f"{n['replaces_keys']} keys",
+                )
+                for n in plan["nodes"]
+            ],
+            ["red" if n["refusal"] else None for n in plan["nodes"]],
+            optional=("start", "stop", "replaces", "shard", "role"),
+        )
         self.out.print("steps: " + " -> ".join(plan["steps"]))
         self.node_extras_plan(plan["nodes"])
         for line in plan["warnings"]:
@@ -292,12 +309,27 @@ class Renderer:
     def drill_report(self, rep: dict) -> None:
         if self.silent:
             return
-        self.kv(f"drill of backup {rep['backup_id']}: {'PASSED' if rep['ok'] else 'FAILED'}", [
-            ("RTO", f"{rep['rto_seconds']} s"), ("RPO (backup age)", f"{rep['rpo_seconds']} s"),
-            ("keys", rep["keys"]), ("raw", _size(rep["raw_bytes"])), ("stored", _size(rep["stored_bytes"])),
-            ("restore rate", f"{rep['restore_rate_mb_s']} MB/s"),
-            ("types read", ", ".join(f"{k} {v['read']}" for k, v in rep["samples"].items())),
-            ("lab", rep["lab"]["seed"] + (f" (kept: clusterbak lab down --dir {rep['lab']['dir']})" if rep["lab"]["kept"] else " (removed)"))])
+        self.kv(
+            f"drill of backup {rep['backup_id']}: {'PASSED' if rep['ok'] else 'FAILED'}",
+            [
+                ("RTO", f"{rep['rto_seconds']} s"),
+                ("RPO (backup age)", f"{rep['rpo_seconds']} s"),
+                ("keys", rep["keys"]),
+                ("raw", _size(rep["raw_bytes"])),
+                ("stored", _size(rep["stored_bytes"])),
+                ("restore rate", f"{rep['restore_rate_mb_s']} MB/s"),
+                ("types read", ", ".join(f"{k} {v['read']}" for k, v in rep["samples"].items())),
+                (
+                    "lab",
+                    rep["lab"]["seed"]
+                    + (
+                        f" (kept: clusterbak lab down --dir {rep['lab']['dir']})"
+                        if rep["lab"]["kept"]
+                        else " (removed)"
+                    ),
+                ),
+            ],
+        )
 
 
 def _natural_width(console: Console, table: Table) -> int:
@@ -332,7 +364,7 @@ class BackupProgress:
         self.enabled = not renderer.silent
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                                  TransferSpeedColumn(), console=renderer.err, transient=False)
-        self.tasks = {}
+        self.tasks: dict[str, TaskID] = {}
         self.shards = {s["index"]: s for s in shards}
 
     def __enter__(self):
@@ -375,7 +407,7 @@ class NodeProgress:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                                  TimeRemainingColumn(), console=renderer.err, transient=False)
         self.sizes = dict(sizes)
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
 
     def __enter__(self):
         if self.enabled:
@@ -407,15 +439,17 @@ class NodeProgress:
             self.progress.update(task, description=f"{data['node']}: {kind}")
 
 
-def _get(d: dict, *keys: str):
+def _get(d: dict, *keys: str) -> Any:
+    value: Any = d
     for key in keys:
-        d = d.get(key) if isinstance(d, dict) else None
-    return "-" if d is None else d
+        value = value.get(key) if isinstance(value, dict) else None
+    return "-" if value is None else value
 
 
-def _size(n: int | None) -> str:
-    if n is None:
+def _size(size: int | None) -> str:
+    if size is None:
         return "-"
+    n = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -25,10 +25,23 @@ def show_report(r: Renderer, rep: dict) -> None:
     if r.json_mode:
         return
     dry = rep["mode"] == "dry-run"
-    r.table("per shard" + (" (dry run: nothing written)" if dry else ""),
-            ("shard", "source", "selected", "expired since backup", "not in backup", "exist on target", "bytes", "load"),
-            [(s["index"], s["source"], s["selected"], s["expired"], s["missing"],
-              s["exist_on_target"] if dry else "-", _size(s["bytes"]), f"{s['load_seconds']}s") for s in rep["shards"]])
+    r.table(
+        "per shard" + (" (dry run: nothing written)" if dry else ""),
+        ("shard", "source", "selected", "expired since backup", "not in backup", "exist on target", "bytes", "load"),
+        [
+            (
+                s["index"],
+                s["source"],
+                s["selected"],
+                s["expired"],
+                s["missing"],
+                s["exist_on_target"] if dry else "-",
+                _size(s["bytes"]),
+                f"{s['load_seconds']}s",
+            )
+            for s in rep["shards"]
+        ],
+    )
     if not dry:
         r.table("per target master", ("master", "restored", "skipped existing", "skipped expired", "failed", "bytes"),
                 [(m["address"], m["restored"], m["skipped_existing"], m["skipped_expired"], m["failed"],

@@ -60,5 +60,18 @@ def opened(repo: Repository, backup_id: str, verify_key: str | None, identity: s
     return manifest, repo.open_set(backup_id, identities)
 
 
-__all__ = ["is_remote", "Endpoint", "PathStyle", "PartMb", "Concurrency", "EncryptTo", "SignKey", "Identity", "VerifyKey",
-           "repository", "encryption", "opened", "load_signer"]
+__all__ = [
+    "is_remote",
+    "Endpoint",
+    "PathStyle",
+    "PartMb",
+    "Concurrency",
+    "EncryptTo",
+    "SignKey",
+    "Identity",
+    "VerifyKey",
+    "repository",
+    "encryption",
+    "opened",
+    "load_signer",
+]

@@ -7,7 +7,7 @@ import shlex
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -35,22 +35,51 @@ def register(app: typer.Typer) -> None:
     app.command()(drill)
 
 
-def restore(backup_id: Annotated[str, typer.Argument(help="The set's id (see `clusterbak list`).")], dest: Dest, inventory: c.InventoryFile,
-            map_: Annotated[list[str] | None, typer.Option("--map", help="OLD_ADDR=NEW_ADDR[@CPORT], repeatable.")] = None,
-            force: Annotated[bool, typer.Option("--force", help="Overwrite targets of another cluster or with data.")] = False,
-            yes: Annotated[bool, typer.Option("--yes", help="Do not ask before stopping nodes.")] = False,
-            with_config: Annotated[bool, typer.Option("--with-config", help="Also place each node's config file (and its ACL file if it names one); the plan shows the directives that change, secrets masked.")] = False,
-            with_acl: Annotated[bool, typer.Option("--with-acl", help="Also place each node's users into the target's aclfile.")] = False,
-            prove_timeout: Annotated[float, typer.Option("--prove-timeout", help="Seconds to wait for the restored cluster to prove itself.")] = 120.0,
-            accept_new_host_keys: c.AcceptNewHostKeys = False,
-            resume: Annotated[bool, typer.Option("--resume", help="Go on with a restore that was cut short (its journal beside the inventory).")] = False,
-            rollback: Annotated[bool, typer.Option("--rollback", help="Undo a restore that was cut short: previous files back, nodes started.")] = False,
-            dry_run: DryRun = False, user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None,
-            cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
-            connect_timeout: c.ConnectTimeout = 3.0, break_lock: BreakLock = False, quiet: c.Quiet = False,
-            s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro.PathStyle = False, identity: ro.Identity = None,
-            verify_key: ro.VerifyKey = None,
-            json_out: c.Json = False) -> None:
+def restore(
+    backup_id: Annotated[str, typer.Argument(help="The set's id (see `clusterbak list`).")],
+    dest: Dest,
+    inventory: c.InventoryFile,
+    map_: Annotated[list[str] | None, typer.Option("--map", help="OLD_ADDR=NEW_ADDR[@CPORT], repeatable.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite targets of another cluster or with data.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before stopping nodes.")] = False,
+    with_config: Annotated[
+        bool,
+        typer.Option(
+            "--with-config",
+            help="Also place each node's config file (and its ACL file if it names one); "
+            "the plan shows the directives that change, secrets masked.",
+        ),
+    ] = False,
+    with_acl: Annotated[
+        bool, typer.Option("--with-acl", help="Also place each node's users into the target's aclfile.")
+    ] = False,
+    prove_timeout: Annotated[
+        float, typer.Option("--prove-timeout", help="Seconds to wait for the restored cluster to prove itself.")
+    ] = 120.0,
+    accept_new_host_keys: c.AcceptNewHostKeys = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Go on with a restore that was cut short (its journal beside the inventory)."),
+    ] = False,
+    rollback: Annotated[
+        bool, typer.Option("--rollback", help="Undo a restore that was cut short: previous files back, nodes started.")
+    ] = False,
+    dry_run: DryRun = False,
+    user: c.User = None,
+    tls: c.Tls = False,
+    cacert: c.CaCert = None,
+    cert: c.Cert = None,
+    key: c.Key = None,
+    tls_insecure: c.TlsInsecure = False,
+    connect_timeout: c.ConnectTimeout = 3.0,
+    break_lock: BreakLock = False,
+    quiet: c.Quiet = False,
+    s3_endpoint_url: ro.Endpoint = None,
+    s3_path_style: ro.PathStyle = False,
+    identity: ro.Identity = None,
+    verify_key: ro.VerifyKey = None,
+    json_out: c.Json = False,
+) -> None:
     """Turn a backup set back into a running cluster (same addresses, or new ones with --map), then prove it."""
 
     def body(r: Renderer) -> Outcome:
@@ -88,7 +117,7 @@ def restore(backup_id: Annotated[str, typer.Argument(help="The set's id (see `cl
         if with_config:
             targets = with_current_config(targets, inv, accept_new_host_keys)
         plan = plan_restore(manifest, inv, mapping, targets, force, with_config, with_acl, stored)
-        data = {"backup_id": backup_id, "dry_run": dry_run, "plan": plan.to_dict()}
+        data: dict[str, Any] = {"backup_id": backup_id, "dry_run": dry_run, "plan": plan.to_dict()}
         r.restore_plan(data["plan"])
         if not plan.ok:
             return Outcome(data=data, exit_code=EXIT_PRECONDITION, errors=list(plan.refusals))
@@ -168,17 +197,39 @@ def _follow_journal(r: Renderer, store: Repository, inv, journal: Path, existing
                    exit_code=EXIT_STEP_FAILED if bad else 0, errors=bad)
 
 
-def drill(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`.")], dest: Dest,
-          keep: Annotated[bool, typer.Option("--keep", help="Leave the drill cluster running (and its files); "
-                                                            "the report says how to remove it.")] = False,
-          lab_dir: Annotated[Path | None, typer.Option("--lab-dir", help="New or empty directory for the drill "
-                                                                            "cluster (default: a temp dir).")] = None,
-          base_port: Annotated[int | None, typer.Option("--base-port", min=1, max=55535,
-                                                           help="First port of the drill cluster (default: free ports).")] = None,
-          prove_user: Annotated[str | None, typer.Option("--prove-user", help=f"An ACL user of the set that must authenticate on the drill cluster; its password comes from ${PROVE_PASSWORD_ENV}.")] = None,
-          quiet: c.Quiet = False, metrics_file: c.MetricsFile = None, s3_endpoint_url: ro.Endpoint = None,
-          s3_path_style: ro.PathStyle = False, identity: ro.Identity = None, verify_key: ro.VerifyKey = None,
-          json_out: c.Json = False) -> None:
+def drill(
+    backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`.")],
+    dest: Dest,
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--keep", help="Leave the drill cluster running (and its files); the report says how to remove it."
+        ),
+    ] = False,
+    lab_dir: Annotated[
+        Path | None,
+        typer.Option("--lab-dir", help="New or empty directory for the drill cluster (default: a temp dir)."),
+    ] = None,
+    base_port: Annotated[
+        int | None,
+        typer.Option("--base-port", min=1, max=55535, help="First port of the drill cluster (default: free ports)."),
+    ] = None,
+    prove_user: Annotated[
+        str | None,
+        typer.Option(
+            "--prove-user",
+            help="An ACL user of the set that must authenticate on the drill cluster; "
+            f"its password comes from ${PROVE_PASSWORD_ENV}.",
+        ),
+    ] = None,
+    quiet: c.Quiet = False,
+    metrics_file: c.MetricsFile = None,
+    s3_endpoint_url: ro.Endpoint = None,
+    s3_path_style: ro.PathStyle = False,
+    identity: ro.Identity = None,
+    verify_key: ro.VerifyKey = None,
+    json_out: c.Json = False,
+) -> None:
     """Rehearse a disaster: restore the set into a throwaway lab of its shape, prove it, report RTO and RPO.
     Nothing is left behind (processes, data) unless --keep; the result is recorded beside the set (drill.json)."""
 

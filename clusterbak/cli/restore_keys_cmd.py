@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -49,20 +49,42 @@ def read_names(path: str | None) -> list[bytes]:
 
 
 def restore_keys(
-    backup_id: str, dest: Dest, seed: c.Seed,
-    match: Annotated[list[str] | None, typer.Option("--match", help="Glob of key names (Redis MATCH syntax), repeatable.")] = None,
-    slots: Annotated[list[str] | None, typer.Option("--slots", help="Slot range A-B (or one slot), repeatable.")] = None,
-    keys_from: Annotated[str | None, typer.Option("--keys-from", help="File with one key name per line ('-': stdin).")] = None,
+    backup_id: str,
+    dest: Dest,
+    seed: c.Seed,
+    match: Annotated[
+        list[str] | None, typer.Option("--match", help="Glob of key names (Redis MATCH syntax), repeatable.")
+    ] = None,
+    slots: Annotated[
+        list[str] | None, typer.Option("--slots", help="Slot range A-B (or one slot), repeatable.")
+    ] = None,
+    keys_from: Annotated[
+        str | None, typer.Option("--keys-from", help="File with one key name per line ('-': stdin).")
+    ] = None,
     type_: Annotated[list[str] | None, typer.Option("--type", help="Only keys of this type, repeatable.")] = None,
-    on_conflict: Annotated[str, typer.Option("--on-conflict", help="skip | replace | fail (checked before writing).")] = "skip",
+    on_conflict: Annotated[
+        str, typer.Option("--on-conflict", help="skip | replace | fail (checked before writing).")
+    ] = "skip",
     rename_prefix: Annotated[str, typer.Option("--rename-prefix", help="Write each key as PREFIX+name.")] = "",
     ttl: Annotated[str, typer.Option("--ttl", help="keep (absolute expiry of the backup) | drop.")] = "keep",
     standalone: Annotated[bool, typer.Option("--standalone", help="The target is one non-cluster server.")] = False,
-    parallel: Annotated[int, typer.Option("--parallel", help="Shards copied at once (each a scratch server holding its shard).")] = 1,
-    scratch_dir: Annotated[Path | None, typer.Option("--scratch-dir", help="Where scratch servers keep their files (default: the temp dir).")] = None,
-    inventory: c.InventoryOpt = None, yes: Annotated[bool, typer.Option("--yes", help="Do not ask before writing.")] = False,
-    dry_run: DryRun = False, user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None, cert: c.Cert = None,
-    key: c.Key = None, tls_insecure: c.TlsInsecure = False, connect_timeout: c.ConnectTimeout = 3.0,
+    parallel: Annotated[
+        int, typer.Option("--parallel", help="Shards copied at once (each a scratch server holding its shard).")
+    ] = 1,
+    scratch_dir: Annotated[
+        Path | None,
+        typer.Option("--scratch-dir", help="Where scratch servers keep their files (default: the temp dir)."),
+    ] = None,
+    inventory: c.InventoryOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before writing.")] = False,
+    dry_run: DryRun = False,
+    user: c.User = None,
+    tls: c.Tls = False,
+    cacert: c.CaCert = None,
+    cert: c.Cert = None,
+    key: c.Key = None,
+    tls_insecure: c.TlsInsecure = False,
+    connect_timeout: c.ConnectTimeout = 3.0,
     json_out: c.Json = False,
 ) -> None:
     """Restore what was lost: keys by name, glob or slot range from a backup set into any live target (any shape)."""
@@ -80,7 +102,7 @@ def restore_keys(
         conn = c.connection(seed, user, tls, cacert, cert, key, connect_timeout, inv, tls_insecure)
         plan = plan_restore_keys(manifest, selection, read_target(conn, standalone), standalone,
                                  scratch_server_version(), on_conflict, ttl, rename_prefix.encode())
-        data = {"backup_id": backup_id, "dry_run": dry_run, "plan": plan.to_dict()}
+        data: dict[str, Any] = {"backup_id": backup_id, "dry_run": dry_run, "plan": plan.to_dict()}
         show_plan(r, data["plan"])
         if not plan.ok:
             return Outcome(data=data, exit_code=EXIT_PRECONDITION, errors=list(plan.refusals))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -25,14 +25,13 @@ from clusterbak.engine.rolling import (
     run_rolling,
 )
 from clusterbak.engine.rolling_state import RunState, default_state_path, load_state
-from clusterbak.engine.upgrade import control_host_action, read_versions
-from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
+from clusterbak.engine.upgrade import control_host_action
+from clusterbak.errors import EXIT_INTERRUPTED, EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
 from clusterbak.model.checks import DEFAULT_MAX_LAG
 from clusterbak.plan.rolling import RollingPlan
 from clusterbak.plan.upgrade import is_upgrade
+from clusterbak.redisops.nodeinfo import server_versions
 from clusterbak.redisops.runlock import cluster_run_lock, lock_addresses
-
-EXIT_INTERRUPTED = 130
 
 
 def register(app: typer.Typer) -> None:
@@ -40,25 +39,53 @@ def register(app: typer.Typer) -> None:
 
 
 def rolling_restart(
-        seed: c.Seed, inventory: Annotated[str, typer.Option("--inventory", envvar="CLUSTERBAK_INVENTORY",
-                                                             help="Inventory TOML with restart_command.")],
-        nodes: Annotated[str | None, typer.Option("--nodes", help="Only these nodes: ADDR,ADDR,... (default: all).")] = None,
-        replicas_only: Annotated[bool, typer.Option("--replicas-only", help="Restart replicas only; no failover.")] = False,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")] = False,
-        yes: Annotated[bool, typer.Option("--yes", help="Do not ask before starting.")] = False,
-        resume: Annotated[bool, typer.Option("--resume", help="Go on with the run recorded in the state file.")] = False,
-        restore_roles: Annotated[bool, typer.Option("--restore-roles", help="Give every master of the state file its recorded role back (CLUSTER FAILOVER), then stop.")] = False,
-        step_timeout: Annotated[float, typer.Option("--step-timeout", min=1.0, help="Seconds per step, gates included.")] = 300.0,
-        state: Annotated[str | None, typer.Option("--state", help="State file (default: beside the inventory).")] = None,
-        max_lag: Annotated[int, typer.Option("--max-lag", help="Bytes a replica may trail its master.")] = DEFAULT_MAX_LAG,
-        force_failover: Annotated[bool, typer.Option("--force-failover", help="CLUSTER FAILOVER FORCE: can lose writes.")] = False,
-        accept_new_host_keys: c.AcceptNewHostKeys = False,
-        upgrade_command: Annotated[str | None, typer.Option(
-            "--upgrade-command", help="Rolling upgrade: run this on the control host instead of each restart "
-                                      "({host} {port} {node_id}); see docs/rolling-upgrade.md.")] = None,
-        user: c.User = None, tls: c.Tls = False, cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None,
-        tls_insecure: c.TlsInsecure = False, connect_timeout: c.ConnectTimeout = 3.0, quiet: c.Quiet = False,
-        metrics_file: c.MetricsFile = None, break_lock: BreakLock = False, json_out: c.Json = False) -> None:
+    seed: c.Seed,
+    inventory: Annotated[
+        str, typer.Option("--inventory", envvar="CLUSTERBAK_INVENTORY", help="Inventory TOML with restart_command.")
+    ],
+    nodes: Annotated[
+        str | None, typer.Option("--nodes", help="Only these nodes: ADDR,ADDR,... (default: all).")
+    ] = None,
+    replicas_only: Annotated[bool, typer.Option("--replicas-only", help="Restart replicas only; no failover.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before starting.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Go on with the run recorded in the state file.")] = False,
+    restore_roles: Annotated[
+        bool,
+        typer.Option(
+            "--restore-roles",
+            help="Give every master of the state file its recorded role back (CLUSTER FAILOVER), then stop.",
+        ),
+    ] = False,
+    step_timeout: Annotated[
+        float, typer.Option("--step-timeout", min=1.0, help="Seconds per step, gates included.")
+    ] = 300.0,
+    state: Annotated[str | None, typer.Option("--state", help="State file (default: beside the inventory).")] = None,
+    max_lag: Annotated[int, typer.Option("--max-lag", help="Bytes a replica may trail its master.")] = DEFAULT_MAX_LAG,
+    force_failover: Annotated[
+        bool, typer.Option("--force-failover", help="CLUSTER FAILOVER FORCE: can lose writes.")
+    ] = False,
+    accept_new_host_keys: c.AcceptNewHostKeys = False,
+    upgrade_command: Annotated[
+        str | None,
+        typer.Option(
+            "--upgrade-command",
+            help="Rolling upgrade: run this on the control host instead of each restart "
+            "({host} {port} {node_id}); see docs/rolling-upgrade.md.",
+        ),
+    ] = None,
+    user: c.User = None,
+    tls: c.Tls = False,
+    cacert: c.CaCert = None,
+    cert: c.Cert = None,
+    key: c.Key = None,
+    tls_insecure: c.TlsInsecure = False,
+    connect_timeout: c.ConnectTimeout = 3.0,
+    quiet: c.Quiet = False,
+    metrics_file: c.MetricsFile = None,
+    break_lock: BreakLock = False,
+    json_out: c.Json = False,
+) -> None:
     """Restart every node with no lost write and every master back in its role (see docs/rolling-restart.md)."""
 
     def body(r: Renderer) -> Outcome:
@@ -87,9 +114,9 @@ def rolling_restart(
         versions_before = None
         if upgrade_command:
             prep, versions_before = apply_upgrade(prep, upgrade_command, inv, opts)
-        records = [{"index": x.index, "status": x.status} for x in existing.records] if resume else None
-        data = {"dry_run": dry_run, "resume": resume, "state_file": str(path), "plan": prep.plan.to_dict(),
-                "refusals": list(prep.refusals)}
+        records = [{"index": x.index, "status": x.status} for x in existing.records] if existing and resume else None
+        data: dict[str, Any] = {"dry_run": dry_run, "resume": resume, "state_file": str(path),
+                                "plan": prep.plan.to_dict(), "refusals": list(prep.refusals)}
         show_plan(r, data["plan"], records, prep.refusals)
         if versions_before is not None:
             data["versions"] = show_versions(r, versions_before, None)
@@ -100,11 +127,14 @@ def rolling_restart(
         verb = "upgrade" if upgrade_command else "restart"
         if not yes and not r.confirm(f"{verb} {len(prep.plan.targets)} nodes of the cluster at {seed}?"):
             raise PreconditionError("not confirmed, nothing restarted (without a terminal to ask on, pass --yes)")
-        run_ids = {s.node.node_id: s.info.get("run_id") for s in prep.inspection.states if s.reachable}
-        if resume:
+        run_ids = {s.node.node_id: str(s.info["run_id"]) for s in prep.inspection.states
+                   if s.reachable and s.info.get("run_id") is not None}
+        if resume and existing is not None:  # _resumable refused a missing state file
             existing.plan = prep.plan  # restart commands re-read from the inventory as it is now
             apply_rewind(existing, prep.rewind)
-        run = existing if resume else RunState.new(prep.plan, seed, str(Path(inventory).absolute()), run_ids)
+            run = existing
+        else:
+            run = RunState.new(prep.plan, seed, str(Path(inventory).absolute()), run_ids)
         stop = StopFlag()
         with cluster_run_lock(opts, lock_addresses(prep.inspection.topology), "rolling-restart", break_lock) as lock, \
                 stop.on_sigint(lambda: stopping(r)):
@@ -116,7 +146,7 @@ def rolling_restart(
         data["result"] = result
         show_report(r, result)
         if versions_before is not None:
-            after = read_versions(opts, list(versions_before))
+            after = server_versions(opts, list(versions_before))
             data["versions"] = show_versions(r, versions_before, after)
         r.verdict_line(f"rolling-restart: {result['status']}, {result['steps_done']}/{result['steps_total']} steps, "
                        f"took {result['duration_s']:.1f}s, cluster at {seed}, state in {path}")
@@ -135,7 +165,7 @@ def _restore_roles(r: Renderer, opts, existing: RunState | None, path: Path, dry
     steps, refusals = prepare_restore_roles(opts, existing)
     plan = {"steps": [asdict(s) for s in steps], "targets": [s.address for s in steps], "failover_mode": "default",
             "warnings": []}
-    data = {"dry_run": dry_run, "restore_roles": True, "state_file": str(path), "plan": plan,
+    data: dict[str, Any] = {"dry_run": dry_run, "restore_roles": True, "state_file": str(path), "plan": plan,
             "refusals": list(refusals)}
     show_plan(r, data["plan"], None, refusals)
     if refusals:

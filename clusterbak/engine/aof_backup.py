@@ -7,16 +7,15 @@ import threading
 import time
 from contextlib import ExitStack
 
-import redis
-
 from clusterbak.engine.cancel import cancel_on_failure
 from clusterbak.engine.sinks import HashingSink, VerifyingRdbSink
 from clusterbak.errors import StepFailed
+from clusterbak.model.address import Address
 from clusterbak.model.aofmanifest import AofManifestError, needed, parse_aof_manifest
 from clusterbak.model.inventory import Inventory
 from clusterbak.model.names import NameError_, check_bare_name
 from clusterbak.plan.backup import ShardPlan
-from clusterbak.redisops.aofrewrite import pinned_settings, rewrite_and_wait
+from clusterbak.redisops.aofrewrite import aof_config, keyspace_counts, pinned_settings, rewrite_and_wait
 from clusterbak.redisops.catchup import wait_caught_up
 from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_errors
 from clusterbak.storage.repository import SetFile, SetWriter
@@ -24,8 +23,9 @@ from clusterbak.transports.factory import open_transport, read_text
 
 
 def _catch_up(shard: ShardPlan, source, conn: ConnectionOptions, options, cancel: threading.Event) -> None:
-    mhost, mport = shard.master_address.rsplit(":", 1)
-    master = make_client(conn, mhost, int(mport))
+    assert shard.source_address is not None  # the plan refuses a shard with no source
+    master_address = Address.of(shard.master_address)
+    master = make_client(conn, master_address.host, master_address.port)
     try:
         with redis_errors(shard.master_address, conn):
             wait_caught_up(master, source, shard.master_address, shard.source_address,
@@ -36,13 +36,14 @@ def _catch_up(shard: ShardPlan, source, conn: ConnectionOptions, options, cancel
 
 def collect_aof(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: ConnectionOptions, options,
                 host_locks: dict, on_event, cancel: threading.Event | None = None) -> dict:
-    host, port = shard.source_address.rsplit(":", 1)
-    client = make_client(conn, host, int(port))
+    assert shard.source_address and shard.source_id, "the plan refuses a shard with no source"
+    source = Address.of(shard.source_address)
+    client = make_client(conn, source.host, source.port)
     access = inventory.access(shard.source_address)
     transport = open_transport(access, options.accept_new_host_keys)
     try:
         with redis_errors(shard.source_address, conn):
-            cfg = {k: str(client.config_get(k).get(k, "")) for k in ("dir", "appenddirname", "appendfilename")}
+            cfg = aof_config(client)
             with ExitStack() as pinned:  # pinned once this node's turn has come, until its files are copied
                 cancel = cancel or threading.Event()
                 with host_locks[shard.host], cancel_on_failure(cancel):
@@ -51,7 +52,7 @@ def collect_aof(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn
                         _catch_up(shard, client, conn, options, cancel)
                     saved = pinned.enter_context(pinned_settings(client, shard.source_address, options.relax_fsync))
                     result = rewrite_and_wait(client, shard.source_address, options.timeout, cancel.is_set)
-                keys, expires = _counts(client)
+                keys, expires = keyspace_counts(client)
                 files = _fetch_all(shard, partial, transport, access.data_dir or cfg["dir"], cfg, options, on_event)
     finally:
         transport.close()
@@ -68,11 +69,6 @@ def collect_aof(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn
         "rdb": {"keys": keys, "expires": expires},
         "aof": files,
     }
-
-
-def _counts(client: redis.Redis) -> tuple[int, int]:
-    db0 = client.info("keyspace").get("db0", {})
-    return int(db0.get("keys", 0)), int(db0.get("expires", 0))
 
 
 def _fetch_all(shard: ShardPlan, partial: SetWriter, transport, data_dir: str, cfg: dict, options, on_event) -> dict:
@@ -93,16 +89,20 @@ def _fetch_all(shard: ShardPlan, partial: SetWriter, transport, data_dir: str, c
             check_bare_name(name)
         except NameError_ as exc:
             raise StepFailed(f"{shard.source_address}: the AOF names a file clusterbak will not write: {exc}") from exc
-    folder = partial / f"shard-{shard.index:02d}-{shard.source_id[:8]}.aof"
+    folder = partial / f"shard-{shard.index:02d}-{str(shard.source_id)[:8]}.aof"
     folder.mkdir(mode=0o700)
     out = []
     for name, kind, seq in names:
-        out.append(_fetch_one(shard, folder, transport, posixpath.join(aof_dir, name), name, kind, seq, options, on_event))
+        out.append(
+            _fetch_one(shard, folder, transport, posixpath.join(aof_dir, name), name, kind, seq, options, on_event)
+        )
     return {"dirname": cfg.get("appenddirname") or None, "filename": cfg["appendfilename"],
             "manifest_name": manifest_name, "manifest_text": text, "folder": folder.name, "files": out}
 
 
-def _fetch_one(shard, folder: SetFile, transport, source: str, name: str, kind: str, seq: int, options, on_event) -> dict:
+def _fetch_one(
+    shard, folder: SetFile, transport, source: str, name: str, kind: str, seq: int, options, on_event
+) -> dict:
     is_rdb = name.endswith(".rdb")
     suffix = ".zst" if options.compress == "zstd" else ""
     target = folder / (name + suffix)
@@ -125,7 +125,9 @@ def _fetch_one(shard, folder: SetFile, transport, source: str, name: str, kind: 
               "sha256": sink.stored.sha256_stored, "compression": sink.stored.compression,
               "transfer_seconds": round(time.monotonic() - t0, 3)}
     if is_rdb:
-        record.update(raw_sha256=sink.report.sha256, crc64=sink.report.crc64_stored, rdb_version=sink.report.rdb_version)
+        record.update(
+            raw_sha256=sink.report.sha256, crc64=sink.report.crc64_stored, rdb_version=sink.report.rdb_version
+        )
     else:
         record.update(raw_sha256=sink.raw_sha256)
     on_event("fetched", {"shard": shard.index, "bytes": record["raw_size"], "seconds": record["transfer_seconds"]})

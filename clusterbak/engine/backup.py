@@ -91,12 +91,13 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
             workers = 2 * slots
         pool = ThreadPoolExecutor(max_workers=workers)
         try:
-            futures = [pool.submit(collect, s, partial, inventory, conn, options, host_locks, guarded) for s in plan.shards]
+            futures = [pool.submit(collect, s, partial, inventory, conn, options, host_locks, guarded)
+                       for s in plan.shards]
             done, _ = wait(futures, return_when="FIRST_EXCEPTION")
             if any(f.exception() is not None for f in done):
                 cancel.set()
                 wait(futures)  # the others stop at their next poll or chunk; then report the cause, not "cancelled"
-                errors = [f.exception() for f in futures if f.exception() is not None]
+                errors = [e for f in futures if (e := f.exception()) is not None]
                 raise next((e for e in errors if not isinstance(e, RunCancelled)), errors[0])
             shard_records = [f.result() for f in futures]
         except BaseException:
@@ -108,7 +109,7 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
         with ThreadPoolExecutor(max_workers=4) as small:  # tiny files, one round trip each: overlap them
             fetched = [small.submit(_node_file, nf, partial, links, on_event) for nf in plan.node_files]
         incomplete = []
-        for nf, future in zip(plan.node_files, fetched):
+        for nf, future in zip(plan.node_files, fetched, strict=True):
             try:
                 node_records.append(future.result())
             except ClusterbakError as exc:
@@ -174,6 +175,7 @@ def preflight_transports(plan: BackupPlan, inventory: Inventory, options: Backup
 def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: ConnectionOptions, options: BackupOptions,
            host_locks: dict, on_event: Event, save_slots: AbstractContextManager | None = None,
            transfer_slots: AbstractContextManager | None = None, cancel: threading.Event | None = None) -> dict:
+    assert shard.source_address and shard.source_id and shard.rdb_path, "the plan refuses a shard with no source"
     host, port = shard.source_address.rsplit(":", 1)
     mhost, mport = shard.master_address.rsplit(":", 1)
     source = make_client(conn, host, int(port))
@@ -218,6 +220,7 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
         seconds = time.monotonic() - t0
     sink: VerifyingRdbSink = holder["sink"]
     report, stored = sink.report, sink.stored
+    assert report is not None and stored is not None  # set by the sink's close, which fetch calls on success
     ctime = int(dict(report.aux).get("ctime", "0") or 0)
     if ctime and ctime < int(save.requested_at) - 1:
         raise StepFailed(f"{shard.source_address}:{shard.rdb_path} was written at {ctime}, before our BGSAVE "
@@ -236,7 +239,8 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
                  "caught_up_to": caught.master_offset if caught else None,
                  "catch_up_s": round(caught.waited_s, 3) if caught else None},
         "rdb": {"version": report.rdb_version, "magic": report.magic, "redis_ver": dict(report.aux).get("redis-ver"),
-                "valkey_ver": dict(report.aux).get("valkey-ver"), "ctime": ctime, "keys": report.total_keys, "expires": sum(d.expires for d in report.dbs),
+                "valkey_ver": dict(report.aux).get("valkey-ver"), "ctime": ctime, "keys": report.total_keys,
+                "expires": sum(d.expires for d in report.dbs),
                 "dbs": [asdict(d) for d in report.dbs], "counts_known": report.counts_known},
         "file": {"path": target.name, "source_path": shard.rdb_path, "raw_size": stored.raw_size,
                  "stored_size": stored.stored_size, "sha256": stored.sha256_stored, "raw_sha256": report.sha256,

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import random
 import shutil
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-
-import redis
-from redis.cluster import ClusterNode, RedisCluster
 
 from clusterbak.config import load_inventory
 from clusterbak.engine.node_extras import drill_users
@@ -24,11 +20,9 @@ from clusterbak.model.nodesconf import parse_new_address
 from clusterbak.plan.node_extras import module_checks
 from clusterbak.plan.restore import plan_restore
 from clusterbak.redisops.connect import ConnectionOptions
+from clusterbak.redisops.sample import sample_keys
 from clusterbak.redisops.target import probe_target
 from clusterbak.storage.repository import StoredSet
-
-READERS = {"string": "GET", "hash": "HGETALL", "list": "LRANGE", "set": "SMEMBERS", "zset": "ZRANGE", "stream": "XRANGE"}
-EXTRA = {"LRANGE": (0, -1), "ZRANGE": (0, -1), "XRANGE": ("-", "+")}
 
 
 def drill_order(manifest: Manifest) -> list[TopologyNode]:
@@ -114,37 +108,3 @@ def restore_sizes(plan, manifest: Manifest) -> dict[str, int]:
     return out
 
 
-def sample_keys(seed: str, per_type: int = 3, scan_limit: int = 3000) -> dict:
-    """Read a few keys of every type found among the first `scan_limit` keys of each master (TYPE pipelined);
-    a type is ok if all its reads succeed. Types the data does not have are simply absent."""
-    host, port = seed.rsplit(":", 1)
-    client = RedisCluster(startup_nodes=[ClusterNode(host, int(port))], socket_timeout=10)
-    found: dict[str, list[bytes]] = {t: [] for t in READERS}
-    try:
-        for node in client.get_primaries():
-            conn = client.get_redis_connection(node)
-            keys = []
-            for key in conn.scan_iter(count=1000):
-                keys.append(key)
-                if len(keys) >= scan_limit:
-                    break
-            pipe = conn.pipeline(transaction=False)
-            for key in keys:
-                pipe.type(key)
-            for key, kind in zip(keys, pipe.execute()):
-                kind = kind.decode() if isinstance(kind, bytes) else kind
-                if kind in found and len(found[kind]) < per_type:
-                    found[kind].append(key)
-        out = {}
-        for kind, keys in found.items():
-            if not keys:
-                continue
-            try:
-                for key in random.sample(keys, len(keys)):
-                    client.execute_command(READERS[kind], key, *EXTRA.get(READERS[kind], ()))
-                out[kind] = {"ok": True, "read": len(keys)}
-            except redis.RedisError as exc:
-                out[kind] = {"ok": False, "read": 0, "error": str(exc)}
-        return out
-    finally:
-        client.close()

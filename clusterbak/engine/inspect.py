@@ -133,7 +133,9 @@ def config_file_findings(states: tuple[NodeState, ...], inventory: Inventory) ->
                 continue
             if not conf:
                 if state.reachable:
-                    out.append(Finding(INFO, "no_config_file", addr, "started without a config file; dir cannot be checked"))
+                    out.append(
+                        Finding(INFO, "no_config_file", addr, "started without a config file; dir cannot be checked")
+                    )
                 continue
             try:
                 text = read_text(transport, conf)
@@ -146,8 +148,8 @@ def config_file_findings(states: tuple[NodeState, ...], inventory: Inventory) ->
         if data_dir is None or not data_dir.startswith("/"):
             shown = "no dir directive" if data_dir is None else f"dir {data_dir}"
             out.append(Finding(CRITICAL, "dir_relative", addr,
-                               f"{conf} has {shown}: the data dir depends on where redis-server was started "
-                               "(seed 004); set an absolute dir in that file"))
+                               f"{conf} has {shown}: the data dir depends on where redis-server was started; "
+                               "set an absolute dir in that file"))
     return out
 
 

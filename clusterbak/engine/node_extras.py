@@ -18,26 +18,25 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-import redis
-
 from clusterbak.errors import ClusterbakError, StepFailed, VerifyError
 from clusterbak.model.inventory import Inventory
 from clusterbak.model.manifest import Manifest, StoredFile
 from clusterbak.model.names import NameError_, check_absolute_dir
 from clusterbak.model.nodeconfig import acl_users, entries, rewrite_directives
+from clusterbak.model.state import TargetState
 from clusterbak.plan.backup import NodeFilePlan
-from clusterbak.plan.restore import NodeRestore, TargetState
-from clusterbak.redisops.connect import ConnectionOptions, make_client, split_address
+from clusterbak.plan.restore import NodeRestore
+from clusterbak.redisops.connect import ConnectionOptions, RedisFailure, make_client, split_address
 from clusterbak.redisops.nodeinfo import apply_users, authenticates, read_node_extras, users_now
 from clusterbak.storage.reader import VerifiedReader
-from clusterbak.storage.repository import SetWriter, StoredSet, open_stored
+from clusterbak.storage.repository import SetFile, SetWriter, StoredSet, open_stored
 from clusterbak.transports.factory import TEXT_LIMIT, open_transport, read_text
 
 
 class _SmallFileSink:
     """A config or ACL file stored as it is (0600, uncompressed), at most TEXT_LIMIT bytes."""
 
-    def __init__(self, path: Path, name: str) -> None:
+    def __init__(self, path: SetFile | Path, name: str) -> None:
         self.file = open_stored(path, "none")
         self.name, self.size = name, 0
         self.data = bytearray()  # the plain text (small): read back from here, never from the store
@@ -77,7 +76,7 @@ def add_node_extras(node_files: tuple[NodeFilePlan, ...], records: list[dict], p
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda nf: _collect(nf, partial, links, conn), jobs))
     warnings = []
-    for nf, (fields, notes) in zip(jobs, results):
+    for nf, (fields, notes) in zip(jobs, results, strict=True):
         by_id[nf.node_id].update(fields)
         warnings += notes
     return warnings
@@ -89,7 +88,7 @@ def _collect(nf: NodeFilePlan, partial: SetWriter, links, conn: ConnectionOption
     client = make_client(conn, host, port)
     try:
         extras = read_node_extras(client, nf.address)
-    except (redis.RedisError, OSError) as exc:
+    except (RedisFailure, OSError) as exc:
         return fields, [f"{nf.address}: config file, users and modules not collected: {str(exc)[:160]}"]
     finally:
         client.close()
@@ -215,7 +214,7 @@ def drill_users(conn: ConnectionOptions, set_dir: StoredSet, manifest: Manifest,
         try:
             apply_users(conn, address, text, skip=frozenset({"default"}))
             missing = sorted(wanted - set(users_now(conn, address)))
-        except redis.RedisError as exc:
+        except RedisFailure as exc:
             missing = [f"(ACL SETUSER or ACL LIST failed: {type(exc).__name__})"]  # its text may quote a rule
         applied += 1
         rows.append({"check": "users restored", "subject": address, "ok": not missing,

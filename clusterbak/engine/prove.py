@@ -1,46 +1,12 @@
 """Prove a restored cluster: cluster_state ok everywhere, the manifest's slot owners and roles, replicas in
-sync, no open slots, and each master's DBSIZE within the manifest's count (keys with a TTL may be gone)."""
+sync, no open slots, and each master's DBSIZE within the manifest's count (keys with a TTL may be gone).
+The reads are redisops/health.py's; this module judges them against the manifest."""
 
 from __future__ import annotations
 
-import time
-
-import redis
-
 from clusterbak.model.manifest import Manifest
-from clusterbak.model.topology import parse_cluster_nodes
-from clusterbak.redisops.connect import ConnectionOptions, make_client
-
-
-def _client(conn: ConnectionOptions, address: str) -> redis.Redis:
-    host, port = address.rsplit(":", 1)
-    return make_client(conn, host, int(port))
-
-
-def wait_cluster_ok(conn: ConnectionOptions, addresses: list[str], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if all(_cluster_ok(conn, a) for a in addresses):
-                return True
-        except (redis.RedisError, OSError):
-            pass
-        time.sleep(0.2)
-    return False
-
-
-def _cluster_ok(conn: ConnectionOptions, address: str) -> bool:
-    client = _client(conn, address)
-    try:
-        info = client.execute_command("CLUSTER", "INFO")
-        if "cluster_state:ok" not in info:
-            return False
-        repl = client.info("replication")
-        if repl.get("role") == "slave":
-            return repl.get("master_link_status") == "up" and not int(repl.get("master_sync_in_progress", 0))
-        return not int(client.info("persistence").get("loading", 0))
-    finally:
-        client.close()
+from clusterbak.redisops.connect import ConnectionOptions
+from clusterbak.redisops.health import key_count, read_topology, wait_cluster_ok
 
 
 def prove(conn: ConnectionOptions, manifest: Manifest, new_address: dict[str, str], timeout: float) -> list[dict]:
@@ -50,12 +16,7 @@ def prove(conn: ConnectionOptions, manifest: Manifest, new_address: dict[str, st
     ok = wait_cluster_ok(conn, addresses, timeout)
     rows.append(_row("cluster_state ok and replicas synced", "all nodes", ok,
                      "" if ok else f"not within {timeout:.0f}s"))
-    seed = addresses[0]
-    client = _client(conn, seed)
-    try:
-        topo = parse_cluster_nodes(client.execute_command("CLUSTER", "NODES"))
-    finally:
-        client.close()
+    topo = read_topology(conn, addresses[0])
     rows.append(_row("all 16384 slots served", "cluster", not topo.uncovered_slots(),
                      ", ".join(str(r) for r in topo.uncovered_slots()[:3])))
     rows.append(_row("no open slots", "cluster", not topo.open_slots(), ""))
@@ -77,11 +38,7 @@ def prove(conn: ConnectionOptions, manifest: Manifest, new_address: dict[str, st
         address = new_address.get(shard.master_id)
         if address is None:
             continue
-        client = _client(conn, address)
-        try:
-            size = int(client.dbsize())
-        finally:
-            client.close()
+        size = key_count(conn, address)
         keys, expires = shard.keys, shard.expires
         rows.append(_row("key count", address, keys - expires <= size <= keys,
                          f"{size} keys; manifest {keys} of which {expires} had a TTL"))

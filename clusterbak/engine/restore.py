@@ -16,15 +16,17 @@ import io
 import posixpath
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from clusterbak.engine.interrupts import StopFlag
 from clusterbak.engine.node_extras import extras_paths, place_extras
 from clusterbak.engine.prove import prove
 from clusterbak.engine.restore_journal import Journal, RestoreJournal
 from clusterbak.engine.verify import verify_set
-from clusterbak.errors import ClusterbakError, StepFailed, VerifyError
+from clusterbak.errors import ClusterbakError, Interrupted, StepFailed, VerifyError
 from clusterbak.model.aofmanifest import needed, parse_aof_manifest, rename_prefix, render_manifest
 from clusterbak.model.inventory import Inventory
 from clusterbak.model.manifest import AofRecord, Manifest, StoredFile
@@ -42,10 +44,8 @@ STOP_TIMEOUT = 30.0
 KEEP_BEFORE_RESTORE = 2  # `.before-restore-*` copies kept per file after a proven restore (docs/restore.md)
 
 
-class RestoreInterrupted(ClusterbakError):
+class RestoreInterrupted(Interrupted):
     """Ctrl-C or SIGTERM stopped a restore; the message says the state it left and the command to run."""
-
-    exit_code = 130
 
 
 def verify_or_refuse(set_dir: StoredSet, manifest: Manifest) -> None:
@@ -56,10 +56,21 @@ def verify_or_refuse(set_dir: StoredSet, manifest: Manifest) -> None:
                           + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
 
 
-def run_restore(plan: RestorePlan, set_dir: StoredSet, manifest: Manifest, inventory: Inventory, conn: ConnectionOptions,
-                prove_timeout: float = 120.0, accept_new_host_keys: bool = False, on_event: Event = lambda k, d: None,
-                verified: bool = False, journal_file: Path | None = None, resume: RestoreJournal | None = None,
-                stop: StopFlag | None = None, commands: dict[str, str] | None = None) -> list[dict]:
+def run_restore(
+    plan: RestorePlan,
+    set_dir: StoredSet,
+    manifest: Manifest,
+    inventory: Inventory,
+    conn: ConnectionOptions,
+    prove_timeout: float = 120.0,
+    accept_new_host_keys: bool = False,
+    on_event: Event = lambda k, d: None,
+    verified: bool = False,
+    journal_file: Path | None = None,
+    resume: RestoreJournal | None = None,
+    stop: StopFlag | None = None,
+    commands: dict[str, str] | None = None,
+) -> list[dict]:
     """`resume`: go on from a journal (nodes stopped/placed already are not done again). `commands`: the exact
     `--resume` / `--rollback` command lines to print when a second interrupt stops the run."""
     if not plan.ok:
@@ -170,8 +181,9 @@ def undo(plan: RestorePlan, journal: Journal, transports: dict, conn: Connection
             _stop(n, transport, conn)
             journal.mark(n.new_address, started=False)
         if progress.placing or progress.placed:
+            moved: list[tuple[str, str]]
             if progress.placed:  # every file at the node's paths is the restore's; the originals are the copies
-                moved = [tuple(m) for m in progress.moved]
+                moved = [(m[0], m[1]) for m in progress.moved]
                 ours = {p for p in (n.rdb_path, n.nodes_conf_path, n.aof_dir) if p}
             else:  # killed mid-placement: only a path with this restore's copy beside it surely holds ours
                 moved = _copies_of_this_restore(n, transport, plan.backup_id)
@@ -212,8 +224,10 @@ def _keep_recent_copies(node: NodeRestore, inventory: Inventory, accept_new_host
     try:
         for path in dict.fromkeys(p for p in (node.rdb_path, node.nodes_conf_path, node.aof_dir, node.stale_aof_dir)
                                   if p):
-            script = (f"ls -1dtc -- {shlex.quote(path)}.before-restore-* 2>/dev/null | tail -n +{KEEP_BEFORE_RESTORE + 1}"
-                      " | while IFS= read -r old; do rm -rf -- \"$old\"; done")
+            script = (
+                f"ls -1dtc -- {shlex.quote(path)}.before-restore-* 2>/dev/null | tail -n +{KEEP_BEFORE_RESTORE + 1}"
+                ' | while IFS= read -r old; do rm -rf -- "$old"; done'
+            )
             transport.run(script, timeout=60, check=False)
     finally:
         transport.close()
@@ -259,7 +273,7 @@ def _stop(node: NodeRestore, transport, conn: ConnectionOptions) -> None:
 
 
 def _replace(node: NodeRestore, transport, set_dir: StoredSet, plan: RestorePlan, manifest: Manifest,
-             already: list[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+             already: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
     """Move the node's files aside, place the set's; if placing fails (a file changed since it was verified, a
     write error), put the node's previous files back so it is left stopped exactly as it was. `already`: copies
     an earlier, cut-short run made (--resume): kept, never moved aside a second time. Returns what was moved."""
@@ -288,8 +302,9 @@ def _mode_for(transport, path: str, default: int = 0o640) -> int:
     return (st.mode & 0o770) if st is not None else default
 
 
-def _move_aside(node: NodeRestore, transport, backup_id: str, skip: set[str] = frozenset()) -> list[tuple[str, str]]:
-    moved = []
+def _move_aside(node: NodeRestore, transport, backup_id: str,
+                skip: AbstractSet[str] = frozenset()) -> list[tuple[str, str]]:
+    moved: list[tuple[str, str]] = []
     for path in (node.rdb_path, node.nodes_conf_path, node.aof_dir, node.stale_aof_dir, *extras_paths(node)):
         if path and path not in skip and path not in {m for m, _ in moved} and transport.stat(path) is not None:
             aside = f"{path}.before-restore-{backup_id}"
@@ -311,6 +326,8 @@ def _place(node: NodeRestore, transport, set_dir: StoredSet, plan: RestorePlan, 
            modes: dict[str, int]) -> None:
     conf = manifest.conf_of(node.node_id)
     assert conf is not None  # the plan refused nodes without one
+    # the plan fills these in for every node it places (the AOF paths when the target runs appendonly yes)
+    assert node.nodes_conf_path is not None and node.rdb_path is not None
     text = _read_verified(set_dir, conf.file).decode()
     if node.rewrite_nodes_conf:
         text = rewrite(text, plan.mapping)
@@ -318,8 +335,10 @@ def _place(node: NodeRestore, transport, set_dir: StoredSet, plan: RestorePlan, 
     place_extras(node, transport, set_dir, manifest, modes)
     shard = manifest.shard(node.shard)
     if node.from_aof:
+        assert shard.aof is not None  # from_aof: the shard was backed up as an AOF
         _place_aof(node, transport, set_dir, shard.aof)
     elif node.aof_dir:  # appendonly yes: the node would ignore dump.rdb, so the dump becomes the AOF base
+        assert node.aof_base_name is not None and shard.file is not None
         transport.makedirs(node.aof_dir)
         transport.write_from(posixpath.join(node.aof_dir, node.aof_base_name),
                              VerifiedReader(set_dir, shard.file), mode=0o640)
@@ -327,6 +346,7 @@ def _place(node: NodeRestore, transport, set_dir: StoredSet, plan: RestorePlan, 
         transport.write_from(posixpath.join(node.aof_dir, manifest_name),
                              io.BytesIO(f"file {node.aof_base_name} seq 1 type b\n".encode()), mode=0o640)
     else:
+        assert shard.file is not None  # an RDB shard
         transport.write_from(node.rdb_path, VerifiedReader(set_dir, shard.file), mode=modes.get(node.rdb_path, 0o640))
 
 
@@ -338,16 +358,18 @@ def _read_verified(set_dir: StoredSet, record: StoredFile) -> bytes:
 
 def _place_aof(node: NodeRestore, transport, set_dir: StoredSet, aof: AofRecord) -> None:
     """An AOF set: the base and incr files (renamed to the target's appendfilename) and a manifest naming them."""
+    assert node.data_dir is not None and node.aof_filename is not None  # the plan's AOF layout of the target
     if aof.manifest_text is None:  # a pre-7.0 single appendonly.aof: Redis 7 upgrades it on start
         (record,) = aof.files
         transport.write_from(posixpath.join(node.data_dir, node.aof_filename), VerifiedReader(set_dir, record),
                              mode=0o640)
         return
+    assert node.aof_dir is not None
     transport.makedirs(node.aof_dir)
     files = needed(parse_aof_manifest(aof.manifest_text))
     renamed = rename_prefix(files, aof.filename, node.aof_filename)
     by_name = {f.name: f for f in aof.files}
-    for old, new in zip(files, renamed):
+    for old, new in zip(files, renamed, strict=True):
         transport.write_from(posixpath.join(node.aof_dir, check_bare_name(new.name)),
                              VerifiedReader(set_dir, by_name[old.name]), mode=0o640)
     transport.write_from(posixpath.join(node.aof_dir, f"{node.aof_filename}.manifest"),
@@ -361,7 +383,9 @@ def rollback_restore(journal_file: Path, existing: RestoreJournal, inventory: In
     before = existing.summary()
     plan = existing.restore_plan()
     journal = Journal(journal_file, existing)
-    transports = {n.new_address: open_transport(inventory.access(n.new_address), accept_new_host_keys) for n in plan.nodes}
+    transports = {
+        n.new_address: open_transport(inventory.access(n.new_address), accept_new_host_keys) for n in plan.nodes
+    }
     try:
         undo(plan, journal, transports, conn, on_event)
     finally:

@@ -79,7 +79,7 @@ def load_journal(path: Path) -> RestoreJournal | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise PreconditionError(f"restore journal {path} cannot be read ({exc}); look at the nodes by hand")
+        raise PreconditionError(f"restore journal {path} cannot be read ({exc}); look at the nodes by hand") from exc
     if raw.get("kind") != KIND or raw.get("format") != FORMAT:
         raise PreconditionError(f"{path} is not a clusterbak restore journal (format {FORMAT})")
     return RestoreJournal(raw["backup_id"], raw["dest"], raw["plan"],

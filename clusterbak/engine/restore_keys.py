@@ -20,8 +20,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import hiredis
-
 from clusterbak.engine.scratch import SCRATCH_PREFIX, ScratchServer
 from clusterbak.engine.verify import verify_set
 from clusterbak.errors import PreconditionError, VerifyError
@@ -41,6 +39,7 @@ from clusterbak.redisops.dumprestore import (
     EXPIRED_CHANNEL,
     SCAN_COUNT,
     Pipe,
+    ReplyError,
     dump_commands,
     exists_command,
     open_pipe,
@@ -113,8 +112,16 @@ def verify_needed(set_dir: StoredSet, manifest: Manifest, plan: RestoreKeysPlan)
                           + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
 
 
-def run_restore_keys(plan: RestoreKeysPlan, set_dir: StoredSet, manifest: Manifest, target: ConnectionOptions, write: bool,
-                     scratch_root: Path | None = None, on_event: Event = lambda k, d: None, parallel: int = 1) -> dict:
+def run_restore_keys(
+    plan: RestoreKeysPlan,
+    set_dir: StoredSet,
+    manifest: Manifest,
+    target: ConnectionOptions,
+    write: bool,
+    scratch_root: Path | None = None,
+    on_event: Event = lambda k, d: None,
+    parallel: int = 1,
+) -> dict:
     """Dry run (write=False) or real run. Scratch servers live under scratch_root and are gone when this returns."""
     if not plan.ok:
         raise PreconditionError("refusing a plan with refusals: " + "; ".join(plan.refusals))
@@ -132,8 +139,16 @@ def run_restore_keys(plan: RestoreKeysPlan, set_dir: StoredSet, manifest: Manife
     return run.report(time.monotonic() - t0)
 
 
-def _pass(plan: RestoreKeysPlan, set_dir: StoredSet, manifest: Manifest, target: ConnectionOptions, write: bool, root: Path,
-          on_event: Event, parallel: int) -> Run:
+def _pass(
+    plan: RestoreKeysPlan,
+    set_dir: StoredSet,
+    manifest: Manifest,
+    target: ConnectionOptions,
+    write: bool,
+    root: Path,
+    on_event: Event,
+    parallel: int,
+) -> Run:
     """Every shard of the plan, `parallel` at a time (each its own scratch server and target connections).
     On an error or an interrupt the other shards stop at their next batch; their sockets are shut so a blocked
     read returns at once, and each job removes its scratch server on the way out."""
@@ -160,7 +175,7 @@ def _new_run(plan: RestoreKeysPlan, write: bool) -> Run:
 
 
 def _merge(into: Run, part: Run) -> None:
-    for total, one in zip(into.masters, part.masters):
+    for total, one in zip(into.masters, part.masters, strict=True):
         for name in ("restored", "skipped_existing", "skipped_expired", "failed", "exist_on_target", "bytes"):
             setattr(total, name, getattr(total, name) + getattr(one, name))
     into.shards.extend(part.shards)
@@ -226,7 +241,7 @@ def _copy_shard(run: Run, tally: ShardTally, scratch: ScratchServer, shard: Shar
         expire_cmd = "PEXPIRETIME" if run.plan.scratch.parts >= (7, 0) else "PTTL"
         scanner = job._open(scratch.pipe)
         pending: deque = deque()  # batches sent to the target whose replies are not read yet
-        read: tuple | None = None  # the batch DUMPed last, not yet sent on
+        read: tuple[list[bytes], list, bool] | None = None  # the batch DUMPed last, not yet sent on
         # three stages at once: the scratch server DUMPs batch k while this thread routes batch k-1 and the target
         # masters RESTORE batches k-2 and k-3
         for keys, named in _batches(scanner, sel, shard_slots):
@@ -335,8 +350,8 @@ def _dispatch(run: Run, tally: ShardTally, pipes: list[Pipe], keys: list[bytes],
 def _unreadable(run: Run, tally: ShardTally, key: bytes, payload, expire, named: bool) -> None:
     """A key the scratch server did not DUMP: an error, or gone (named: not in the backup; scanned: it expired)."""
     master = run.master_of(_final(run, key))
-    if isinstance(payload, hiredis.ReplyError) or isinstance(expire, hiredis.ReplyError):
-        bad = payload if isinstance(payload, hiredis.ReplyError) else expire
+    if isinstance(payload, ReplyError) or isinstance(expire, ReplyError):
+        bad = payload if isinstance(payload, ReplyError) else expire
         _error(run, f"scratch shard {tally.index}: reading {key!r} failed: {bad}")
         master.failed += 1
     elif named:
@@ -349,7 +364,7 @@ def _unreadable(run: Run, tally: ShardTally, key: bytes, payload, expire, named:
 def _finish(run: Run, pipes: list[Pipe], pending: list) -> None:
     for index, sent in pending:
         master = run.masters[index]
-        for name, reply in zip(sent, pipes[index].read(len(sent))):
+        for name, reply in zip(sent, pipes[index].read(len(sent)), strict=False):
             if not run.write:
                 if reply == 1:
                     master.exist_on_target += 1
@@ -358,7 +373,7 @@ def _finish(run: Run, pipes: list[Pipe], pending: list) -> None:
                         run.existing_examples.append(name.decode(errors="replace"))
             elif reply == b"OK":
                 master.restored += 1
-            elif isinstance(reply, hiredis.ReplyError) and str(reply).startswith("BUSYKEY") \
+            elif isinstance(reply, ReplyError) and str(reply).startswith("BUSYKEY") \
                     and run.plan.on_conflict == "skip":
                 master.skipped_existing += 1
             else:

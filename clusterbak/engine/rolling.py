@@ -12,12 +12,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from clusterbak.engine.inspect import Inspection, inspect
 from clusterbak.engine.interrupts import StopFlag  # noqa: F401 - the CLI takes it from here
 from clusterbak.engine.rolling_live import ShardServing, read_serving, serving_data
 from clusterbak.engine.rolling_state import DONE, FAILED, RUNNING, RunState, StepRecord, save_state
-from clusterbak.errors import ClusterbakError, StepFailed
+from clusterbak.errors import ClusterbakError, Interrupted, StepFailed
+from clusterbak.model.address import Address
 from clusterbak.model.checks import CRITICAL
 from clusterbak.model.inventory import Inventory
 from clusterbak.plan.rolling import (
@@ -87,15 +89,16 @@ def prepare_resume(conn: ConnectionOptions, inventory: Inventory, state: RunStat
     """Preflight for --resume: the same members, healthy, except the node whose restart was cut short."""
     seen = inspect(conn, inventory, state.plan.max_lag)
     done = {r.index for r in state.records if r.status == DONE}
-    plan, refusals = refresh_commands(state.plan, inventory, seen.states, done)
-    refusals = list(refusals)
+    plan, refreshed = refresh_commands(state.plan, inventory, seen.states, done)
+    refusals = list(refreshed)
     now, then = {n.node_id for n in seen.topology.nodes}, {r.node_id for r in plan.roles}
     if now != then:
         refusals.append(f"the cluster's members changed since the state file was written ({len(now - then)} new, "
                         f"{len(then - now)} gone); move the state file aside and plan a new run")
     idx = state.first_unfinished()
     step = plan.steps[idx] if idx is not None else None
-    excused = step.address if step and step.action == RESTART and state.records[idx].run_id_before else None
+    excused = (step.address if step and idx is not None and step.action == RESTART
+               and state.records[idx].run_id_before else None)
     for f in seen.findings:
         if f.severity != CRITICAL or f.code in PLAN_CHECKED:
             continue
@@ -126,21 +129,19 @@ def apply_rewind(state: RunState, rewind: tuple[int, ...]) -> None:
             state.records[i] = StepRecord(i)
 
 
-class RollingInterrupted(ClusterbakError):
+class RollingInterrupted(Interrupted):
     """A second Ctrl-C (or SIGTERM) stopped the run at once; the message says the step and how to go on."""
-
-    exit_code = 130
 
 
 @dataclass
 class _Ctx:
     plan: RollingPlan
     clients: Clients
-    inventory: Inventory
+    inventory: Inventory | None  # None: run_restore_roles, which restarts nothing
     options: RollingOptions
     on_event: Event
     persist: Callable[[], None]
-    watch: Watchdog | None = None
+    watch: Watchdog = None  # type: ignore[assignment]  # made by __post_init__ when not given
     pending: set[str] = field(default_factory=set)  # CLUSTER FAILOVER sent to these, switch not confirmed
 
     def __post_init__(self) -> None:
@@ -160,7 +161,7 @@ def run_rolling(state: RunState, state_path: Path, inventory: Inventory, conn: C
     stop = stop or StopFlag()
     plan = state.plan
     started = time.monotonic()
-    invocation = {"started_at": time.time(), "resume": bool(state.invocations), "result": None}
+    invocation: dict[str, Any] = {"started_at": time.time(), "resume": bool(state.invocations), "result": None}
     state.invocations.append(invocation)
     ctx = _Ctx(plan, Clients(conn), inventory, options, on_event, lambda: save_state(state_path, state))
     ctx.persist()
@@ -216,9 +217,17 @@ def run_rolling(state: RunState, state_path: Path, inventory: Inventory, conn: C
     finally:
         ctx.clients.close()
     owners, summaries = serving_data(serving)
-    return {**outcome, "steps_done": state.done_count, "steps_total": len(plan.steps), "serving": owners,
-            "serving_detail": summaries, "duration_s": round(time.monotonic() - started, 2), "nodes": report_rows(state),
-            "elapsed_since_start_s": round(time.time() - state.created_at, 2), "final": state.final}
+    return {
+        **outcome,
+        "steps_done": state.done_count,
+        "steps_total": len(plan.steps),
+        "serving": owners,
+        "serving_detail": summaries,
+        "duration_s": round(time.monotonic() - started, 2),
+        "nodes": report_rows(state),
+        "elapsed_since_start_s": round(time.time() - state.created_at, 2),
+        "final": state.final,
+    }
 
 
 def _deadline(options: RollingOptions) -> Callable[[], float]:
@@ -243,6 +252,8 @@ def _restart(step: Step, rec: StepRecord, ctx: _Ctx) -> None:
         if ctx.options.node_action is not None:
             ctx.options.node_action(step, max(1.0, left()))
         else:
+            # the plan refuses a restart without a restart_command; run_restore_roles restarts nothing
+            assert step.command is not None and ctx.inventory is not None
             transport = open_transport(ctx.inventory.access(step.address), ctx.options.accept_new_host_keys)
             try:
                 transport.run(step.command, timeout=max(1.0, left()), check=True)
@@ -294,6 +305,7 @@ def _master_must_serve(master, step: Step) -> None:
 
 
 def _failover(step: Step, rec: StepRecord, ctx: _Ctx, slot_map) -> None:
+    assert step.demote_address is not None and step.demote_id is not None  # a failover step names whom it demotes
     left = _deadline(ctx.options)
     promote, demote = ctx.clients.probe(step.address), ctx.clients.probe(step.demote_address)
     if switched_reason(promote, demote) is None and demote.master_id == step.node_id:
@@ -308,8 +320,9 @@ def _failover(step: Step, rec: StepRecord, ctx: _Ctx, slot_map) -> None:
     why_not = replica_reason(promote, demote, step.demote_id, ctx.plan.max_lag)
     if why_not and not promote.up and not promote.refused:  # paused or busy, not gone: give it a while
         try:
+            demote_address, demote_id = step.demote_address, step.demote_id
             wait_gate(lambda: replica_reason(ctx.clients.probe(step.address), ctx.clients.probe(
-                step.demote_address, cluster=False), step.demote_id, ctx.plan.max_lag),
+                demote_address, cluster=False), demote_id, ctx.plan.max_lag),
                 min(left(), UNANSWERED_PATIENCE), f"{step.address} answering before its failover",
                 watch=ctx.watch.excusing(tolerating=(step.address,), patient_with=(step.address,)))
             why_not = None
@@ -371,7 +384,8 @@ def advice(plan: RollingPlan, step: Step, serving: dict[int, ShardServing], exc:
         return (f"{now}; nothing in it was restarted. Look at {step.address}'s log for the manual failover, "
                 f"{resume}. --force-failover only for a dead master")
     if step.action == RESTART:
-        host, port = step.address.rsplit(":", 1)
+        node = Address.of(step.address)
+        host, port = node.host, node.port
         return (f"{now}; {step.address} should be a replica of {step.expect_master_address}. Fix {step.address}, "
                 f"{resume} (and fails back). By hand, once it is in sync: redis-cli -h {host} -p {port} CLUSTER "
                 "FAILOVER")
@@ -392,12 +406,12 @@ def final_check(clients: Clients, plan: RollingPlan, state: RunState) -> dict:
         nodes[role.node_id] = {"role_after": now, "master_after": me.master_id if me else None, "run_id": p.run_id}
         if role.role == "master":
             want = plan.shards[role.shard].slots
-            if now != "master" or tuple(str(r) for r in me.slots) != want:
+            if now != "master" or tuple(str(r) for r in (me.slots if me else ())) != want:
                 problems.append(f"{role.address} was the master of shard {role.shard} and is now {now}")
         elif now != "replica":
             problems.append(f"{role.address} was a replica and is now {now}")
-        elif me.master_id != role.master_id:
-            warnings.append(f"{role.address} now replicates {str(me.master_id)[:8]}, not {str(role.master_id)[:8]}")
+        elif (master_after := me.master_id if me else None) != role.master_id:
+            warnings.append(f"{role.address} now replicates {str(master_after)[:8]}, not {str(role.master_id)[:8]}")
         if role.address in plan.targets and p.run_id == state.run_ids_at_start.get(role.node_id):
             problems.append(f"{role.address} did not restart (run_id unchanged)")
     return {"problems": problems, "warnings": warnings, "nodes": nodes}
@@ -440,8 +454,8 @@ def run_restore_roles(state: RunState, steps: tuple[Step, ...], conn: Connection
     compares the live roles with it again."""
     plan, started = state.plan, time.monotonic()
     ctx = _Ctx(plan, Clients(conn), None, options, on_event, lambda: None)
-    owners = {s.shard: s.demote_id for s in steps}
-    owners = {sh.index: owners.get(sh.index, sh.master_id) for sh in plan.shards}
+    demoted = {s.shard: s.demote_id for s in steps if s.demote_id is not None}
+    owners = {sh.index: demoted.get(sh.index, sh.master_id) for sh in plan.shards}
     outcome: dict = {"status": "ok", "error": None, "advice": None}
     done = []
     try:

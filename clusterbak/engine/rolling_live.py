@@ -39,7 +39,9 @@ def judge_serving(probes: Mapping[str, Probe], plan: RollingPlan,
     out = {}
     for shard in plan.shards:
         first = int(shard.slots[0].split("-")[0]) if shard.slots else None
-        views, owners, flagged = [], {}, set()
+        views: list[tuple[str, str]] = []
+        owners: dict[tuple[str, str] | None, int] = {}
+        flagged: set[str] = set()
         for address, p in probes.items():
             if not p.up or p.view is None:
                 views.append((address, "unreachable"))
@@ -64,12 +66,12 @@ def judge_serving(probes: Mapping[str, Probe], plan: RollingPlan,
         elif None in owners:
             why.append("no node serves its slots")
         else:
-            ((node_id, address),) = owners
-            p = probes.get(address)
-            if p is None or not p.up:
+            ((node_id, address),) = [k for k in owners if k is not None]  # None is not among them (checked above)
+            seen = probes.get(address)
+            if seen is None or not seen.up:
                 why.append(f"{address} is unreachable")
-            elif p.role != "master":
-                why.append(f"{address} itself says it is a {p.role}")
+            elif seen.role != "master":
+                why.append(f"{address} itself says it is a {seen.role}")
             if address in flagged:
                 why.append(f"{address} is flagged failing")
         unanswered = sorted(a for a in pending & members if a in probes and not probes[a].up and not probes[a].refused)
@@ -80,7 +82,7 @@ def judge_serving(probes: Mapping[str, Probe], plan: RollingPlan,
             out[shard.index] = ShardServing(shard.index, None, None,
                                             f"UNCLEAR ({'; '.join(why)}); views: {_grouped(views)}", tuple(views))
         else:
-            ((node_id, address),) = owners
+            ((node_id, address),) = [k for k in owners if k is not None]
             note = f"; unreachable: {', '.join(down)}" if down else ""
             out[shard.index] = ShardServing(shard.index, address, node_id,
                                             f"served by {address} ({reachable} of {len(probes)} nodes agree{note})",

@@ -80,7 +80,8 @@ def load_state(path: Path) -> RunState | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise PreconditionError(f"rolling-restart state {path} cannot be read ({exc}); move it aside to start over")
+        raise PreconditionError(
+            f"rolling-restart state {path} cannot be read ({exc}); move it aside to start over") from exc
     if raw.get("kind") != KIND or raw.get("format") != FORMAT:
         raise PreconditionError(f"{path} is not a clusterbak rolling-restart state file (format {FORMAT})")
     return RunState(

@@ -111,7 +111,9 @@ class ScratchServer:
     def _place(self) -> str:
         """Decompress the shard's stored files into the scratch dir (hashed as they stream: a file that differs from
         the manifest fails the run); return the config lines that load them."""
+        assert self.dir is not None  # made by __enter__ before anything is placed
         if self.shard.aof is None:
+            assert self.shard.file is not None  # an RDB shard
             _copy(self.set_dir, self.shard.file, self.dir / "dump.rdb")
             return "dbfilename dump.rdb\nappendonly no\n"
         aof = self.shard.aof

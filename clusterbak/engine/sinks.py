@@ -6,14 +6,14 @@ from pathlib import Path
 
 from clusterbak.errors import VerifyError
 from clusterbak.rdb.verify import RdbReport, RdbVerifier
-from clusterbak.storage.repository import open_stored
+from clusterbak.storage.repository import SetFile, open_stored
 from clusterbak.storage.sink import StoredFile
 
 
 class VerifyingRdbSink:
     """One read of the bytes: RDB structure + CRC64 + sha256 while compressing into the set."""
 
-    def __init__(self, path: Path, compress: str, name: str, on_bytes=None) -> None:
+    def __init__(self, path: SetFile | Path, compress: str, name: str, on_bytes=None) -> None:
         self.file = open_stored(path, compress)
         self.verifier = RdbVerifier(name)
         self.on_bytes = on_bytes
@@ -42,7 +42,7 @@ class VerifyingRdbSink:
 class TextFileSink:
     """A small file (nodes.conf) stored as it is, with a check of its shape on close."""
 
-    def __init__(self, path: Path, name: str, node_id: str) -> None:
+    def __init__(self, path: SetFile | Path, name: str, node_id: str) -> None:
         self.file = open_stored(path, "none")
         self.name, self.node_id = name, node_id
         self.parts: list[bytes] = []
@@ -72,7 +72,7 @@ class TextFileSink:
 class HashingSink:
     """A file stored (maybe compressed) with the sha256 of its raw bytes: for AOF files."""
 
-    def __init__(self, path: Path, compress: str, on_bytes=None) -> None:
+    def __init__(self, path: SetFile | Path, compress: str, on_bytes=None) -> None:
         import hashlib
 
         self.file = open_stored(path, compress)

@@ -11,18 +11,17 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable
 
-import redis
-
 from clusterbak.errors import StepFailed
-from clusterbak.model.versions import ServerVersion
 from clusterbak.plan.rolling import Step
-from clusterbak.redisops.connect import ConnectionOptions, make_client
 
 OUTPUT_TAIL = 400
 
 
-def control_host_action(on_output: Callable[[str, str], None] = lambda address, text: None) -> Callable[[Step, float], None]:
+def control_host_action(
+    on_output: Callable[[str, str], None] = lambda address, text: None,
+) -> Callable[[Step, float], None]:
     def act(step: Step, timeout: float) -> None:
+        assert step.command is not None  # an upgrade step is a restart with the upgrade command
         try:
             done = subprocess.run(["sh", "-c", step.command], capture_output=True, text=True, timeout=timeout,
                                   stdin=subprocess.DEVNULL)
@@ -36,19 +35,3 @@ def control_host_action(on_output: Callable[[str, str], None] = lambda address, 
         on_output(step.address, done.stdout.strip()[-OUTPUT_TAIL:])
 
     return act
-
-
-def read_versions(conn: ConnectionOptions, addresses: list[str]) -> dict[str, str | None]:
-    """address -> "redis 7.0.15" / "valkey 8.1.1" from INFO server now; None when it does not answer."""
-    out: dict[str, str | None] = {}
-    for address in addresses:
-        host, port = address.rsplit(":", 1)
-        client = make_client(conn, host, int(port))
-        try:
-            sv = ServerVersion.from_info(client.info("server"))
-            out[address] = sv.text if sv else None
-        except (redis.RedisError, OSError):
-            out[address] = None
-        finally:
-            client.close()
-    return out

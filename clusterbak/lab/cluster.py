@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -80,7 +81,7 @@ class LabAccess:
         return out
 
     def client(self, port: int, **kwargs) -> redis.Redis:
-        tls = {}
+        tls: dict[str, Any] = {}
         if self.tls_dir:
             d = Path(self.tls_dir)
             tls = dict(ssl=True, ssl_ca_certs=str(d / "ca.crt"), ssl_certfile=str(d / "node.crt"),
@@ -178,7 +179,7 @@ def form_cluster_with(clients: dict[tuple[str, int], redis.Redis], masters: int,
         ids = {a: clients[a].execute_command("CLUSTER", "MYID") for a in addresses}
         for j, node in enumerate(addresses[masters:]):
             master = addresses[j % masters]
-            _wait(lambda: _knows_master(clients[node], ids[master]), timeout,
+            _wait(lambda node=node, master=master: _knows_master(clients[node], ids[master]), timeout,
                   f"{node[0]}:{node[1]} does not see its master yet")
             clients[node].execute_command("CLUSTER", "REPLICATE", ids[master])
         _wait(lambda: all(c.execute_command("CLUSTER", "INFO").find("cluster_state:ok") >= 0

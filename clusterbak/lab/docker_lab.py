@@ -88,7 +88,9 @@ def up(lab_dir: Path, image: str | None = None, masters: int = 3, replicas: int 
         raise UsageError("--masters must be >= 1 and --replicas >= 0")
     lab_dir = lab_dir.absolute()
     if load(lab_dir) is not None:
-        raise PreconditionError(f"a docker lab is recorded in {lab_dir}; run `clusterbak lab down --docker --dir {lab_dir}`")
+        raise PreconditionError(
+            f"a docker lab is recorded in {lab_dir}; run `clusterbak lab down --docker --dir {lab_dir}`"
+        )
     image = image or default_image()
     ports = list(range(base_port, base_port + masters * (1 + replicas)))
     busy = [p for p in ports if not port_free(p) or not port_free(p + 10000)]
@@ -119,7 +121,9 @@ def up(lab_dir: Path, image: str | None = None, masters: int = 3, replicas: int 
             if not wait_port(node.port, timeout):
                 raise StepFailed(f"container {node.container} did not answer PING on {node.address} within "
                                  f"{timeout:.0f}s: {_tail(client, node.container)}")
-        cluster.form_cluster([cluster.LabNode(n.port, n.role, "", 0) for n in nodes], masters, timeout, cluster.LabAccess())
+        cluster.form_cluster(
+            [cluster.LabNode(n.port, n.role, "", 0) for n in nodes], masters, timeout, cluster.LabAccess()
+        )
     except BaseException:
         down(lab_dir)
         raise

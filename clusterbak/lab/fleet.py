@@ -66,12 +66,19 @@ cat >/usr/local/bin/node-ctl <<EOF
 set -eu
 start() { [ "\$(id -u)" = 0 ] && exec_as="su redis -s /bin/sh -c" || exec_as="sh -c"
   \$exec_as "$SERVER /etc/redis-node/node.conf --daemonize yes"
-  i=0; until $CLI -p $PORT ping >/dev/null 2>&1; do i=\$((i+1)); [ \$i -lt 300 ] || { echo "server did not answer within 30s" >&2; exit 1; }; sleep 0.1; done; }
+  i=0; until $CLI -p $PORT ping >/dev/null 2>&1; do
+    i=\$((i+1)); [ \$i -lt 300 ] || { echo "server did not answer within 30s" >&2; exit 1; }; sleep 0.1
+  done; }
 stop() { pid=\$(cat /run/redis/server.pid 2>/dev/null || true)
   [ -n "\$pid" ] && kill -0 "\$pid" 2>/dev/null || return 0
   kill -TERM "\$pid"; i=0
-  while kill -0 "\$pid" 2>/dev/null; do i=\$((i+1)); [ \$i -lt 600 ] || { echo "server \$pid did not stop within 60s" >&2; exit 1; }; sleep 0.1; done; }
-case "\${1:-}" in start) start ;; stop) stop ;; restart) stop; start ;; *) echo "usage: node-ctl start|stop|restart" >&2; exit 2 ;; esac
+  while kill -0 "\$pid" 2>/dev/null; do
+    i=\$((i+1)); [ \$i -lt 600 ] || { echo "server \$pid did not stop within 60s" >&2; exit 1; }; sleep 0.1
+  done; }
+case "\${1:-}" in
+  start) start ;; stop) stop ;; restart) stop; start ;;
+  *) echo "usage: node-ctl start|stop|restart" >&2; exit 2 ;;
+esac
 EOF
 chmod 755 /usr/local/bin/node-ctl
 /usr/local/bin/node-ctl start
@@ -158,7 +165,9 @@ def up(lab_dir: Path, version: str, masters: int = 3, replicas: int = 1, image: 
         raise UsageError("--masters must be >= 1 and --replicas >= 0")
     lab_dir = lab_dir.absolute()
     if load(lab_dir) is not None:
-        raise PreconditionError(f"a fleet lab is recorded in {lab_dir}; run `clusterbak lab down --fleet --dir {lab_dir}`")
+        raise PreconditionError(
+            f"a fleet lab is recorded in {lab_dir}; run `clusterbak lab down --fleet --dir {lab_dir}`"
+        )
     image = resolve_image(version, image)
     keygen = shutil.which("ssh-keygen")
     if keygen is None:

@@ -6,6 +6,10 @@ import random
 from dataclasses import dataclass
 
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
+
+from clusterbak.errors import PreconditionError
+from clusterbak.redisops.connect import split_address
 
 KINDS = ("string", "hash", "list", "set", "zset", "stream")
 
@@ -15,6 +19,16 @@ class LoadResult:
     keys: int
     with_ttl: int
     by_kind: tuple[tuple[str, int], ...]
+
+
+def load_lab(address: str, keys: int, value_size: int = 32) -> LoadResult:
+    """`clusterbak lab load`: `load` through one node, a node that is not a reachable cluster node refused."""
+    host, port = split_address(address)
+    try:
+        return load(host, port, keys, value_size)
+    except RedisClusterException as exc:
+        raise PreconditionError(f"{address} is not a reachable Redis Cluster node ({exc}); lab load fills a "
+                                "cluster: pass --seed of a cluster node") from None
 
 
 def load(seed_host: str, seed_port: int, keys: int, value_size: int = 32, ttl_every: int = 10,

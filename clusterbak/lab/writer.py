@@ -108,7 +108,7 @@ def missing(host: str, port: int, acked: dict[str, str], batch: int = 500) -> li
         keys, lost = list(acked), []
         for i in range(0, len(keys), batch):
             chunk = keys[i : i + batch]
-            for key, value in zip(chunk, client.mget_nonatomic(chunk)):
+            for key, value in zip(chunk, client.mget_nonatomic(chunk), strict=True):
                 if value is None or value.decode() != acked[key]:
                     lost.append(key)
         return lost

@@ -5,11 +5,9 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from clusterbak.errors import AofManifestError as AofManifestError  # raised here (exit 4, errors.py)
+
 TYPES = {"b": "base", "h": "history", "i": "incr"}
-
-
-class AofManifestError(ValueError):
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +23,13 @@ def parse_aof_manifest(text: str) -> tuple[AofFile, ...]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        parts = shlex.split(line)
+        try:
+            parts = shlex.split(line)
+        except ValueError as exc:  # an unbalanced quote
+            raise AofManifestError(f"AOF manifest line cannot be split into fields ({exc}): {line!r}") from None
         if len(parts) % 2:
             raise AofManifestError(f"AOF manifest line has an odd number of fields: {line!r}")
-        fields = dict(zip(parts[::2], parts[1::2]))
+        fields = dict(zip(parts[::2], parts[1::2], strict=False))
         try:
             files.append(AofFile(fields["file"], int(fields["seq"]), fields["type"]))
         except (KeyError, ValueError) as exc:
@@ -43,7 +44,9 @@ def parse_aof_manifest(text: str) -> tuple[AofFile, ...]:
 
 def needed(files: tuple[AofFile, ...]) -> tuple[AofFile, ...]:
     """The base and every incr file, in load order; history files are not needed."""
-    return tuple(f for f in files if f.type == "b") + tuple(sorted((f for f in files if f.type == "i"), key=lambda f: f.seq))
+    return tuple(f for f in files if f.type == "b") + tuple(
+        sorted((f for f in files if f.type == "i"), key=lambda f: f.seq)
+    )
 
 
 def render_manifest(files: tuple[AofFile, ...]) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from clusterbak.model.state import NodeState, replica_lag, states_by_id
-from clusterbak.model.topology import Topology
+from clusterbak.model.gates import eligible_replicas
+from clusterbak.model.state import NodeState, states_by_id
+from clusterbak.model.topology import Shard, Topology
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 SEVERITIES = (CRITICAL, WARNING, INFO)
@@ -25,7 +27,9 @@ def has_critical(findings: tuple[Finding, ...]) -> bool:
     return any(f.severity == CRITICAL for f in findings)
 
 
-def cluster_findings(topology: Topology, states: tuple[NodeState, ...], max_lag: int = DEFAULT_MAX_LAG) -> list[Finding]:
+def cluster_findings(
+    topology: Topology, states: tuple[NodeState, ...], max_lag: int = DEFAULT_MAX_LAG
+) -> list[Finding]:
     out: list[Finding] = []
     by_id = states_by_id(states)
     for s in states:
@@ -37,61 +41,54 @@ def cluster_findings(topology: Topology, states: tuple[NodeState, ...], max_lag:
     for node in topology.nodes:
         if node.is_failing:
             flag = "fail" if "fail" in node.flags else "fail?"
-            out.append(Finding(CRITICAL, "node_failing", node.address,
-                               f"{node.role} {node.short_id} is flagged {flag}; bring it back or remove it (CLUSTER FORGET)"))
+            out.append(
+                Finding(
+                    CRITICAL,
+                    "node_failing",
+                    node.address,
+                    f"{node.role} {node.short_id} is flagged {flag}; bring it back or remove it (CLUSTER FORGET)",
+                )
+            )
     gaps = topology.uncovered_slots()
     if gaps:
         total = sum(g.count for g in gaps)
         shown = ", ".join(str(g) for g in gaps[:5])
-        out.append(Finding(CRITICAL, "slots_uncovered", "cluster", f"{total} slots not served by a healthy master: {shown}"))
+        out.append(
+            Finding(CRITICAL, "slots_uncovered", "cluster", f"{total} slots not served by a healthy master: {shown}")
+        )
     for node, slot in topology.open_slots():
-        out.append(Finding(CRITICAL, "open_slot", node.address,
-                           f"slot {slot.slot} is {slot.direction} ({slot.peer_id[:8]}); finish it with redis-cli --cluster fix"))
+        out.append(
+            Finding(
+                CRITICAL,
+                "open_slot",
+                node.address,
+                f"slot {slot.slot} is {slot.direction} ({slot.peer_id[:8]}); finish it with redis-cli --cluster fix",
+            )
+        )
     reference = topology.slot_map()
     for s in states:
         if s.reachable and s.view is not None and s.view.slot_map() != reference:
-            out.append(Finding(CRITICAL, "slot_map_disagrees", s.node.address,
-                               "this node's slot map differs from the seed's; wait for gossip to converge or investigate"))
+            out.append(
+                Finding(
+                    CRITICAL,
+                    "slot_map_disagrees",
+                    s.node.address,
+                    "this node's slot map differs from the seed's; wait for gossip to converge or investigate",
+                )
+            )
     for shard in topology.shards:
         out.extend(_replica_findings(shard, by_id, max_lag))
     return out
 
 
-def _replica_findings(shard, by_id: dict[str, NodeState], max_lag: int) -> list[Finding]:
-    master_state = by_id.get(shard.master.node_id)
+def _replica_findings(shard: Shard, by_id: dict[str, NodeState], max_lag: int) -> list[Finding]:
     if not shard.replicas:
         return [Finding(CRITICAL, "no_replica", shard.master.address, "master has no replica")]
-    healthy, reasons = 0, []
-    for replica in shard.replicas:
-        reason = replica_refusal(by_id.get(replica.node_id), master_state, max_lag)
-        if reason is None:
-            healthy += 1
-        else:
-            reasons.append(reason)
-    if healthy:
+    eligible, reasons = eligible_replicas(shard, by_id, max_lag)
+    if eligible:
         return []
     return [Finding(CRITICAL, "no_synced_replica", shard.master.address,
                     "no replica in sync: " + "; ".join(reasons))]
-
-
-def replica_refusal(replica: NodeState | None, master: NodeState | None, max_lag: int) -> str | None:
-    """Why this replica cannot stand in for its master (None when it can)."""
-    if replica is None or not replica.reachable:
-        return f"{replica.node.address if replica else 'replica'}: unreachable"
-    addr = replica.node.address
-    if replica.node.is_failing:
-        return f"{addr}: flagged failing"
-    link = replica.info.get("master_link_status", "?")
-    if link != "up":
-        return f"{addr}: master link is {link}"
-    if replica.int_info("master_sync_in_progress"):
-        return f"{addr}: full sync in progress"
-    lag = replica_lag(replica, master) if master else None
-    if lag is None:
-        return f"{addr}: replication offset unknown (master unreachable)"
-    if lag > max_lag:
-        return f"{addr}: {lag} bytes behind its master (max {max_lag})"
-    return None
 
 
 def node_findings(state: NodeState, has_data_dir_override: bool = False) -> list[Finding]:
@@ -108,7 +105,7 @@ def node_findings(state: NodeState, has_data_dir_override: bool = False) -> list
     return out
 
 
-def _config_findings(addr: str, cfg) -> list[Finding]:
+def _config_findings(addr: str, cfg: Mapping[str, str]) -> list[Finding]:
     out = []
     data_dir = cfg.get("dir", "")
     if not data_dir.startswith("/"):
@@ -136,7 +133,9 @@ def _fork_findings(state: NodeState) -> list[Finding]:
                            f"used_memory {used} is over half of total_system_memory {total}: a BGSAVE fork's "
                            "copy-on-write can exhaust memory"))
     if maxmemory and used > maxmemory * 0.9:
-        out.append(Finding(WARNING, "near_maxmemory", addr, f"used_memory {used} is within 10% of maxmemory {maxmemory}"))
+        out.append(
+            Finding(WARNING, "near_maxmemory", addr, f"used_memory {used} is within 10% of maxmemory {maxmemory}")
+        )
     fork_usec = state.int_info("latest_fork_usec")
     if fork_usec > SLOW_FORK_USEC:
         out.append(Finding(WARNING, "slow_fork", addr, f"latest_fork_usec {fork_usec}: forks stall this node"))

@@ -100,11 +100,11 @@ def _leftovers(sets: list[SetFacts], now: float, t: Thresholds) -> BackupCheck:
 
 
 def _drill(complete: list[SetFacts], now: float, t: Thresholds) -> BackupCheck:
-    drilled = sorted((s for s in complete if s.drilled_at is not None), key=lambda s: s.drilled_at)
+    drilled = sorted(((s.drilled_at, s) for s in complete if s.drilled_at is not None), key=lambda p: p[0])
     if not drilled:
         return BackupCheck("last drill", WARNING, "no drill recorded for any set: schedule `clusterbak drill`")
-    last = drilled[-1]
-    age = now - last.drilled_at
+    drilled_at, last = drilled[-1]
+    age = now - drilled_at
     if not last.drill_ok:
         return BackupCheck("last drill", CRITICAL, f"drill of {last.backup_id} FAILED {_dur(age)} ago")
     status = OK if age <= t.max_drill_age_s else WARNING
@@ -154,7 +154,7 @@ def _dur(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
-def _bytes(n: int) -> str:
+def _bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import shlex
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from clusterbak.errors import InventoryError
+from clusterbak.model.address import Address
 from clusterbak.model.names import (
     NameError_,
     check_absolute_dir,
@@ -58,11 +59,11 @@ class NodeAccess:
 
     @property
     def host(self) -> str:
-        return self.address.rsplit(":", 1)[0]
+        return Address.of(self.address).host
 
     @property
     def port(self) -> int:
-        return int(self.address.rsplit(":", 1)[1])
+        return Address.of(self.address).port
 
     def command(self, which: str, node_id: str = "", data_dir: str = "") -> str | None:
         """A service command with its placeholders filled in, or None when not configured.
@@ -76,14 +77,16 @@ class NodeAccess:
         used = {name for _, name, _, _ in string.Formatter().parse(template) if name}
         values = {"host": self.host, "port": str(self.port), "node_id": node_id,
                   "data_dir": data_dir or self.data_dir or "", "container": self.container or ""}
-        checks = {"host": check_host, "node_id": check_node_id, "data_dir": check_absolute_dir,
-                  "container": check_container, "port": lambda v: v}
+        checks: dict[str, Callable[[str], object]] = {
+            "host": check_host, "node_id": check_node_id, "data_dir": check_absolute_dir,
+            "container": check_container, "port": lambda v: v}
         try:
             for name in used:
                 checks[name](values[name])
         except NameError_ as exc:
             raise InventoryError(f"{self.address}: {which} cannot be filled in: {exc}") from None
-        return template.format(**{k: shlex.quote(v) for k, v in values.items()})
+        filled: str = template.format(**{k: shlex.quote(v) for k, v in values.items()})
+        return filled
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +195,7 @@ def _check_placeholders(template: str, source: str, where: str) -> None:
 
 
 def _check_address(address: str, source: str, where: str) -> None:
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if Address.parse(address) is None:
         raise InventoryError(f"{source}: {where} is not an address host:port as CLUSTER NODES shows it")
 
 

@@ -13,13 +13,15 @@ for the operator only: where files go on a node comes from the inventory or the 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from clusterbak.errors import VerifyError
 from clusterbak.model.aofmanifest import AofManifestError, needed, parse_aof_manifest
 from clusterbak.model.names import NameError_, check_address, check_bare_name, check_node_id, check_relative_path
+
+T = TypeVar("T")
 
 FORMAT = 1
 KINDS = ("rdb", "aof")
@@ -210,10 +212,19 @@ def _parse(doc: object, expect_id: str | None) -> Manifest:
     totals = _map(d.get("totals", {}), "totals")
     versions = d.get("redis_versions", [])
     return Manifest(
-        backup_id=backup_id, kind=kind, seed=seed, created_at_unix=_num(d, "created_at_unix"), nodes=nodes,
-        shards=shards, node_confs=confs, raw_bytes=_int(totals, "raw_bytes", 0), stored_bytes=_int(totals, "stored_bytes", 0),
+        backup_id=backup_id,
+        kind=kind,
+        seed=seed,
+        created_at_unix=_num(d, "created_at_unix"),
+        nodes=nodes,
+        shards=shards,
+        node_confs=confs,
+        raw_bytes=_int(totals, "raw_bytes", 0),
+        stored_bytes=_int(totals, "stored_bytes", 0),
         keys=_int(totals, "keys", 0),
-        redis_versions=tuple(str(v) for v in versions) if isinstance(versions, list) else (), raw=d)
+        redis_versions=tuple(str(v) for v in versions) if isinstance(versions, list) else (),
+        raw=d,
+    )
 
 
 def _identity(n: Mapping[str, Any], where: str) -> tuple[str, str, str]:
@@ -345,7 +356,9 @@ def _node_conf(raw: object, i: int) -> NodeConf:
         if source not in ACL_SOURCES:
             raise ManifestError(f"{where}.acl.source {source!r} is not one of {', '.join(ACL_SOURCES)}")
     if n.get("modules") is not None:
-        modules = tuple(_module(m, f"{where}.modules[{j}]") for j, m in enumerate(_list(n["modules"], f"{where}.modules")))
+        modules = tuple(
+            _module(m, f"{where}.modules[{j}]") for j, m in enumerate(_list(n["modules"], f"{where}.modules"))
+        )
     for f in (config, acl):
         if f is not None and f.compression != "none":
             raise ManifestError(f"{where}: config and ACL files are stored uncompressed, {f.path} says {f.compression}")
@@ -362,7 +375,7 @@ def _module(raw: object, where: str) -> ModuleRecord:
     return ModuleRecord(name, _int(m, "ver"), path if isinstance(path, str) else None)
 
 
-def _checked(where: str, check, value):
+def _checked(where: str, check: Callable[[object], T], value: object) -> T:
     """Run a names.py check, naming the manifest field in the message."""
     try:
         return check(value)
@@ -385,7 +398,7 @@ def _map(value: object, where: str) -> Mapping[str, Any]:
     return value
 
 
-def _list(value: object, where: str) -> list:
+def _list(value: object, where: str) -> list[Any]:
     if not isinstance(value, list):
         raise ManifestError(f"{where} is missing or not a list")
     return value
@@ -412,7 +425,7 @@ def _num(d: Mapping[str, Any], key: str, default: float | None = None) -> float:
     return float(value)
 
 
-def _hex(d: Mapping[str, Any], key: str, pattern: re.Pattern, where: str) -> str:
+def _hex(d: Mapping[str, Any], key: str, pattern: re.Pattern[str], where: str) -> str:
     value = d.get(key)
     if not isinstance(value, str) or not pattern.fullmatch(value):
         raise ManifestError(f"{where}.{key} {value!r} is not a hex digest")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import posixpath
 import re
 
+from clusterbak.model.address import Address
+
 NODE_ID = re.compile(r"[0-9a-f]{40}")
 # A bare file name: no separator, no leading dot (so never "." or ".."), no control or shell-special characters.
 BARE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+:=,-]{0,254}")
@@ -48,12 +50,10 @@ def check_relative_path(value: object) -> str:
 
 def check_address(value: object) -> tuple[str, int]:
     """host:port as CLUSTER NODES shows it (IPv6 hosts may be bracketed)."""
-    if not isinstance(value, str):
+    address = Address.parse(value) if isinstance(value, str) else None
+    if address is None or not HOST.fullmatch(address.host):
         raise NameError_(f"address {_show(value)} is not host:port")
-    host, sep, port = value.rpartition(":")
-    if not sep or not HOST.fullmatch(host) or not port.isdigit() or not 0 < int(port) < 65536:
-        raise NameError_(f"address {_show(value)} is not host:port")
-    return host.strip("[]"), int(port)
+    return address.bare_host, address.port
 
 
 def check_host(value: object) -> str:

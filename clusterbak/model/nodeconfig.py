@@ -41,7 +41,7 @@ class DirectiveChange:
 def parse_module_list(reply: object) -> tuple[ModuleLoaded, ...]:
     """MODULE LIST as redis-py returns it (RESP2 flat lists or RESP3 maps, bytes or str)."""
     out = []
-    for entry in reply or ():
+    for entry in reply if isinstance(reply, (list, tuple)) else ():
         if isinstance(entry, dict):
             fields = {_s(k): v for k, v in entry.items()}
         else:
@@ -225,10 +225,10 @@ def placed_edits(stored: str, old_host: str, old_port: int, new_host: str, new_p
             hosts = have["bind"].split()
             if old_host in hosts:
                 edits["bind"] = " ".join(new_host if h == old_host else h for h in hosts)
-        for key, value in (("cluster-port", new_cport), ("cluster-announce-port", new_port),
-                           ("cluster-announce-tls-port", new_port), ("cluster-announce-bus-port", new_cport)):
+        for key, port in (("cluster-port", new_cport), ("cluster-announce-port", new_port),
+                          ("cluster-announce-tls-port", new_port), ("cluster-announce-bus-port", new_cport)):
             if have.get(key) not in (None, "0"):
-                edits[key] = str(value)
+                edits[key] = str(port)
         if have.get("cluster-announce-ip"):
             edits["cluster-announce-ip"] = new_host
     return edits

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-class NodesConfError(ValueError):
-    """A nodes.conf line that does not have the shape Redis writes."""
+from clusterbak.errors import NodesConfError as NodesConfError
+from clusterbak.model.address import Address  # raised here (exit 4, errors.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +27,10 @@ class NewAddress:
 def parse_new_address(text: str) -> NewAddress:
     """`host:port[@cport]`; the bus port defaults to port + 10000 as Redis does."""
     addr, _, cport = text.partition("@")
-    host, sep, port = addr.rpartition(":")
-    if not sep or not host or not port.isdigit() or (cport and not cport.isdigit()):
+    address = Address.parse(addr)
+    if address is None or (cport and not cport.isdigit()):
         raise NodesConfError(f"{text!r} is not host:port[@cport]")
-    return NewAddress(host, int(port), int(cport) if cport else int(port) + 10000)
+    return NewAddress(address.host, address.port, int(cport) if cport else address.port + 10000)
 
 
 def rewrite(text: str, by_node_id: dict[str, NewAddress]) -> str:

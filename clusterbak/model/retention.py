@@ -8,7 +8,8 @@ from typing import Any
 
 from clusterbak.errors import UsageError
 
-RULES = {"keep_last": int, "keep_daily": int, "keep_weekly": int, "partial_grace_hours": (int, float)}
+RULES: dict[str, type | tuple[type, ...]] = {
+    "keep_last": int, "keep_daily": int, "keep_weekly": int, "partial_grace_hours": (int, float)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +34,8 @@ def parse_retention(data: Mapping[str, Any], source: str) -> dict[str, Any]:
         raise UsageError(f"{source}: [retention] has unknown key {unknown[0]!r}; known: {', '.join(RULES)}")
     out = {}
     for key, value in table.items():
-        if isinstance(value, bool) or not isinstance(value, RULES[key]) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not isinstance(value, RULES[key]) \
+                or value < 0:
             raise UsageError(f"{source}: [retention] {key} = {value!r} must be a number >= 0")
         if key == "keep_last" and value < 1:
             raise UsageError(f"{source}: [retention] keep_last must be >= 1 (the newest set is always kept)")

@@ -1,11 +1,13 @@
-"""What one probe of a node saw: INFO, CLUSTER INFO, its own view of the topology, CONFIG."""
+"""What one probe of a node saw: INFO, CLUSTER INFO, its own view of the topology, CONFIG; and what a restore's
+target address answered (TargetState)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from clusterbak.model.nodeconfig import ModuleLoaded
 from clusterbak.model.topology import Node, Topology
 
 CONFIG_KEYS = (
@@ -52,5 +54,21 @@ def replica_lag(replica: NodeState, master: NodeState) -> int | None:
     return max(0, master.repl_offset - replica.repl_offset)
 
 
-def states_by_id(states) -> dict[str, NodeState]:
+def states_by_id(states: Iterable[NodeState]) -> dict[str, NodeState]:
     return {s.node.node_id: s for s in states}
+
+
+@dataclass(frozen=True, slots=True)
+class TargetState:
+    """What the target address answered before the restore (reachable False: it is down, which is fine)."""
+
+    address: str
+    reachable: bool
+    node_id: str | None = None
+    dbsize: int = 0
+    known_nodes: int = 0
+    config: dict[str, str] = field(default_factory=dict)
+    server: str | None = None  # "redis 7.0.15" / "valkey 8.1.1" from INFO server (model.versions)
+    config_file: str | None = None  # INFO server config_file
+    config_text: str | None = None  # its current content (for the --with-config diff; never printed unmasked)
+    modules: tuple[ModuleLoaded, ...] | None = None  # MODULE LIST (None: down or refused)

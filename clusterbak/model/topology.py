@@ -7,8 +7,10 @@ where a slot is N, N-M, [N->-id] (migrating) or [N-<-id] (importing).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from clusterbak.errors import TopologyParseError as TopologyParseError  # raised here (exit 3, errors.py)
 from clusterbak.model.names import HOST, NODE_ID
 
 SLOT_COUNT = 16384
@@ -17,8 +19,6 @@ KNOWN_FLAGS = frozenset(
 )
 
 
-class TopologyParseError(ValueError):
-    """A CLUSTER NODES line that does not have the documented shape."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +141,7 @@ class Topology:
         return tuple((str(r), nid) for r, nid in sorted(pairs, key=lambda p: p[0].start))
 
 
-def uncovered(ranges_by_node) -> tuple[SlotRange, ...]:
+def uncovered(ranges_by_node: Iterable[Iterable[SlotRange]]) -> tuple[SlotRange, ...]:
     covered = bytearray(SLOT_COUNT)
     for ranges in ranges_by_node:
         for r in ranges:
@@ -149,9 +149,10 @@ def uncovered(ranges_by_node) -> tuple[SlotRange, ...]:
     return compress_slots(i for i in range(SLOT_COUNT) if not covered[i])
 
 
-def compress_slots(slots) -> tuple[SlotRange, ...]:
+def compress_slots(slots: Iterable[int]) -> tuple[SlotRange, ...]:
     out: list[SlotRange] = []
-    start = prev = None
+    start: int | None = None
+    prev = 0
     for s in slots:
         if start is None:
             start = prev = s
@@ -222,7 +223,10 @@ def parse_node_line(line: str) -> Node:
     opened: list[OpenSlot] = []
     for token in slot_tokens:
         parsed = _parse_slot(token, node_id)
-        (opened if isinstance(parsed, OpenSlot) else ranges).append(parsed)
+        if isinstance(parsed, OpenSlot):
+            opened.append(parsed)
+        else:
+            ranges.append(parsed)
     try:
         return Node(
             node_id=node_id, host=host, port=port, cport=cport, hostname=hostname, flags=flags,
@@ -252,6 +256,6 @@ def build_topology(nodes: tuple[Node, ...]) -> Topology:
     return Topology(nodes=ordered + orphans, shards=shards)
 
 
-def _shard_order(node: Node) -> tuple:
+def _shard_order(node: Node) -> tuple[int, str, int]:
     first = node.slots[0].start if node.slots else SLOT_COUNT
     return (first, node.host, node.port)

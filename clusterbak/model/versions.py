@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 # (server, (major, minor)) from which on it writes this RDB version; a later release writes at least as much
 RDB_WRITTEN: dict[str, tuple[tuple[tuple[int, int], int], ...]] = {
@@ -39,7 +40,7 @@ class ServerVersion:
         return ServerVersion(server, (int(m[1]), int(m[2]), int(m[3] or 0)))
 
     @staticmethod
-    def from_info(info: Mapping) -> ServerVersion | None:
+    def from_info(info: Mapping[str, Any]) -> ServerVersion | None:
         """From INFO server: Valkey reports redis_version 7.2.4 for compatibility, its own in valkey_version."""
         if info.get("valkey_version") or info.get("server_name") == "valkey":
             return ServerVersion.parse("valkey", str(info.get("valkey_version") or ""))
@@ -78,12 +79,14 @@ def oldest_reader(magic: str, rdb_version: int) -> str:
     return f"a {server} release newer than clusterbak knows"
 
 
-def written_by(manifest_raw: Mapping, shard_index: int) -> str:
+def written_by(manifest_raw: Mapping[str, Any], shard_index: int) -> str:
     """Who wrote a shard's dump, from the AUX fields the manifest recorded (redis-ver / valkey-ver); only a
     version-shaped value is used (the manifest is untrusted input)."""
     for shard in manifest_raw.get("shards") or ():
         if isinstance(shard, Mapping) and shard.get("index") == shard_index:
-            rdb = shard.get("rdb") if isinstance(shard.get("rdb"), Mapping) else {}
+            rdb = shard.get("rdb")
+            if not isinstance(rdb, Mapping):
+                rdb = {}
             for server, key in (("valkey", "valkey_ver"), ("redis", "redis_ver")):
                 value = rdb.get(key)
                 if isinstance(value, str) and re.fullmatch(r"\d+\.\d+(\.\d+)?", value):

@@ -1,1 +1,3 @@
-"""Pure planners: (Topology, states, Inventory, options) -> a JSON-able Plan. A dry run prints the very Plan a run executes."""
+"""Pure planners: (Topology, states, Inventory, options) -> a JSON-able Plan.
+
+A dry run prints the very Plan a run executes."""

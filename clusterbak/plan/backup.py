@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from clusterbak.errors import InventoryError
-from clusterbak.model.checks import replica_refusal
+from clusterbak.model.gates import eligible_replicas
 from clusterbak.model.inventory import Inventory, NodeAccess
-from clusterbak.model.state import NodeState, replica_lag, states_by_id
-from clusterbak.model.topology import Node, Topology
+from clusterbak.model.state import NodeState, states_by_id
+from clusterbak.model.topology import Node, Shard, Topology
 
 SOURCES = ("replica", "master", "auto")
 
@@ -66,7 +67,7 @@ class BackupPlan:
     def ok(self) -> bool:
         return not self.refusals
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -85,7 +86,11 @@ def down_node_conf_candidates(access: NodeAccess) -> tuple[str, ...]:
     """Where a down node's nodes.conf may be, in order: the inventory's cluster_config_file, nodes-<port>.conf,
     nodes.conf (the server cannot be asked for its cluster-config-file)."""
     if not access.data_dir:
-        return (access.cluster_config_file,) if access.cluster_config_file and access.cluster_config_file.startswith("/") else ()
+        return (
+            (access.cluster_config_file,)
+            if access.cluster_config_file and access.cluster_config_file.startswith("/")
+            else ()
+        )
     names = [access.cluster_config_file, f"nodes-{access.port}.conf", "nodes.conf"]
     out: list[str] = []
     for name in names:
@@ -110,30 +115,27 @@ def aof_refusal(state: NodeState | None) -> str | None:
     return None
 
 
-def choose_source(shard, by_id: dict[str, NodeState], mode: str, max_lag: int,
+def choose_source(shard: Shard, by_id: dict[str, NodeState], mode: str, max_lag: int,
                   aof: bool = False) -> tuple[Node | None, str]:
     """(node, why) — node None means refused and why says why."""
     master_state = by_id.get(shard.master.node_id)
     if mode != "master":
-        candidates, reasons = [], []
-        for replica in shard.replicas:
-            state = by_id.get(replica.node_id)
-            reason = replica_refusal(state, master_state, max_lag) or (aof_refusal(state) if aof else None)
-            if reason is None:
-                candidates.append((replica_lag(state, master_state), replica.address, replica))
-            else:
-                reasons.append(reason)
-        if candidates:
-            lag, _, best = min(candidates, key=lambda c: (c[0], c[1]))
-            return best, f"in-sync replica, {lag} bytes behind its master (least lagging of {len(candidates)})"
+        eligible, reasons = eligible_replicas(shard, by_id, max_lag, aof_refusal if aof else None)
+        if eligible:
+            best = eligible[0]
+            return best.node, (f"in-sync replica, {best.lag} bytes behind its master "
+                               f"(least lagging of {len(eligible)})")
         why = "no eligible replica: " + ("; ".join(reasons) if reasons else "the master has no replica")
         if mode == "replica":
             return None, why + " (--source auto would use the master)"
     if master_state is None or not master_state.reachable or shard.master.is_failing:
         return None, f"master {shard.master.address} is unreachable or failing"
-    if aof and aof_refusal(master_state):
-        return None, aof_refusal(master_state)
-    return shard.master, "master (--source master)" if mode == "master" else "master: no eligible replica (--source auto)"
+    if aof and (master_refusal := aof_refusal(master_state)):
+        return None, master_refusal
+    return (
+        shard.master,
+        "master (--source master)" if mode == "master" else "master: no eligible replica (--source auto)",
+    )
 
 
 def plan_backup(backup_id: str, topology: Topology, states: tuple[NodeState, ...], inventory: Inventory,
@@ -148,18 +150,19 @@ def plan_backup(backup_id: str, topology: Topology, states: tuple[NodeState, ...
             refusals.append(str(exc))
     shards = []
     for i, shard in enumerate(topology.shards):
-        node, why = choose_source(shard, by_id, source_mode, max_lag, aof)
-        refusal = None if node is not None else f"shard {i} (master {shard.master.address}): {why}"
-        paths = node_paths(by_id.get(node.node_id), access[node.node_id]) if node and node.node_id in access else None
+        source, why = choose_source(shard, by_id, source_mode, max_lag, aof)
+        refusal = None if source is not None else f"shard {i} (master {shard.master.address}): {why}"
+        paths = (node_paths(by_id.get(source.node_id), access[source.node_id])
+                 if source and source.node_id in access else None)
         if paths and paths.problem:
             refusal = f"shard {i}: {paths.problem}"
         if refusal:
             refusals.append(refusal)
         shards.append(ShardPlan(
             index=i, master_id=shard.master.node_id, master_address=shard.master.address,
-            slots=tuple(str(r) for r in shard.slots), source_id=node.node_id if node else None,
-            source_address=node.address if node else None, source_role=node.role if node else None,
-            host=host_of(access[node.node_id]) if node and node.node_id in access else None,
+            slots=tuple(str(r) for r in shard.slots), source_id=source.node_id if source else None,
+            source_address=source.address if source else None, source_role=source.role if source else None,
+            host=host_of(access[source.node_id]) if source and source.node_id in access else None,
             rdb_path=paths.rdb if paths else None, why=why, refusal=refusal))
     files, warnings = [], []
     for node in topology.nodes:
@@ -172,7 +175,7 @@ def plan_backup(backup_id: str, topology: Topology, states: tuple[NodeState, ...
             warnings.append(f"{node.address}: node is down; its nodes.conf is collected only if its host still has it")
         elif paths.problem:
             refusals.append(paths.problem)
-        if down:
+        if down or state is None:
             candidates = down_node_conf_candidates(access[node.node_id])
             files.append(NodeFilePlan(node.node_id, node.address, node.role, host_of(access[node.node_id]),
                                       candidates[0] if candidates else None, None, optional=True,
@@ -183,4 +186,13 @@ def plan_backup(backup_id: str, topology: Topology, states: tuple[NodeState, ...
                                       config_file=access[node.node_id].config_file or (
                                           str(state.info.get("config_file") or "") or None),
                                       aclfile=state.config.get("aclfile") or None))
-    return BackupPlan(backup_id, source_mode, max_lag, "aof" if aof else "rdb", tuple(shards), tuple(files), tuple(refusals), tuple(warnings))
+    return BackupPlan(
+        backup_id,
+        source_mode,
+        max_lag,
+        "aof" if aof else "rdb",
+        tuple(shards),
+        tuple(files),
+        tuple(refusals),
+        tuple(warnings),
+    )

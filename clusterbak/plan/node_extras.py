@@ -10,6 +10,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
+from clusterbak.model.address import Address
 from clusterbak.model.inventory import NodeAccess
 from clusterbak.model.manifest import Manifest, NodeConf
 from clusterbak.model.names import NameError_, check_absolute_dir
@@ -72,8 +73,8 @@ def plan_extras(where: str, conf: NodeConf, access: NodeAccess, live_config_file
         elif with_acl:
             notes.append("the stored config file has no aclfile: its users come with its `user` lines")
             needs_acl = False
-        host, port = old.rsplit(":", 1)
-        edits = placed_edits(stored_config, host, int(port), new.host, new.port, new.cport, layout)
+        was = Address.of(old)
+        edits = placed_edits(stored_config, was.host, was.port, new.host, new.port, new.cport, layout)
         changes = config_changes(current_config, rewrite_directives(stored_config, edits))
         if current_config is None:
             notes.append(f"no current config file at {config_path}: every directive is new")
@@ -91,11 +92,14 @@ def plan_extras(where: str, conf: NodeConf, access: NodeAccess, live_config_file
                            None, tuple(notes))
 
 
-def module_checks(manifest: Manifest, targets: dict[str, tuple[ModuleLoaded, ...] | None]) -> tuple[list[str], list[str]]:
+def module_checks(
+    manifest: Manifest, targets: dict[str, tuple[ModuleLoaded, ...] | None]
+) -> tuple[list[str], list[str]]:
     """(refusals, warnings): every module a node of the set loaded must be loaded, at least at that version, by
     every target that answers; a target that is down or refuses MODULE LIST cannot be checked (a warning)."""
     needed = [ModuleLoaded(m.name, m.version) for m in manifest.modules().values()]
-    refusals, warnings = [], []
+    refusals: list[str] = []
+    warnings: list[str] = []
     if not needed:
         return refusals, warnings
     for address, loaded in sorted(targets.items()):

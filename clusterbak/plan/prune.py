@@ -59,11 +59,23 @@ def plan_prune(sets: list[Candidate], now: float, keep_last: int, keep_daily: in
                 out.append(PruneDecision(s.backup_id, "keep", f"{what}: not a keeper, but no newer good set exists",
                                          "not_a_keeper"))
         elif now - s.created_at > partial_grace_s:
-            out.append(PruneDecision(s.backup_id, "delete", f"stale {s.status} set older than {partial_grace_s / 3600:g} h",
-                                     "partial_grace_hours"))
+            out.append(
+                PruneDecision(
+                    s.backup_id,
+                    "delete",
+                    f"stale {s.status} set older than {partial_grace_s / 3600:g} h",
+                    "partial_grace_hours",
+                )
+            )
         else:
-            out.append(PruneDecision(s.backup_id, "keep", f"{s.status} set younger than the grace period (may be running)",
-                                     "partial_grace_hours"))
+            out.append(
+                PruneDecision(
+                    s.backup_id,
+                    "keep",
+                    f"{s.status} set younger than the grace period (may be running)",
+                    "partial_grace_hours",
+                )
+            )
     return out
 
 

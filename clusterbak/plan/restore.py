@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 import posixpath
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from clusterbak.errors import InventoryError, UsageError
+from clusterbak.model.address import Address
 from clusterbak.model.inventory import Inventory, NodeAccess
 from clusterbak.model.manifest import Manifest
 from clusterbak.model.names import NameError_, check_absolute_dir, check_address, check_bare_name
-from clusterbak.model.nodeconfig import DirectiveChange, ModuleLoaded
+from clusterbak.model.nodeconfig import DirectiveChange
 from clusterbak.model.nodesconf import NewAddress, NodesConfError, parse_new_address
+from clusterbak.model.state import TargetState as TargetState  # moved to model/ (redisops builds it); kept here
 from clusterbak.model.versions import restore_version_refusal, written_by
 from clusterbak.plan.node_extras import module_checks, plan_extras, stored_appendonly
-
-
-@dataclass(frozen=True, slots=True)
-class TargetState:
-    """What the target address answered before the restore (reachable False: it is down, which is fine)."""
-
-    address: str
-    reachable: bool
-    node_id: str | None = None
-    dbsize: int = 0
-    known_nodes: int = 0
-    config: dict = field(default_factory=dict)
-    server: str | None = None  # "redis 7.0.15" / "valkey 8.1.1" from INFO server (model.versions)
-    config_file: str | None = None  # INFO server config_file
-    config_text: str | None = None  # its current content (for the --with-config diff; never printed unmasked)
-    modules: tuple[ModuleLoaded, ...] | None = None  # MODULE LIST (None: down or refused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +72,11 @@ class RestorePlan:
         """node id -> its new address, for rewriting every node's nodes.conf alike."""
         out = {}
         for n in self.nodes:
-            host, port = n.new_address.rsplit(":", 1)
-            out[n.node_id] = NewAddress(host, int(port), n.new_cport)
+            new = Address.of(n.new_address)
+            out[n.node_id] = NewAddress(new.host, new.port, n.new_cport)
         return out
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -165,7 +152,9 @@ def plan_restore(manifest: Manifest, inventory: Inventory, mapping: dict[str, Ne
         if s.aof is not None and not layout.appendonly and refusal is None:
             refusal = (f"{where}: target has appendonly no, but this is an AOF set; set appendonly yes on the target "
                        "(it would ignore the AOF and load dump.rdb) or restore an RDB set")
-        refusal = refusal or restore_version_refusal(where, s.rdb_version, written_by(manifest.raw, s.index), target.server)
+        refusal = refusal or restore_version_refusal(
+            where, s.rdb_version, written_by(manifest.raw, s.index), target.server
+        )
         extras = None
         if (with_config or with_acl) and refusal is None and data_dir:
             extras = plan_extras(where, conf, access, target.config_file if target.reachable else None,
@@ -182,21 +171,38 @@ def plan_restore(manifest: Manifest, inventory: Inventory, mapping: dict[str, Ne
             refusals.append(refusal)
         join = posixpath.join
         conf_name = layout.cluster_config_file
-        nodes.append(NodeRestore(
-            node_id=node.id, role=node.role, shard=s.index, old_address=old, new_address=new.address,
-            new_cport=new.cport, data_dir=layout.data_dir,
-            rdb_path=join(data_dir, layout.dbfilename) if data_dir else None,
-            nodes_conf_path=(conf_name if conf_name.startswith("/") else join(data_dir, conf_name)) if data_dir else None,
-            aof_dir=join(data_dir, layout.appenddirname) if layout.appendonly and data_dir else None,
-            aof_base_name=f"{layout.appendfilename}.1.base.rdb" if layout.appendonly else None,
-            aof_filename=layout.appendfilename if layout.appendonly else None, from_aof=s.aof is not None,
-            nodes_conf_source=conf.file.path, rewrite_nodes_conf=moved,
-            dump_source=s.aof.folder if s.aof is not None else (s.file.path if s.file else ""),
-            dump_compression="" if s.aof is not None or s.file is None else s.file.compression, stop=stop, start=start,
-            replaces_keys=target.dbsize if target.reachable else 0, refusal=refusal,
-            stale_aof_dir=join(data_dir, "appendonlydir") if layout.appendonly_unknown and data_dir else None,
-            **({} if extras is None else dict(config_path=extras.config_path, config_edits=extras.config_edits,
-                                              config_changes=extras.config_changes, acl_path=extras.acl_path))))
+        nodes.append(
+            NodeRestore(
+                node_id=node.id,
+                role=node.role,
+                shard=s.index,
+                old_address=old,
+                new_address=new.address,
+                new_cport=new.cport,
+                data_dir=layout.data_dir,
+                rdb_path=join(data_dir, layout.dbfilename) if data_dir else None,
+                nodes_conf_path=(conf_name if conf_name.startswith("/") else join(data_dir, conf_name))
+                if data_dir
+                else None,
+                aof_dir=join(data_dir, layout.appenddirname) if layout.appendonly and data_dir else None,
+                aof_base_name=f"{layout.appendfilename}.1.base.rdb" if layout.appendonly else None,
+                aof_filename=layout.appendfilename if layout.appendonly else None,
+                from_aof=s.aof is not None,
+                nodes_conf_source=conf.file.path,
+                rewrite_nodes_conf=moved,
+                dump_source=s.aof.folder if s.aof is not None else (s.file.path if s.file else ""),
+                dump_compression="" if s.aof is not None or s.file is None else s.file.compression,
+                stop=stop,
+                start=start,
+                replaces_keys=target.dbsize if target.reachable else 0,
+                refusal=refusal,
+                stale_aof_dir=join(data_dir, "appendonlydir") if layout.appendonly_unknown and data_dir else None,
+                config_path=extras.config_path if extras else None,
+                config_edits=extras.config_edits if extras else (),
+                config_changes=extras.config_changes if extras else (),
+                acl_path=extras.acl_path if extras else None,
+            )
+        )
     loaded = {n.new_address: t.modules if (t := targets.get(n.new_address)) and t.reachable else None for n in nodes}
     module_refusals, module_warnings = module_checks(manifest, loaded)
     plan = RestorePlan(manifest.backup_id, tuple(nodes), tuple(refusals + module_refusals),

@@ -8,11 +8,13 @@ Nothing here does I/O.
 from __future__ import annotations
 
 import binascii
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from clusterbak.errors import UsageError
 from clusterbak.model.manifest import Manifest, ShardRecord
-from clusterbak.model.topology import SLOT_COUNT, SlotRange, compress_slots
+from clusterbak.model.topology import SLOT_COUNT, SlotRange, TopologyParseError, compress_slots
 
 GLOB_SPECIAL = b"*?[\\"
 CONFLICT_POLICIES = ("skip", "replace", "fail")
@@ -113,7 +115,7 @@ def parse_slot_ranges(specs: list[str]) -> tuple[SlotRange, ...]:
         try:
             start, end = int(lo), int(hi if sep else lo)
             out.append(SlotRange(start, end))
-        except ValueError:
+        except (ValueError, TopologyParseError):  # not numbers, or outside 0-16383
             raise UsageError(f"--slots {spec!r} is not A-B with 0 <= A <= B <= {SLOT_COUNT - 1}") from None
     return tuple(out)
 
@@ -130,7 +132,8 @@ class Selection:
     _name_set: frozenset[bytes] = field(default=frozenset(), compare=False, repr=False)
 
     @staticmethod
-    def of(patterns=(), names=(), slots=(), types=()) -> Selection:
+    def of(patterns: Iterable[bytes] = (), names: Iterable[bytes] = (), slots: Iterable[SlotRange] = (),
+           types: Iterable[str] = ()) -> Selection:
         bad = sorted(set(types) - set(TYPES))
         if bad:
             raise UsageError(f"--type {bad[0]!r} is not one of {', '.join(TYPES)}")
@@ -147,7 +150,8 @@ class Selection:
         """The slots a selected key can live in; None when that is every slot."""
         by_name: set[int] | None = None
         if not self.everything and all(pattern_slot(p) is not None for p in self.patterns):
-            by_name = {pattern_slot(p) for p in self.patterns} | {key_slot(n) for n in self.names}
+            by_name = {s for p in self.patterns if (s := pattern_slot(p)) is not None}
+            by_name |= {key_slot(n) for n in self.names}
         if by_name is None:
             return self._slot_set
         return frozenset(by_name if self._slot_set is None else by_name & self._slot_set)
@@ -202,7 +206,7 @@ class ServerVersion:
     version: str
 
     @staticmethod
-    def from_info(info: dict) -> ServerVersion:
+    def from_info(info: Mapping[str, Any]) -> ServerVersion:
         if info.get("valkey_version") or str(info.get("server_name", "")).lower() == "valkey":
             return ServerVersion("valkey", str(info.get("valkey_version") or info.get("redis_version")))
         return ServerVersion("redis", str(info.get("redis_version", "?")))
@@ -310,7 +314,7 @@ class RestoreKeysPlan:
     def ok(self) -> bool:
         return not self.refusals
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "backup_id": self.backup_id, "kind": self.kind, "selection": self.selection.describe(),
             "shards": [{"index": s.index, "slots": list(s.slots), "source": s.source,

@@ -7,11 +7,13 @@ this plan and a real run executes exactly it; the resumable state file stores it
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from clusterbak.errors import InventoryError, UsageError
-from clusterbak.model.checks import DEFAULT_MAX_LAG, replica_refusal
+from clusterbak.model.checks import DEFAULT_MAX_LAG
+from clusterbak.model.gates import eligible_replicas
 from clusterbak.model.inventory import Inventory
-from clusterbak.model.state import NodeState, replica_lag, states_by_id
+from clusterbak.model.state import NodeState, states_by_id
 from clusterbak.model.topology import Node, Shard, Topology
 
 RESTART, FAILOVER, FAILBACK = "restart", "failover", "failback"
@@ -69,11 +71,11 @@ class RollingPlan:
     def ok(self) -> bool:
         return not self.refusals
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @staticmethod
-    def from_dict(raw: dict) -> RollingPlan:
+    def from_dict(raw: dict[str, Any]) -> RollingPlan:
         return RollingPlan(
             steps=tuple(Step(**s) for s in raw["steps"]), roles=tuple(NodeRole(**n) for n in raw["roles"]),
             shards=tuple(ShardSlots(s["index"], s["master_id"], tuple(s["slots"])) for s in raw["shards"]),
@@ -103,19 +105,11 @@ def slot_map_for(shards: tuple[ShardSlots, ...], owners: dict[int, str]) -> tupl
 
 def choose_failover_replica(shard: Shard, by_id: dict[str, NodeState], max_lag: int) -> tuple[Node | None, str]:
     """The freshest in-sync replica of a master: (node, why), or (None, why not)."""
-    master_state = by_id.get(shard.master.node_id)
-    candidates, reasons = [], []
-    for replica in shard.replicas:
-        state = by_id.get(replica.node_id)
-        reason = replica_refusal(state, master_state, max_lag)
-        if reason is None:
-            candidates.append((replica_lag(state, master_state), replica.address, replica))
-        else:
-            reasons.append(reason)
-    if not candidates:
+    eligible, reasons = eligible_replicas(shard, by_id, max_lag)
+    if not eligible:
         return None, "no in-sync replica to fail over to: " + ("; ".join(reasons) or "the master has no replica")
-    lag, _, best = min(candidates, key=lambda c: (c[0], c[1]))
-    return best, f"freshest in-sync replica, {lag} bytes behind (of {len(candidates)} in sync)"
+    best = eligible[0]
+    return best.node, f"freshest in-sync replica, {best.lag} bytes behind (of {len(eligible)} in sync)"
 
 
 def restart_command(address: str, node_id: str, inventory: Inventory,
@@ -145,7 +139,8 @@ def refresh_commands(plan: RollingPlan, inventory: Inventory, states: tuple[Node
                      done: set[int]) -> tuple[RollingPlan, tuple[str, ...]]:
     """For --resume: the restart steps not done yet take their command from the inventory as it is now."""
     by_id = states_by_id(states)
-    steps, refusals = [], []
+    steps: list[Step] = []
+    refusals: list[str] = []
     for step in plan.steps:
         if step.action == RESTART and step.index not in done:
             cmd, refusal = restart_command(step.address, step.node_id, inventory, by_id.get(step.node_id))
@@ -188,7 +183,7 @@ def plan_rolling(topology: Topology, states: tuple[NodeState, ...], inventory: I
 
     steps: list[Step] = []
 
-    def add(**kw) -> None:
+    def add(**kw: Any) -> None:
         steps.append(Step(index=len(steps), **kw))
 
     for i, shard in enumerate(topology.shards):
@@ -252,7 +247,8 @@ def reconcile(plan: RollingPlan, done: set[int], live: dict[int, str | None], re
     step = plan.steps[idx]
     before, after = plan.expected_owners(idx - 1), plan.expected_owners(idx)
     address = {r.node_id: r.address for r in plan.roles}
-    rewind, refusals = [], []
+    rewind: list[int] = []
+    refusals: list[str] = []
     for shard in plan.shards:
         now = live.get(shard.index)
         if now is not None and now in (before[shard.index], after[shard.index]):
@@ -271,7 +267,8 @@ def reconcile(plan: RollingPlan, done: set[int], live: dict[int, str | None], re
 def plan_restore_roles(plan: RollingPlan, live: dict[int, str | None]) -> tuple[tuple[Step, ...], tuple[str, ...]]:
     """One CLUSTER FAILOVER per shard whose recorded master is not serving it now; refusals for unclear shards."""
     address = {r.node_id: r.address for r in plan.roles}
-    steps, refusals = [], []
+    steps: list[Step] = []
+    refusals: list[str] = []
     for shard in plan.shards:
         now = live.get(shard.index)
         if now == shard.master_id:

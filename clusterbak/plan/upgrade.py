@@ -33,8 +33,11 @@ def with_upgrade(plan: RollingPlan, template: str, inventory: Inventory) -> Roll
     for step in plan.steps:
         if step.action == RESTART:
             access = replace(inventory.access(step.address), restart_command=template)
-            step = replace(step, command=access.command("restart_command", node_id=step.node_id),
-                           why=step.why.replace(": restart", ": upgrade").replace("restart in place", "upgrade in place"))
+            step = replace(
+                step,
+                command=access.command("restart_command", node_id=step.node_id),
+                why=step.why.replace(": restart", ": upgrade").replace("restart in place", "upgrade in place"),
+            )
         steps.append(step)
     return replace(plan, steps=tuple(steps))
 

@@ -16,6 +16,7 @@ import redis
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from clusterbak.errors import AccessRefused, PreconditionError, RunCancelled, StepFailed
+from clusterbak.model.address import Address
 from clusterbak.redisops.connect import describe_redis_error
 from clusterbak.storage.pins import PinRecord, read_pin, record_path, remove_pin, write_pin
 
@@ -42,6 +43,17 @@ class SettingsNotRestored(StepFailed):
 
 
 PIN_KEYS = ("auto-aof-rewrite-percentage", "appendfsync")
+
+
+def aof_config(client: redis.Redis) -> dict[str, str]:
+    """dir, appenddirname and appendfilename as CONFIG GET answers them ("" when a server does not know one)."""
+    return {k: str(client.config_get(k).get(k, "")) for k in ("dir", "appenddirname", "appendfilename")}
+
+
+def keyspace_counts(client: redis.Redis) -> tuple[int, int]:
+    """(keys, expires) of db0 from INFO keyspace."""
+    db0 = client.info("keyspace").get("db0", {})
+    return int(db0.get("keys", 0)), int(db0.get("expires", 0))
 
 
 @contextmanager
@@ -87,7 +99,8 @@ def put_back(client: redis.Redis, address: str, saved: dict[str, str]) -> None:
         else:
             problems.append(f"CONFIG SET {key} {value!r}")
     if problems:
-        host, port = address.rsplit(":", 1)
+        node = Address.of(address)
+        host, port = node.host, node.port
         raise SettingsNotRestored(f"{address}: COULD NOT RESTORE SETTINGS (kept in {record_path(address)}); "
                                   "when the node is back run `clusterbak unpin`, or: "
                                   + "; ".join(f"redis-cli -h {host} -p {port} {p}" for p in problems))
@@ -127,7 +140,14 @@ def rewrite_and_wait(client: redis.Redis, address: str, timeout: float = 600.0,
         before = _read(client)
         if _busy(before):
             waited = True
-            _wait(client, lambda p: not _busy(p), deadline - time.monotonic(), "a rewrite already running", address, cancelled)
+            _wait(
+                client,
+                lambda p: not _busy(p),
+                deadline - time.monotonic(),
+                "a rewrite already running",
+                address,
+                cancelled,
+            )
             continue
         try:
             client.execute_command("BGREWRITEAOF")

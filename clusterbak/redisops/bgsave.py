@@ -138,7 +138,8 @@ def bgsave_and_wait(client: redis.Redis, address: str, timeout: float = 600.0, l
         rdb_saves_before=before.saves, rdb_saves_after=after.saves, scheduled=schedule,
         # rdb_saves counts saves *started*: two or more since `before` means a foreign save started after ours and
         # we waited for it to end too (seed 000's race)
-        waited_for_foreign_save=waited or (before.saves >= 0 and after.saves - before.saves > 1), duration_s=time.monotonic() - t_start,
+        waited_for_foreign_save=waited or (before.saves >= 0 and after.saves - before.saves > 1),
+        duration_s=time.monotonic() - t_start,
         repl_offset=int(repl[offset_key]) if offset_key in repl else None,
         master_replid=repl.get("master_replid"),
     )

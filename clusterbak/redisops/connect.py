@@ -14,6 +14,9 @@ from redis.retry import Retry
 from clusterbak.errors import ConnectError, UsageError
 
 PASSWORD_ENV = "REDISCLI_AUTH"
+# What a failed Redis call raises, named here for code outside redisops/ that calls a redisops function and reports
+# the failure itself: only redisops/ (and the lab) import redis (tests/unit/test_layers.py).
+RedisFailure = redis.RedisError
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +113,10 @@ def describe_redis_error(address: str, exc: Exception, opts: ConnectionOptions |
     if isinstance(exc, redis.AuthenticationError) or "noauth" in low or "wrongpass" in low or "invalid password" in low:
         return f"{address}: authentication failed ({text}); set the password in ${env} and the user with --user"
     if "noperm" in low or isinstance(exc, redis.exceptions.NoPermissionError):
-        return (f"{address}: NOPERM: the user may not run a command clusterbak needs ({text}); see docs/security.md for "
-                "the ACL rules of the backup and restart users")
+        return (
+            f"{address}: NOPERM: the user may not run a command clusterbak needs ({text}); see docs/security.md for "
+            "the ACL rules of the backup and restart users"
+        )
     if "ssl" in low or "certificate" in low:
         return (f"{address}: TLS failed ({text}); check --cacert (the CA that signed the node's certificate) and "
                 "that the certificate names this address")

@@ -27,6 +27,7 @@ from clusterbak.redisops.discover import discover
 
 EXPIRED_CHANNEL = b"__keyevent@0__:expired"
 SCAN_COUNT = 1000
+ReplyError = hiredis.ReplyError  # an error reply among a Pipe's replies (the caller tells them apart by this type)
 
 
 def pack(commands: list[tuple]) -> bytes:
@@ -99,7 +100,7 @@ class Pipe:
             raise StepFailed(f"{self.address}: connection lost while sending: {exc}") from exc
 
     def read(self, count: int) -> list:
-        out = []
+        out: list = []
         while len(out) < count:
             reply = self.reader.gets()
             if reply is False:

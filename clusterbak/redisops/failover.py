@@ -16,6 +16,8 @@ import redis
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from clusterbak.errors import StepFailed
+from clusterbak.model.address import Address
+from clusterbak.model.gates import ReplicaSync, sync_refusal
 from clusterbak.model.topology import Topology, TopologyParseError, parse_cluster_nodes
 from clusterbak.redisops.connect import ConnectionOptions, describe_redis_error, make_client
 from clusterbak.redisops.discover import parse_cluster_info
@@ -63,10 +65,20 @@ class Probe:
         return self.error is None
 
     def num(self, key: str) -> int:
+        return self.offset(key) or 0
+
+    def offset(self, key: str) -> int | None:
+        """An integer INFO field; None when the node did not report it (or not as a number)."""
         try:
-            return int(self.info.get(key, 0))
-        except (TypeError, ValueError):
-            return 0
+            return int(self.info[key])  # type: ignore[call-overload]  # INFO values: str or int
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def replica_sync(self) -> ReplicaSync:
+        """This node's INFO replication in the in-sync rule's terms (model/gates)."""
+        link = self.info.get("master_link_status")
+        return ReplicaSync(self.address, None if link is None else str(link),
+                           bool(self.num("master_sync_in_progress")), self.offset("slave_repl_offset"))
 
     @property
     def run_id(self) -> str | None:
@@ -87,12 +99,13 @@ class Clients:
     """One redis client per address, short timeouts: a hung node must not stall a gate."""
 
     def __init__(self, conn: ConnectionOptions, socket_timeout: float = 3.0) -> None:
-        self.conn, self.timeout, self._clients = conn, socket_timeout, {}
+        self.conn, self.timeout = conn, socket_timeout
+        self._clients: dict[str, redis.Redis] = {}
 
     def get(self, address: str) -> redis.Redis:
         if address not in self._clients:
-            host, port = address.rsplit(":", 1)
-            self._clients[address] = make_client(self.conn, host, int(port), socket_timeout=self.timeout)
+            node = Address.of(address)
+            self._clients[address] = make_client(self.conn, node.host, node.port, socket_timeout=self.timeout)
         return self._clients[address]
 
     def probe(self, address: str, cluster: bool = True) -> Probe:
@@ -172,20 +185,13 @@ def replica_reason(p: Probe, master: Probe | None, master_id: str, max_lag: int)
     if p.role != "slave":
         slots = p.view.myself.slot_count if p.view and p.view.myself else 0
         return (f"{p.address} came back as a {p.role} with {slots} slots, not as a replica "
-                "(lost its nodes.conf? see seed 004)")
+                "(lost its nodes.conf?)")
     if p.master_id != master_id:
         return f"{p.address} replicates {str(p.master_id)[:8]}, expected {master_id[:8]}"
-    link = p.info.get("master_link_status")
-    if link != "up":
-        return f"{p.address}: master_link_status:{link}"
-    if p.num("master_sync_in_progress"):
-        return f"{p.address}: master_sync_in_progress:1 (full sync running)"
-    if master is None or not master.up:
+    sync = p.replica_sync()
+    if sync.link == "up" and not sync.syncing and (master is None or not master.up):
         return f"its master {master.address if master else master_id[:8]}: {master.error if master else 'unknown'}"
-    lag = master.num("master_repl_offset") - p.num("slave_repl_offset")
-    if lag > max_lag:
-        return f"{p.address}: {lag} bytes behind its master (max {max_lag})"
-    return None
+    return sync_refusal(sync, master.offset("master_repl_offset") if master is not None else None, max_lag)
 
 
 def links_reason(probes: Mapping[str, Probe], node_id: str, address: str, since_ms: Mapping[str, int]) -> str | None:
@@ -199,6 +205,8 @@ def links_reason(probes: Mapping[str, Probe], node_id: str, address: str, since_
         p = probes.get(observer)
         if p is None or not p.up:
             return p.error if p else f"{observer}: not probed"
+        if p.view is None:
+            return f"{observer}: its CLUSTER NODES was not read"
         try:
             seen = p.view.by_id(node_id)
         except KeyError:
@@ -217,6 +225,8 @@ def cluster_reason(probes: Mapping[str, Probe], slot_map) -> str | None:
             return p.error
         if p.cluster_state != "ok":
             return f"cluster_state is {p.cluster_state} as seen from {p.address}"
+        if p.view is None:
+            return f"{p.address}: its CLUSTER NODES was not read"
         if p.view.slot_map() != tuple(slot_map):
             seen, want = dict(p.view.slot_map()), dict(slot_map)
             diff = next((r for r in sorted(set(seen) | set(want)) if seen.get(r) != want.get(r)), "?")
@@ -271,7 +281,12 @@ def fault_reason(probes: Mapping[str, Probe], excused: frozenset[str], down_sinc
         if not p.up and p.address not in excused and now - down_since.get(p.address, now) >= grace:
             return p.address, f"{p.address} is down: unreachable for {now - down_since[p.address]:.1f}s ({p.error})"
     for p in probes.values():
-        if p.up and p.address not in excused and p.cluster_state != "ok" and not _blames_tolerated(p, probes, tolerated):
+        if (
+            p.up
+            and p.address not in excused
+            and p.cluster_state != "ok"
+            and not _blames_tolerated(p, probes, tolerated)
+        ):
             return p.address, f"cluster_state is {p.cluster_state} as seen from {p.address}"
     return None
 
@@ -337,6 +352,8 @@ def roles_agree_reason(probes: Mapping[str, Probe], promote_id: str, demote_id: 
     for p in probes.values():
         if not p.up:
             return p.error
+        if p.view is None:
+            return f"{p.address}: its CLUSTER NODES was not read"
         try:
             new, old = p.view.by_id(promote_id), p.view.by_id(demote_id)
         except KeyError as exc:

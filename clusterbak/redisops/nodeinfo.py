@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import redis
 
 from clusterbak.model.nodeconfig import ModuleLoaded, acl_users, parse_module_list
+from clusterbak.model.versions import ServerVersion
 from clusterbak.redisops.connect import ConnectionOptions, make_client, split_address
 
 
@@ -97,3 +98,18 @@ def authenticates(conn: ConnectionOptions, address: str, user: str, password: st
     finally:
         client.close()
 
+
+def server_versions(conn: ConnectionOptions, addresses: list[str]) -> dict[str, str | None]:
+    """address -> "redis 7.0.15" / "valkey 8.1.1" from INFO server now; None when it does not answer."""
+    out: dict[str, str | None] = {}
+    for address in addresses:
+        host, port = split_address(address)
+        client = make_client(conn, host, port)
+        try:
+            sv = ServerVersion.from_info(client.info("server"))
+            out[address] = sv.text if sv else None
+        except (redis.RedisError, OSError):
+            out[address] = None
+        finally:
+            client.close()
+    return out

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import redis
 
 from clusterbak.errors import ConnectError, PreconditionError
+from clusterbak.model.address import Address
 from clusterbak.model.topology import Topology
 from clusterbak.redisops.connect import ConnectionOptions, make_client
 
@@ -120,8 +121,8 @@ def lock_holders(opts: ConnectionOptions, addresses: Iterable[str]) -> list[Hold
     """A fresh read of every lock connection on every reachable node (one Holder per run, first node seen)."""
     seen: dict[str, Holder] = {}
     for address in sorted(set(addresses)):
-        host, port = address.rsplit(":", 1)
-        client = make_client(opts, host, int(port), socket_timeout=5)
+        node = Address.of(address)
+        client = make_client(opts, node.host, node.port, socket_timeout=5)
         try:
             for holder in _holders_on(client, address):
                 seen.setdefault(holder.token, holder)
@@ -149,8 +150,8 @@ class RunLock:
     def _register(self) -> dict[str, int]:
         ids = {}
         for address in self.addresses:
-            host, port = address.rsplit(":", 1)
-            client = make_client(self.opts, host, int(port), socket_timeout=5)
+            node = Address.of(address)
+            client = make_client(self.opts, node.host, node.port, socket_timeout=5)
             # every connection the pool (re)opens names itself: a node restarted mid-run gets the lock back
             client.connection_pool.connection_kwargs["client_name"] = self.name
             try:

@@ -8,9 +8,8 @@ import redis
 
 from clusterbak.errors import ConnectError
 from clusterbak.model.names import NODE_ID
-from clusterbak.model.state import CONFIG_KEYS
+from clusterbak.model.state import CONFIG_KEYS, TargetState
 from clusterbak.model.versions import ServerVersion
-from clusterbak.plan.restore import TargetState
 from clusterbak.redisops.connect import ConnectionOptions, describe_redis_error, is_down, make_client, split_address
 from clusterbak.redisops.discover import read_config
 from clusterbak.redisops.nodeinfo import read_modules

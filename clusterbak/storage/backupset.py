@@ -21,7 +21,7 @@ MANIFEST_LIMIT = 64 * 1024 * 1024
 
 
 def read_manifest(set_dir: Path, backup_id: str) -> Manifest:
-    return manifest_from_bytes(read_manifest_bytes(set_dir / MANIFEST), str(set_dir), backup_id)
+    return manifest_from_bytes(read_manifest_bytes(set_dir / MANIFEST) or b"", str(set_dir), backup_id)
 
 
 def read_manifest_bytes(path: Path, missing_ok: bool = False) -> bytes | None:

@@ -133,7 +133,7 @@ def generate(out_dir: str) -> dict:
         "identity": (directory / "age-identity.txt",
                      f"# public key: {recipient}\n{identity}\n".encode(), 0o600),
     }
-    for name, (path, data, _) in files.items():
+    for path, _data, _mode in files.values():
         if path.exists():
             raise UsageError(f"{path} already exists; keys are never overwritten (choose another --out)")
     for path, data, mode in files.values():

@@ -66,7 +66,7 @@ class LocalFile:
 class LocalStoredSet:
     def __init__(self, root: Path, identities: tuple = ()) -> None:
         self.root, self.where, self.identities = root, str(root), identities
-        self.local_dir = root  # where verify.json / drill.json are recorded
+        self.local_dir: Path | None = root  # where verify.json / drill.json are recorded
 
     def label(self, relative: str) -> str:
         return str(self.root / relative)
@@ -129,7 +129,8 @@ class LocalRepository:
         return self.root / f"{writer.backup_id}{PARTIAL}"
 
     def finalize(self, writer: SetWriter, manifest: dict) -> str:
-        """manifest.json.sig (when signing), then manifest.json last (0600, fsync), then DIR/<id>.partial -> DIR/<id>."""
+        """manifest.json.sig (when signing), then manifest.json last (0600, fsync),
+        then DIR/<id>.partial -> DIR/<id>."""
         partial = self._partial(writer)
         data, signature = writer.manifest_bytes(manifest)
         final = self.root / writer.backup_id
@@ -168,8 +169,11 @@ class LocalRepository:
         """The set's manifest, its signature checked first when a key is given, then read once and validated."""
         path = self.path(backup_id)
         data = read_manifest_bytes(path / MANIFEST)
+        assert data is not None  # not missing_ok: a missing manifest raises
         if verify_key is not None:
-            check_signature(verify_key, data, read_manifest_bytes(path / (MANIFEST + SIGNATURE_SUFFIX), True), str(path))
+            check_signature(
+                verify_key, data, read_manifest_bytes(path / (MANIFEST + SIGNATURE_SUFFIX), True), str(path)
+            )
         return manifest_from_bytes(data, str(path), backup_id)
 
     def open_set(self, backup_id: str, identities: tuple = ()) -> LocalStoredSet:
@@ -191,8 +195,8 @@ class LocalRepository:
             try:
                 if not (child / MANIFEST).exists():
                     raise FileNotFoundError
-                m = manifest_from_bytes(read_manifest_bytes(child / MANIFEST), str(child), child.name)
-                status, problem = set_status(m, lambda rel: (child / rel).is_file())
+                m = manifest_from_bytes(read_manifest_bytes(child / MANIFEST) or b"", str(child), child.name)
+                status, problem = set_status(m, lambda rel, child=child: (child / rel).is_file())
                 out.append(SetEntry(child.name, child, status, m.created_at_unix, size, len(m.shards), m.kind,
                                     problem, verified, verified_at))
             except FileNotFoundError:

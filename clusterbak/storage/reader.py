@@ -24,7 +24,8 @@ _progress = threading.local()
 
 @contextmanager
 def reporting_bytes(callback: Callable[[int], None]) -> Iterator[None]:
-    """Every reader used in this thread reports each chunk's size to `callback` as it hands it out (restore progress)."""
+    """Every reader used in this thread reports each chunk's size to `callback` as it hands it out
+    (restore progress)."""
     previous = getattr(_progress, "callback", None)
     _progress.callback = callback
     try:
@@ -79,7 +80,7 @@ def verified_chunks(stored: StoredSet, record: StoredFile, what: str = "changed 
         raise PreconditionError(f"{label} is encrypted: give --identity FILE to read it")
     counted = HashingRead(stored.open(record.path))
     raw = hashlib.sha256()
-    read = counted.read
+    read: Callable[[int], bytes] = counted.read
     if record.encryption != "none":
         read = chunks_reader(decrypted_chunks(counted.read, list(stored.identities), label))
     if record.compression == "none":

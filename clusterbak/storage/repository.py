@@ -206,5 +206,7 @@ def require_identities(stored: StoredSet, manifest: Manifest) -> None:
     encrypted = [f for f in manifest.stored_files() if f.encryption != "none"]
     if encrypted and not stored.identities:
         keys = sorted({r for f in encrypted for r in f.recipients})
-        raise PreconditionError(f"backup {manifest.backup_id} is encrypted with age to {', '.join(keys)}: give --identity "
-                          "FILE (or CLUSTERBAK_IDENTITY) holding one of those keys' secret")
+        raise PreconditionError(
+            f"backup {manifest.backup_id} is encrypted with age to {', '.join(keys)}: give --identity "
+            "FILE (or CLUSTERBAK_IDENTITY) holding one of those keys' secret"
+        )

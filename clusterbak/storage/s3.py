@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import boto3
 import botocore.config
@@ -124,6 +125,7 @@ class MultipartObject:
             with s3_errors(f"{self.label}: starting the upload"):
                 self._upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)["UploadId"]
             self._pool = ThreadPoolExecutor(max_workers=max(1, self.options.concurrency), thread_name_prefix="s3-part")
+        assert self._pool is not None  # made with the upload, above
         self._parts.append(self._pool.submit(self._upload_part, len(self._parts) + 1, buf, length))
 
     def _upload_part(self, number: int, buf: bytearray, length: int) -> dict:
@@ -179,7 +181,7 @@ class S3StoredSet:
     def __init__(self, repo: S3Repository, backup_id: str, identities: tuple = ()) -> None:
         self.repo, self.backup_id, self.identities = repo, backup_id, identities
         self.where = repo.set_url(backup_id)
-        self.local_dir = None  # verify/drill results are not recorded beside an S3 set
+        self.local_dir: Path | None = None  # verify/drill results are not recorded beside an S3 set
 
     def label(self, relative: str) -> str:
         return f"{self.where}/{relative}"
@@ -200,7 +202,7 @@ class S3StoredSet:
             body = self.repo.client.get_object(Bucket=self.repo.bucket,
                                                Key=self.repo.key(self.backup_id, check_relative_path(relative)))["Body"]
 
-        ended = []
+        ended: list[bool] = []
 
         def read(n: int) -> bytes:
             if ended:
@@ -350,7 +352,7 @@ class S3Repository:
             try:
                 m = self.manifest(backup_id)
                 keys = {o["Key"] for o in objs}
-                status, problem = set_status(m, lambda rel: self.key(backup_id, rel) in keys)
+                status, problem = set_status(m, lambda rel, prefix=backup_id, keys=keys: self.key(prefix, rel) in keys)
                 out.append(SetEntry(backup_id, where, status, m.created_at_unix, size, len(m.shards), m.kind,
                                     problem))
             except (StepFailed, UsageError) as exc:

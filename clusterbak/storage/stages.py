@@ -119,7 +119,7 @@ class AgeEncryptor:
                 return
             except queue.Full:
                 if not self._thread.is_alive() and self._error is None:
-                    raise StepFailed("age encryption stopped unexpectedly")
+                    raise StepFailed("age encryption stopped unexpectedly") from None
 
     def write(self, data) -> None:
         if len(data):

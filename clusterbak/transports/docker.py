@@ -235,12 +235,16 @@ class DockerTransport:
         try:
             return client.containers.get(self.name)
         except docker.errors.NotFound:
-            raise TransportError(f"{self.where}: no such container on the Docker Engine; check `container` "
-                                 "for this node in the inventory (`docker ps -a` lists them)") from None
+            raise TransportError(
+                f"{self.where}: no such container on the Docker Engine; check `container` "
+                "for this node in the inventory (`docker ps -a` lists them)"
+            ) from None
         except ENGINE_LOST as e:
             raise ConnectionDropped(f"{self.where}: lost the Docker Engine: {_short(e)}") from None
         except docker.errors.DockerException as e:
-            raise TransportError(f"{self.where}: the Docker Engine failed to look the container up: {_short(e)}") from None
+            raise TransportError(
+                f"{self.where}: the Docker Engine failed to look the container up: {_short(e)}"
+            ) from None
 
     def _running(self):
         container = self._container()
@@ -259,7 +263,9 @@ class DockerTransport:
         except docker.errors.APIError as e:
             if e.status_code == 409:
                 raise TransportError(f"{self.where}: {what}: the container is not running ({_short(e)})") from None
-            raise TransportError(f"{self.where}: {what}: the Docker Engine answered {e.status_code}: {_short(e)}") from None
+            raise TransportError(
+                f"{self.where}: {what}: the Docker Engine answered {e.status_code}: {_short(e)}"
+            ) from None
         except ENGINE_LOST as e:
             raise ConnectionDropped(f"{self.where}: lost the Docker Engine while {what}: {_short(e)}") from None
         except docker.errors.DockerException as e:

@@ -19,6 +19,7 @@ import docker
 import docker.errors
 
 from clusterbak.errors import InventoryError, TransportError
+from clusterbak.model.address import Address
 from clusterbak.model.inventory import Inventory, NodeAccess
 from clusterbak.transports.docker import ENGINE_LOST, DockerTransport, engine_client
 from clusterbak.transports.factory import read_text
@@ -74,7 +75,7 @@ def match(addresses: Iterable[str], served: list[Served]) -> dict[str, str]:
     """address -> container name; raises naming every address that no container, or several, serve."""
     out, problems = {}, []
     for address in addresses:
-        port = int(address.rsplit(":", 1)[1])
+        port = Address.of(address).port
         exact = [s.container for s in served if address in s.addresses]
         by_port = [s.container for s in served if port in s.host_ports]
         found = exact or by_port
@@ -103,7 +104,9 @@ def discover_containers(addresses: Iterable[str], client: docker.DockerClient | 
     return match(addresses, served)
 
 
-def docker_inventory(addresses: Iterable[str], data_dir: str | None = None, source: str = "docker discovery") -> Inventory:
+def docker_inventory(
+    addresses: Iterable[str], data_dir: str | None = None, source: str = "docker discovery"
+) -> Inventory:
     mapping = discover_containers(list(addresses))
     nodes = tuple(NodeAccess(address=a, transport="docker", container=c, data_dir=data_dir)
                   for a, c in sorted(mapping.items()))

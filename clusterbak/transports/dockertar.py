@@ -64,7 +64,7 @@ class TarReader:
         while True:
             try:
                 info = tarfile.TarInfo.frombuf(self.exactly(tarfile.BLOCKSIZE), "utf-8", "surrogateescape")
-            except tarfile.EOFHeaderError:
+            except tarfile.EOFHeaderError:  # type: ignore[attr-defined]  # in tarfile, not in typeshed
                 return None
             data_blocks = -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
             if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):

@@ -170,7 +170,7 @@ class BatchingPipe(BufferedPipe):
     def __len__(self) -> int:
         return self._size
 
-    def set_event(self, event) -> None:  # type: ignore[no-untyped-def]  # paramiko's event or pipe
+    def set_event(self, event) -> None:  # paramiko's event or pipe
         with self._lock:
             self._event = event
             event.set() if self._closed or self._size else event.clear()

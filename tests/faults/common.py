@@ -120,7 +120,7 @@ def remove_flagged_temp_files(cli, handle, victim) -> list[str]:
 def assert_clean(cli, handle, dest: Path, timeout: float = 60.0) -> None:
     """Healthy; no save child left running; no Redis temp files, pins, pin records or run lock; no .partial set."""
     for node in handle.lab.nodes:
-        wait_for(lambda: not forking(node), timeout, f"{node.address}'s save/rewrite child to end", 0.1)
+        wait_for(lambda node=node: not forking(node), timeout, f"{node.address}'s save/rewrite child to end", 0.1)
     last: list = []
 
     def clean() -> bool:  # an orphaned child of a killed server may still be finishing its temp file: poll

@@ -63,7 +63,9 @@ def test_kill_9_mid_run_check_flags_the_pins_and_unpin_or_a_later_run_puts_the_o
             slow_saves(replicas(handle), 0)
             result, doc = backup(cli, handle, dest, "--aof", "--relax-fsync")  # reads the record, not the pins
             assert result.exit_code == 0, doc["errors"]
-            victim_shard = next(s for s in doc["data"]["manifest"]["shards"] if s["source"]["address"] == victim.address)
+            victim_shard = next(
+                s for s in doc["data"]["manifest"]["shards"] if s["source"]["address"] == victim.address
+            )
             assert victim_shard["rewrite"]["settings_pinned"] == ORIGINALS
             slow_saves(replicas(handle), 20000)
         else:

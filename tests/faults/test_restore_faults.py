@@ -19,7 +19,6 @@ from redis.cluster import RedisCluster
 from clusterbak.engine.restore_journal import journal_path
 from tests.faults.common import wait_for
 from tests.faults.test_rolling_faults import healthy
-from tests.integration.conftest import cli, make_lab  # noqa: F401 - fixtures
 from tests.integration.test_restore import digests, roles, take_backup
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -39,7 +38,9 @@ def settle_and_save(handle) -> None:
 
 
 def leftovers(handle) -> list[str]:
-    found = [str(p) for n in handle.lab.nodes for p in Path(n.dir).iterdir() if any(m in p.name for m in LEFTOVER_MARKS)]
+    found = [
+        str(p) for n in handle.lab.nodes for p in Path(n.dir).iterdir() if any(m in p.name for m in LEFTOVER_MARKS)
+    ]
     inv_dir = Path(handle.inventory).parent
     return found + [str(p) for p in inv_dir.iterdir() if ".tmp-" in p.name]
 
@@ -144,7 +145,9 @@ def test_killed_restore_is_refused_until_resumed(make_lab, cli, tmp_path):
     backup_id = take_backup(cli, handle, dest)
     proc = restore_proc(handle, backup_id, dest)
     try:
-        wait_for(lambda: journal_phase(handle) in ("placing", "starting"), 60, "the restore places files", interval=0.005)
+        wait_for(
+            lambda: journal_phase(handle) in ("placing", "starting"), 60, "the restore places files", interval=0.005
+        )
         proc.kill()
         proc.communicate(timeout=30)
     finally:

@@ -22,7 +22,6 @@ from clusterbak.engine.rolling_state import default_state_path
 from clusterbak.lab import cluster, nodectl
 from clusterbak.lab.writer import Writer, missing
 from clusterbak.model.topology import parse_cluster_nodes
-from tests.integration.conftest import cli, make_lab  # noqa: F401 - fixtures
 
 from .common import wait_for
 
@@ -171,7 +170,7 @@ def test_new_master_killed_during_the_failback_is_never_reported_as_serving(make
     assert code == 4, doc
     error = doc["errors"][0]
     assert replica.address in error and took < 30, (error, took)
-    for shard, text in serving_statements(doc).items():
+    for text in serving_statements(doc).values():
         assert not text.startswith(f"served by {replica.address}"), text
     back_then_resume(cli, handle, replica, before)  # recovery as the advice says
 

@@ -1,6 +1,5 @@
-"""Docker fixtures: the engine check, the local Redis image, and a lab of containers. Import them into a test module:
-
-    from .conftest_docker import docker_client, docker_image, docker_lab  # noqa: F401
+"""Docker fixtures: the engine check, the local Redis image, and a lab of containers. A pytest plugin (tests/conftest.py
+lists it in pytest_plugins): a test module names docker_client, docker_image or docker_lab as parameters.
 
 No engine reachable: the tests fail, naming what to do. CLUSTERBAK_SKIP_DOCKER=1, set deliberately, skips them
 (engine or not), and the skip reason says so in pytest's summary. Everything a fixture makes carries the label

@@ -1,6 +1,6 @@
 """Fleet fixtures: the per-version images (scripts/build-images.sh, cached) and fleets of one host per node.
 
-    from .conftest_fleet import fleet_images, start_fleet, digests  # noqa: F401
+A pytest plugin (tests/conftest.py lists it): fleet_images is a fixture; start_fleet, digests etc. are imported.
 
 Everything a fleet makes carries org.clusterbak.test-run=$CLUSTERBAK_TEST_RUN beside its own lab label, so
 scripts/test.sh removes it even after a crash; each test removes its own fleet in a finally.
@@ -19,7 +19,7 @@ import redis
 from clusterbak.lab import fleet as fl
 from clusterbak.lab.load import load as load_keys
 
-from .conftest_docker import RUN, RUN_LABEL, docker_client  # noqa: F401  (fixture)
+from .conftest_docker import RUN, RUN_LABEL
 
 # server version -> the RDB version its dump.rdb carries (checked on the real files by the matrix)
 RDB_OF = {"redis-6.0": 9, "redis-7.0": 10, "valkey-8.0": 11, "redis-8.0": 12, "valkey-8.1": 11}

@@ -1,7 +1,5 @@
-"""A throwaway sshd on loopback for transport tests. Plain fixtures: import them into a conftest or a test module.
-
-    from tests.integration.conftest_sshd import sshd_lab, ssh_transport  # noqa: F401
-"""
+"""A throwaway sshd on loopback for transport tests. A pytest plugin (tests/conftest.py lists it in pytest_plugins):
+a test module names sshd_lab or ssh_transport as parameters."""
 
 from __future__ import annotations
 

@@ -25,7 +25,9 @@ def settings(handle) -> set[str]:
 
 
 def aof_backup(cli, handle, dest, *extra):
-    return cli.json("backup", "--seed", handle.seed, "--inventory", handle.inventory, "--dest", str(dest), "--aof", *extra)
+    return cli.json(
+        "backup", "--seed", handle.seed, "--inventory", handle.inventory, "--dest", str(dest), "--aof", *extra
+    )
 
 
 def test_aof_round_trip_restores_the_same_digests(make_lab, cli, tmp_path):
@@ -46,7 +48,9 @@ def test_aof_round_trip_restores_the_same_digests(make_lab, cli, tmp_path):
             for n in replicas(handle)} == {"everysec"}
     assert cli("verify", m["backup_id"], "--dest", str(tmp_path / "sets")).exit_code == 0
     wipe(handle)
-    result, doc = cli.json("restore", m["backup_id"], "--dest", str(tmp_path / "sets"), "--inventory", handle.inventory, "--yes")
+    result, doc = cli.json(
+        "restore", m["backup_id"], "--dest", str(tmp_path / "sets"), "--inventory", handle.inventory, "--yes"
+    )
     assert result.exit_code == 0, doc["errors"]
     assert all(n["from_aof"] for n in doc["data"]["plan"]["nodes"])
     assert digests(handle) == before
@@ -88,7 +92,12 @@ def test_settings_are_put_back_after_an_interrupt(make_lab, tmp_path):
 def test_replica_without_aof_is_refused_and_list_shows_kinds(lab, cli, tmp_path):
     result, doc = aof_backup(cli, lab, tmp_path / "sets", "--dry-run")
     assert result.exit_code == 3 and "appendonly is no" in doc["errors"][0]
-    assert cli.json("backup", "--seed", lab.seed, "--inventory", lab.inventory, "--dest", str(tmp_path / "sets"))[0].exit_code == 0
+    assert (
+        cli.json("backup", "--seed", lab.seed, "--inventory", lab.inventory, "--dest", str(tmp_path / "sets"))[
+            0
+        ].exit_code
+        == 0
+    )
 
 
 def test_aof_set_into_appendonly_no_target_is_refused(make_lab, cli, tmp_path):
@@ -100,6 +109,11 @@ def test_aof_set_into_appendonly_no_target_is_refused(make_lab, cli, tmp_path):
     result, out = cli.json("restore", doc["data"]["backup_id"], "--dest", str(tmp_path / "sets"), "--inventory",
                            dst.inventory, *maps, "--force", "--dry-run")
     assert result.exit_code == 3 and "appendonly no" in out["errors"][0]
-    assert cli.json("backup", "--seed", src.seed, "--inventory", src.inventory, "--dest", str(tmp_path / "sets"))[0].exit_code == 0
+    assert (
+        cli.json("backup", "--seed", src.seed, "--inventory", src.inventory, "--dest", str(tmp_path / "sets"))[
+            0
+        ].exit_code
+        == 0
+    )
     result, listing = cli.json("list", "--dest", str(tmp_path / "sets"))
     assert sorted(s["kind"] for s in listing["data"]["sets"]) == ["aof", "rdb"]

@@ -42,7 +42,9 @@ def test_least_privilege_users_back_up_restart_and_restore(make_lab, cli, tmp_pa
     # the restart user may not BGSAVE: refused naming the node and the cause, nothing written
     result, out = cli.json("backup", "--seed", handle.seed, "--inventory", handle.inventory, "--dest", str(sets),
                            "--user", "restarter", env=restart_env)
-    assert result.exit_code == 3 and "NOPERM" in out["errors"][0].upper() and "127.0.0.1:" in out["errors"][0], out["errors"]
+    assert result.exit_code == 3 and "NOPERM" in out["errors"][0].upper() and "127.0.0.1:" in out["errors"][0], out[
+        "errors"
+    ]
     result, out = cli.json("rolling-restart", "--seed", handle.seed, "--inventory", handle.inventory, "--yes",
                            "--user", "restarter", "--state", str(tmp_path / "state.json"), env=restart_env)
     assert result.exit_code == 0, out

@@ -62,7 +62,9 @@ def test_backup_takes_replicas_verifies_and_loads(lab, cli, tmp_path):
             check = subprocess.run(["redis-check-rdb", str(raw)], capture_output=True, text=True, timeout=60)
             assert check.returncode == 0 and "RDB looks OK" in check.stdout
         assert load_into_standalone(raw, tmp_path / f"standalone-{shard['index']}") == shard["rdb"]["keys"]
-        owner = redis.Redis(host=shard["master"]["address"].split(":")[0], port=int(shard["master"]["address"].split(":")[1]))
+        owner = redis.Redis(
+            host=shard["master"]["address"].split(":")[0], port=int(shard["master"]["address"].split(":")[1])
+        )
         assert owner.dbsize() == shard["rdb"]["keys"]
     for node in m["nodes"]:
         text = (set_dir / node["nodes_conf"]["path"]).read_text()

@@ -27,7 +27,7 @@ from clusterbak.lab.procs import free_base_port
 from clusterbak.lab.writer import Writer, missing
 from clusterbak.transports.docker import DockerTransport
 
-from .conftest_docker import RUN, RUN_LABEL, docker_client, docker_image, docker_lab  # noqa: F401  (fixtures)
+from .conftest_docker import RUN, RUN_LABEL
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,7 +152,7 @@ def roles(ports: list[int]) -> dict[int, str]:
     return {p: redis.Redis(port=p).info("replication")["role"] for p in ports}
 
 
-def test_backup_verify_rolling_restart_restore_end_to_end(docker_lab, docker_client, cli, tmp_path):  # noqa: F811
+def test_backup_verify_rolling_restart_restore_end_to_end(docker_lab, docker_client, cli, tmp_path):
     lab = docker_lab.lab
     ports = [n.port for n in lab.nodes]
     ids_before = {n.container: docker_client.containers.get(n.container).id for n in lab.nodes}
@@ -237,7 +237,9 @@ def test_compose_lab_comes_up_is_discovered_and_backed_up(docker_client, docker_
         assert sorted(n["container"] for n in doc["data"]["nodes"]) == [f"{project}-redis-{i}" for i in range(1, 7)]
         with RedisCluster(host="127.0.0.1", port=int(f"{prefix}1")) as client:
             client.set("k{1}", "v")
-        result, doc = cli.json("backup", "--seed", seed, "--inventory", str(inventory), "--dest", str(tmp_path / "sets"))
+        result, doc = cli.json(
+            "backup", "--seed", seed, "--inventory", str(inventory), "--dest", str(tmp_path / "sets")
+        )
         assert result.exit_code == 0, doc["errors"]
         assert doc["data"]["manifest"]["totals"]["keys"] == 1
     finally:

@@ -23,8 +23,7 @@ import pytest
 
 from clusterbak.lab import fleet as fl
 
-from .conftest_docker import docker_client  # noqa: F401  (fixture)
-from .conftest_fleet import fleet_images, masters_of, node_client, start_fleet  # noqa: F401
+from .conftest_fleet import masters_of, node_client, start_fleet
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

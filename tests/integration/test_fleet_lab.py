@@ -11,8 +11,7 @@ from clusterbak.errors import StepFailed
 from clusterbak.lab import fleet as fl
 from clusterbak.transports.factory import open_transport
 
-from .conftest_docker import RUN, RUN_LABEL, docker_client, docker_image  # noqa: F401  (fixtures)
-from .conftest_fleet import fleet_images  # noqa: F401  (fixture)
+from .conftest_docker import RUN, RUN_LABEL
 
 pytestmark = [pytest.mark.docker]
 

@@ -20,8 +20,7 @@ from clusterbak.lab import fleet as fl
 from clusterbak.lab.writer import Writer, missing
 from clusterbak.redisops.bgsave import bgsave_and_wait, server_time
 
-from .conftest_docker import docker_client  # noqa: F401  (fixture)
-from .conftest_fleet import RDB_OF, digests, fleet_images, masters_of, node_client, start_fleet  # noqa: F401
+from .conftest_fleet import RDB_OF, digests, masters_of, node_client, start_fleet
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 KEYS = 3000
@@ -118,7 +117,9 @@ def test_backup_restore_rolling_on_each_version(version, fleet_images, cli, tmp_
         hostkeys = Path(fleet.known_hosts).read_text().split("\n")
         assert len({line.split()[2] for line in hostkeys if line}) == len(fleet.nodes)
         assert set(fl.versions(fleet).values()) == {version.replace("-", " ") + version_suffix(fleet)}
-        uid = fl.container_of(fleet, fleet.seed).exec_run(["sh", "-c", "ps -o user= -C " + fl.server_binary(version)[0]])
+        uid = fl.container_of(fleet, fleet.seed).exec_run(
+            ["sh", "-c", "ps -o user= -C " + fl.server_binary(version)[0]]
+        )
         assert uid.output.decode().split() == ["redis"]
 
         set_save_delay(fleet, SAVE_DELAY_US)

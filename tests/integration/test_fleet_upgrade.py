@@ -14,8 +14,7 @@ import pytest
 from clusterbak.lab import fleet as fl
 from clusterbak.lab.writer import Writer, missing
 
-from .conftest_docker import docker_client  # noqa: F401  (fixture)
-from .conftest_fleet import digests, fleet_images, masters_of, node_client, start_fleet  # noqa: F401
+from .conftest_fleet import digests, masters_of, node_client, start_fleet
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 SERVER_TEXT = {"redis-7.0": "redis 7.0.15", "redis-8.0": "redis 8.0.2", "valkey-8.1": "valkey 8.1.1"}

@@ -83,7 +83,7 @@ def test_check_reports_disabled_config_without_crashing(make_lab, cli):
 
 def test_check_with_inventory_missing_a_node_is_critical(lab, cli, tmp_path):
     inv = tmp_path / "inv.toml"
-    inv.write_text('[defaults]\ntransport = "local"\n[nodes."%s"]\n' % lab.seed)
+    inv.write_text(f'[defaults]\ntransport = "local"\n[nodes."{lab.seed}"]\n')
     result, doc = cli.json("check", "--seed", lab.seed, "--inventory", str(inv))
     assert result.exit_code == 3
     assert any(f["code"] == "inventory_missing_node" for f in doc["data"]["findings"])

@@ -185,7 +185,8 @@ def test_a_mapped_restore_rewrites_the_address_directives(make_lab, cli, tmp_pat
     assert result.exit_code == 0, out["errors"]
     backup_id = out["data"]["backup_id"]
     dst = make_lab(masters=2, replicas=0, ssh=True)  # files read and placed over SSH
-    maps = [a for old, new in zip(src.lab.nodes, dst.lab.nodes) for a in ("--map", f"{old.address}={new.address}")]
+    maps = [a for old, new in zip(src.lab.nodes, dst.lab.nodes, strict=True)
+            for a in ("--map", f"{old.address}={new.address}")]
     result, out = run.run("restore", backup_id, "--dest", str(tmp_path / "s"), "--inventory", dst.inventory, *maps,
                           "--with-config", "--force", "--yes")
     assert result.exit_code == 0, out["errors"]

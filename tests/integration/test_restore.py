@@ -18,7 +18,9 @@ def digests(handle) -> dict[str, tuple[str, str, int]]:
         c = redis.Redis(port=n.port, decode_responses=True)
         if c.info("replication")["role"] == "master":
             myid = c.execute_command("CLUSTER", "MYID")
-            slots = [line for line in c.execute_command("CLUSTER", "NODES").splitlines() if "myself" in line][0].split()[8:]
+            slots = [line for line in c.execute_command("CLUSTER", "NODES").splitlines() if "myself" in line][
+                0
+            ].split()[8:]
             out[myid] = (c.execute_command("DEBUG", "DIGEST"), " ".join(slots), c.dbsize())
     return out
 
@@ -60,7 +62,9 @@ def test_round_trip_on_the_same_addresses_after_wiping_every_data_dir(make_lab, 
     before, roles_before = digests(handle), roles(handle)
     backup_id = take_backup(cli, handle, tmp_path / "sets")
     wipe(handle)
-    result, doc = cli.json("restore", backup_id, "--dest", str(tmp_path / "sets"), "--inventory", handle.inventory, "--yes")
+    result, doc = cli.json(
+        "restore", backup_id, "--dest", str(tmp_path / "sets"), "--inventory", handle.inventory, "--yes"
+    )
     assert result.exit_code == 0, doc["errors"]
     assert all(c["ok"] for c in doc["data"]["checks"])
     assert digests(handle) == before
@@ -97,7 +101,9 @@ def test_appendonly_target_restores_the_backup_not_its_old_aof(make_lab, cli, tm
     for i in range(200):
         c.set(f"after-backup:{i}", "x")  # lands in the AOF, must not survive the restore
     c.close()
-    result, doc = cli.json("restore", backup_id, "--dest", str(tmp_path / "sets"), "--inventory", handle.inventory, "--yes")
+    result, doc = cli.json(
+        "restore", backup_id, "--dest", str(tmp_path / "sets"), "--inventory", handle.inventory, "--yes"
+    )
     assert result.exit_code == 0, doc["errors"]
     assert all(n["aof_dir"] for n in doc["data"]["plan"]["nodes"])
     assert {k: v[0] for k, v in digests(handle).items()} == before
@@ -111,7 +117,9 @@ def test_tampered_set_is_refused_before_any_node_is_stopped(lab, cli, tmp_path):
     data[100] ^= 0xFF
     stored.write_bytes(bytes(data))
     pids = [cluster.current_pid(n) for n in lab.lab.nodes]
-    result, doc = cli.json("restore", backup_id, "--dest", str(tmp_path / "sets"), "--inventory", lab.inventory, "--yes")
+    result, doc = cli.json(
+        "restore", backup_id, "--dest", str(tmp_path / "sets"), "--inventory", lab.inventory, "--yes"
+    )
     assert result.exit_code == 4 and stored.name in doc["errors"][0]
     assert [cluster.current_pid(n) for n in lab.lab.nodes] == pids
     result, doc = cli.json("drill", backup_id, "--dest", str(tmp_path / "sets"))
@@ -133,7 +141,9 @@ def test_missing_inventory_entry_is_a_clear_error_and_nothing_stops(lab, cli, tm
 def test_dry_run_and_no_confirmation_touch_nothing(lab, cli, tmp_path):
     backup_id = take_backup(cli, lab, tmp_path / "sets")
     pids = [cluster.current_pid(n) for n in lab.lab.nodes]
-    result, doc = cli.json("restore", backup_id, "--dest", str(tmp_path / "sets"), "--inventory", lab.inventory, "--dry-run")
+    result, doc = cli.json(
+        "restore", backup_id, "--dest", str(tmp_path / "sets"), "--inventory", lab.inventory, "--dry-run"
+    )
     assert result.exit_code == 0 and len(doc["data"]["plan"]["nodes"]) == 6
     result, doc = cli.json("restore", backup_id, "--dest", str(tmp_path / "sets"), "--inventory", lab.inventory)
     assert result.exit_code == 3 and "--yes" in doc["errors"][0]

@@ -16,7 +16,7 @@ from clusterbak.transports.base import ConnectionDropped
 from clusterbak.transports.local import LocalTransport
 from clusterbak.transports.ssh import SshTransport
 
-from .conftest_sshd import leftovers, ssh_transport, sshd_lab  # noqa: F401  (fixtures)
+from .conftest_sshd import leftovers
 
 MiB = 1024 * 1024
 

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from clusterbak.model.checks import cluster_findings, has_critical, node_findings, replica_refusal
+from clusterbak.model.checks import cluster_findings, has_critical, node_findings
+from clusterbak.model.gates import replica_refusal
 from clusterbak.model.state import NodeState
 from clusterbak.model.topology import parse_cluster_nodes
 
@@ -39,7 +40,9 @@ def test_unreachable_node_and_fail_state_are_critical():
     states = list(healthy())
     states[0] = NodeState(node=states[0].node, error="cannot reach 127.0.0.1:7100")
     states[1] = state(states[1].node)
-    states[1] = NodeState(**{**{f: getattr(states[1], f) for f in NodeState.__slots__}, "cluster_info": {"cluster_state": "fail"}})
+    states[1] = NodeState(
+        **{**{f: getattr(states[1], f) for f in NodeState.__slots__}, "cluster_info": {"cluster_state": "fail"}}
+    )
     found = cluster_findings(TOPO, tuple(states))
     assert {"unreachable", "cluster_state"} <= codes(found)
 

@@ -261,8 +261,13 @@ def test_service_action_prefers_the_inventory_command_then_the_container_lifecyc
 
 
 def test_container_placeholder_in_commands():
-    inv = parse_inventory(tomllib.loads('[defaults]\ntransport = "docker"\nrestart_command = "docker restart {container}"\n'
-                                        '[nodes."127.0.0.1:7001"]\ncontainer = "r1"\n'), "inv")
+    inv = parse_inventory(
+        tomllib.loads(
+            '[defaults]\ntransport = "docker"\nrestart_command = "docker restart {container}"\n'
+            '[nodes."127.0.0.1:7001"]\ncontainer = "r1"\n'
+        ),
+        "inv",
+    )
     assert inv.access("127.0.0.1:7001").command("restart_command") == "docker restart r1"
 
 

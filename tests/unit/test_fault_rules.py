@@ -27,20 +27,28 @@ def test_prune_never_deletes_the_newest_verified_set_nor_counts_a_failed_one():
 
 
 def test_incomplete_sets_are_not_keepers():
-    sets = [Candidate("a", "incomplete", 1 * DAY), Candidate("b", "complete", 2 * DAY), Candidate("c", "incomplete", 3 * DAY)]
+    sets = [
+        Candidate("a", "incomplete", 1 * DAY),
+        Candidate("b", "complete", 2 * DAY),
+        Candidate("c", "incomplete", 3 * DAY),
+    ]
     got = decisions(sets)
     assert got["a"][0] == "delete" and got["b"] == ("keep", "newest complete set") and got["c"][0] == "keep"
 
 
 def test_pins_that_differ_are_critical_unless_a_run_holds_the_lock():
     node = TOPO.nodes[3]
-    pinned = state(node, config={**GOOD_CFG, "appendonly": "yes", "appendfsync": "no", "auto-aof-rewrite-percentage": "0"})
+    pinned = state(
+        node, config={**GOOD_CFG, "appendonly": "yes", "appendfsync": "no", "auto-aof-rewrite-percentage": "0"}
+    )
     pins = {node.address: ({"appendfsync": "everysec", "auto-aof-rewrite-percentage": "100"}, "pinned by x")}
     [f] = pin_findings((pinned,), pins, "h:1")
     assert f.severity == "critical" and "clusterbak unpin --seed h:1" in f.message and "'everysec'" in f.message
     [f] = pin_findings((pinned,), pins, "h:1", running="backup by pid 1")
     assert f.severity == "warning"
-    back = state(node, config={**GOOD_CFG, "appendonly": "yes", "appendfsync": "everysec", "auto-aof-rewrite-percentage": "100"})
+    back = state(
+        node, config={**GOOD_CFG, "appendonly": "yes", "appendfsync": "everysec", "auto-aof-rewrite-percentage": "100"}
+    )
     [f] = pin_findings((back,), pins, "h:1")
     assert (f.severity, f.code) == ("info", "pin_record_stale")
     [f] = pin_findings((pinned,), {}, "h:1")  # no record: someone set it by hand

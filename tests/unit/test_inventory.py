@@ -34,7 +34,12 @@ container = "redis-b"
 def test_example_parses_and_merges_defaults():
     inv = parse_inventory(tomllib.loads(EXAMPLE), "inv.toml")
     a = inv.access("10.0.0.1:6379")
-    assert (a.transport, a.ssh_user, a.ssh_host, a.data_dir) == ("ssh", "redis", "redis-a.internal", "/var/lib/redis/6379")
+    assert (a.transport, a.ssh_user, a.ssh_host, a.data_dir) == (
+        "ssh",
+        "redis",
+        "redis-a.internal",
+        "/var/lib/redis/6379",
+    )
     assert a.command("restart_command") == "sudo systemctl restart redis-server@6379"
     b = inv.access("10.0.0.2:6379")
     assert (b.transport, b.container) == ("docker", "redis-b")

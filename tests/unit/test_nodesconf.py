@@ -18,7 +18,7 @@ def test_ids_epochs_flags_and_vars_line_are_kept():
     mapping = {nid: NewAddress("10.1.1.1", 6000, 6001) for nid in addresses(text)}
     out = rewrite(text, mapping)
     assert out.splitlines()[-1] == "vars currentEpoch 5 lastVoteEpoch 0"
-    for before, after in zip(text.splitlines(), out.splitlines()):
+    for before, after in zip(text.splitlines(), out.splitlines(), strict=True):
         b, a = before.split(" "), after.split(" ")
         assert b[0] == a[0] and b[2:] == a[2:]
     assert "127.0.0.1" not in out

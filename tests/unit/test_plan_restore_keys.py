@@ -131,7 +131,11 @@ def test_plan_refuses_an_older_target_naming_both_versions():
     masters = [_master("t:1", [(0, 16383)], "6.2.14")]
     plan = plan_restore_keys(MANIFEST, Selection.of(), masters, True, ServerVersion("redis", "7.0.15"))
     assert not plan.ok
-    assert "Redis 6.2.14" in plan.refusals[0] and "RDB version 10" in plan.refusals[0] and "up to version 9" in plan.refusals[0]
+    assert (
+        "Redis 6.2.14" in plan.refusals[0]
+        and "RDB version 10" in plan.refusals[0]
+        and "up to version 9" in plan.refusals[0]
+    )
 
 
 def test_plan_refuses_a_backup_the_local_server_cannot_read():

@@ -5,10 +5,27 @@ from clusterbak.plan.restore import NodeRestore, RestorePlan
 
 
 def node(address: str) -> NodeRestore:
-    return NodeRestore(node_id=address[-4:] * 10, role="master", shard=0, old_address=address, new_address=address,
-                       new_cport=17000, data_dir="/d", rdb_path="/d/dump.rdb", nodes_conf_path="/d/nodes.conf",
-                       aof_dir=None, aof_base_name=None, aof_filename=None, nodes_conf_source="n", rewrite_nodes_conf=False,
-                       dump_source="s", dump_compression="zstd", stop="SHUTDOWN NOSAVE", start="start", replaces_keys=0)
+    return NodeRestore(
+        node_id=address[-4:] * 10,
+        role="master",
+        shard=0,
+        old_address=address,
+        new_address=address,
+        new_cport=17000,
+        data_dir="/d",
+        rdb_path="/d/dump.rdb",
+        nodes_conf_path="/d/nodes.conf",
+        aof_dir=None,
+        aof_base_name=None,
+        aof_filename=None,
+        nodes_conf_source="n",
+        rewrite_nodes_conf=False,
+        dump_source="s",
+        dump_compression="zstd",
+        stop="SHUTDOWN NOSAVE",
+        start="start",
+        replaces_keys=0,
+    )
 
 
 def test_journal_round_trip_and_state_of_every_node(tmp_path):

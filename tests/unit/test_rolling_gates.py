@@ -176,7 +176,10 @@ def test_fault_names_a_node_the_step_does_not_handle():
     assert fault_reason(one_view, frozenset(), {}, 10.0, tolerated=frozenset({A.address}),
                         suspect_since={A.address: 0.0}) is None, "tolerated while it answers"
     stale = dict(probes, **{B.address: replace(probes[B.address], cluster_state="fail")})
-    assert fault_reason(stale, frozenset(), {}, 10.0) == (B.address, "cluster_state is fail as seen from 127.0.0.1:7103")
+    assert fault_reason(stale, frozenset(), {}, 10.0) == (
+        B.address,
+        "cluster_state is fail as seen from 127.0.0.1:7103",
+    )
 
 
 def test_resume_reconciles_the_state_file_with_the_live_roles():
