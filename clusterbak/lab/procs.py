@@ -153,17 +153,39 @@ def _is_tls(conf: Path) -> bool:
 
 
 def start_server(conf: Path, port: int, timeout: float = 15.0) -> int:
-    """Start a daemonizing redis-server from conf; return its pid once it answers PING."""
-    result = subprocess.run([find_binary("redis-server"), str(conf)], capture_output=True, text=True, timeout=30)
-    if result.returncode != 0:
-        raise StepFailed(f"redis-server {conf} failed: {result.stderr.strip() or result.stdout.strip()}")
-    if not wait_port(port, timeout, tls=_is_tls(conf)):
-        log = conf.parent / "redis.log"
-        raise StepFailed(f"redis-server on 127.0.0.1:{port} did not answer PING within {timeout:.0f}s; see {log}")
-    pid = read_pid(conf.parent / "redis.pid")
-    if pid is None:
-        raise StepFailed(f"redis-server on port {port} wrote no pidfile in {conf.parent}")
-    return pid
+    """Start a daemonizing redis-server from conf; return its pid once it answers PING. A failure or an interrupt
+    (Ctrl-C, SIGTERM) after the server daemonized stops that server before it propagates: the caller has no pid
+    to stop yet, so nobody else could."""
+    pidfile = conf.parent / "redis.pid"
+    pidfile.unlink(missing_ok=True)  # only a pidfile this start writes names our server
+    try:
+        result = subprocess.run([find_binary("redis-server"), str(conf)], capture_output=True, text=True, timeout=30)
+        if result.returncode != 0:
+            raise StepFailed(f"redis-server {conf} failed: {result.stderr.strip() or result.stdout.strip()}")
+        if not wait_port(port, timeout, tls=_is_tls(conf)):
+            log = conf.parent / "redis.log"
+            raise StepFailed(f"redis-server on 127.0.0.1:{port} did not answer PING within {timeout:.0f}s; see {log}")
+        pid = read_pid(pidfile)
+        if pid is None:
+            raise StepFailed(f"redis-server on port {port} wrote no pidfile in {conf.parent}")
+        return pid
+    except BaseException:
+        _stop_half_started(pidfile)
+        raise
+
+
+def _stop_half_started(pidfile: Path) -> None:
+    """The server a failed or interrupted start_server may have left: its pidfile appears right after it forks."""
+    deadline = time.monotonic() + 2.0
+    pid = read_pid(pidfile)
+    while pid is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+        pid = read_pid(pidfile)
+    if pid is not None:
+        try:
+            stop_pid(pid)
+        except StepFailed:
+            pass  # the original error is what the caller needs to see
 
 
 def stop_pid(pid: int, timeout: float = 10.0) -> None:

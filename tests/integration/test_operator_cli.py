@@ -328,3 +328,17 @@ def test_sigterm_during_a_drill_stops_its_lab_and_removes_its_files(lab, shared_
     assert list(scratch.iterdir()) == []
     for pid in pids:  # the drill's redis-servers are gone too
         assert not Path(f"/proc/{pid}").exists() or "redis" not in Path(f"/proc/{pid}/cmdline").read_text()
+    # ... including one being started when the signal came (not in lab.json yet: only its own start knew it)
+    assert servers_working_in(scratch) == []
+
+
+def servers_working_in(directory: Path) -> list[str]:
+    out = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and "redis" in (proc / "cmdline").read_text() and \
+                    os.readlink(proc / "cwd").startswith(str(directory)):
+                out.append(f"{proc.name} {os.readlink(proc / 'cwd')}")
+        except OSError:
+            continue
+    return out
