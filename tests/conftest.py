@@ -18,6 +18,27 @@ def _private_pin_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("CLUSTERBAK_PIN_DIR", str(tmp_path / "pins"))
 
 
+@pytest.fixture(autouse=True)
+def _no_server_left_behind(tmp_path):
+    """Every test stops what it starts: a redis-server still working in the test's own directory once the test and
+    its fixtures are done fails the test (and is stopped, so one leak does not pile up under the next tests)."""
+    yield
+    import os
+    import signal
+    from pathlib import Path
+
+    left = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"redis" in (proc / "cmdline").read_bytes() and \
+                    os.readlink(proc / "cwd").startswith(str(tmp_path)):
+                left.append(f"pid {proc.name} in {os.readlink(proc / 'cwd')}")
+                os.kill(int(proc.name), signal.SIGKILL)
+        except OSError:
+            continue
+    assert left == [], f"servers left running by this test: {left}"
+
+
 def pytest_addoption(parser):
     parser.addoption("--update-goldens", action="store_true", default=False,
                      help="rewrite tests/unit/golden/* from what the code produces now (review the diff, then commit)")
