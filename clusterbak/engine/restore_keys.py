@@ -62,7 +62,8 @@ NAME_BATCH = 1000
 IN_FLIGHT = 2  # batches of RESTOREs a target master may still be working on while the next batch is read
 TOUCH_COUNT = 10000  # SCAN COUNT while only touching keys (nothing is read per key)
 MAX_ERRORS = 5
-MIGRATE_BATCH = 5000  # keys per MIGRATE (one target master each)
+MIGRATE_BATCH = 5000  # keys per MIGRATE at most (one target master each)
+MIGRATE_BYTES = 8 << 20  # ... and about this much data: the scratch server builds a MIGRATE's payload in memory
 MIGRATE_IN_FLIGHT = 2  # MIGRATEs queued on a scratch server behind the one it runs
 MIGRATE_TIMEOUT_MS = 5000  # MIGRATE's connect and per-reply timeout; a batch that runs into it is redone by DUMP
 _MISSES = re.compile(rb"keyspace_misses:(\d+)")
@@ -123,6 +124,12 @@ class Run:
 
 _COUNTS = ("restored", "skipped_existing", "skipped_expired", "failed", "exist_on_target", "bytes", "batches_migrate",
            "batches_dump", "batches_fallback")
+
+
+def migrate_batch(shard: ShardRecord) -> int:
+    """Keys per MIGRATE for this shard: MIGRATE_BATCH, fewer when its keys are big on average."""
+    size = sum(f.raw_size or f.stored_size for f in shard.files)
+    return max(1, min(MIGRATE_BATCH, MIGRATE_BYTES * max(shard.keys, 1) // max(size, 1)))
 
 
 def why_not_migrate(plan: RestoreKeysPlan, target: ConnectionOptions, write: bool) -> str | None:
@@ -289,7 +296,8 @@ def _copy_shard(run: Run, tally: ShardTally, scratch: ScratchServer, shard: Shar
         if run.why_dump is None:
             migrate = _MigrateStage(run, tally, job._open(scratch.pipe),
                                     [job._open(lambda a=m.address: open_pipe(job.target, a)) for m in run.plan.masters]
-                                    if run.plan.on_conflict == "skip" else None, job.target, dump)
+                                    if run.plan.on_conflict == "skip" else None, job.target, dump,
+                                    migrate_batch(shard))
         scanner = job._open(scratch.pipe)
         for keys, named in _batches(scanner, sel, shard_slots):
             if job.cancelled.is_set():
@@ -345,8 +353,9 @@ class _MigrateStage:
     than a key created meanwhile (BUSYKEY), that master gets only DUMP batches."""
 
     def __init__(self, run: Run, tally: ShardTally, scratch: Pipe, checkers: list[Pipe] | None,
-                 target: ConnectionOptions, dump: _DumpStage) -> None:
+                 target: ConnectionOptions, dump: _DumpStage, batch: int) -> None:
         self.run, self.tally, self.scratch, self.checkers, self.dump = run, tally, scratch, checkers, dump
+        self.batch = batch
         self.replace = run.plan.on_conflict == "replace"
         self.username, self.password = target.username, target.password()
         self.table = run.table
@@ -356,7 +365,7 @@ class _MigrateStage:
         self.misses = self._misses(scratch.call("INFO", "stats"))
 
     def push(self, keys: list[bytes]) -> None:
-        table, groups, dump_only = self.table, self.groups, self.dump_only
+        table, groups, dump_only, batch = self.table, self.groups, self.dump_only, self.batch
         other: list[bytes] = []
         for key in keys:
             index = table[key_slot(key)]
@@ -365,7 +374,7 @@ class _MigrateStage:
                 continue
             group = groups[index]
             group.append(key)
-            if len(group) >= MIGRATE_BATCH:
+            if len(group) >= batch:
                 self._send(index, groups.pop(index))
         if other:
             self.dump.push(other, False)

@@ -238,6 +238,8 @@ def test_target_with_a_password_from_env_and_from_inventory(source, standalone, 
     assert result.exit_code == 3 and "authentication" in doc["errors"][0], doc["errors"]
     result, doc = restore_keys(cli, source, addr(target), *args, env={"REDISCLI_AUTH": "s3cret-pw"})
     assert result.exit_code == 0, doc["errors"]
+    t = doc["data"]["report"]["totals"]  # MIGRATE ... AUTH pw: the scratch server logged in itself
+    assert (t["restored"], t["batches_migrate"], t["batches_dump"]) == (5, 1, 0), t
     inventory = tmp_path / "inv.toml"
     inventory.write_text('[redis]\npassword_env = "TARGET_PW"\n')
     target.flushall()
