@@ -334,7 +334,9 @@ class _DumpStage:
 
     def _send_on(self) -> None:
         if self.read is not None:
-            self.pending.append(_dispatch(self.run, self.tally, self.pipes, *self.read, self.expire_cmd))
+            keys, replies, named, redo = self.read
+            self.pending.append(_dispatch(self.run, self.tally, self.pipes, keys, replies, named, redo,
+                                          self.expire_cmd))
             self.read = None
 
     def drain(self) -> None:
