@@ -187,13 +187,12 @@ def main() -> None:
               f"{keys / ours_s:,.0f} | {floor_s / ours_s:.2f}x |")
         print(f"| clusterbak engine only (its report: scratch loads + copy, no verify/startup) | {engine_s:.2f} | "
               f"{keys / engine_s:,.0f} | {floor_s / engine_s:.2f}x |")
-        print(
-            f"\nscratch loads: {', '.join(str(s['load_seconds']) + 's' for s in rep['shards'])}; "
-            f"--parallel {args.parallel}"
-        )
-        print(
-            f"clusterbak CPU: {usage.ru_utime + usage.ru_stime:.1f}s (user {usage.ru_utime:.1f}s) in {ours_s:.1f}s wall"
-        )
+        print(f"\nscratch loads: {', '.join(str(s['load_seconds']) + 's' for s in rep['shards'])}; copies: "
+              f"{', '.join(str(s['copy_seconds']) + 's' for s in rep['shards'])}; --parallel {args.parallel}")
+        print(f"copy: {rep['copy']}; batches MIGRATE/DUMP/fallback: {rep['totals']['batches_migrate']}/"
+              f"{rep['totals']['batches_dump']}/{rep['totals']['batches_fallback']}")
+        print(f"clusterbak CPU: {usage.ru_utime + usage.ru_stime:.1f}s (user {usage.ru_utime:.1f}s) "
+              f"in {ours_s:.1f}s wall")
         print(f"clusterbak peak RSS: {rss_mb:.0f} MB (goal < 200 MB); throughput goal >= 0.7x the floor")
     finally:
         for lab in reversed(labs):

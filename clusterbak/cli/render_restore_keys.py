@@ -43,10 +43,16 @@ def show_report(r: Renderer, rep: dict) -> None:
         ],
     )
     if not dry:
-        r.table("per target master", ("master", "restored", "skipped existing", "skipped expired", "failed", "bytes"),
+        r.table("per target master", ("master", "restored", "skipped existing", "skipped expired", "failed",
+                                      "batches MIGRATE / DUMP (redone)"),
                 [(m["address"], m["restored"], m["skipped_existing"], m["skipped_expired"], m["failed"],
-                  _size(m["bytes"])) for m in rep["masters"]],
+                  f"{m['batches_migrate']} / {m['batches_dump']} ({m['batches_fallback']})") for m in rep["masters"]],
                 [("bold red" if m["failed"] else None) for m in rep["masters"]])
+        copy = rep["copy"]
+        r.line("copied by MIGRATE from the scratch servers" if copy["migrate"]
+               else f"copied by DUMP/RESTORE through clusterbak: {_escape(copy['why_dump'])}")
+        for line in copy["notes"]:
+            r.line(f"[yellow]note:[/] {_escape(line)}")
     t = rep["totals"]
     if dry:
         r.line(f"would write {t['selected']} keys ({_size(t['bytes'])}); {t['exist_on_target']} exist on the target; "

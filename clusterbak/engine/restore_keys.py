@@ -2,14 +2,22 @@
 
 Per needed shard: load it into a scratch redis-server (as a replica of nothing, so no key is dropped while loading),
 promote it for a moment and touch the selection so the keys whose TTL has passed since the backup expire and are
-named by keyspace events, demote it (its keyspace is then frozen), then SCAN/DUMP/PEXPIRETIME the selection in
-batches and RESTORE ... ABSTTL each key into the target master that owns its slot. A dry run does the same reads
-and asks the target EXISTS instead of writing. `--on-conflict fail` runs that dry pass first and writes nothing if
-any selected key exists.
+named by keyspace events, demote it (its keyspace is then frozen), then copy the selection in batches to the target
+master that owns each key's slot. Two ways to copy:
+
+- MIGRATE (a write run whose keys keep their names and TTLs, to a plain-TCP target): the scratch server itself DUMPs
+  a batch of keys and RESTOREs them into one target master (`MIGRATE ... COPY [REPLACE] KEYS ...`); clusterbak only
+  names the keys. With `--on-conflict skip` the target is asked EXISTS first and only absent keys are sent.
+- DUMP/RESTORE (everything else, and any batch MIGRATE failed on): SCAN/DUMP/PEXPIRETIME here and RESTORE ... ABSTTL
+  each key into its target master, pipelined.
+
+A dry run does the DUMP reads and asks the target EXISTS instead of writing. `--on-conflict fail` runs that dry pass
+first and writes nothing if any selected key exists.
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
 import threading
 import time
@@ -22,7 +30,7 @@ from pathlib import Path
 
 from clusterbak.engine.scratch import SCRATCH_PREFIX, ScratchServer
 from clusterbak.engine.verify import verify_set
-from clusterbak.errors import PreconditionError, VerifyError
+from clusterbak.errors import PreconditionError, StepFailed, VerifyError
 from clusterbak.model.manifest import Manifest, ShardRecord
 from clusterbak.plan.restore_keys import (
     RestoreKeysPlan,
@@ -42,6 +50,7 @@ from clusterbak.redisops.dumprestore import (
     ReplyError,
     dump_commands,
     exists_command,
+    migrate_command,
     open_pipe,
     restore_command,
     scan,
@@ -53,6 +62,11 @@ NAME_BATCH = 1000
 IN_FLIGHT = 2  # batches of RESTOREs a target master may still be working on while the next batch is read
 TOUCH_COUNT = 10000  # SCAN COUNT while only touching keys (nothing is read per key)
 MAX_ERRORS = 5
+MIGRATE_BATCH = 5000  # keys per MIGRATE at most (one target master each)
+MIGRATE_BYTES = 8 << 20  # ... and about this much data: the scratch server builds a MIGRATE's payload in memory
+MIGRATE_IN_FLIGHT = 2  # MIGRATEs queued on a scratch server behind the one it runs
+MIGRATE_TIMEOUT_MS = 5000  # MIGRATE's connect and per-reply timeout; a batch that runs into it is redone by DUMP
+_MISSES = re.compile(rb"keyspace_misses:(\d+)")
 
 
 @dataclass
@@ -63,7 +77,10 @@ class MasterTally:
     skipped_expired: int = 0
     failed: int = 0
     exist_on_target: int = 0
-    bytes: int = 0
+    bytes: int = 0  # DUMP payload bytes that passed through clusterbak (MIGRATE moves them server to server)
+    batches_migrate: int = 0  # batches the scratch servers MIGRATEd here
+    batches_dump: int = 0  # batches copied by DUMP here + RESTORE there (fallbacks included)
+    batches_fallback: int = 0  # of those, batches MIGRATE failed on first
 
 
 @dataclass
@@ -76,6 +93,7 @@ class ShardTally:
     exist_on_target: int = 0
     bytes: int = 0
     load_seconds: float = 0.0
+    copy_seconds: float = 0.0
 
 
 @dataclass
@@ -87,19 +105,48 @@ class Run:
     shards: list[ShardTally] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     existing_examples: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # why batches left the MIGRATE path
+    why_dump: str | None = None  # why no batch took the MIGRATE path (None: MIGRATE was used)
 
     def master_of(self, name: bytes) -> MasterTally:
         return self.masters[self.table[key_slot(name)]]
 
     def report(self, seconds: float) -> dict:
-        totals = {k: sum(getattr(m, k) for m in self.masters)
-                  for k in ("restored", "skipped_existing", "skipped_expired", "failed", "exist_on_target", "bytes")}
+        totals = {k: sum(getattr(m, k) for m in self.masters) for k in _COUNTS}
         totals["selected"] = sum(s.selected for s in self.shards)
         totals["missing"] = sum(s.missing for s in self.shards)
         return {"backup_id": self.plan.backup_id, "mode": "write" if self.write else "dry-run",
                 "shards": [asdict(s) for s in self.shards], "masters": [asdict(m) for m in self.masters],
                 "totals": totals, "errors": self.errors, "seconds": round(seconds, 3),
+                "copy": {"migrate": self.why_dump is None, "why_dump": self.why_dump, "notes": self.notes},
                 "keys_per_second": round(totals["selected"] / seconds) if seconds else None}
+
+
+_COUNTS = ("restored", "skipped_existing", "skipped_expired", "failed", "exist_on_target", "bytes", "batches_migrate",
+           "batches_dump", "batches_fallback")
+
+
+def migrate_batch(shard: ShardRecord) -> int:
+    """Keys per MIGRATE for this shard: MIGRATE_BATCH, fewer when its keys are big on average."""
+    size = sum(f.raw_size or f.stored_size for f in shard.files)
+    return max(1, min(MIGRATE_BATCH, MIGRATE_BYTES * max(shard.keys, 1) // max(size, 1)))
+
+
+def why_not_migrate(plan: RestoreKeysPlan, target: ConnectionOptions, write: bool) -> str | None:
+    """Why the keys cannot go by MIGRATE (the scratch server writing into the target itself), or None."""
+    if not write:
+        return "dry run"
+    if plan.rename_prefix:
+        return "--rename-prefix (MIGRATE keeps the names)"
+    if plan.ttl == "drop":
+        return "--ttl drop (MIGRATE keeps the TTLs)"
+    if plan.selection.types:
+        return "--type (the type is read from each DUMP payload)"
+    if target.tls:
+        return "a TLS target (scratch servers speak plain TCP)"
+    if target.username and target.password() and plan.scratch.parts < (6, 0):
+        return f"a target user with {plan.scratch} as the scratch server (MIGRATE AUTH2 needs 6.0)"
+    return None
 
 
 def verify_needed(set_dir: StoredSet, manifest: Manifest, plan: RestoreKeysPlan) -> None:
@@ -152,7 +199,7 @@ def _pass(
     """Every shard of the plan, `parallel` at a time (each its own scratch server and target connections).
     On an error or an interrupt the other shards stop at their next batch; their sockets are shut so a blocked
     read returns at once, and each job removes its scratch server on the way out."""
-    run = _new_run(plan, write)
+    run = _new_run(plan, write, target)
     by_index = {s.index: s for s in manifest.shards}
     jobs = [_ShardJob(plan, write, set_dir, by_index[s.index], s.source, target, root, on_event) for s in plan.shards]
     pool = ThreadPoolExecutor(max_workers=max(1, min(parallel, len(jobs) or 1)), thread_name_prefix="restore-keys")
@@ -169,18 +216,20 @@ def _pass(
     return run
 
 
-def _new_run(plan: RestoreKeysPlan, write: bool) -> Run:
+def _new_run(plan: RestoreKeysPlan, write: bool, target: ConnectionOptions) -> Run:
     return Run(plan, write, [MasterTally(m.address) for m in plan.masters],
-               slot_owner_table([(m.address, m.slots) for m in plan.masters]))
+               slot_owner_table([(m.address, m.slots) for m in plan.masters]),
+               why_dump=why_not_migrate(plan, target, write))
 
 
 def _merge(into: Run, part: Run) -> None:
     for total, one in zip(into.masters, part.masters, strict=True):
-        for name in ("restored", "skipped_existing", "skipped_expired", "failed", "exist_on_target", "bytes"):
+        for name in _COUNTS:
             setattr(total, name, getattr(total, name) + getattr(one, name))
     into.shards.extend(part.shards)
     into.errors.extend(part.errors[:MAX_ERRORS - len(into.errors)])
     into.existing_examples.extend(part.existing_examples[:3 - len(into.existing_examples)])
+    into.notes.extend(part.notes[:MAX_ERRORS - len(into.notes)])
 
 
 class _ShardJob:
@@ -206,7 +255,7 @@ class _ShardJob:
         return pipe
 
     def run(self) -> Run:
-        run = _new_run(self.plan, self.write)
+        run = _new_run(self.plan, self.write, self.target)
         tally = ShardTally(self.shard.index, self.source)
         run.shards.append(tally)
         try:
@@ -215,10 +264,13 @@ class _ShardJob:
             self.on_event("loading", {"shard": tally.index})
             t = time.monotonic()
             targets = [self._open(lambda m=m: open_pipe(self.target, m.address)) for m in self.plan.masters]
-            with ScratchServer(self.root, self.set_dir, self.shard) as scratch:
+            with ScratchServer(self.root, self.set_dir, self.shard,
+                               debug_option=self.plan.scratch.parts >= (7, 0)) as scratch:
                 tally.load_seconds = round(time.monotonic() - t, 3)
                 self.on_event("loaded", {"shard": tally.index, "seconds": tally.load_seconds})
+                t = time.monotonic()
                 _copy_shard(run, tally, scratch, self.shard, targets, self)
+                tally.copy_seconds = round(time.monotonic() - t, 3)
             self.on_event("shard", asdict(tally))
             return run
         finally:
@@ -239,27 +291,161 @@ def _copy_shard(run: Run, tally: ShardTally, scratch: ScratchServer, shard: Shar
         events.close()
         time.sleep(0.05)  # a few cron ticks (hz 100): a shrink of the keyspace after those deletions has begun
         expire_cmd = "PEXPIRETIME" if run.plan.scratch.parts >= (7, 0) else "PTTL"
+        dump = _DumpStage(run, tally, job._open(scratch.pipe), pipes, expire_cmd)
+        migrate = None
+        if run.why_dump is None:
+            migrate = _MigrateStage(run, tally, job._open(scratch.pipe),
+                                    [job._open(lambda a=m.address: open_pipe(job.target, a)) for m in run.plan.masters]
+                                    if run.plan.on_conflict == "skip" else None, job.target, dump,
+                                    migrate_batch(shard))
         scanner = job._open(scratch.pipe)
-        pending: deque = deque()  # batches sent to the target whose replies are not read yet
-        read: tuple[list[bytes], list, bool] | None = None  # the batch DUMPed last, not yet sent on
-        # three stages at once: the scratch server DUMPs batch k while this thread routes batch k-1 and the target
-        # masters RESTORE batches k-2 and k-3
         for keys, named in _batches(scanner, sel, shard_slots):
             if job.cancelled.is_set():
                 raise KeyboardInterrupt
-            reader.send_packed(dump_commands(keys, expire_cmd.encode()))
-            if read is not None:
-                pending.append(_dispatch(run, tally, pipes, *read, expire_cmd))
-            while len(pending) > IN_FLIGHT:
-                _finish(run, pipes, pending.popleft())
-            read = (keys, reader.read(2 * len(keys)), named)
-        if read is not None:
-            pending.append(_dispatch(run, tally, pipes, *read, expire_cmd))
-        while pending:
-            _finish(run, pipes, pending.popleft())
+            if migrate is not None and not named:  # named keys: DUMP tells "not in the backup" apart per key
+                migrate.push(keys)
+            else:
+                dump.push(keys, named)
+        if migrate is not None:
+            migrate.drain()
+        dump.drain()
     finally:
         reader.close()
         events.close()
+
+
+class _DumpStage:
+    """DUMP + PEXPIRETIME on the scratch server, RESTORE ... ABSTTL on the target masters, three stages at once:
+    the scratch server DUMPs batch k while this thread routes batch k-1 and the target masters RESTORE batches k-2
+    and k-3."""
+
+    def __init__(self, run: Run, tally: ShardTally, reader: Pipe, pipes: list[Pipe], expire_cmd: str) -> None:
+        self.run, self.tally, self.reader, self.pipes, self.expire_cmd = run, tally, reader, pipes, expire_cmd
+        self.pending: deque = deque()  # batches sent to the target whose replies are not read yet
+        self.read: tuple | None = None  # the batch DUMPed last, not yet sent on
+        self.recheck: list = []  # (master, name, payload): BUSYKEY in a redone batch, compared at the end
+
+    def push(self, keys: list[bytes], named: bool, redo: bool = False) -> None:
+        self.reader.send_packed(dump_commands(keys, self.expire_cmd.encode()))
+        self._send_on()
+        while len(self.pending) > IN_FLIGHT:
+            _finish(self.run, self.pipes, self.pending.popleft(), self.recheck)
+        self.read = (keys, self.reader.read(2 * len(keys)), named, redo)
+
+    def _send_on(self) -> None:
+        if self.read is not None:
+            keys, replies, named, redo = self.read
+            self.pending.append(_dispatch(self.run, self.tally, self.pipes, keys, replies, named, redo,
+                                          self.expire_cmd))
+            self.read = None
+
+    def drain(self) -> None:
+        self._send_on()
+        while self.pending:
+            _finish(self.run, self.pipes, self.pending.popleft(), self.recheck)
+        if self.recheck:
+            _recheck(self.run, self.pipes, self.reader, self.recheck)
+            self.recheck.clear()
+
+
+class _MigrateStage:
+    """Keys grouped by target master into batches the scratch server MIGRATEs itself. Each MIGRATE is followed by
+    INFO stats: its keyspace_misses grow by the keys MIGRATE did not find (expired since SCAN named them), the only
+    per-key fact this path needs. A batch MIGRATE fails on is redone through the DUMP stage; after an error other
+    than a key created meanwhile (BUSYKEY), that master gets only DUMP batches."""
+
+    def __init__(self, run: Run, tally: ShardTally, scratch: Pipe, checkers: list[Pipe] | None,
+                 target: ConnectionOptions, dump: _DumpStage, batch: int) -> None:
+        self.run, self.tally, self.scratch, self.checkers, self.dump = run, tally, scratch, checkers, dump
+        self.batch = batch
+        self.replace = run.plan.on_conflict == "replace"
+        self.username, self.password = target.username, target.password()
+        self.table = run.table
+        self.groups: dict[int, list[bytes]] = defaultdict(list)
+        self.dump_only: set[int] = set()
+        self.pending: deque = deque()
+        self.misses = self._misses(scratch.call("INFO", "stats"))
+
+    def push(self, keys: list[bytes]) -> None:
+        table, groups, dump_only, batch = self.table, self.groups, self.dump_only, self.batch
+        other: list[bytes] = []
+        for key in keys:
+            index = table[key_slot(key)]
+            if index in dump_only:
+                other.append(key)
+                continue
+            group = groups[index]
+            group.append(key)
+            if len(group) >= batch:
+                self._send(index, groups.pop(index))
+        if other:
+            self.dump.push(other, False)
+
+    def drain(self) -> None:
+        for index in list(self.groups):
+            self._send(index, self.groups.pop(index))
+        while self.pending:
+            self._finish()
+
+    def _send(self, index: int, keys: list[bytes]) -> None:
+        if index in self.dump_only:
+            self.dump.push(keys, False)
+            return
+        master = self.run.masters[index]
+        if self.checkers is not None:  # skip: only the keys the target does not have
+            pipe = self.checkers[index]
+            pipe.send_packed(b"".join([exists_command(k) for k in keys]))
+            absent, unsure = [], []
+            for key, reply in zip(keys, pipe.read(len(keys)), strict=True):
+                if reply == 0:
+                    absent.append(key)
+                elif reply == 1:
+                    master.skipped_existing += 1
+                else:
+                    unsure.append(key)
+            self.tally.selected += len(keys) - len(absent) - len(unsure)
+            if unsure:
+                self.dump.push(unsure, False)
+            keys = absent
+        if not keys:
+            return
+        self.scratch.send_packed(migrate_command(master.address, keys, MIGRATE_TIMEOUT_MS, self.replace, self.username,
+                                                 self.password) + _INFO_STATS)
+        self.pending.append((index, keys))
+        while len(self.pending) > MIGRATE_IN_FLIGHT:
+            self._finish()
+
+    def _finish(self) -> None:
+        index, keys = self.pending.popleft()
+        reply, info = self.scratch.read(2)
+        misses = self._misses(info)
+        gone, self.misses = misses - self.misses, misses
+        master = self.run.masters[index]
+        if reply in (b"OK", b"NOKEY"):
+            master.restored += len(keys) - gone
+            master.skipped_expired += gone
+            master.batches_migrate += 1
+            self.tally.expired += gone
+            self.tally.selected += len(keys) - gone
+            return
+        why = str(reply)
+        if "BUSYKEY" not in why and index not in self.dump_only:
+            self.dump_only.add(index)
+            why += "; its later batches go by DUMP/RESTORE"
+        if len(self.run.notes) < MAX_ERRORS:
+            self.run.notes.append(f"{master.address}: MIGRATE of {len(keys)} keys failed ({why}); "
+                                  "redone by DUMP/RESTORE")
+        master.batches_fallback += 1
+        self.dump.push(keys, False, redo=True)
+
+    def _misses(self, info) -> int:
+        found = _MISSES.search(info) if isinstance(info, bytes) else None
+        if found is None:
+            raise StepFailed(f"scratch server {self.scratch.address}: INFO stats has no keyspace_misses: {info!r}")
+        return int(found.group(1))
+
+
+_INFO_STATS = b"*2\r\n$4\r\nINFO\r\n$5\r\nstats\r\n"
 
 
 def _expired_since_backup(reader: Pipe, events: Pipe, scratch: ScratchServer, sel: Selection,
@@ -306,9 +492,9 @@ def _final(run: Run, name: bytes) -> bytes:
 
 
 def _dispatch(run: Run, tally: ShardTally, pipes: list[Pipe], keys: list[bytes], replies: list, named: bool,
-              expire_cmd: str) -> list:
+              redo: bool, expire_cmd: str) -> list:
     """Turn one batch of DUMP/expire replies into RESTORE (or EXISTS for a dry run) per target master; send them.
-    Returns what _finish needs to read the answers."""
+    Returns what _finish needs to read the answers (for a batch MIGRATE failed on, `redo`: the payloads too)."""
     plan, sel = run.plan, run.plan.selection
     now_ms = int(time.time() * 1000)
     absolute_expiry = expire_cmd == "PEXPIRETIME"
@@ -318,6 +504,7 @@ def _dispatch(run: Run, tally: ShardTally, pipes: list[Pipe], keys: list[bytes],
     per_master: dict[int, list[bytes]] = defaultdict(list)
     names: dict[int, list[bytes]] = defaultdict(list)
     sizes: dict[int, int] = defaultdict(int)
+    payloads: dict[int, list[bytes]] = defaultdict(list)
     for i, key in enumerate(keys):
         payload, expire = replies[2 * i], replies[2 * i + 1]
         if payload.__class__ is not bytes or expire.__class__ is not int or expire == -2:
@@ -338,13 +525,16 @@ def _dispatch(run: Run, tally: ShardTally, pipes: list[Pipe], keys: list[bytes],
         per_master[index].append(restore_command(name, absolute if keep_ttl else 0, payload, replace) if write
                                  else exists_command(name))
         names[index].append(name)
+        if redo:
+            payloads[index].append(payload)
         sizes[index] += len(payload)
     for index, cmds in per_master.items():
         pipes[index].send_packed(b"".join(cmds))
+        run.masters[index].batches_dump += 1
         run.masters[index].bytes += sizes[index]
         tally.bytes += sizes[index]
         tally.selected += len(cmds)
-    return [(index, names[index]) for index in per_master]
+    return [(index, names[index], payloads[index] if redo else None) for index in per_master]
 
 
 def _unreadable(run: Run, tally: ShardTally, key: bytes, payload, expire, named: bool) -> None:
@@ -361,10 +551,12 @@ def _unreadable(run: Run, tally: ShardTally, key: bytes, payload, expire, named:
         master.skipped_expired += 1
 
 
-def _finish(run: Run, pipes: list[Pipe], pending: list) -> None:
-    for index, sent in pending:
+def _finish(run: Run, pipes: list[Pipe], pending: list, recheck: list) -> None:
+    """Count the replies of one dispatched batch. A BUSYKEY for a key of a batch MIGRATE failed on may be that
+    MIGRATE's own write (it sends every RESTORE even when an earlier reply was an error): such keys go to `recheck`."""
+    for index, sent, payloads in pending:
         master = run.masters[index]
-        for name, reply in zip(sent, pipes[index].read(len(sent)), strict=False):
+        for i, (name, reply) in enumerate(zip(sent, pipes[index].read(len(sent)), strict=True)):
             if not run.write:
                 if reply == 1:
                     master.exist_on_target += 1
@@ -373,13 +565,51 @@ def _finish(run: Run, pipes: list[Pipe], pending: list) -> None:
                         run.existing_examples.append(name.decode(errors="replace"))
             elif reply == b"OK":
                 master.restored += 1
-            elif isinstance(reply, ReplyError) and str(reply).startswith("BUSYKEY") \
-                    and run.plan.on_conflict == "skip":
-                master.skipped_existing += 1
+            elif payloads is not None and str(reply).startswith("BUSYKEY"):
+                recheck.append((index, name, payloads[i]))
             else:
-                master.failed += 1
-                why = "created on the target after the check" if str(reply).startswith("BUSYKEY") else reply
-                _error(run, f"{master.address}: RESTORE {name.decode(errors='replace')}: {why}")
+                _busy_or_failed(run, master, name, reply)
+
+
+def _busy_or_failed(run: Run, master: MasterTally, name: bytes, reply) -> None:
+    if isinstance(reply, ReplyError) and str(reply).startswith("BUSYKEY") and run.plan.on_conflict == "skip":
+        master.skipped_existing += 1
+    else:
+        master.failed += 1
+        why = "created on the target after the check" if str(reply).startswith("BUSYKEY") else reply
+        _error(run, f"{master.address}: RESTORE {name.decode(errors='replace')}: {why}")
+
+
+def _recheck(run: Run, pipes: list[Pipe], scratch: Pipe, recheck: list) -> None:
+    """Keys a redone batch found existing: those whose value on the target equals the backup's were written by the
+    failed MIGRATE (restored); the others were there already (skipped existing, or failed under fail).
+
+    Equal means: both payloads, RESTOREd on the scratch server under two spare names (no TTL: the digest counts
+    one), have the same DEBUG DIGEST-VALUE (the bytes differ with the servers' compression and set order)."""
+    by_master: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+    for index, name, payload in recheck:
+        by_master[index].append((name, payload))
+    spare = b"clusterbak:recheck:" + str(time.time_ns()).encode()
+    mine, theirs = spare + b":backup", spare + b":target"
+    for index, items in by_master.items():
+        pipes[index].send([("DUMP", name) for name, _ in items])
+        now = pipes[index].read(len(items))
+        cmds = [c for (_, payload), p in zip(items, now, strict=True) if p.__class__ is bytes
+                for c in (("RESTORE", mine, 0, payload, "REPLACE"), ("RESTORE", theirs, 0, p, "REPLACE"),
+                          ("DEBUG", "DIGEST-VALUE", mine, theirs))]
+        scratch.send(cmds + [("DEL", mine, theirs)])
+        replies = iter(scratch.read(len(cmds) + 1))
+        master = run.masters[index]
+        for (name, payload), p in zip(items, now, strict=True):
+            same = False
+            if p.__class__ is bytes:
+                one, two, digests = next(replies), next(replies), next(replies)
+                same = p == payload or (one == two == b"OK" and digests.__class__ is list
+                                        and digests[0] == digests[1])
+            if same:
+                master.restored += 1
+            else:
+                _busy_or_failed(run, master, name, ReplyError("BUSYKEY Target key name already exists."))
 
 
 def _error(run: Run, message: str) -> None:

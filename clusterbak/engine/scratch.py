@@ -44,8 +44,12 @@ def scratch_server_version() -> ServerVersion:
 class ScratchServer:
     """Use as a context manager: the server is stopped by pid and its directory removed on every exit path."""
 
-    def __init__(self, root: Path, set_dir: StoredSet, shard: ShardRecord, load_timeout: float = 600.0) -> None:
+    def __init__(self, root: Path, set_dir: StoredSet, shard: ShardRecord, load_timeout: float = 600.0,
+                 debug_option: bool = False) -> None:
+        """debug_option: the server knows `enable-debug-command` (Redis/Valkey 7+): DEBUG DIGEST-VALUE from
+        loopback is allowed (restore-keys compares values with it); older servers allow DEBUG anyway."""
         self.root, self.set_dir, self.shard, self.load_timeout = root, set_dir, shard, load_timeout
+        self.debug_option = debug_option
         self.dir: Path | None = None
         self.pid: int | None = None
         self.port = 0
@@ -95,9 +99,13 @@ class ScratchServer:
         extra += (f"requirepass {self.password}\nreplicaof 127.0.0.1 {fake_port}\nreplica-serve-stale-data yes\n"
                   "notify-keyspace-events Ex\nclient-output-buffer-limit pubsub 0 0 0\nhz 100\n"
                   "auto-aof-rewrite-percentage 0\nprotected-mode yes\n"
+                  # MIGRATE ... COPY is a write command to Redis: a read-only replica would refuse it. Nothing else
+                  # writes here, and COPY leaves the keyspace as it is
+                  "replica-read-only no\n"
+                  + ("enable-debug-command local\n" if self.debug_option else "")
                   # DUMP payloads without LZF: trying to compress every value halved DUMP throughput (500-byte
                   # random values, one scratch server: ~75k -> 130-170k keys/s), and RESTORE then has nothing to undo
-                  "rdbcompression no\n")
+                  + "rdbcompression no\n")
         # Redis listens before it loads (PING answers LOADING), so a server that is not up within seconds has
         # exited, e.g. on a dump it cannot read
         self.pid = start_standalone(self.dir, self.port, extra, timeout=START_TIMEOUT)

@@ -64,6 +64,23 @@ def exists_command(name: bytes) -> bytes:
     return _EXISTS % (len(name), name)
 
 
+def migrate_command(address: str, keys: list[bytes], timeout_ms: int, replace: bool, username: str | None,
+                    password: str | None) -> bytes:
+    """MIGRATE host port "" 0 timeout COPY [REPLACE] [AUTH pw | AUTH2 user pw] KEYS k..., packed: the server it is
+    sent to DUMPs the keys and RESTOREs them into `address` itself (the remaining TTL goes along), keeping its own."""
+    host, port = split_address(address)
+    head = [b"MIGRATE", host.encode(), b"%d" % port, b"", b"0", b"%d" % timeout_ms, b"COPY"]
+    if replace:
+        head.append(b"REPLACE")
+    if password:
+        head += [b"AUTH2", username.encode(), password.encode()] if username else [b"AUTH", password.encode()]
+    head.append(b"KEYS")
+    parts = [b"*%d\r\n" % (len(head) + len(keys))]
+    parts += [b"$%d\r\n%b\r\n" % (len(a), a) for a in head]
+    parts += [b"$%d\r\n%b\r\n" % (len(k), k) for k in keys]
+    return b"".join(parts)
+
+
 class Pipe:
     """One RESP connection: send a batch of commands, then read exactly that many replies.
     Error replies come back as hiredis.ReplyError values, not exceptions: a batch is judged reply by reply."""

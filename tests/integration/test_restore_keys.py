@@ -77,13 +77,13 @@ def standalone(tmp_path):
     """Factory for standalone redis-servers (optionally with a password); stopped by pid afterwards."""
     pids = []
 
-    def make(password: str | None = None) -> redis.Redis:
+    def make(password: str | None = None, acl: str = "", username: str | None = None) -> redis.Redis:
         workdir = tmp_path / f"standalone{len(pids)}"
         workdir.mkdir()
         port = free_base_port(1)
-        extra = "enable-debug-command local\n" + (f"requirepass {password}\n" if password else "")
+        extra = "enable-debug-command local\n" + (f"requirepass {password}\n" if password and not acl else "") + acl
         pids.append(start_standalone(workdir, port, extra))
-        return redis.Redis(port=port, password=password)
+        return redis.Redis(port=port, username=username, password=password)
 
     yield make
     for pid in pids:
@@ -131,6 +131,9 @@ def test_reshape_3_into_5_masters_every_key_same_dump_and_ttl(source, make_lab, 
     assert (totals["restored"], totals["skipped_expired"], totals["failed"]) == (len(expected), 1, 0)
     assert len(doc["data"]["report"]["masters"]) == 5
     assert {s["index"] for s in doc["data"]["report"]["shards"]} == {0, 1, 2}
+    # the scratch servers wrote every batch into the target themselves (MIGRATE), none fell back
+    assert doc["data"]["report"]["copy"] == {"migrate": True, "why_dump": None, "notes": []}
+    assert totals["batches_migrate"] >= 5 and (totals["batches_dump"], totals["batches_fallback"]) == (0, 0)
     check = cluster_check(target.seed)
     assert check.returncode == 0 and "[ERR]" not in check.stdout and "[WARNING]" not in check.stdout, check.stdout
 
@@ -195,7 +198,8 @@ def test_conflict_policies(source, standalone, cli, policy):
     assert result.exit_code == 0, doc["errors"]
     t = doc["data"]["report"]["totals"]
     assert target.dbsize() == 5
-    if policy == "skip":
+    assert t["batches_migrate"] == 1 and t["batches_dump"] == 0, t
+    if policy == "skip":  # the target was asked EXISTS first; only the 4 absent keys were MIGRATEd
         assert (t["restored"], t["skipped_existing"]) == (4, 1)
         assert target.get("tenant:{acme}:2") == b"live value"
     else:
@@ -211,6 +215,9 @@ def test_rename_prefix_restores_beside_live_keys(source, standalone, cli):
     assert result.exit_code == 0, doc["errors"]
     assert target.get("tenant:{acme}:2") == b"live value" and target.get("restored:tenant:{acme}:2") == b"v2"
     assert target.dbsize() == 6
+    copy, t = doc["data"]["report"]["copy"], doc["data"]["report"]["totals"]
+    assert not copy["migrate"] and "--rename-prefix" in copy["why_dump"]
+    assert t["batches_migrate"] == 0 and t["batches_dump"] >= 1
 
 
 def test_expired_since_backup_are_skipped_and_counted(source, standalone, cli):
@@ -231,6 +238,8 @@ def test_target_with_a_password_from_env_and_from_inventory(source, standalone, 
     assert result.exit_code == 3 and "authentication" in doc["errors"][0], doc["errors"]
     result, doc = restore_keys(cli, source, addr(target), *args, env={"REDISCLI_AUTH": "s3cret-pw"})
     assert result.exit_code == 0, doc["errors"]
+    t = doc["data"]["report"]["totals"]  # MIGRATE ... AUTH pw: the scratch server logged in itself
+    assert (t["restored"], t["batches_migrate"], t["batches_dump"]) == (5, 1, 0), t
     inventory = tmp_path / "inv.toml"
     inventory.write_text('[redis]\npassword_env = "TARGET_PW"\n')
     target.flushall()
@@ -238,6 +247,44 @@ def test_target_with_a_password_from_env_and_from_inventory(source, standalone, 
                                env={"TARGET_PW": "s3cret-pw", "REDISCLI_AUTH": ""})
     assert result.exit_code == 0, doc["errors"]
     assert target.dbsize() == 5
+
+
+def test_migrate_authenticates_as_the_inventory_user_and_copies_exact_values(source, standalone, cli):
+    """MIGRATE ... AUTH2 user pw: the scratch server logs into an ACL target itself; values and TTLs arrive exact."""
+    acl = "user default off\nuser restorer on >r3st0re ~* &* +@all\n"
+    target = standalone(password="r3st0re", acl=acl, username="restorer")
+    result, doc = restore_keys(cli, source, addr(target), "--standalone", "--match", "exp:*", "--match", "lab:*",
+                               "--user", "restorer", env={"REDISCLI_AUTH": "r3st0re"})
+    assert result.exit_code == 0, doc["errors"]
+    rep = doc["data"]["report"]
+    assert rep["copy"]["migrate"] and rep["totals"]["batches_migrate"] >= 1 and rep["totals"]["batches_dump"] == 0
+    got = snapshot(target)
+    expected = {k: v for k, v in source["before"].items()
+                if (k.startswith(b"lab:") or k.startswith(b"exp:")) and k in got}
+    assert set(got) == set(expected) and len(got) == rep["totals"]["restored"]
+    assert all(got[k][2] == expected[k][2] for k in expected), "a value differs (DEBUG DIGEST-VALUE)"
+    assert all(abs(got[k][1] - expected[k][1]) <= 1000 for k in expected), "a TTL moved by more than a second"
+
+
+@pytest.mark.parametrize("policy", ["skip", "fail"])
+def test_a_batch_migrate_cannot_write_is_redone_by_dump_and_reported(source, standalone, cli, policy):
+    """A target user without SELECT: MIGRATE (which sends SELECT 0 first) is refused, RESTORE is not. The batch is
+    copied by DUMP/RESTORE instead, later batches for that master go straight there, and the report says so."""
+    wait_expired(source)
+    acl = "user default off\nuser nosel on >pw ~* &* +@all -select\n"
+    target = standalone(password="pw", acl=acl, username="nosel")
+    result, doc = restore_keys(cli, source, addr(target), "--standalone", "--user", "nosel", "--on-conflict", policy,
+                               env={"REDISCLI_AUTH": "pw"})
+    assert result.exit_code == 0, doc["errors"]
+    rep = doc["data"]["report"]
+    t = rep["totals"]
+    # MIGRATE sent its RESTOREs after the refused SELECT and they were written: the redone batch finds those keys
+    # existing with the backup's values (same digest) and counts them restored, not skipped and not failed
+    assert (t["restored"], t["skipped_existing"], t["failed"]) == (len(source["before"]) - 1, 0, 0), t
+    assert target.dbsize() == t["restored"]
+    assert t["batches_fallback"] >= 1 and t["batches_migrate"] == 0 and t["batches_dump"] >= t["batches_fallback"]
+    assert rep["copy"]["migrate"] and "MIGRATE" in rep["copy"]["notes"][0] and "NOPERM" in rep["copy"]["notes"][0]
+    assert rep["errors"] == []
 
 
 def test_refuses_a_cluster_node_as_standalone_and_a_bad_slot_range(source, cli):
