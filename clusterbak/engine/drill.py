@@ -11,6 +11,7 @@ from pathlib import Path
 from clusterbak.config import load_inventory
 from clusterbak.engine.node_extras import drill_users
 from clusterbak.engine.restore import run_restore, verify_or_refuse
+from clusterbak.engine.restore_prepare import prepare_restore
 from clusterbak.errors import PreconditionError, UsageError
 from clusterbak.lab import cluster
 from clusterbak.lab.inventory import write_inventory
@@ -18,10 +19,8 @@ from clusterbak.lab.procs import free_base_port
 from clusterbak.model.manifest import Manifest, TopologyNode
 from clusterbak.model.nodesconf import parse_new_address
 from clusterbak.plan.node_extras import module_checks
-from clusterbak.plan.restore import plan_restore
 from clusterbak.redisops.connect import ConnectionOptions
 from clusterbak.redisops.sample import sample_keys
-from clusterbak.redisops.target import probe_target
 from clusterbak.storage.repository import StoredSet
 
 
@@ -69,10 +68,10 @@ def run_drill(set_dir: StoredSet, manifest: Manifest, lab_dir: Path | None, keep
         write_inventory(lab)
         on_event("lab", {"seed": lab.seed})
         inventory = load_inventory(lab.inventory)
-        conn = ConnectionOptions(seed=lab.seed)
         mapping = {n.address: parse_new_address(lab.nodes[i].address) for i, n in enumerate(order)}
-        targets = {a.address: probe_target(conn, a.address) for a in mapping.values()}
-        plan = plan_restore(manifest, inventory, mapping, targets, force=True)
+        prepared = prepare_restore(set_dir, manifest, inventory, mapping, lambda seed: ConnectionOptions(seed=seed),
+                                   force=True, verify=False)  # verified above, before the lab started
+        plan, conn = prepared.plan, prepared.conn
         on_event("plan", {"sizes": restore_sizes(plan, manifest)})
         checks = run_restore(plan, set_dir, manifest, inventory, conn, verified=True, on_event=on_event)
         checks += drill_users(conn, set_dir, manifest, {n.node_id: n.new_address for n in plan.nodes}, prove_user,
