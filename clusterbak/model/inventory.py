@@ -22,7 +22,7 @@ from clusterbak.model.names import (
     check_host,
     check_node_id,
 )
-from clusterbak.model.topology import Node, Topology
+from clusterbak.model.topology import Topology
 
 TRANSPORTS = ("ssh", "local", "docker")
 PLACEHOLDERS = frozenset({"host", "port", "node_id", "data_dir", "container"})
@@ -109,17 +109,9 @@ class Inventory:
     def addresses(self) -> frozenset[str]:
         return frozenset(n.address for n in self.nodes)
 
-    def place(self, topology: Topology) -> dict[str, NodeAccess]:
-        """NodeAccess for every node of the topology, by node id; raises naming the first unplaced node."""
-        return {node.node_id: self.access(node.address) for node in topology.nodes if not _ghost(node)}
-
     def unknown_addresses(self, topology: Topology) -> tuple[str, ...]:
         known = {n.address for n in topology.nodes}
         return tuple(n.address for n in self.nodes if n.address not in known)
-
-
-def _ghost(node: Node) -> bool:
-    return "noaddr" in node.flags or "handshake" in node.flags
 
 
 def parse_inventory(data: Mapping[str, Any], source: str = "inventory") -> Inventory:

@@ -14,9 +14,6 @@ from clusterbak.errors import TransportError
 
 CHUNK = 1024 * 1024
 
-# on_chunk(chunk) is called for every chunk read, in order, before the next read.
-ChunkSink = Callable[[bytes], None]
-
 
 class Sink(Protocol):
     """Where fetch() streams one attempt of a file. A fresh sink is opened for every attempt.

@@ -68,7 +68,8 @@ def test_node_the_inventory_cannot_place_is_named():
     topo = parse_cluster_nodes(golden.read_text())
     inv = parse_inventory(tomllib.loads('[nodes."127.0.0.1:7100"]\n'), "inv.toml")
     with pytest.raises(InventoryError) as info:
-        inv.place(topo)
+        for node in topo.nodes:
+            inv.access(node.address, "is in the cluster")
     assert "127.0.0.1:71" in str(info.value) and "[nodes." in str(info.value)
 
 
