@@ -34,12 +34,13 @@ import redis
 from clusterbak.errors import PreconditionError, StepFailed, UsageError
 from clusterbak.lab import cluster
 from clusterbak.lab.docker_lab import LAB_LABEL, purge
+from clusterbak.lab.fleet_versions import FleetVersion
 from clusterbak.lab.statefile import read_state, write_state
 from clusterbak.transports.docker import engine_client
 
 STATE_FILE = "fleet-lab.json"
 INVENTORY_FILE = "fleet-inventory.toml"
-VERSIONS = ("redis-6.0", "redis-7.0", "valkey-8.0", "redis-8.0", "valkey-8.1")
+VERSIONS = tuple(v.value for v in FleetVersion)
 PORT = 6379
 DATA_DIR = "/data"
 SSH_USER = "redis"
