@@ -15,6 +15,12 @@ from clusterbak.errors import TransportError
 CHUNK = 1024 * 1024
 
 
+def last_line(text: str) -> str:
+    """The last line of a command's stderr, for a one-line error message."""
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else "no output on stderr"
+
+
 class Sink(Protocol):
     """Where fetch() streams one attempt of a file. A fresh sink is opened for every attempt.
 
