@@ -21,6 +21,7 @@ from clusterbak.engine.restore import rollback_restore, run_restore
 from clusterbak.engine.restore_journal import journal_path, load_journal
 from clusterbak.engine.restore_prepare import prepare_restore
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, ClusterbakError, PreconditionError, UsageError
+from clusterbak.lab.scratch_cluster import lab_scratch_cluster
 from clusterbak.plan.restore import parse_maps
 from clusterbak.redisops.runlock import cluster_run_lock
 from clusterbak.storage.records import record_drill
@@ -242,7 +243,8 @@ def drill(
             raise UsageError(f"--prove-user {prove_user}: set its password in ${PROVE_PASSWORD_ENV}")
         try:
             with NodeProgress(r, {}) as progress:
-                report = run_drill(set_dir, manifest, lab_dir, keep, on_event=progress, base_port=base_port,
+                report = run_drill(set_dir, manifest, lab_dir, keep, lab_scratch_cluster, on_event=progress,
+                                   base_port=base_port,
                                    prove_user=prove_user, prove_password=password)
         except ClusterbakError:
             if set_dir.local_dir is not None:  # results are recorded beside local sets (check --dest reads them)
