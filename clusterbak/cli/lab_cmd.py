@@ -12,6 +12,7 @@ from clusterbak.cli import common as c
 from clusterbak.cli.render import Outcome, Renderer
 from clusterbak.errors import PreconditionError
 from clusterbak.lab import cluster
+from clusterbak.lab.fleet_versions import FleetVersion
 from clusterbak.lab.inventory import write_inventory
 
 lab_app = typer.Typer(no_args_is_help=True, help="Start, fill, inspect and stop a local lab cluster.")
@@ -62,8 +63,8 @@ def up(
     ] = None,
     fleet: FleetOpt = False,
     version: Annotated[
-        str, typer.Option("--version", help="--fleet: redis-6.0 | redis-7.0 | valkey-8.0 | redis-8.0 | valkey-8.1.")
-    ] = "redis-7.0",
+        FleetVersion, typer.Option("--version", help=f"--fleet: every node's server: {' | '.join(FleetVersion)}.")
+    ] = FleetVersion.REDIS_7_0,
     json_out: c.Json = False,
 ) -> None:
     """Start redis-server processes (or containers, --docker), form the cluster, wait for cluster_state:ok,
@@ -75,7 +76,7 @@ def up(
         if fleet:
             from clusterbak.cli import lab_fleet
 
-            return lab_fleet.up(r, lab_dir, version, image, masters, replicas)
+            return lab_fleet.up(r, lab_dir, version.value, image, masters, replicas)
         if docker:
             from clusterbak.cli import lab_docker
 

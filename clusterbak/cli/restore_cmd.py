@@ -17,13 +17,13 @@ from clusterbak.cli.backup_cmd import BreakLock, Dest, DryRun, resolve_id
 from clusterbak.cli.render import NodeProgress, Outcome, Renderer
 from clusterbak.config import load_inventory
 from clusterbak.engine.drill import restore_sizes, run_drill
-from clusterbak.engine.node_extras import stored_configs, with_current_config
-from clusterbak.engine.restore import rollback_restore, run_restore, verify_or_refuse
+from clusterbak.engine.restore import rollback_restore, run_restore
 from clusterbak.engine.restore_journal import journal_path, load_journal
+from clusterbak.engine.restore_prepare import prepare_restore
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, ClusterbakError, PreconditionError, UsageError
-from clusterbak.plan.restore import parse_maps, plan_restore, target_address
+from clusterbak.lab.scratch_cluster import lab_scratch_cluster
+from clusterbak.plan.restore import parse_maps
 from clusterbak.redisops.runlock import cluster_run_lock
-from clusterbak.redisops.target import probe_target
 from clusterbak.storage.records import record_drill
 from clusterbak.storage.repository import Repository
 
@@ -102,21 +102,12 @@ def restore(
                                     f"continue it: {commands['resume'].replace(backup_id, existing.backup_id, 1)}; "
                                     f"or undo it: {commands['rollback'].replace(backup_id, existing.backup_id, 1)}")
         manifest, set_dir = ro.opened(store, backup_id, verify_key, identity)  # signature first, then the reader
-        mapping = parse_maps(map_ or [])
-        verify_or_refuse(set_dir, manifest)  # before anything is touched, even for a dry run
-        # connect only where the operator said: a set's addresses go through --map and the inventory first, and an
-        # address the inventory does not list is never probed (the plan refuses it instead)
-        wanted = [target_address(manifest, mapping, n.address).address for n in manifest.nodes]
-        placed = [a for a in wanted if a in inv.addresses()]
-        if not placed:
-            raise PreconditionError(f"no node of backup {backup_id} maps to a node of {inv.source}; "
-                                    "check --inventory and --map")
-        conn = c.connection(placed[0], user, tls, cacert, cert, key, connect_timeout, inv, tls_insecure)
-        targets = {address: probe_target(conn, address) for address in placed}
-        stored = stored_configs(set_dir, manifest) if with_config else {}
-        if with_config:
-            targets = with_current_config(targets, inv, accept_new_host_keys)
-        plan = plan_restore(manifest, inv, mapping, targets, force, with_config, with_acl, stored)
+        prepared = prepare_restore(set_dir, manifest, inv, parse_maps(map_ or []),
+                                   lambda seed: c.connection(seed, user, tls, cacert, cert, key, connect_timeout, inv,
+                                                             tls_insecure),
+                                   force=force, with_config=with_config, with_acl=with_acl,
+                                   accept_new_host_keys=accept_new_host_keys)
+        plan, conn = prepared.plan, prepared.conn
         data: dict[str, Any] = {"backup_id": backup_id, "dry_run": dry_run, "plan": plan.to_dict()}
         r.restore_plan(data["plan"])
         if not plan.ok:
@@ -126,14 +117,24 @@ def restore(
         if not yes and not r.confirm(f"stop {len(plan.nodes)} nodes and restore backup {backup_id} into them?"):
             raise PreconditionError("not confirmed; nothing was stopped (use --yes to skip the question)")
         t0 = time.monotonic()
+        steps_done: list[str] = []  # the steps the run reports as it begins each: --dry-run printed plan.steps
+
+        def on_event(kind: str, detail: dict) -> None:
+            if kind == "interrupt":
+                _interrupt_note(r)
+            elif kind == "step":
+                steps_done.append(detail["text"])
+            else:
+                progress(kind, detail)
+
         with _run_lock(r, conn, [n.new_address for n in plan.nodes], break_lock), \
                 NodeProgress(r, restore_sizes(plan, manifest)) as progress:
             checks = run_restore(plan, set_dir, manifest, inv, conn, prove_timeout, accept_new_host_keys,
-                                 on_event=lambda k, d: _interrupt_note(r) if k == "interrupt" else progress(k, d),
-                                 verified=True, journal_file=journal, commands=commands)
+                                 on_event=on_event, verified=True, journal_file=journal, commands=commands)
         r.verdict(checks)
         bad = [f"{x['subject']}: {x['check']}: {x['detail']}" for x in checks if not x["ok"]]
         data["checks"] = checks
+        data["steps_done"] = steps_done
         r.verdict_line(f"restore {backup_id}: {'ok' if not bad else 'FAILED'}, {len(plan.nodes)} nodes, "
                        f"took {time.monotonic() - t0:.1f}s, cluster at {', '.join(sorted(progress.sizes))}")
         return Outcome(data=data, exit_code=EXIT_STEP_FAILED if bad else 0, errors=bad)
@@ -242,7 +243,8 @@ def drill(
             raise UsageError(f"--prove-user {prove_user}: set its password in ${PROVE_PASSWORD_ENV}")
         try:
             with NodeProgress(r, {}) as progress:
-                report = run_drill(set_dir, manifest, lab_dir, keep, on_event=progress, base_port=base_port,
+                report = run_drill(set_dir, manifest, lab_dir, keep, lab_scratch_cluster, on_event=progress,
+                                   base_port=base_port,
                                    prove_user=prove_user, prove_password=password)
         except ClusterbakError:
             if set_dir.local_dir is not None:  # results are recorded beside local sets (check --dest reads them)

@@ -6,23 +6,40 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from clusterbak.config import load_inventory
 from clusterbak.engine.node_extras import drill_users
 from clusterbak.engine.restore import run_restore, verify_or_refuse
+from clusterbak.engine.restore_prepare import prepare_restore
 from clusterbak.errors import PreconditionError, UsageError
-from clusterbak.lab import cluster
-from clusterbak.lab.inventory import write_inventory
-from clusterbak.lab.procs import free_base_port
 from clusterbak.model.manifest import Manifest, TopologyNode
 from clusterbak.model.nodesconf import parse_new_address
 from clusterbak.plan.node_extras import module_checks
-from clusterbak.plan.restore import plan_restore
 from clusterbak.redisops.connect import ConnectionOptions
 from clusterbak.redisops.sample import sample_keys
-from clusterbak.redisops.target import probe_target
 from clusterbak.storage.repository import StoredSet
+
+
+class ScratchCluster(Protocol):
+    """A throwaway cluster's nodes, not formed, with an inventory file; remove() stops what was started."""
+
+    @property
+    def seed(self) -> str: ...
+
+    @property
+    def inventory(self) -> str: ...
+
+    @property
+    def addresses(self) -> tuple[str, ...]: ...  # masters first, then replicas
+
+    def remove(self) -> None: ...
+
+
+# (directory, masters, replicas per master, first port or None for free ports) -> a started scratch cluster
+ScratchFactory = Callable[[Path, int, int, int | None], ScratchCluster]
 
 
 def drill_order(manifest: Manifest) -> list[TopologyNode]:
@@ -44,17 +61,18 @@ def drill_dir(lab_dir: Path | None, backup_id: str) -> Path:
     return lab_dir
 
 
-def run_drill(set_dir: StoredSet, manifest: Manifest, lab_dir: Path | None, keep: bool, on_event=lambda k, d: None,
-              base_port: int | None = None, prove_user: str | None = None,
+def run_drill(set_dir: StoredSet, manifest: Manifest, lab_dir: Path | None, keep: bool, scratch: ScratchFactory,
+              on_event=lambda k, d: None, base_port: int | None = None, prove_user: str | None = None,
               prove_password: str | None = None) -> dict:
-    """Nothing is left behind unless `keep`: the lab's processes are stopped and its directory (with a copy of
-    every dump) is removed, also when the drill fails or is interrupted."""
+    """`scratch` starts the throwaway cluster (lab/scratch_cluster.py's lab_scratch_cluster for the CLI). Nothing
+    is left behind unless `keep`: its processes are stopped and its directory (with a copy of every dump) is
+    removed, also when the drill fails or is interrupted."""
     t0 = time.monotonic()
     refusals, _ = module_checks(manifest, {"the drill lab": ()})  # a lab loads no module: refuse before starting it
     if refusals:
         raise PreconditionError(refusals[0])
     where = drill_dir(lab_dir, manifest.backup_id)
-    lab = None
+    lab: ScratchCluster | None = None
     report: dict = {"lab": {"dir": str(where), "seed": None, "inventory": None, "kept": keep, "removed": False}}
     try:
         verify_or_refuse(set_dir, manifest)
@@ -63,16 +81,14 @@ def run_drill(set_dir: StoredSet, manifest: Manifest, lab_dir: Path | None, keep
         masters = len(manifest.shards)
         shard = manifest.shard_of()
         replicas = max(Counter(shard[n.id] for n in order if n.role != "master").values(), default=0)
-        count = masters * (1 + replicas)
-        lab = cluster.up(where, masters, replicas, base_port or free_base_port(count), form=False)
+        lab = scratch(where, masters, replicas, base_port)
         report["lab"].update(seed=lab.seed, inventory=lab.inventory)
-        write_inventory(lab)
         on_event("lab", {"seed": lab.seed})
         inventory = load_inventory(lab.inventory)
-        conn = ConnectionOptions(seed=lab.seed)
-        mapping = {n.address: parse_new_address(lab.nodes[i].address) for i, n in enumerate(order)}
-        targets = {a.address: probe_target(conn, a.address) for a in mapping.values()}
-        plan = plan_restore(manifest, inventory, mapping, targets, force=True)
+        mapping = {n.address: parse_new_address(lab.addresses[i]) for i, n in enumerate(order)}
+        prepared = prepare_restore(set_dir, manifest, inventory, mapping, lambda seed: ConnectionOptions(seed=seed),
+                                   force=True, verify=False)  # verified above, before the lab started
+        plan, conn = prepared.plan, prepared.conn
         on_event("plan", {"sizes": restore_sizes(plan, manifest)})
         checks = run_restore(plan, set_dir, manifest, inventory, conn, verified=True, on_event=on_event)
         checks += drill_users(conn, set_dir, manifest, {n.node_id: n.new_address for n in plan.nodes}, prove_user,
@@ -90,8 +106,8 @@ def run_drill(set_dir: StoredSet, manifest: Manifest, lab_dir: Path | None, keep
             mapping={old: new.address for old, new in mapping.items()})
     finally:
         if not keep:
-            if lab is not None and cluster.load(where) is not None:
-                cluster.down(where)
+            if lab is not None:
+                lab.remove()
             shutil.rmtree(where, ignore_errors=True)
             report["lab"]["removed"] = not where.exists()
     return report

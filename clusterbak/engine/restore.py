@@ -32,7 +32,7 @@ from clusterbak.model.inventory import Inventory
 from clusterbak.model.manifest import AofRecord, Manifest, StoredFile
 from clusterbak.model.names import check_bare_name
 from clusterbak.model.nodesconf import rewrite
-from clusterbak.plan.restore import NodeRestore, RestorePlan
+from clusterbak.plan.restore import KEEP_BEFORE_RESTORE, NodeRestore, RestorePlan, restore_step
 from clusterbak.redisops.connect import ConnectionOptions
 from clusterbak.redisops.target import answers, shutdown_nosave, wait_down
 from clusterbak.storage.reader import VerifiedReader, reporting_bytes
@@ -41,7 +41,6 @@ from clusterbak.transports.factory import TEXT_LIMIT, open_transport
 
 Event = Callable[[str, dict], None]
 STOP_TIMEOUT = 30.0
-KEEP_BEFORE_RESTORE = 2  # `.before-restore-*` copies kept per file after a proven restore (docs/restore.md)
 
 
 class RestoreInterrupted(Interrupted):
@@ -75,6 +74,7 @@ def run_restore(
     `--resume` / `--rollback` command lines to print when a second interrupt stops the run."""
     if not plan.ok:
         raise StepFailed("refusing to execute a plan with refusals: " + "; ".join(plan.refusals))
+    _step(plan, "verify", on_event)  # `verified`: the caller did it before planning (prepare_restore)
     if not verified:
         verify_or_refuse(set_dir, manifest)
         on_event("verified", {"backup_id": plan.backup_id})
@@ -99,6 +99,7 @@ def run_restore(
     finally:
         for t in transports.values():
             t.close()
+    _step(plan, "prove", on_event)
     try:
         checks = prove(conn, manifest, {n.node_id: n.new_address for n in plan.nodes}, prove_timeout)
     except KeyboardInterrupt:
@@ -107,10 +108,16 @@ def run_restore(
                                  f"{_cmd(commands, 'rollback', plan.backup_id)}") from None
     if all(c["ok"] for c in checks):
         journal.remove()
+        _step(plan, "prune", on_event)
         _each(plan, lambda n: _keep_recent_copies(n, inventory, accept_new_host_keys), "pruned", lambda k, d: None)
     else:
         journal.mark(phase="proof failed")
     return checks
+
+
+def _step(plan: RestorePlan, key: str, on_event: Event) -> None:
+    """Report a step as it begins, in the words --dry-run printed for it (plan.steps)."""
+    on_event("step", {"step": key, "text": restore_step(plan, key)})
 
 
 def _execute(plan: RestorePlan, set_dir: StoredSet, manifest: Manifest, conn: ConnectionOptions, transports: dict,
@@ -139,9 +146,11 @@ def _execute(plan: RestorePlan, set_dir: StoredSet, manifest: Manifest, conn: Co
         journal.mark(n.new_address, started=True)
 
     journal.mark(phase="stopping")
+    _step(plan, "stop", on_event)
     _each(plan, stop_one, "stopped", on_event)
     if not stop.requested:
         journal.mark(phase="placing")
+        _step(plan, "place", on_event)
         _each(plan, place_one, "placed", on_event)
     if stop.requested:
         undo(plan, journal, transports, conn, on_event)
@@ -149,6 +158,7 @@ def _execute(plan: RestorePlan, set_dir: StoredSet, manifest: Manifest, conn: Co
                                  "restored files: every node has its previous files back and was started again; "
                                  "nothing changed")
     journal.mark(phase="starting")
+    _step(plan, "start", on_event)
     _each(plan, start_one, "started", on_event)
     if stop.requested:
         raise RestoreInterrupted(f"restore of {plan.backup_id} interrupted after every node was started with the "

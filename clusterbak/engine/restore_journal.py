@@ -49,7 +49,7 @@ class RestoreJournal:
     def restore_plan(self) -> RestorePlan:
         raw = self.plan
         return RestorePlan(raw["backup_id"], tuple(NodeRestore(**n) for n in raw["nodes"]), tuple(raw["refusals"]),
-                           tuple(raw["warnings"]), tuple(raw["steps"]))
+                           tuple(raw["warnings"]))  # its steps follow from its nodes
 
     def summary(self) -> str:
         """The exact state, one phrase per kind of node."""

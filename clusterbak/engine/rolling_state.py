@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from clusterbak.durable import fsync_dir
 from clusterbak.errors import PreconditionError
 from clusterbak.plan.rolling import RollingPlan
 
@@ -111,8 +112,4 @@ def write_json_atomically(path: Path, doc: dict) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -276,7 +275,3 @@ def _save(lab_dir: Path, lab: Lab) -> None:
 
 def save(lab: Lab) -> None:
     _save(Path(lab.dir), lab)
-
-
-def python_command() -> str:
-    return sys.executable

@@ -8,7 +8,6 @@ volumes with that label (and that the state file names), nothing else. State: <d
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from dataclasses import asdict, dataclass
@@ -20,6 +19,7 @@ from clusterbak.errors import PreconditionError, StepFailed, UsageError
 from clusterbak.lab import cluster
 from clusterbak.lab.procs import port_free, wait_port
 from clusterbak.lab.statefile import read_state, write_state
+from clusterbak.model.inventory import inventory_toml
 from clusterbak.transports.docker import ENGINE_LOST, engine_client
 
 STATE_FILE = "docker-lab.json"
@@ -181,13 +181,12 @@ def status(lab: DockerLab) -> dict[str, str]:
 
 
 def render_inventory(lab: DockerLab) -> str:
-    lines = ["# Written by `clusterbak lab up --docker`: each node is a container, reached through the Docker",
-             "# Engine API. `docker restart|stop|start {container}` are done through the Engine API, not a CLI.",
-             "", "[defaults]", 'transport = "docker"', f'data_dir = "{DATA_DIR}"',
-             *(f'{a}_command = "docker {a} {{container}}"' for a in ("restart", "stop", "start"))]
-    for node in lab.nodes:
-        lines += ["", f'[nodes."{node.address}"]', f"container = {json.dumps(node.container)}"]
-    return "\n".join(lines) + "\n"
+    return inventory_toml(
+        ["Written by `clusterbak lab up --docker`: each node is a container, reached through the Docker",
+         "Engine API. `docker restart|stop|start {container}` are done through the Engine API, not a CLI."],
+        {"transport": "docker", "data_dir": DATA_DIR,
+         **{f"{a}_command": f"docker {a} {{container}}" for a in ("restart", "stop", "start")}},
+        {node.address: {"container": node.container} for node in lab.nodes})
 
 
 def load(lab_dir: Path) -> DockerLab | None:

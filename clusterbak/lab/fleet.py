@@ -18,7 +18,6 @@ Everything made carries the label org.clusterbak.lab=<lab id> (and any extra lab
 
 from __future__ import annotations
 
-import json
 import secrets
 import shlex
 import shutil
@@ -34,12 +33,14 @@ import redis
 from clusterbak.errors import PreconditionError, StepFailed, UsageError
 from clusterbak.lab import cluster
 from clusterbak.lab.docker_lab import LAB_LABEL, purge
+from clusterbak.lab.fleet_versions import FleetVersion
 from clusterbak.lab.statefile import read_state, write_state
+from clusterbak.model.inventory import inventory_toml
 from clusterbak.transports.docker import engine_client
 
 STATE_FILE = "fleet-lab.json"
 INVENTORY_FILE = "fleet-inventory.toml"
-VERSIONS = ("redis-6.0", "redis-7.0", "valkey-8.0", "redis-8.0", "valkey-8.1")
+VERSIONS = tuple(v.value for v in FleetVersion)
 PORT = 6379
 DATA_DIR = "/data"
 SSH_USER = "redis"
@@ -253,15 +254,14 @@ def container_of(fleet: Fleet, node_ref: str):
 
 
 def render_inventory(fleet: Fleet) -> str:
-    lines = ["# Written by `clusterbak lab up --fleet`: one container per node, each its own host on a private",
-             "# Docker network, reached over SSH as the redis user. node-ctl start|stop|restart runs the server as",
-             "# redis (it is written into each container by the lab).", "",
-             "[defaults]", 'transport = "ssh"', f'ssh_user = "{SSH_USER}"', "ssh_port = 22",
-             f"ssh_key = {json.dumps(fleet.key_file)}", f"known_hosts = {json.dumps(fleet.known_hosts)}",
-             f'data_dir = "{DATA_DIR}"', *(f'{a}_command = "node-ctl {a}"' for a in ("restart", "stop", "start"))]
-    for node in fleet.nodes:
-        lines += ["", f'[nodes."{node.address}"]', f'ssh_host = "{node.ip}"']
-    return "\n".join(lines) + "\n"
+    return inventory_toml(
+        ["Written by `clusterbak lab up --fleet`: one container per node, each its own host on a private",
+         "Docker network, reached over SSH as the redis user. node-ctl start|stop|restart runs the server as",
+         "redis (it is written into each container by the lab)."],
+        {"transport": "ssh", "ssh_user": SSH_USER, "ssh_port": 22, "ssh_key": fleet.key_file,
+         "known_hosts": fleet.known_hosts, "data_dir": DATA_DIR,
+         **{f"{a}_command": f"node-ctl {a}" for a in ("restart", "stop", "start")}},
+        {node.address: {"ssh_host": node.ip} for node in fleet.nodes})
 
 
 def upgrade_command(fleet: Fleet, version: str) -> str:

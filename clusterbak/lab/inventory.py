@@ -2,44 +2,33 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from clusterbak.lab.cluster import Lab
-
-
-def _q(value: str) -> str:
-    return json.dumps(value)  # a JSON string is a valid TOML basic string for our characters
+from clusterbak.model.inventory import inventory_toml
 
 
 def render_inventory(lab: Lab) -> str:
     ctl = f"{sys.executable} -m clusterbak.lab.nodectl"
-    lines = ["# Written by `clusterbak lab up`: the lab's nodes and how to reach them.", "", "[defaults]"]
+    defaults: dict[str, str | int] = {"transport": "local"}
     if lab.sshd:
-        lines += [
-            'transport = "ssh"',
-            f"ssh_user = {_q(lab.sshd['user'])}",
-            f"ssh_port = {int(lab.sshd['port'])}",
-            f"ssh_key = {_q(lab.sshd['key_file'])}",
-            f"known_hosts = {_q(lab.sshd['known_hosts'])}",
-        ]
-    else:
-        lines.append('transport = "local"')
+        defaults = {"transport": "ssh", "ssh_user": lab.sshd["user"], "ssh_port": int(lab.sshd["port"]),
+                    "ssh_key": lab.sshd["key_file"], "known_hosts": lab.sshd["known_hosts"]}
     for action in ("restart", "stop", "start"):
-        lines.append(f"{action}_command = {_q(ctl + ' ' + action + ' --dir {data_dir} --port {port}')}")
+        defaults[f"{action}_command"] = f"{ctl} {action} --dir {{data_dir}} --port {{port}}"
+    nodes: dict[str, dict[str, str | int]] = {}
     for node in lab.nodes:
         conf = _conf(Path(node.dir) / "redis.conf")
-        lines += ["", f'[nodes."{node.address}"]', f"data_dir = {_q(node.dir)}",
-                  f"cluster_config_file = {_q(conf.get('cluster-config-file', 'nodes.conf'))}",
-                  f"dbfilename = {_q(conf.get('dbfilename', 'dump.rdb'))}",
-                  f"appendonly = {_q(conf.get('appendonly', 'no'))}",
-                  f"config_file = {_q(str(node.conf))}"]
+        nodes[node.address] = {"data_dir": node.dir,
+                               "cluster_config_file": conf.get("cluster-config-file", "nodes.conf"),
+                               "dbfilename": conf.get("dbfilename", "dump.rdb"),
+                               "appendonly": conf.get("appendonly", "no"), "config_file": str(node.conf)}
         if conf.get("aclfile"):
-            lines.append(f"aclfile = {_q(conf['aclfile'])}")
+            nodes[node.address]["aclfile"] = conf["aclfile"]
         if lab.sshd:
-            lines.append('ssh_host = "127.0.0.1"')
-    return "\n".join(lines) + "\n"
+            nodes[node.address]["ssh_host"] = "127.0.0.1"
+    return inventory_toml(["Written by `clusterbak lab up`: the lab's nodes and how to reach them."], defaults, nodes)
 
 
 def _conf(path: Path) -> dict[str, str]:

@@ -10,7 +10,6 @@ from clusterbak.model.state import NodeState, states_by_id
 from clusterbak.model.topology import Shard, Topology
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
-SEVERITIES = (CRITICAL, WARNING, INFO)
 DEFAULT_MAX_LAG = 1024 * 1024
 SLOW_FORK_USEC = 500_000
 

@@ -1,4 +1,5 @@
-"""The inventory: how to reach each node's host. Parsed from an already-loaded TOML dict.
+"""The inventory: how to reach each node's host. Parsed from an already-loaded TOML dict; written as TOML text by
+`inventory_toml` (for the labs and `clusterbak inventory --docker`).
 
 Pure: checks shape and values only. Files it names (ssh keys, known_hosts) are checked by
 clusterbak.config, which is allowed to touch the filesystem.
@@ -6,9 +7,10 @@ clusterbak.config, which is allowed to touch the filesystem.
 
 from __future__ import annotations
 
+import json
 import shlex
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,7 +24,7 @@ from clusterbak.model.names import (
     check_host,
     check_node_id,
 )
-from clusterbak.model.topology import Node, Topology
+from clusterbak.model.topology import Topology
 
 TRANSPORTS = ("ssh", "local", "docker")
 PLACEHOLDERS = frozenset({"host", "port", "node_id", "data_dir", "container"})
@@ -109,17 +111,9 @@ class Inventory:
     def addresses(self) -> frozenset[str]:
         return frozenset(n.address for n in self.nodes)
 
-    def place(self, topology: Topology) -> dict[str, NodeAccess]:
-        """NodeAccess for every node of the topology, by node id; raises naming the first unplaced node."""
-        return {node.node_id: self.access(node.address) for node in topology.nodes if not _ghost(node)}
-
     def unknown_addresses(self, topology: Topology) -> tuple[str, ...]:
         known = {n.address for n in topology.nodes}
         return tuple(n.address for n in self.nodes if n.address not in known)
-
-
-def _ghost(node: Node) -> bool:
-    return "noaddr" in node.flags or "handshake" in node.flags
 
 
 def parse_inventory(data: Mapping[str, Any], source: str = "inventory") -> Inventory:
@@ -219,3 +213,17 @@ def _opt_str(table: Mapping[str, Any], key: str, source: str, where: str) -> str
     if value is not None and (not isinstance(value, str) or not value):
         raise InventoryError(f"{source}: {where} {key} must be a non-empty string")
     return value
+
+
+def inventory_toml(comment: Sequence[str], defaults: Mapping[str, str | int],
+                   nodes: Mapping[str, Mapping[str, str | int]]) -> str:
+    """An inventory file: `comment` lines, a [defaults] table, one [nodes."ADDR"] table per node, in the order
+    given. A string is written as a JSON string, which is a TOML basic string (its escapes included)."""
+    def setting(key: str, value: str | int) -> str:
+        return f"{key} = {value if isinstance(value, int) and not isinstance(value, bool) else json.dumps(value)}"
+
+    lines = [f"# {line}" if line else "#" for line in comment]
+    lines += ["", "[defaults]", *(setting(k, v) for k, v in defaults.items())]
+    for address, settings in nodes.items():
+        lines += ["", f"[nodes.{json.dumps(address)}]", *(setting(k, v) for k, v in settings.items())]
+    return "\n".join(lines) + "\n"

@@ -1,7 +1,7 @@
 """A node's config file, its users and its modules, as text and replies. Pure.
 
 Config files and ACL files hold secrets (`requirepass`, `masterauth`, `user ... >password` / `#hash`, TLS key
-passphrases). Nothing here returns them for display unmasked: `masked_entries` and `config_changes` are what a plan
+passphrases). Nothing here returns them for display unmasked: `config_changes` (through `mask_value`) is what a plan
 shows. `placed_config` edits only the directives that carry an address or a path of the target; every other line
 (the operator's tuning, the users, the secrets) is kept byte for byte.
 """
@@ -145,10 +145,6 @@ def mask_value(directive: str, value: str) -> str:
     if directive == "rename-command":  # a renamed command's new name is a password of sorts
         return value.split(" ", 1)[0] + " " + MASK
     return value
-
-
-def masked_entries(text: str) -> dict[str, list[str]]:
-    return {k: [mask_value(k, v) for v in vs] for k, vs in entries(text).items()}
 
 
 def config_changes(current: str | None, placed: str) -> tuple[DirectiveChange, ...]:

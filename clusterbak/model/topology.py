@@ -14,9 +14,6 @@ from clusterbak.errors import TopologyParseError as TopologyParseError  # raised
 from clusterbak.model.names import HOST, NODE_ID
 
 SLOT_COUNT = 16384
-KNOWN_FLAGS = frozenset(
-    {"myself", "master", "slave", "fail?", "fail", "handshake", "noaddr", "nofailover", "noflags"}
-)
 
 
 

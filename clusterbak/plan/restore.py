@@ -59,10 +59,6 @@ class RestorePlan:
     nodes: tuple[NodeRestore, ...]
     refusals: tuple[str, ...]
     warnings: tuple[str, ...]
-    steps: tuple[str, ...] = ("verify every file of the set", "stop every target node", "move existing files aside",
-                              "place nodes.conf and dump of every node", "start every target node",
-                              "prove: cluster_state ok, slots, roles, replicas in sync, key counts")
-
     @property
     def ok(self) -> bool:
         return not self.refusals
@@ -76,8 +72,47 @@ class RestorePlan:
             out[n.node_id] = NewAddress(new.host, new.port, n.new_cport)
         return out
 
+    @property
+    def steps(self) -> tuple[str, ...]:
+        """What the executor does, in its order (engine/restore.py reports each as it begins); --dry-run prints
+        these."""
+        return tuple(text for _, text in restore_steps(self.nodes))
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "steps": list(self.steps)}
+
+
+KEEP_BEFORE_RESTORE = 2  # `.before-restore-*` copies kept per file after a proven restore (docs/restore.md)
+STEP_KEYS = ("verify", "stop", "place", "start", "prove", "prune")
+
+
+def restore_steps(nodes: tuple[NodeRestore, ...]) -> tuple[tuple[str, str], ...]:
+    """(key, text) of every step of a restore, in the order engine/restore.py runs them; the text says what is
+    placed on these nodes (their AOF files or dump, config files and users only where the plan places them)."""
+    placed = ["nodes.conf"]
+    if any(n.from_aof for n in nodes):
+        placed.append("AOF files")
+    if any(not n.from_aof for n in nodes):
+        placed.append("dump" + (" (as the AOF base where appendonly is yes)" if any(
+            n.aof_dir and not n.from_aof for n in nodes) else ""))
+    if any(n.config_path for n in nodes):
+        placed.append("config file")
+    if any(n.acl_path for n in nodes):
+        placed.append("users")
+    what = ", ".join(placed[:-1]) + " and " + placed[-1]
+    return (
+        ("verify", "verify every file of the set"),
+        ("stop", "stop every target node"),
+        ("place", f"move each node's files aside (.before-restore-ID) and place its {what}"),
+        ("start", "start every target node"),
+        ("prove", "prove: cluster_state ok, slots, roles, replicas in sync, key counts"),
+        ("prune", f"keep the newest {KEEP_BEFORE_RESTORE} .before-restore copies of each file, remove older ones"),
+    )
+
+
+def restore_step(plan: RestorePlan, key: str) -> str:
+    """The text of one step of `plan` (a key of STEP_KEYS), as --dry-run printed it."""
+    return dict(restore_steps(plan.nodes))[key]
 
 
 def target_address(manifest: Manifest, mapping: dict[str, NewAddress], old: str) -> NewAddress:
@@ -205,12 +240,8 @@ def plan_restore(manifest: Manifest, inventory: Inventory, mapping: dict[str, Ne
         )
     loaded = {n.new_address: t.modules if (t := targets.get(n.new_address)) and t.reachable else None for n in nodes}
     module_refusals, module_warnings = module_checks(manifest, loaded)
-    plan = RestorePlan(manifest.backup_id, tuple(nodes), tuple(refusals + module_refusals),
+    return RestorePlan(manifest.backup_id, tuple(nodes), tuple(refusals + module_refusals),
                        tuple(warnings + module_warnings))
-    if with_config or with_acl:
-        placed = "place nodes.conf, dump" + (", config file" if with_config else "") + " and users of every node"
-        plan = replace(plan, steps=tuple(placed if s.startswith("place ") else s for s in plan.steps))
-    return plan
 
 
 @dataclass(frozen=True, slots=True)

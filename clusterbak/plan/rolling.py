@@ -83,9 +83,6 @@ class RollingPlan:
             replicas_only=raw["replicas_only"], nodes=tuple(raw["nodes"]), refusals=tuple(raw["refusals"]),
             warnings=tuple(raw["warnings"]))
 
-    def role_of(self, node_id: str) -> NodeRole:
-        return next(r for r in self.roles if r.node_id == node_id)
-
     def expected_owners(self, upto: int) -> dict[int, str]:
         """shard -> the node id that serves its slots once step `upto` is done."""
         owners = {s.index: s.master_id for s in self.shards}

@@ -1,4 +1,4 @@
-"""BGREWRITEAOF on one node with its settings pinned, and always put back (seed 002's script, done properly).
+"""BGREWRITEAOF on one node with its settings pinned, and always put back.
 
 While we copy the AOF no automatic rewrite may swap files under us: auto-aof-rewrite-percentage is set to 0
 (and with relax_fsync, appendfsync no). Whatever happens - success, failure, Ctrl-C - the old values are set
@@ -40,9 +40,6 @@ def _config_get(client: redis.Redis, key: str) -> str:
 
 class SettingsNotRestored(StepFailed):
     """The node's settings could not be put back: the message holds the exact CONFIG SET to run."""
-
-
-PIN_KEYS = ("auto-aof-rewrite-percentage", "appendfsync")
 
 
 def aof_config(client: redis.Redis) -> dict[str, str]:

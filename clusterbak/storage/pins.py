@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from clusterbak.durable import fsync_dir
 from clusterbak.errors import StepFailed
 
 PIN_DIR_ENV = "CLUSTERBAK_PIN_DIR"
@@ -78,11 +79,7 @@ def write_pin(record: PinRecord) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(path.parent)
     except OSError as exc:
         raise StepFailed(f"{path}: cannot write the pin record ({exc.strerror}); nothing was pinned") from exc
     return path

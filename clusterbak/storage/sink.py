@@ -17,6 +17,7 @@ from typing import Literal
 
 import zstandard
 
+from clusterbak.durable import fsync_dir as _fsync_dir  # the name storage/local.py imports from here
 from clusterbak.errors import StepFailed, UsageError, VerifyError
 
 Compression = Literal["zstd", "none"]
@@ -122,14 +123,6 @@ class FileSink:
             self.abort()
         elif self._state == "open":
             self.close()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def hash_file(path: str | os.PathLike[str]) -> str:

@@ -14,8 +14,11 @@ from clusterbak.errors import TransportError
 
 CHUNK = 1024 * 1024
 
-# on_chunk(chunk) is called for every chunk read, in order, before the next read.
-ChunkSink = Callable[[bytes], None]
+
+def last_line(text: str) -> str:
+    """The last line of a command's stderr, for a one-line error message."""
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else "no output on stderr"
 
 
 class Sink(Protocol):

@@ -34,7 +34,7 @@ import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from clusterbak.errors import TransportError
-from clusterbak.transports.base import CHUNK, ConnectionDropped, FileStat, OpenSink, RunResult, stream_into
+from clusterbak.transports.base import CHUNK, ConnectionDropped, FileStat, OpenSink, RunResult, last_line, stream_into
 from clusterbak.transports.dockertar import TarReader, mtime_of, sized, tar_stream, unix_mode
 from clusterbak.transports.ssh import COMMIT_SCRIPT, MKDIR_SCRIPT, RENAME_SCRIPT
 
@@ -105,7 +105,7 @@ class DockerTransport:
         code, out, err = self._exec(self._running(), ["sh", "-c", command], timeout, f"`{command}`")
         result = RunResult(command, code, out, err)
         if check and code != 0:
-            raise TransportError(f"{self.where}: `{command}` exited {code}: {_last_line(err)}")
+            raise TransportError(f"{self.where}: `{command}` exited {code}: {last_line(err)}")
         return result
 
     def read_chunks(self, path: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
@@ -166,7 +166,7 @@ class DockerTransport:
                 raise
         done = self._sh(COMMIT_SCRIPT, tmp, path, str(size), f"{mode & 0o7777:o}")
         if done.exit_status != 0:
-            raise TransportError(f"{self.where}: cannot move {tmp} into place as {path}: {_last_line(done.stderr)}")
+            raise TransportError(f"{self.where}: cannot move {tmp} into place as {path}: {last_line(done.stderr)}")
         return size
 
     def stat(self, path: str) -> FileStat | None:
@@ -186,13 +186,13 @@ class DockerTransport:
         """`mv src dst`; refuses when dst exists (a rename moves aside, it never deletes)."""
         done = self._sh(RENAME_SCRIPT, src, dst)
         if done.exit_status != 0:
-            raise TransportError(f"{self.where}: cannot rename {src} to {dst}: {_last_line(done.stderr)}")
+            raise TransportError(f"{self.where}: cannot rename {src} to {dst}: {last_line(done.stderr)}")
 
     def makedirs(self, path: str) -> None:
         """`mkdir -p` in the container, or in a helper with its volumes when it is stopped (a restore stops it)."""
         done = self._sh(MKDIR_SCRIPT, path)
         if done.exit_status != 0:
-            raise TransportError(f"{self.where}: cannot create {path}: {_last_line(done.stderr)}")
+            raise TransportError(f"{self.where}: cannot create {path}: {last_line(done.stderr)}")
 
     # -- the container's own lifecycle (used when the inventory gives no restart/stop/start command) ------
 
@@ -364,7 +364,7 @@ class DockerTransport:
             state = container.attrs["State"]
             if action != "stop" and state.get("Status") in ("exited", "dead"):
                 raise TransportError(f"{self.where}: the container exited (code {state.get('ExitCode')}) after "
-                                     f"{action}: {_last_line(self._logs(container))}")
+                                     f"{action}: {last_line(self._logs(container))}")
             if time.monotonic() > deadline:
                 raise TransportError(f"{self.where}: {action} not done within {timeout:g}s "
                                      f"(state {state.get('Status')})")
@@ -385,8 +385,3 @@ def _short(exc: BaseException) -> str:
 
 def _text(data: bytes | None) -> str:
     return (data or b"").decode(errors="replace")
-
-
-def _last_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[-1] if lines else "no output on stderr"

@@ -11,7 +11,6 @@ every node; an address no running container serves, or that two serve, is an err
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ import docker.errors
 
 from clusterbak.errors import InventoryError, TransportError
 from clusterbak.model.address import Address
-from clusterbak.model.inventory import Inventory, NodeAccess
+from clusterbak.model.inventory import Inventory, NodeAccess, inventory_toml
 from clusterbak.transports.docker import ENGINE_LOST, DockerTransport, engine_client
 from clusterbak.transports.factory import read_text
 
@@ -114,11 +113,12 @@ def docker_inventory(
 
 
 def render_toml(inventory: Inventory) -> str:
-    lines = ["# Written by `clusterbak inventory --docker`: each node's container, found by its port.",
-             "# No restart/stop/start commands: clusterbak restarts, stops and starts the containers themselves.",
-             "", "[defaults]", 'transport = "docker"']
+    nodes: dict[str, dict[str, str | int]] = {}
     for node in inventory.nodes:
-        lines += ["", f'[nodes."{node.address}"]', f"container = {json.dumps(node.container)}"]
+        nodes[node.address] = {"container": node.container or ""}
         if node.data_dir:
-            lines.append(f"data_dir = {json.dumps(node.data_dir)}")  # a JSON string is a TOML basic string
-    return "\n".join(lines) + "\n"
+            nodes[node.address]["data_dir"] = node.data_dir
+    return inventory_toml(
+        ["Written by `clusterbak inventory --docker`: each node's container, found by its port.",
+         "No restart/stop/start commands: clusterbak restarts, stops and starts the containers themselves."],
+        {"transport": "docker"}, nodes)

@@ -8,8 +8,9 @@ import subprocess
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from clusterbak.durable import fsync_dir
 from clusterbak.errors import TransportError
-from clusterbak.transports.base import CHUNK, FileStat, OpenSink, RunResult, stream_into
+from clusterbak.transports.base import CHUNK, FileStat, OpenSink, RunResult, last_line, stream_into
 
 
 class LocalTransport:
@@ -37,7 +38,7 @@ class LocalTransport:
             proc.stderr.decode(errors="replace"),
         )
         if check and result.exit_status != 0:
-            raise TransportError(f"local: `{command}` exited {result.exit_status}: {_last_line(result.stderr)}")
+            raise TransportError(f"local: `{command}` exited {result.exit_status}: {last_line(result.stderr)}")
         return result
 
     def read_chunks(self, path: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
@@ -98,7 +99,7 @@ class LocalTransport:
         except BaseException:
             _unlink_quietly(tmp)
             raise
-        _fsync_dir(os.path.dirname(os.path.abspath(path)))
+        fsync_dir(os.path.dirname(os.path.abspath(path)), best_effort=True)
         return written
 
     def stat(self, path: str) -> FileStat | None:
@@ -130,7 +131,7 @@ class LocalTransport:
             os.rename(src, dst)
         except OSError as e:
             raise TransportError(f"local: cannot rename {src} to {dst}: {e.strerror}") from None
-        _fsync_dir(os.path.dirname(os.path.abspath(dst)))
+        fsync_dir(os.path.dirname(os.path.abspath(dst)), best_effort=True)
 
     def close(self) -> None:
         pass
@@ -152,26 +153,8 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return  # not every filesystem lets a directory be opened; the rename is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _unlink_quietly(path: str) -> None:
     try:
         os.unlink(path)
     except OSError:
         pass
-
-
-def _last_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[-1] if lines else "no output on stderr"

@@ -24,7 +24,7 @@ import paramiko
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from clusterbak.errors import TransportError
-from clusterbak.transports.base import CHUNK, ConnectionDropped, FileStat, OpenSink, RunResult, stream_into
+from clusterbak.transports.base import CHUNK, ConnectionDropped, FileStat, OpenSink, RunResult, last_line, stream_into
 from clusterbak.transports.paramiko_link import LINK_ERRORS, BatchingPipe, LinkSettings, open_client
 
 WINDOW_SIZE = 4 * 1024 * 1024  # 4/8/16 MiB measured alike on loopback; 4 MiB keeps a channel's memory bounded
@@ -177,7 +177,7 @@ class SshTransport:
             chan.close()
         result = RunResult(command, status, _text(out), _text(err))
         if check and status != 0:
-            raise TransportError(f"{self.where}: `{command}` exited {status}: {_last_line(result.stderr)}")
+            raise TransportError(f"{self.where}: `{command}` exited {status}: {last_line(result.stderr)}")
         return result
 
     def read_chunks(self, path: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
@@ -192,7 +192,7 @@ class SshTransport:
                 if not data:
                     status = self._exit_status(chan, what)
                     raise TransportError(
-                        f"{self.where}: cannot read {path}: {_last_line(_drain_stderr(chan))} (exit {status}); "
+                        f"{self.where}: cannot read {path}: {last_line(_drain_stderr(chan))} (exit {status}); "
                         f"check the path and that {self.link.user} may read it"
                     )
                 line, newline, rest = (head + data).partition(b"\n")
@@ -207,7 +207,7 @@ class SshTransport:
             if done != size or status != 0:
                 raise TransportError(
                     f"{self.where}: read of {path} ended after {done} of {size} bytes "
-                    f"(exit {status}: {_last_line(_drain_stderr(chan))}); take it again"
+                    f"(exit {status}: {last_line(_drain_stderr(chan))}); take it again"
                 )
         finally:
             chan.close()
@@ -257,20 +257,20 @@ class SshTransport:
             status = self._exit_status(chan, what)
             if status != 0:
                 raise TransportError(
-                    f"{self.where}: cannot write {path}: {_last_line(_drain_stderr(chan))}; "
+                    f"{self.where}: cannot write {path}: {last_line(_drain_stderr(chan))}; "
                     f"check the directory exists and {self.link.user} may write there"
                 )
         finally:
             chan.close()
         done = self.run(sh(COMMIT_SCRIPT, tmp, path, str(written), f"{mode & 0o7777:o}"), self.io_timeout, False)
         if done.exit_status != 0:
-            raise TransportError(f"{self.where}: cannot move {tmp} into place as {path}: {_last_line(done.stderr)}")
+            raise TransportError(f"{self.where}: cannot move {tmp} into place as {path}: {last_line(done.stderr)}")
         return written
 
     def stat(self, path: str) -> FileStat | None:
         done = self.run(sh(STAT_SCRIPT, path), self.io_timeout, False)
         if done.exit_status != 0:
-            raise TransportError(f"{self.where}: cannot stat {path}: {_last_line(done.stderr)}")
+            raise TransportError(f"{self.where}: cannot stat {path}: {last_line(done.stderr)}")
         out = done.stdout.strip()
         if out == "missing":
             return None
@@ -287,7 +287,7 @@ class SshTransport:
         """`mv src dst`; refuses when dst exists (a rename moves aside, it never deletes)."""
         done = self.run(sh(RENAME_SCRIPT, src, dst), self.io_timeout, False)
         if done.exit_status != 0:
-            raise TransportError(f"{self.where}: cannot rename {src} to {dst}: {_last_line(done.stderr)}")
+            raise TransportError(f"{self.where}: cannot rename {src} to {dst}: {last_line(done.stderr)}")
 
     # -- channels -----------------------------------------------------------------------------------------
 
@@ -372,8 +372,3 @@ def _drain_stderr(chan: paramiko.Channel) -> str:
 
 def _text(parts: list[bytes]) -> str:
     return b"".join(parts).decode(errors="replace")
-
-
-def _last_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[-1] if lines else "no output on stderr"

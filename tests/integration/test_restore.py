@@ -71,6 +71,19 @@ def test_round_trip_on_the_same_addresses_after_wiping_every_data_dir(make_lab, 
     assert roles(handle) == roles_before
 
 
+def test_dry_run_prints_the_steps_the_restore_then_runs(make_lab, cli, tmp_path):
+    handle = make_lab(keys=200)
+    backup_id = take_backup(cli, handle, tmp_path / "sets")
+    args = ("restore", backup_id, "--dest", str(tmp_path / "sets"), "--inventory", handle.inventory, "--force")
+    result, dry = cli.json(*args, "--dry-run")
+    assert result.exit_code == 0, dry["errors"]
+    result, done = cli.json(*args, "--yes")
+    assert result.exit_code == 0, done["errors"]
+    assert dry["data"]["plan"]["steps"] == done["data"]["plan"]["steps"]
+    assert done["data"]["steps_done"] == dry["data"]["plan"]["steps"]
+    assert len(done["data"]["steps_done"]) == 6 and "place its nodes.conf and dump" in done["data"]["steps_done"][2]
+
+
 def test_restore_to_new_ports_with_map(make_lab, cli, tmp_path):
     src = make_lab(keys=900)
     before = {k: v[0] for k, v in digests(src).items()}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import typer
 
 from clusterbak.cli.entry import ClusterbakGroup
@@ -21,3 +23,15 @@ def test_an_aborted_prompt_is_one_line_and_exit_130(capsys):
     code = typer.main.get_command(app).main(["ask"], standalone_mode=False)
     assert code == 130
     assert capsys.readouterr().err == "error: aborted\n"
+
+
+def test_a_string_choice_is_checked_by_typer_before_the_command_runs(capsys):
+    from clusterbak.cli.app import app
+
+    code = typer.main.get_command(app).main(["lab", "up", "--fleet", "--version", "redis-9.9", "--json"],
+                                            standalone_mode=False)
+    assert code == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "usage_error"
+    assert "'redis-9.9' is not one of 'redis-6.0', 'redis-7.0', 'valkey-8.0', 'redis-8.0', 'valkey-8.1'" \
+        in doc["errors"][0]

@@ -16,12 +16,11 @@ import pytest
 
 from clusterbak.errors import InventoryError, TransportError
 from clusterbak.lab.docker_lab import NODE_CONF, DockerLab, DockerNode, render_inventory
-from clusterbak.model.inventory import NodeAccess, parse_inventory
-from clusterbak.transports.base import ConnectionDropped, RunResult
+from clusterbak.model.inventory import parse_inventory
+from clusterbak.transports.base import ConnectionDropped
 from clusterbak.transports.docker import DockerTransport
 from clusterbak.transports.docker_discover import Served, match, redis_port
 from clusterbak.transports.dockertar import TarReader, mtime_of, sized, tar_stream, unix_mode
-from clusterbak.transports.service import describe, service_action
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -219,45 +218,6 @@ def test_match_by_address_then_port_and_refuse_ambiguity():
     with pytest.raises(InventoryError, match=r"127.0.0.1:7002: served by several containers \(b, d\).*"
                                              r"127.0.0.1:7009: no running container"):
         match(["127.0.0.1:7002", "127.0.0.1:7009"], served)
-
-
-class FakeTransport:
-    where = "fake"
-
-    def __init__(self):
-        self.ran: list[str] = []
-
-    def run(self, command, timeout=60.0, check=True):
-        self.ran.append(command)
-        return RunResult(command, 0, "", "")
-
-
-class FakeDocker(FakeTransport):
-    where = "docker redis-a"
-
-    def restart(self, timeout=60.0):
-        self.ran.append("API restart")
-
-    def stop(self, timeout=60.0):
-        self.ran.append("API stop")
-
-    def start(self, timeout=60.0):
-        self.ran.append("API start")
-
-
-def test_service_action_prefers_the_inventory_command_then_the_container_lifecycle():
-    with_cmd = NodeAccess("127.0.0.1:7001", transport="docker", container="redis-a",
-                          restart_command="docker restart {container}")
-    bare = NodeAccess("127.0.0.1:7001", transport="docker", container="redis-a")
-    t = FakeDocker()
-    assert service_action(with_cmd, t, "restart") == "docker restart redis-a"
-    assert service_action(bare, t, "stop") == "stop (docker redis-a)"
-    assert t.ran == ["docker restart redis-a", "API stop"]
-    assert describe(bare, "start") == "start container redis-a (Docker Engine API)"
-    ssh_bare = NodeAccess("10.0.0.1:6379")
-    assert describe(ssh_bare, "restart") is None
-    with pytest.raises(TransportError, match="no restart_command"):
-        service_action(ssh_bare, FakeTransport(), "restart")
 
 
 def test_container_placeholder_in_commands():

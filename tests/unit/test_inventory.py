@@ -68,7 +68,8 @@ def test_node_the_inventory_cannot_place_is_named():
     topo = parse_cluster_nodes(golden.read_text())
     inv = parse_inventory(tomllib.loads('[nodes."127.0.0.1:7100"]\n'), "inv.toml")
     with pytest.raises(InventoryError) as info:
-        inv.place(topo)
+        for node in topo.nodes:
+            inv.access(node.address, "is in the cluster")
     assert "127.0.0.1:71" in str(info.value) and "[nodes." in str(info.value)
 
 
@@ -82,3 +83,15 @@ def test_missing_key_file_and_bad_toml(tmp_path):
         load_inventory(path)
     with pytest.raises(InventoryError, match="does not exist"):
         load_inventory(tmp_path / "missing.toml")
+
+
+def test_inventory_toml_is_read_back_as_written():
+    from clusterbak.model.inventory import inventory_toml
+
+    text = inventory_toml(["a comment", ""], {"transport": "ssh", "ssh_port": 2222, "ssh_user": 'r"e\\dis'},
+                          {"10.0.0.1:6379": {"data_dir": "/data/ü dir", "ssh_host": "10.0.0.1"},
+                           "10.0.0.2:6379": {"data_dir": "/data"}})
+    assert text.startswith("# a comment\n#\n\n[defaults]\n")
+    inv = parse_inventory(tomllib.loads(text), "inv.toml")
+    assert inv.access("10.0.0.1:6379").data_dir == "/data/ü dir"
+    assert inv.access("10.0.0.1:6379").ssh_port == 2222 and inv.access("10.0.0.2:6379").ssh_user == 'r"e\\dis'

@@ -105,6 +105,11 @@ def test_nothing_below_the_engine_reaches_up():
     assert violations(upward_rule) == []
 
 
+def test_the_drill_is_given_its_scratch_cluster_and_does_not_import_the_lab():
+    drill = PACKAGE / "engine" / "drill.py"
+    assert [m for _, m in imports(drill) if m.startswith("clusterbak.lab")] == []
+
+
 @pytest.mark.parametrize("where, bad, expected", [
     ("model", "import redis\n", "model/ is pure: no I/O library"),
     ("storage", "import redis\n", "only redisops/ speaks Redis"),

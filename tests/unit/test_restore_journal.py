@@ -45,3 +45,19 @@ def test_journal_round_trip_and_state_of_every_node(tmp_path):
                                "running, untouched: h:7002")
     j.remove()
     assert load_journal(path) is None and list(tmp_path.iterdir()) == []
+
+
+def test_plan_steps_follow_from_what_its_nodes_get_and_survive_the_journal():
+    from dataclasses import replace
+
+    from clusterbak.plan.restore import STEP_KEYS, restore_step, restore_steps
+
+    plain = RestorePlan("B1", (node("h:7000"),), (), ())
+    assert [k for k, _ in restore_steps(plain.nodes)] == list(STEP_KEYS)
+    assert restore_step(plain, "place").endswith("place its nodes.conf and dump")
+    extras = RestorePlan("B1", (replace(node("h:7000"), config_path="/etc/r.conf", acl_path="/d/users.acl"),), (), ())
+    assert restore_step(extras, "place").endswith("nodes.conf, dump, config file and users")
+    aof = RestorePlan("B1", (replace(node("h:7000"), from_aof=True, aof_dir="/d/appendonlydir"),), (), ())
+    assert restore_step(aof, "place").endswith("nodes.conf and AOF files")
+    assert extras.to_dict()["steps"] == list(extras.steps)
+    assert RestoreJournal.new(extras, "/sets").restore_plan().steps == extras.steps
