@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -27,7 +26,7 @@ from clusterbak.redisops.discover import discover
 from clusterbak.redisops.runlock import cluster_run_lock, lock_addresses
 from clusterbak.storage.destination import check_existing_destination, check_writable_destination
 from clusterbak.storage.pins import read_pin
-from clusterbak.storage.records import read_verify, record_verify
+from clusterbak.storage.records import record_verify
 from clusterbak.storage.repository import Repository
 
 GATE_CODES = {"cluster_state", "slots_uncovered", "open_slot", "slot_map_disagrees"}
@@ -148,12 +147,11 @@ def list_sets(dest: Dest, s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro
             check_existing_destination(dest)
         rows = []
         for e in ro.repository(dest, s3_endpoint_url, s3_path_style).entries():
-            checkable = e.status in ("complete", "incomplete") and not ro.is_remote(dest)
-            verified = read_verify(Path(e.path)) if checkable else None
+            verified = {"ok": True, "failed": False}.get(e.verified) if e.status in ("complete", "incomplete") else None
             rows.append({"backup_id": e.backup_id, "status": e.status, "problem": e.problem, "kind": e.kind,
                          "shards": e.shards, "size": e.size, "created_at_unix": e.created_at,
                          "age_s": round(now - e.created_at),
-                         "verified": None if verified is None else verified["ok"]})
+                         "verified": verified})
         r.sets(rows)
         return Outcome(data={"dest": dest, "sets": rows})
 
@@ -181,7 +179,7 @@ def verify(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest
            verify_key: ro.VerifyKey = None, json_out: c.Json = False) -> None:
     """Re-read every file: sha256, decompression, RDB structure and CRC64. Exit 4 naming any bad file.
     An encrypted set without --identity: the stored bytes are checked, the content is not decrypted (said so).
-    The result of a local set is recorded beside the manifest (verify.json), which `check --dest` reads."""
+    The result is recorded beside the manifest (verify.json, local or S3), which `check --dest` and prune read."""
 
     def body(r: Renderer) -> Outcome:
         store = ro.repository(dest, s3_endpoint_url, s3_path_style)
@@ -190,7 +188,7 @@ def verify(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest
         manifest, stored = ro.opened(store, bid, verify_key, identity)
         results = verify_set(stored, manifest)
         bad = [f"{x['file']}: {x['problem']}" for x in results if not x["ok"]]
-        record = record_verify(stored.local_dir, not bad, bad, time.time()) if stored.local_dir else "(not recorded)"
+        record = record_verify(stored, not bad, bad, time.time())
         r.table(f"verify {bid}", ("file", "result"),
                 [(x["file"], x.get("note") or "ok" if x["ok"] else x["problem"]) for x in results])
         for line in bad:

@@ -245,11 +245,9 @@ def drill(
                 report = run_drill(set_dir, manifest, lab_dir, keep, on_event=progress, base_port=base_port,
                                    prove_user=prove_user, prove_password=password)
         except ClusterbakError:
-            if set_dir.local_dir is not None:  # results are recorded beside local sets (check --dest reads them)
-                record_drill(set_dir.local_dir, False, time.time(), None, None)
+            record_drill(set_dir, False, time.time(), None, None)  # beside the set, local or S3: check --dest reads it
             raise
-        if set_dir.local_dir is not None:
-            record_drill(set_dir.local_dir, report["ok"], time.time(), report["rto_seconds"], report["rpo_seconds"])
+        record_drill(set_dir, report["ok"], time.time(), report["rto_seconds"], report["rpo_seconds"])
         r.verdict(report["checks"])
         r.drill_report(report)
         bad = [f"{x['subject']}: {x['check']}: {x['detail']}" for x in report["checks"] if not x["ok"]]

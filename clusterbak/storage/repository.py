@@ -36,7 +36,7 @@ class SetEntry:
     shards: int | None
     kind: str | None
     problem: str | None = None  # why a set is "damaged" or "incomplete"
-    verified: str = "never"  # "ok" | "failed" | "never": the last `clusterbak verify` of a local set (verify.json)
+    verified: str = "never"  # "ok" | "failed" | "never": the set's last `clusterbak verify` (its verify.json)
     verified_at: float | None = None
 
 
@@ -45,9 +45,12 @@ class StoredSet(Protocol):
 
     where: str
     identities: tuple
-    local_dir: Path | None  # a local set's directory (verify.json / drill.json go there); None on S3
+    local_dir: Path | None  # a local set's directory; None on S3
 
     def label(self, relative: str) -> str: ...
+
+    def write_record(self, name: str, data: bytes) -> str:
+        """Store verify.json / drill.json (storage/records.py) beside the manifest; returns where it went."""
 
     def size(self, relative: str) -> int | None:
         """The stored object's size, None when it is missing."""
@@ -76,6 +79,9 @@ class Repository(Protocol):
     def open_set(self, backup_id: str, identities: tuple = ()) -> StoredSet: ...
 
     def delete(self, entry: SetEntry) -> None: ...
+
+    def read_record(self, backup_id: str, name: str) -> bytes | None:
+        """A record's bytes (verify.json / drill.json), None when the set has none."""
 
 
 @dataclass

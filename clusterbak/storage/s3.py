@@ -15,7 +15,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import boto3
 import botocore.config
@@ -26,6 +25,7 @@ from clusterbak.model.manifest import BACKUP_ID, Manifest
 from clusterbak.model.names import NameError_, check_relative_path
 from clusterbak.storage.backupset import MANIFEST, MANIFEST_LIMIT, manifest_from_bytes
 from clusterbak.storage.keys import SIGNATURE_SUFFIX, Signer, check_signature
+from clusterbak.storage.records import RECORD_LIMIT, VERIFY_FILE, parse_verify
 from clusterbak.storage.repository import SetEntry, SetWriter, set_status
 from clusterbak.storage.stages import Encryption
 
@@ -181,7 +181,14 @@ class S3StoredSet:
     def __init__(self, repo: S3Repository, backup_id: str, identities: tuple = ()) -> None:
         self.repo, self.backup_id, self.identities = repo, backup_id, identities
         self.where = repo.set_url(backup_id)
-        self.local_dir: Path | None = None  # verify/drill results are not recorded beside an S3 set
+        self.local_dir = None
+
+    def write_record(self, name: str, data: bytes) -> str:
+        """verify.json / drill.json: one PUT beside the manifest (S3 replaces an object whole, never half)."""
+        label = self.label(check_relative_path(name))
+        with s3_errors(f"{label}: recording the result"):
+            self.repo.client.put_object(Bucket=self.repo.bucket, Key=self.repo.key(self.backup_id, name), Body=data)
+        return label
 
     def label(self, relative: str) -> str:
         return f"{self.where}/{relative}"
@@ -330,6 +337,12 @@ class S3Repository:
                             self.set_url(backup_id))
         return manifest_from_bytes(data, self.set_url(backup_id), backup_id)
 
+    def read_record(self, backup_id: str, name: str) -> bytes | None:
+        if not BACKUP_ID.fullmatch(backup_id):
+            return None
+        data = self._get_small(backup_id, check_relative_path(name), missing_ok=True)
+        return None if data is None or len(data) > RECORD_LIMIT else data
+
     def open_set(self, backup_id: str, identities: tuple = ()) -> S3StoredSet:
         self.manifest(backup_id)  # complete, or the same clear error as everywhere
         return S3StoredSet(self, backup_id, identities)
@@ -352,9 +365,14 @@ class S3Repository:
             try:
                 m = self.manifest(backup_id)
                 keys = {o["Key"] for o in objs}
-                status, problem = set_status(m, lambda rel, prefix=backup_id, keys=keys: self.key(prefix, rel) in keys)
+                status, problem = set_status(m, lambda rel, bid=backup_id, keys=keys: self.key(bid, rel) in keys)
+                verified, verified_at = "never", None
+                if self.key(backup_id, VERIFY_FILE) in keys:  # asked only when the listing shows one
+                    record = parse_verify(self.read_record(backup_id, VERIFY_FILE))
+                    if record is not None:
+                        verified, verified_at = ("ok" if record["ok"] else "failed"), float(record["verified_at"])
                 out.append(SetEntry(backup_id, where, status, m.created_at_unix, size, len(m.shards), m.kind,
-                                    problem))
+                                    problem, verified, verified_at))
             except (StepFailed, UsageError) as exc:
                 out.append(SetEntry(backup_id, where, "damaged", newest, size, None, None,
                                     str(exc).replace(where + "/", "")))
