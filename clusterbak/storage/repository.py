@@ -22,6 +22,7 @@ from clusterbak.model.manifest import Manifest
 from clusterbak.model.names import check_relative_path
 from clusterbak.storage.backupset import incomplete_reasons
 from clusterbak.storage.keys import Signer
+from clusterbak.storage.memory import cap_malloc_arenas
 from clusterbak.storage.sink import ZSTD_LEVEL, FileSink
 from clusterbak.storage.stages import Encryption, ObjectWriter, StoredSink, Written
 
@@ -198,6 +199,7 @@ def set_status(manifest: Manifest, present) -> tuple[str, str | None]:
 
 def open_repository(dest: str, s3=None) -> Repository:
     """`s3://bucket/prefix` -> S3Repository (options from s3: S3Options); anything else is a local directory."""
+    cap_malloc_arenas()  # the stream stages' peak memory (storage/memory.py)
     if dest.startswith("s3://"):
         from clusterbak.storage.s3 import S3Repository
 
