@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -81,7 +82,7 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
            connect_timeout: c.ConnectTimeout = 3.0, quiet: c.Quiet = False, metrics_file: c.MetricsFile = None,
            s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro.PathStyle = False, s3_part_size_mb: ro.PartMb = 8,
            s3_concurrency: ro.Concurrency = 2, encrypt_to: ro.EncryptTo = None, sign_key: ro.SignKey = None,
-           json_out: c.Json = False) -> None:
+           lock_days: ro.LockDays = 0, lock_mode: ro.LockMode = "governance", json_out: c.Json = False) -> None:
     """Snapshot every shard on an in-sync replica, collect dump.rdb and every nodes.conf, verify, write a set."""
 
     def body(r: Renderer) -> Outcome:
@@ -97,7 +98,8 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
         if not ro.is_remote(dest):
             check_writable_destination(dest)  # before any BGSAVE
         # a missing bucket or refused credentials: exit 3 before any BGSAVE
-        repo = ro.repository(dest, s3_endpoint_url, s3_path_style, s3_part_size_mb, s3_concurrency, writing=True)
+        repo = ro.repository(dest, s3_endpoint_url, s3_path_style, s3_part_size_mb, s3_concurrency, writing=True,
+                             lock_days=lock_days, lock_mode=lock_mode)
         if dry_run:
             return planned(r, opts, inv, repo, enc, signer)
         with cluster_run_lock(opts, lock_addresses(discover(opts)), "backup", break_lock) as lock:
@@ -237,6 +239,12 @@ def prune(dest: Dest,
         decisions = plan_prune([Candidate(e.backup_id, e.status, e.created_at, e.verified) for e in entries.values()],
                                time.time(), policy.keep_last, policy.keep_daily, policy.keep_weekly,
                                policy.partial_grace_hours * 3600)
+        # every set the policy drops is asked for an Object Lock first, before anything is deleted: a locked set is
+        # kept (and says why), so prune never stops half-way on a delete the store refuses
+        locked = {d.backup_id: why for d in decisions if d.action == "delete"
+                  and (why := store.lock_of(entries[d.backup_id])) is not None}
+        decisions = [replace(d, action="keep", rule="locked", reason=f"{locked[d.backup_id]} (policy: {d.reason})")
+                     if d.backup_id in locked else d for d in decisions]
         shown = {"newest": "newest", "none": "no rule"}
         rows = [{"backup_id": d.backup_id, "action": d.action, "rule": d.rule, "reason": d.reason,
                  "rule_from": policy.where(d.rule)} for d in decisions]

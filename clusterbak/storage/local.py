@@ -216,6 +216,9 @@ class LocalRepository:
             return None
         return read_local(self.root / backup_id, check_relative_path(name))
 
+    def lock_of(self, entry: SetEntry) -> str | None:
+        return None  # a directory has no retention lock
+
     def delete(self, entry: SetEntry) -> None:
         path = Path(entry.path)
         if path.parent != self.root:

@@ -84,6 +84,9 @@ class Repository(Protocol):
     def read_record(self, backup_id: str, name: str) -> bytes | None:
         """A record's bytes (verify.json / drill.json), None when the set has none."""
 
+    def lock_of(self, entry: SetEntry) -> str | None:
+        """Why the set cannot be deleted yet (an S3 Object Lock retention), None when it can."""
+
 
 @dataclass
 class SetWriter:
@@ -95,6 +98,7 @@ class SetWriter:
     open_object: Callable[[str], ObjectWriter]
     make_folder: Callable[[str], None] = lambda relative: None
     written: dict[str, Written] = field(default_factory=dict)
+    lock: dict | None = None  # S3 Object Lock arguments every object of the set is uploaded with
 
     def __truediv__(self, name: str) -> SetFile:
         return SetFile(self, check_relative_path(name))

@@ -8,6 +8,7 @@ AWS chain (boto3: environment, ~/.aws/config profiles, AWS_ENDPOINT_URL) plus --
 
 from __future__ import annotations
 
+import datetime
 import io
 import queue
 import re
@@ -45,6 +46,16 @@ class S3Options:
     region: str | None = None
     part_size: int = 8 * 1024 * 1024
     concurrency: int = 2  # parts in flight per file: memory = part_size x (concurrency + 1) per file (one filling)
+    lock_days: int = 0  # S3 Object Lock retention of every object a backup writes (0: none)
+    lock_mode: str = "governance"  # governance | compliance
+
+
+LOCK_MODES = ("governance", "compliance")
+
+
+def _lock_args(lock: dict | None) -> dict:
+    """Object Lock headers of one upload; S3 wants a checksum header on any upload that carries them."""
+    return {**lock, "ChecksumAlgorithm": "CRC32"} if lock else {}
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:
@@ -130,8 +141,9 @@ class MultipartObject:
     on to the set's next file (PartBuffers): memory stays at part_size x (concurrency + 1) per file in flight, with
     no allocation churn. close() completes the upload (a small object is one PUT); abort() aborts it."""
 
-    def __init__(self, client, bucket: str, key: str, options: S3Options, buffers: PartBuffers | None = None) -> None:
-        self.client, self.bucket, self.key, self.options = client, bucket, key, options
+    def __init__(self, client, bucket: str, key: str, options: S3Options, buffers: PartBuffers | None = None,
+                 lock: dict | None = None) -> None:
+        self.client, self.bucket, self.key, self.options, self.lock = client, bucket, key, options, lock
         self.label = f"s3://{bucket}/{key}"
         self._size = max(MIN_PART, options.part_size)
         self._buffers = buffers if buffers is not None and buffers.size == self._size else PartBuffers(self._size)
@@ -178,7 +190,8 @@ class MultipartObject:
         self._raise_failed()
         if self._upload_id is None:
             with s3_errors(f"{self.label}: starting the upload"):
-                self._upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)["UploadId"]
+                self._upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key,
+                                                                      **_lock_args(self.lock))["UploadId"]
             self._pool = ThreadPoolExecutor(max_workers=max(1, self.options.concurrency), thread_name_prefix="s3-part")
         assert self._pool is not None  # made with the upload, above
         self._parts.append(self._pool.submit(self._upload_part, len(self._parts) + 1, buf, length))
@@ -188,8 +201,10 @@ class MultipartObject:
             body = buf if length == len(buf) else _View(memoryview(buf)[:length])  # the last part: not copied
             with s3_errors(f"{self.label}: uploading part {number}"):
                 reply = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
-                                                PartNumber=number, Body=body)
-            return {"PartNumber": number, "ETag": reply["ETag"]}
+                                                PartNumber=number, Body=body,
+                                                **({"ChecksumAlgorithm": "CRC32"} if self.lock else {}))
+            return {"PartNumber": number, "ETag": reply["ETag"],
+                    **({"ChecksumCRC32": reply["ChecksumCRC32"]} if "ChecksumCRC32" in reply else {})}
         finally:
             self._free.put(buf)
 
@@ -198,7 +213,7 @@ class MultipartObject:
             if self._upload_id is None:
                 with s3_errors(f"{self.label}: uploading"):
                     body = _View(memoryview(self._cur)[:self._fill]) if self._cur is not None else b""
-                    self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body)
+                    self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, **_lock_args(self.lock))
             else:
                 if self._cur is not None and self._fill:
                     self._send(self._cur, self._fill)
@@ -207,6 +222,11 @@ class MultipartObject:
                 with s3_errors(f"{self.label}: completing the upload"):
                     self.client.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
                                                           MultipartUpload={"Parts": parts})
+                if self.lock:  # set again on the object: some S3-compatible stores ignore it on a multipart start
+                    with s3_errors(f"{self.label}: setting its Object Lock retention"):
+                        self.client.put_object_retention(Bucket=self.bucket, Key=self.key, Retention={
+                            "Mode": self.lock["ObjectLockMode"],
+                            "RetainUntilDate": self.lock["ObjectLockRetainUntilDate"]})
         except BaseException:
             self.abort()
             raise
@@ -335,6 +355,46 @@ class S3Repository:
                 probe = self.key(".clusterbak-write-check")
                 self.client.put_object(Bucket=self.bucket, Key=probe, Body=b"")
                 self.client.delete_object(Bucket=self.bucket, Key=probe)
+        if writing and self.options.lock_days:
+            self._check_lock_enabled()
+
+    def _check_lock_enabled(self) -> None:
+        try:
+            config = self.client.get_object_lock_configuration(Bucket=self.bucket)["ObjectLockConfiguration"]
+            enabled = config.get("ObjectLockEnabled") == "Enabled"
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) in DENIED:
+                with s3_errors(self.url, precondition=True):
+                    raise
+            enabled = False
+        except botocore.exceptions.BotoCoreError as exc:
+            raise PreconditionError(f"{self.url}: {exc}") from None
+        if not enabled:
+            raise PreconditionError(f"--lock-days: bucket {self.bucket} has no Object Lock; create the bucket with "
+                                    "Object Lock enabled (it cannot be turned on for a bucket with objects in some "
+                                    "stores), or drop --lock-days")
+
+    def lock_args(self) -> dict | None:
+        """The Object Lock of a set begun now: mode and retain-until, the same for all of its objects."""
+        if not self.options.lock_days:
+            return None
+        until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=self.options.lock_days)
+        return {"ObjectLockMode": self.options.lock_mode.upper(), "ObjectLockRetainUntilDate": until}
+
+    def lock_of(self, entry: SetEntry) -> str | None:
+        """Why prune must keep this set: its objects are under an Object Lock retention that has not ended
+        (asked of the manifest, uploaded last, or of a partial set's newest object); None when it may go."""
+        objs = self._objects(self.key(entry.backup_id) + "/")
+        if not objs:
+            return None
+        manifest = self.key(entry.backup_id, MANIFEST)
+        key = manifest if any(o["Key"] == manifest for o in objs) else max(objs, key=lambda o: o["LastModified"])["Key"]
+        with s3_errors(f"s3://{self.bucket}/{key}"):
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        until = head.get("ObjectLockRetainUntilDate")
+        if until is None or until <= datetime.datetime.now(datetime.UTC):
+            return None
+        return f"Object Lock ({str(head.get('ObjectLockMode', '')).lower()}) until {until:%Y-%m-%dT%H:%M:%SZ}"
 
     def begin(self, backup_id: str, encryption: Encryption | None = None, signer: Signer | None = None) -> SetWriter:
         with s3_errors(self.set_url(backup_id), precondition=True):
@@ -342,18 +402,20 @@ class S3Repository:
         if reply.get("KeyCount", 0):
             raise PreconditionError(f"{self.set_url(backup_id)} already has objects; backup ids never overwrite")
         buffers = PartBuffers(max(MIN_PART, self.options.part_size))  # shared by the set's files, one after another
+        lock = self.lock_args()
         return SetWriter(backup_id, encryption, signer,
                          lambda rel: MultipartObject(self.client, self.bucket, self.key(backup_id, rel), self.options,
-                                                     buffers))
+                                                     buffers, lock), lock=lock)
 
     def finalize(self, writer: SetWriter, manifest: dict) -> str:
         data, signature = writer.manifest_bytes(manifest)
         where = self.set_url(writer.backup_id)
         with s3_errors(f"{where}: writing the manifest"):
+            lock = _lock_args(writer.lock)
             if signature is not None:
                 self.client.put_object(Bucket=self.bucket, Key=self.key(writer.backup_id, MANIFEST + SIGNATURE_SUFFIX),
-                                       Body=signature)
-            self.client.put_object(Bucket=self.bucket, Key=self.key(writer.backup_id, MANIFEST), Body=data)
+                                       Body=signature, **lock)
+            self.client.put_object(Bucket=self.bucket, Key=self.key(writer.backup_id, MANIFEST), Body=data, **lock)
         return where
 
     def discard(self, writer: SetWriter) -> None:
