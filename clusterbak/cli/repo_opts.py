@@ -1,5 +1,5 @@
 """Options of the commands that take --dest: where sets live (a directory or s3://bucket/prefix), S3 settings, and
-the keys for encryption and signed manifests (docs/encryption.md)."""
+the keys for encryption and signed manifests (docs/object-storage.md)."""
 
 from __future__ import annotations
 

@@ -257,7 +257,7 @@ class MultipartObject:
             self._pool.shutdown(wait=True)
         self._release()
         if self._upload_id is not None:
-            try:  # best effort: a server that is gone leaves it to the bucket's lifecycle rule (docs/encryption.md)
+            try:  # best effort: a server that is gone leaves it to the bucket's lifecycle rule (docs/object-storage.md)
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
             except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
                 pass
