@@ -44,9 +44,15 @@ class SetEntry:
 class StoredSet(Protocol):
     """A complete set, opened for reading. `identities` decrypt an encrypted set (empty: not given)."""
 
-    where: str
-    identities: tuple
-    local_dir: Path | None  # a local set's directory; None on S3
+    @property
+    def where(self) -> str: ...
+
+    @property
+    def identities(self) -> tuple: ...
+
+    @property
+    def local_dir(self) -> Path | None:
+        """A local set's directory; None on S3."""
 
     def label(self, relative: str) -> str: ...
 
