@@ -80,7 +80,7 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
            dry_run: DryRun = False, break_lock: BreakLock = False, user: c.User = None, tls: c.Tls = False,
            cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
            connect_timeout: c.ConnectTimeout = 3.0, quiet: c.Quiet = False, metrics_file: c.MetricsFile = None,
-           s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro.PathStyle = False, s3_part_size_mb: ro.PartMb = 8,
+           s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro.PathStyle = False, s3_part_size_mb: ro.PartMb = 5,
            s3_concurrency: ro.Concurrency = 2, encrypt_to: ro.EncryptTo = None, sign_key: ro.SignKey = None,
            lock_days: ro.LockDays = 0, lock_mode: ro.LockMode = "governance", json_out: c.Json = False) -> None:
     """Snapshot every shard on an in-sync replica, collect dump.rdb and every nodes.conf, verify, write a set."""

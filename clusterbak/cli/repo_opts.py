@@ -41,7 +41,7 @@ LockMode = Annotated[str, typer.Option(
     "or compliance (nobody can, not even the root account, until the date).")]
 
 
-def repository(dest: str, endpoint: str | None, path_style: bool, part_mb: int = 8, concurrency: int = 2,
+def repository(dest: str, endpoint: str | None, path_style: bool, part_mb: int = 5, concurrency: int = 2,
                writing: bool = False, lock_days: int = 0, lock_mode: str = "governance") -> Repository:
     """The repository --dest names, checked first: a missing bucket or refused credentials is exit 3 naming the
     fix (for backup: before any BGSAVE), never a half-run command."""

@@ -34,6 +34,9 @@ from clusterbak.storage.stages import Encryption
 
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 MIN_PART = 5 * 1024 * 1024  # S3's smallest part (but the last)
+SMALL = 256 * 1024  # objects up to this size are held in their own small buffer and sent with one PUT
+GROW_EVERY = 2000  # parts: then the part size doubles (5 MiB parts: 10 GB, then 20 GB more, ...; S3 allows 10000)
+MAX_PART = 512 * 1024 * 1024
 STALL = 600.0  # seconds the writer waits for a part upload to free a buffer
 DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "InvalidToken", "ExpiredToken"}
 MISSING_BUCKET = {"NoSuchBucket", "404"}
@@ -44,7 +47,7 @@ class S3Options:
     endpoint_url: str | None = None
     path_style: bool = False
     region: str | None = None
-    part_size: int = 8 * 1024 * 1024
+    part_size: int = 5 * 1024 * 1024  # S3's minimum; grows for big files (GROW_EVERY)
     concurrency: int = 2  # parts in flight per file: memory = part_size x (concurrency + 1) per file (one filling)
     lock_days: int = 0  # S3 Object Lock retention of every object a backup writes (0: none)
     lock_mode: str = "governance"  # governance | compliance
@@ -148,6 +151,7 @@ class MultipartObject:
         self._size = max(MIN_PART, options.part_size)
         self._buffers = buffers if buffers is not None and buffers.size == self._size else PartBuffers(self._size)
         self._free: queue.Queue[bytearray] = queue.Queue()
+        self._head: bytearray | None = bytearray()  # the first bytes, until the object is bigger than SMALL
         self._made = 0
         self._cur: bytearray | None = None
         self._fill = 0
@@ -158,21 +162,39 @@ class MultipartObject:
 
     def write(self, data) -> None:
         view = memoryview(data).cast("B")
+        if self._head is not None:  # a small object (nodes.conf, a config file) never takes a part buffer
+            if len(self._head) + len(view) <= SMALL:
+                self._head += view
+                return
+            head, self._head = self._head, None
+            self._fill_parts(memoryview(head))
+        self._fill_parts(view)
+
+    def _fill_parts(self, view: memoryview) -> None:
         while len(view):
             if self._cur is None:
                 self._cur, self._fill = self._take(), 0
-            n = min(len(view), self._size - self._fill)
+            n = min(len(view), len(self._cur) - self._fill)
             self._cur[self._fill:self._fill + n] = view[:n]
             self._fill += n
             view = view[n:]
-            if self._fill == self._size:
-                self._send(self._cur, self._size)
+            if self._fill == len(self._cur):
+                self._send(self._cur, self._fill)
                 self._cur = None
 
     def _take(self) -> bytearray:
-        if self._made < max(1, self.options.concurrency) + 1:
-            self._made += 1
-            return self._buffers.take()
+        if len(self._parts) and len(self._parts) % GROW_EVERY == 0 and self._size < MAX_PART:
+            self._size = min(MAX_PART, self._size * 2)  # S3 allows 10000 parts: bigger parts for a big file
+        while True:
+            if self._made < max(1, self.options.concurrency) + 1:
+                self._made += 1
+                return self._buffers.take() if self._size == self._buffers.size else bytearray(self._size)
+            buf = self._wait_free()
+            if len(buf) == self._size:
+                return buf
+            self._made -= 1  # a buffer of the size before the growth: dropped, a bigger one is made
+
+    def _wait_free(self) -> bytearray:
         deadline = time.monotonic() + STALL
         while time.monotonic() < deadline:
             self._raise_failed()
@@ -212,7 +234,10 @@ class MultipartObject:
         try:
             if self._upload_id is None:
                 with s3_errors(f"{self.label}: uploading"):
-                    body = _View(memoryview(self._cur)[:self._fill]) if self._cur is not None else b""
+                    if self._head is not None:
+                        body = self._head
+                    else:
+                        body = _View(memoryview(self._cur)[:self._fill]) if self._cur is not None else b""
                     self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, **_lock_args(self.lock))
             else:
                 if self._cur is not None and self._fill:

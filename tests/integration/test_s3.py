@@ -244,3 +244,31 @@ def test_check_dest_on_s3_reads_the_verify_and_drill_records_stored_beside_the_s
     assert result.exit_code == 3
     assert [(c["name"], c["status"]) for c in out["data"]["backups"]] == [("destination", "CRITICAL")]
     assert "bucket does not exist" in out["data"]["backups"][0]["detail"]
+
+
+def test_parts_grow_for_a_big_file_and_small_objects_take_no_part_buffer(s3, monkeypatch):
+    """S3 allows 10000 parts: every GROW_EVERY parts the part size doubles, so 5 MiB parts (memory) still carry
+    any shard; a small object (nodes.conf) is one PUT from its own small buffer, never an 8 MiB part buffer."""
+    from clusterbak.storage import s3 as s3mod
+
+    monkeypatch.setattr(s3mod, "GROW_EVERY", 2)
+    repo = S3Repository.from_url(f"s3://{BUCKET}/grow", S3Options(endpoint_url=s3.endpoint, part_size=5 << 20,
+                                                                   concurrency=1))
+    repo.client = client(s3)
+    writer = repo.begin("20260101T000000Z-0002")
+    small = writer.open_sink("nodes.conf", "none")
+    small.write(b"x" * 1000)
+    assert small.sink.out._made == 0
+    small.close()
+    sink = writer.open_sink("blob.bin", "none")
+    data = bytes(range(256)) * 4096  # 1 MiB
+    for i in range(32):
+        sink.write(data[i:] + data[:i])
+    sink.close()
+    head = client(s3).head_object(Bucket=BUCKET, Key="grow/20260101T000000Z-0002/blob.bin")
+    assert head["ContentLength"] == 32 << 20
+    assert head["ETag"].strip('"').endswith("-5")  # 5 + 5 + 10 + 10 MiB, then the last 2 MiB (20 MiB part size)
+    body = client(s3).get_object(Bucket=BUCKET, Key="grow/20260101T000000Z-0002/blob.bin")["Body"].read()
+    assert body == b"".join(data[i:] + data[:i] for i in range(32))
+    assert client(s3).get_object(Bucket=BUCKET, Key="grow/20260101T000000Z-0002/nodes.conf")["Body"].read() == \
+        b"x" * 1000
