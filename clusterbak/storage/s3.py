@@ -234,6 +234,7 @@ class MultipartObject:
         try:
             if self._upload_id is None:
                 with s3_errors(f"{self.label}: uploading"):
+                    body: bytearray | bytes | _View
                     if self._head is not None:
                         body = self._head
                     else:
