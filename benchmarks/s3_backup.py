@@ -113,7 +113,7 @@ def main() -> int:
     ap.add_argument("--mb", type=int, default=256)
     ap.add_argument("--file-mb", type=int, default=256)
     ap.add_argument("--runs", type=int, default=2)
-    ap.add_argument("--part-mb", type=int, default=8, help="--s3-part-size-mb for the S3 cases")
+    ap.add_argument("--part-mb", type=int, default=5, help="--s3-part-size-mb for the S3 cases")
     ap.add_argument("--concurrency", type=int, default=2, help="--s3-concurrency for the S3 cases")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="clusterbak-s3bench-"))

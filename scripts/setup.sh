@@ -22,3 +22,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -e '.[test,lint]'  # lint: ruff and mypy, run by test.sh
+.venv/bin/python -m pip install -q 'moto[server]'  # moto_server: the S3 Object Lock tests (s3s-fs lacks Object Lock)

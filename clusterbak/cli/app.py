@@ -9,6 +9,7 @@ import typer
 from clusterbak import __version__
 from clusterbak.cli import backup_cmd, inventory_cmd, restore_cmd, restore_keys_cmd, rolling_cmd
 from clusterbak.cli import common as c
+from clusterbak.cli import repo_opts as ro
 from clusterbak.cli.entry import ClusterbakGroup
 from clusterbak.cli.keys_cmd import keys_app
 from clusterbak.cli.lab_cmd import lab_app
@@ -79,7 +80,8 @@ def check(
     dest: Annotated[
         str | None,
         typer.Option(
-            "--dest", envvar="CLUSTERBAK_DEST", help="Also check the backups in DIR: freshness, verify, drill."
+            "--dest", envvar="CLUSTERBAK_DEST",
+            help="Also check the backups in DIR or s3://BUCKET/PREFIX: freshness, verify, drill.",
         ),
     ] = None,
     max_age: Annotated[
@@ -98,13 +100,15 @@ def check(
             "--nagios", help="One line in the Nagios plugin format; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."
         ),
     ] = False,
+    s3_endpoint_url: ro.Endpoint = None,
+    s3_path_style: ro.PathStyle = False,
     json_out: c.Json = False,
 ) -> None:
     """Preflight before a backup or a restart (--seed) and backup monitoring (--dest), every check listed with
     OK/WARNING/CRITICAL: exit 0 when nothing is critical, 3 otherwise (--nagios: the plugin codes)."""
     if nagios and not json_out:
         check_nagios(seed, dest, inventory, (user, tls, cacert, cert, key, connect_timeout, tls_insecure), max_lag,
-                     (max_age, min_sets, max_drill_age))
+                     (max_age, min_sets, max_drill_age), (s3_endpoint_url, s3_path_style))
         return
 
     def body(r: Renderer) -> Outcome:
@@ -118,6 +122,7 @@ def check(
             (user, tls, cacert, cert, key, connect_timeout, tls_insecure),
             max_lag,
             (max_age, min_sets, max_drill_age),
+            (s3_endpoint_url, s3_path_style),
         )
         if cluster is not None:
             r.findings(cluster)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -27,7 +27,7 @@ from clusterbak.redisops.discover import discover
 from clusterbak.redisops.runlock import cluster_run_lock, lock_addresses
 from clusterbak.storage.destination import check_existing_destination, check_writable_destination
 from clusterbak.storage.pins import read_pin
-from clusterbak.storage.records import read_verify, record_verify
+from clusterbak.storage.records import record_verify
 from clusterbak.storage.repository import Repository
 
 GATE_CODES = {"cluster_state", "slots_uncovered", "open_slot", "slot_map_disagrees"}
@@ -80,9 +80,9 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
            dry_run: DryRun = False, break_lock: BreakLock = False, user: c.User = None, tls: c.Tls = False,
            cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
            connect_timeout: c.ConnectTimeout = 3.0, quiet: c.Quiet = False, metrics_file: c.MetricsFile = None,
-           s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro.PathStyle = False, s3_part_size_mb: ro.PartMb = 8,
+           s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro.PathStyle = False, s3_part_size_mb: ro.PartMb = 5,
            s3_concurrency: ro.Concurrency = 2, encrypt_to: ro.EncryptTo = None, sign_key: ro.SignKey = None,
-           json_out: c.Json = False) -> None:
+           lock_days: ro.LockDays = 0, lock_mode: ro.LockMode = "governance", json_out: c.Json = False) -> None:
     """Snapshot every shard on an in-sync replica, collect dump.rdb and every nodes.conf, verify, write a set."""
 
     def body(r: Renderer) -> Outcome:
@@ -98,7 +98,8 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
         if not ro.is_remote(dest):
             check_writable_destination(dest)  # before any BGSAVE
         # a missing bucket or refused credentials: exit 3 before any BGSAVE
-        repo = ro.repository(dest, s3_endpoint_url, s3_path_style, s3_part_size_mb, s3_concurrency, writing=True)
+        repo = ro.repository(dest, s3_endpoint_url, s3_path_style, s3_part_size_mb, s3_concurrency, writing=True,
+                             lock_days=lock_days, lock_mode=lock_mode)
         if dry_run:
             return planned(r, opts, inv, repo, enc, signer)
         with cluster_run_lock(opts, lock_addresses(discover(opts)), "backup", break_lock) as lock:
@@ -148,12 +149,11 @@ def list_sets(dest: Dest, s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro
             check_existing_destination(dest)
         rows = []
         for e in ro.repository(dest, s3_endpoint_url, s3_path_style).entries():
-            checkable = e.status in ("complete", "incomplete") and not ro.is_remote(dest)
-            verified = read_verify(Path(e.path)) if checkable else None
+            verified = {"ok": True, "failed": False}.get(e.verified) if e.status in ("complete", "incomplete") else None
             rows.append({"backup_id": e.backup_id, "status": e.status, "problem": e.problem, "kind": e.kind,
                          "shards": e.shards, "size": e.size, "created_at_unix": e.created_at,
                          "age_s": round(now - e.created_at),
-                         "verified": None if verified is None else verified["ok"]})
+                         "verified": verified})
         r.sets(rows)
         return Outcome(data={"dest": dest, "sets": rows})
 
@@ -181,7 +181,7 @@ def verify(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest
            verify_key: ro.VerifyKey = None, json_out: c.Json = False) -> None:
     """Re-read every file: sha256, decompression, RDB structure and CRC64. Exit 4 naming any bad file.
     An encrypted set without --identity: the stored bytes are checked, the content is not decrypted (said so).
-    The result of a local set is recorded beside the manifest (verify.json), which `check --dest` reads."""
+    The result is recorded beside the manifest (verify.json, local or S3), which `check --dest` and prune read."""
 
     def body(r: Renderer) -> Outcome:
         store = ro.repository(dest, s3_endpoint_url, s3_path_style)
@@ -190,7 +190,7 @@ def verify(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest
         manifest, stored = ro.opened(store, bid, verify_key, identity)
         results = verify_set(stored, manifest)
         bad = [f"{x['file']}: {x['problem']}" for x in results if not x["ok"]]
-        record = record_verify(stored.local_dir, not bad, bad, time.time()) if stored.local_dir else "(not recorded)"
+        record = record_verify(stored, not bad, bad, time.time())
         r.table(f"verify {bid}", ("file", "result"),
                 [(x["file"], x.get("note") or "ok" if x["ok"] else x["problem"]) for x in results])
         for line in bad:
@@ -239,6 +239,12 @@ def prune(dest: Dest,
         decisions = plan_prune([Candidate(e.backup_id, e.status, e.created_at, e.verified) for e in entries.values()],
                                time.time(), policy.keep_last, policy.keep_daily, policy.keep_weekly,
                                policy.partial_grace_hours * 3600)
+        # every set the policy drops is asked for an Object Lock first, before anything is deleted: a locked set is
+        # kept (and says why), so prune never stops half-way on a delete the store refuses
+        locked = {d.backup_id: why for d in decisions if d.action == "delete"
+                  and (why := store.lock_of(entries[d.backup_id])) is not None}
+        decisions = [replace(d, action="keep", rule="locked", reason=f"{locked[d.backup_id]} (policy: {d.reason})")
+                     if d.backup_id in locked else d for d in decisions]
         shown = {"newest": "newest", "none": "no rule"}
         rows = [{"backup_id": d.backup_id, "action": d.action, "rule": d.rule, "reason": d.reason,
                  "rule_from": policy.where(d.rule)} for d in decisions]

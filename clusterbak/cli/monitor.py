@@ -10,11 +10,12 @@ from pathlib import Path
 import typer
 
 from clusterbak.cli import common as c
+from clusterbak.cli import repo_opts as ro
 from clusterbak.cli.views import finding_view
 from clusterbak.config import load_inventory
 from clusterbak.engine.freshness import gather_set_facts
 from clusterbak.engine.inspect import inspect
-from clusterbak.errors import ClusterbakError, UsageError
+from clusterbak.errors import ClusterbakError, PreconditionError, UsageError
 from clusterbak.model.freshness import (
     CRITICAL,
     OK,
@@ -25,13 +26,15 @@ from clusterbak.model.freshness import (
     nagios_line,
     parse_duration,
 )
+from clusterbak.storage.local import LocalRepository
 
 NAGIOS_UNKNOWN = 3
 SEVERITY_STATUS = {"critical": CRITICAL, "warning": WARNING}
 
 
 def run_checks(seed: str | None, dest: str | None, inventory: str | None, conn_args: tuple, max_lag: int,
-               limits: tuple[str, int, str]) -> tuple[list[dict] | None, list[dict] | None]:
+               limits: tuple[str, int, str], s3: tuple[str | None, bool] = (None, False),
+               ) -> tuple[list[dict] | None, list[dict] | None]:
     thresholds = _thresholds(*limits)  # a bad --max-age is a usage error before anything is contacted
     cluster = backups = None
     if seed:
@@ -40,16 +43,27 @@ def run_checks(seed: str | None, dest: str | None, inventory: str | None, conn_a
         opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout, inv, tls_insecure)
         cluster = [finding_view(f) for f in inspect(opts, inv, max_lag).findings]
     if dest:
-        backups = [asdict(x) for x in dest_checks(dest, thresholds)]
+        backups = [asdict(x) for x in dest_checks(dest, thresholds, *s3)]
     return cluster, backups
 
 
-def dest_checks(dest: str, thresholds: Thresholds) -> list[BackupCheck]:
-    root = Path(dest).absolute()
-    if not root.is_dir():
-        what = "does not exist" if not root.exists() else "is not a directory"
-        return [BackupCheck("destination", CRITICAL, f"{root} {what}: check --dest (a typo looks like no backups)")]
-    return [BackupCheck("destination", OK, str(root)), *backup_checks(gather_set_facts(root), time.time(), thresholds)]
+def dest_checks(dest: str, thresholds: Thresholds, s3_endpoint_url: str | None = None,
+                s3_path_style: bool = False) -> list[BackupCheck]:
+    """The same checks for a directory and an s3:// repository; a destination that is not there (a missing
+    directory or bucket, refused credentials) is one CRITICAL line, never an empty "no backups"."""
+    if dest.startswith("s3://"):
+        try:
+            repo = ro.repository(dest, s3_endpoint_url, s3_path_style)
+        except PreconditionError as exc:
+            return [BackupCheck("destination", CRITICAL, str(exc))]
+        where = repo.url
+    else:
+        root = Path(dest).absolute()
+        if not root.is_dir():
+            what = "does not exist" if not root.exists() else "is not a directory"
+            return [BackupCheck("destination", CRITICAL, f"{root} {what}: check --dest (a typo looks like no backups)")]
+        repo, where = LocalRepository(root), str(root)
+    return [BackupCheck("destination", OK, where), *backup_checks(gather_set_facts(repo), time.time(), thresholds)]
 
 
 def _thresholds(max_age: str, min_sets: int, max_drill_age: str) -> Thresholds:
@@ -62,12 +76,12 @@ def _thresholds(max_age: str, min_sets: int, max_drill_age: str) -> Thresholds:
 
 
 def check_nagios(seed: str | None, dest: str | None, inventory: str | None, conn_args: tuple, max_lag: int,
-                 limits: tuple[str, int, str]) -> None:
+                 limits: tuple[str, int, str], s3: tuple[str | None, bool] = (None, False)) -> None:
     """One line on stdout, the plugin exit code; anything that stops the checks themselves is UNKNOWN (3)."""
     try:
         if not seed and not dest:
             raise UsageError("check needs --seed, --dest or both")
-        cluster, backups = run_checks(seed, dest, inventory, conn_args, max_lag, limits)
+        cluster, backups = run_checks(seed, dest, inventory, conn_args, max_lag, limits, s3)
     except ClusterbakError as exc:
         _nagios_exit(f"CLUSTERBAK UNKNOWN - {exc}", NAGIOS_UNKNOWN)
     except Exception as exc:  # noqa: BLE001 - a plugin must still print one line and UNKNOWN

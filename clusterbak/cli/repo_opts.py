@@ -1,5 +1,5 @@
 """Options of the commands that take --dest: where sets live (a directory or s3://bucket/prefix), S3 settings, and
-the keys for encryption and signed manifests (docs/encryption.md)."""
+the keys for encryption and signed manifests (docs/object-storage.md)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
+from clusterbak.errors import UsageError
 from clusterbak.storage.keys import check_recipients, load_identities, load_signer, load_verify_key
 from clusterbak.storage.repository import Repository, open_repository
-from clusterbak.storage.s3 import S3Options
+from clusterbak.storage.s3 import LOCK_MODES, S3Options
 from clusterbak.storage.stages import Encryption
 
 Endpoint = Annotated[str | None, typer.Option(
@@ -32,12 +33,25 @@ VerifyKey = Annotated[str | None, typer.Option(
     help="Ed25519 public key (PEM): refuse a set whose manifest is not signed by it.")]
 
 
-def repository(dest: str, endpoint: str | None, path_style: bool, part_mb: int = 8, concurrency: int = 2,
-               writing: bool = False) -> Repository:
+LockDays = Annotated[int, typer.Option(
+    "--lock-days", min=0, help="S3 Object Lock: every object of the set is retained N days (the bucket must have "
+    "Object Lock enabled); prune keeps a locked set.")]
+LockMode = Annotated[str, typer.Option(
+    "--lock-mode", help="With --lock-days: governance (a user with s3:BypassGovernanceRetention may still delete) "
+    "or compliance (nobody can, not even the root account, until the date).")]
+
+
+def repository(dest: str, endpoint: str | None, path_style: bool, part_mb: int = 5, concurrency: int = 2,
+               writing: bool = False, lock_days: int = 0, lock_mode: str = "governance") -> Repository:
     """The repository --dest names, checked first: a missing bucket or refused credentials is exit 3 naming the
     fix (for backup: before any BGSAVE), never a half-run command."""
+    if lock_mode not in LOCK_MODES:
+        raise UsageError(f"--lock-mode {lock_mode}: use governance or compliance")
+    if lock_days and not is_remote(dest):
+        raise UsageError("--lock-days needs an s3:// --dest (Object Lock is an S3 feature)")
     repo = open_repository(dest, S3Options(endpoint_url=endpoint, path_style=path_style,
-                                           part_size=part_mb * 1024 * 1024, concurrency=concurrency))
+                                           part_size=part_mb * 1024 * 1024, concurrency=concurrency,
+                                           lock_days=lock_days, lock_mode=lock_mode))
     repo.check(writing)
     return repo
 
@@ -70,6 +84,8 @@ __all__ = [
     "SignKey",
     "Identity",
     "VerifyKey",
+    "LockDays",
+    "LockMode",
     "repository",
     "encryption",
     "opened",

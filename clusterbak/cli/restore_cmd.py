@@ -91,12 +91,14 @@ def restore(
         existing = load_journal(journal)
         base = f"clusterbak restore {shlex.quote(backup_id)} --dest {shlex.quote(str(dest))} --inventory " \
                f"{shlex.quote(str(inventory))}"
-        commands = {"resume": f"{base} --resume", "rollback": f"{base} --rollback"}
+        keys = "".join(f" {flag} {shlex.quote(value)}" for flag, value in (("--identity", identity),
+                                                                          ("--verify-key", verify_key)) if value)
+        commands = {"resume": f"{base}{keys} --resume", "rollback": f"{base} --rollback"}
         if resume or rollback:
             return _cut_short(r, store, inv, journal, existing, backup_id, resume, bool(map_ or force), dry_run, yes,
                               commands, lambda seed: c.connection(seed, user, tls, cacert, cert, key, connect_timeout,
                                                                  inv, tls_insecure), prove_timeout,
-                              accept_new_host_keys, break_lock)
+                              accept_new_host_keys, break_lock, (verify_key, identity))
         if existing is not None:
             raise PreconditionError(f"a restore of {existing.backup_id} was cut short ({existing.summary()}); "
                                     f"continue it: {commands['resume'].replace(backup_id, existing.backup_id, 1)}; "
@@ -158,7 +160,8 @@ def _interrupt_note(r: Renderer) -> None:
 
 def _cut_short(r: Renderer, store: Repository, inv, journal: Path, existing, backup_id: str, resume: bool,
                replanning: bool, dry_run: bool, yes: bool, commands: dict[str, str], connect, prove_timeout: float,
-               accept_new_host_keys: bool, break_lock: bool = False) -> Outcome:
+               accept_new_host_keys: bool, break_lock: bool = False,
+               keys: tuple[str | None, str | None] = (None, None)) -> Outcome:
     """restore ID --resume | --rollback: follow the plan in the restore journal."""
     if replanning:
         raise UsageError("--resume and --rollback work alone: they follow the plan in the restore journal")
@@ -167,6 +170,8 @@ def _cut_short(r: Renderer, store: Repository, inv, journal: Path, existing, bac
     if existing.backup_id != backup_id:
         raise PreconditionError(f"{journal} is a restore of {existing.backup_id}, not of {backup_id}")
     plan = existing.restore_plan()
+    # --resume reads the set again: its signature checked and its identity loaded first, before any node is touched
+    stored = ro.opened(store, backup_id, *keys) if resume else None
     conn = connect(plan.nodes[0].new_address)
     verb = "resume" if resume else "roll back"
     r.line(f"restore of {backup_id} cut short ({existing.phase}): {existing.summary()}")
@@ -178,11 +183,11 @@ def _cut_short(r: Renderer, store: Repository, inv, journal: Path, existing, bac
     if not yes and not r.confirm(f"{verb} the restore of {backup_id} on {len(plan.nodes)} nodes?"):
         raise PreconditionError("not confirmed; nothing changed (use --yes to skip the question)")
     with _run_lock(r, conn, [n.new_address for n in plan.nodes], break_lock):
-        return _follow_journal(r, store, inv, journal, existing, backup_id, resume, commands, conn, prove_timeout,
+        return _follow_journal(r, stored, inv, journal, existing, backup_id, resume, commands, conn, prove_timeout,
                                accept_new_host_keys, plan)
 
 
-def _follow_journal(r: Renderer, store: Repository, inv, journal: Path, existing, backup_id: str, resume: bool,
+def _follow_journal(r: Renderer, stored, inv, journal: Path, existing, backup_id: str, resume: bool,
                     commands: dict[str, str], conn, prove_timeout: float, accept_new_host_keys: bool,
                     plan) -> Outcome:
     note = lambda k, d: r.note(f"{k} {d.get('node', '')}")  # noqa: E731
@@ -190,7 +195,8 @@ def _follow_journal(r: Renderer, store: Repository, inv, journal: Path, existing
         before = rollback_restore(journal, existing, inv, conn, accept_new_host_keys, on_event=note)
         r.line(f"restore of {backup_id} rolled back: every node has its previous files and runs (it was: {before})")
         return Outcome(data={"backup_id": backup_id, "rolled_back": True, "was": before})
-    checks = run_restore(plan, store.open_set(backup_id), store.manifest(backup_id), inv, conn, prove_timeout,
+    manifest, set_dir = stored  # (manifest, stored set), read with the signature and identity checks (ro.opened)
+    checks = run_restore(plan, set_dir, manifest, inv, conn, prove_timeout,
                          accept_new_host_keys, on_event=note, journal_file=journal, resume=existing, commands=commands)
     r.verdict(checks)
     bad = [f"{x['subject']}: {x['check']}: {x['detail']}" for x in checks if not x["ok"]]
@@ -247,11 +253,9 @@ def drill(
                                    base_port=base_port,
                                    prove_user=prove_user, prove_password=password)
         except ClusterbakError:
-            if set_dir.local_dir is not None:  # results are recorded beside local sets (check --dest reads them)
-                record_drill(set_dir.local_dir, False, time.time(), None, None)
+            record_drill(set_dir, False, time.time(), None, None)  # beside the set, local or S3: check --dest reads it
             raise
-        if set_dir.local_dir is not None:
-            record_drill(set_dir.local_dir, report["ok"], time.time(), report["rto_seconds"], report["rpo_seconds"])
+        record_drill(set_dir, report["ok"], time.time(), report["rto_seconds"], report["rpo_seconds"])
         r.verdict(report["checks"])
         r.drill_report(report)
         bad = [f"{x['subject']}: {x['check']}: {x['detail']}" for x in report["checks"] if not x["ok"]]

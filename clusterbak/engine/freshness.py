@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from clusterbak.model.freshness import SetFacts
-from clusterbak.storage.local import LocalRepository
-from clusterbak.storage.records import read_drill, read_verify
+from clusterbak.storage.records import DRILL_FILE, parse_drill
+from clusterbak.storage.repository import Repository
 
 
-def gather_set_facts(dest: str | Path) -> list[SetFacts]:
+def gather_set_facts(repo: Repository) -> list[SetFacts]:
+    """The records live beside each set, in a directory or under its S3 prefix: the same facts either way."""
     out = []
-    for e in LocalRepository(dest).entries():  # records live beside local sets only (S3: not yet)
-        verify = read_verify(Path(e.path)) if e.status == "complete" else None
-        drill = read_drill(Path(e.path)) if e.status == "complete" else None
+    for e in repo.entries():
+        complete = e.status == "complete"
+        drill = parse_drill(repo.read_record(e.backup_id, DRILL_FILE)) if complete else None
+        verified = complete and e.verified != "never"
         out.append(SetFacts(e.backup_id, e.status, e.created_at, e.size,
-                            verify["verified_at"] if verify else None, verify["ok"] if verify else None,
+                            e.verified_at if verified else None, (e.verified == "ok") if verified else None,
                             drill["drilled_at"] if drill else None, drill["ok"] if drill else None,
                             drill.get("rto_seconds") if drill else None))
     return out

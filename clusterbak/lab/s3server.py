@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -77,9 +78,38 @@ def start(state_dir: Path, port: int | None = None) -> S3Server:
     return S3Server(data, port, proc.pid, access, secret)
 
 
-def stop(state_dir: Path, timeout: float = 10.0) -> None:
+def moto_binary() -> str:
+    """moto's standalone S3 server (`pip install 'moto[server]'`, scripts/setup.sh): it implements Object Lock,
+    which s3s-fs does not. It checks no signatures: the Object Lock tests only."""
+    beside = Path(sys.executable).parent / "moto_server"
+    found = str(beside) if os.access(beside, os.X_OK) else shutil.which("moto_server")
+    if not found:
+        raise PreconditionError("moto_server not found: pip install 'moto[server]' (scripts/setup.sh does this)")
+    return found
+
+
+def start_moto(state_dir: Path, port: int | None = None) -> S3Server:
+    """moto_server on a free loopback port; its pid goes to state_dir/moto.pid (stop it with stop(state_dir,
+    name="moto"))."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_base_port(1)
+    log = open(state_dir / "moto.log", "ab")
+    proc = subprocess.Popen([moto_binary(), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    log.close()
+    (state_dir / "moto.pid").write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + START_TIMEOUT
+    while port_free(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(state_dir, name="moto")
+            raise StepFailed(f"moto_server did not start on 127.0.0.1:{port}; see {state_dir / 'moto.log'}")
+        time.sleep(0.05)
+    return S3Server(state_dir, port, proc.pid, "moto" + secrets.token_hex(4), secrets.token_hex(20))
+
+
+def stop(state_dir: Path, timeout: float = 10.0, name: str = "s3s-fs") -> None:
     """Stop the server started in state_dir, by its pid (TERM, then KILL after `timeout`)."""
-    pid = read_pid(state_dir / "s3s-fs.pid")
+    pid = read_pid(state_dir / f"{name}.pid")
     if pid is None or not pid_alive(pid):
         return
     os.kill(pid, signal.SIGTERM)
@@ -90,7 +120,7 @@ def stop(state_dir: Path, timeout: float = 10.0) -> None:
     if pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
     _reap(pid)
-    (state_dir / "s3s-fs.pid").unlink(missing_ok=True)
+    (state_dir / f"{name}.pid").unlink(missing_ok=True)
 
 
 def _reap(pid: int) -> None:

@@ -2,7 +2,7 @@
 
 A manifest's signature is Ed25519 over the exact bytes of manifest.json, stored beside it as manifest.json.sig
 (base64 of the 64-byte signature). Keys are PEM (PKCS#8 private, SubjectPublicKeyInfo public), the format
-`openssl genpkey -algorithm ed25519` writes, so openssl can make and check them too (docs/encryption.md).
+`openssl genpkey -algorithm ed25519` writes, so openssl can make and check them too (docs/object-storage.md).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from clusterbak.errors import PreconditionError, StepFailed, UsageError
 from clusterbak.model.manifest import BACKUP_ID, Manifest
+from clusterbak.model.names import check_relative_path
 from clusterbak.storage.backupset import (
     MANIFEST,
     PARTIAL,
@@ -20,6 +21,7 @@ from clusterbak.storage.backupset import (
     set_file,
 )
 from clusterbak.storage.keys import SIGNATURE_SUFFIX, Signer, check_signature
+from clusterbak.storage.records import read_local, write_atomic
 from clusterbak.storage.repository import SetEntry, SetWriter, set_status
 from clusterbak.storage.sink import _BUFFER, _fsync_dir
 from clusterbak.storage.stages import Encryption
@@ -66,7 +68,10 @@ class LocalFile:
 class LocalStoredSet:
     def __init__(self, root: Path, identities: tuple = ()) -> None:
         self.root, self.where, self.identities = root, str(root), identities
-        self.local_dir: Path | None = root  # where verify.json / drill.json are recorded
+        self.local_dir = root
+
+    def write_record(self, name: str, data: bytes) -> str:
+        return str(write_atomic(self.root / check_relative_path(name), data))
 
     def label(self, relative: str) -> str:
         return str(self.root / relative)
@@ -171,9 +176,8 @@ class LocalRepository:
         data = read_manifest_bytes(path / MANIFEST)
         assert data is not None  # not missing_ok: a missing manifest raises
         if verify_key is not None:
-            check_signature(
-                verify_key, data, read_manifest_bytes(path / (MANIFEST + SIGNATURE_SUFFIX), True), str(path)
-            )
+            signature = read_manifest_bytes(path / (MANIFEST + SIGNATURE_SUFFIX), True)
+            check_signature(verify_key, data, signature, str(path))
         return manifest_from_bytes(data, str(path), backup_id)
 
     def open_set(self, backup_id: str, identities: tuple = ()) -> LocalStoredSet:
@@ -206,6 +210,14 @@ class LocalRepository:
                 out.append(SetEntry(child.name, child, "damaged", child.stat().st_mtime, size, None, None,
                                     str(exc).replace(str(child) + "/", ""), verified, verified_at))
         return sorted(out, key=lambda e: e.created_at)
+
+    def read_record(self, backup_id: str, name: str) -> bytes | None:
+        if not BACKUP_ID.fullmatch(backup_id):
+            return None
+        return read_local(self.root / backup_id, check_relative_path(name))
+
+    def lock_of(self, entry: SetEntry) -> str | None:
+        return None  # a directory has no retention lock
 
     def delete(self, entry: SetEntry) -> None:
         path = Path(entry.path)

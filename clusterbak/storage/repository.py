@@ -22,6 +22,7 @@ from clusterbak.model.manifest import Manifest
 from clusterbak.model.names import check_relative_path
 from clusterbak.storage.backupset import incomplete_reasons
 from clusterbak.storage.keys import Signer
+from clusterbak.storage.memory import cap_malloc_arenas
 from clusterbak.storage.sink import ZSTD_LEVEL, FileSink
 from clusterbak.storage.stages import Encryption, ObjectWriter, StoredSink, Written
 
@@ -36,18 +37,27 @@ class SetEntry:
     shards: int | None
     kind: str | None
     problem: str | None = None  # why a set is "damaged" or "incomplete"
-    verified: str = "never"  # "ok" | "failed" | "never": the last `clusterbak verify` of a local set (verify.json)
+    verified: str = "never"  # "ok" | "failed" | "never": the set's last `clusterbak verify` (its verify.json)
     verified_at: float | None = None
 
 
 class StoredSet(Protocol):
     """A complete set, opened for reading. `identities` decrypt an encrypted set (empty: not given)."""
 
-    where: str
-    identities: tuple
-    local_dir: Path | None  # a local set's directory (verify.json / drill.json go there); None on S3
+    @property
+    def where(self) -> str: ...
+
+    @property
+    def identities(self) -> tuple: ...
+
+    @property
+    def local_dir(self) -> Path | None:
+        """A local set's directory; None on S3."""
 
     def label(self, relative: str) -> str: ...
+
+    def write_record(self, name: str, data: bytes) -> str:
+        """Store verify.json / drill.json (storage/records.py) beside the manifest; returns where it went."""
 
     def size(self, relative: str) -> int | None:
         """The stored object's size, None when it is missing."""
@@ -77,6 +87,12 @@ class Repository(Protocol):
 
     def delete(self, entry: SetEntry) -> None: ...
 
+    def read_record(self, backup_id: str, name: str) -> bytes | None:
+        """A record's bytes (verify.json / drill.json), None when the set has none."""
+
+    def lock_of(self, entry: SetEntry) -> str | None:
+        """Why the set cannot be deleted yet (an S3 Object Lock retention), None when it can."""
+
 
 @dataclass
 class SetWriter:
@@ -88,6 +104,7 @@ class SetWriter:
     open_object: Callable[[str], ObjectWriter]
     make_folder: Callable[[str], None] = lambda relative: None
     written: dict[str, Written] = field(default_factory=dict)
+    lock: dict | None = None  # S3 Object Lock arguments every object of the set is uploaded with
 
     def __truediv__(self, name: str) -> SetFile:
         return SetFile(self, check_relative_path(name))
@@ -192,6 +209,7 @@ def set_status(manifest: Manifest, present) -> tuple[str, str | None]:
 
 def open_repository(dest: str, s3=None) -> Repository:
     """`s3://bucket/prefix` -> S3Repository (options from s3: S3Options); anything else is a local directory."""
+    cap_malloc_arenas()  # the stream stages' peak memory (storage/memory.py)
     if dest.startswith("s3://"):
         from clusterbak.storage.s3 import S3Repository
 

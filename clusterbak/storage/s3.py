@@ -8,14 +8,16 @@ AWS chain (boto3: environment, ~/.aws/config profiles, AWS_ENDPOINT_URL) plus --
 
 from __future__ import annotations
 
+import datetime
+import io
 import queue
 import re
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import boto3
 import botocore.config
@@ -26,11 +28,15 @@ from clusterbak.model.manifest import BACKUP_ID, Manifest
 from clusterbak.model.names import NameError_, check_relative_path
 from clusterbak.storage.backupset import MANIFEST, MANIFEST_LIMIT, manifest_from_bytes
 from clusterbak.storage.keys import SIGNATURE_SUFFIX, Signer, check_signature
+from clusterbak.storage.records import RECORD_LIMIT, VERIFY_FILE, parse_verify
 from clusterbak.storage.repository import SetEntry, SetWriter, set_status
 from clusterbak.storage.stages import Encryption
 
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 MIN_PART = 5 * 1024 * 1024  # S3's smallest part (but the last)
+SMALL = 256 * 1024  # objects up to this size are held in their own small buffer and sent with one PUT
+GROW_EVERY = 2000  # parts: then the part size doubles (5 MiB parts: 10 GB, then 20 GB more, ...; S3 allows 10000)
+MAX_PART = 512 * 1024 * 1024
 STALL = 600.0  # seconds the writer waits for a part upload to free a buffer
 DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "InvalidToken", "ExpiredToken"}
 MISSING_BUCKET = {"NoSuchBucket", "404"}
@@ -41,8 +47,18 @@ class S3Options:
     endpoint_url: str | None = None
     path_style: bool = False
     region: str | None = None
-    part_size: int = 8 * 1024 * 1024
+    part_size: int = 5 * 1024 * 1024  # S3's minimum; grows for big files (GROW_EVERY)
     concurrency: int = 2  # parts in flight per file: memory = part_size x (concurrency + 1) per file (one filling)
+    lock_days: int = 0  # S3 Object Lock retention of every object a backup writes (0: none)
+    lock_mode: str = "governance"  # governance | compliance
+
+
+LOCK_MODES = ("governance", "compliance")
+
+
+def _lock_args(lock: dict | None) -> dict:
+    """Object Lock headers of one upload; S3 wants a checksum header on any upload that carries them."""
+    return {**lock, "ChecksumAlgorithm": "CRC32"} if lock else {}
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:
@@ -70,17 +86,72 @@ def s3_errors(what: str, precondition: bool = False):
         raise kind(f"{what}: {exc}") from None
 
 
-class MultipartObject:
-    """ObjectWriter: a multipart upload fed as bytes arrive. Parts are filled in place into a fixed pool of
-    concurrency + 1 part-sized buffers (one filling, the others uploading), reused when a part is done: memory stays
-    at part_size x (concurrency + 1) per file, with no allocation churn. close() completes the upload (a small object
-    is one PUT); abort() aborts it."""
+class PartBuffers:
+    """Part-sized buffers a set's files hand on to each other: a file that is done gives its buffers back and the
+    next file takes them, so a backup allocates part_size x (concurrency + 1) x (files at once) once, instead of
+    fresh buffers per file (freed 8 MiB blocks fragment the heap: RSS grew with every shard)."""
 
-    def __init__(self, client, bucket: str, key: str, options: S3Options) -> None:
-        self.client, self.bucket, self.key, self.options = client, bucket, key, options
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._spare: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> bytearray:
+        with self._lock:
+            if self._spare:
+                return self._spare.pop()
+        return bytearray(self.size)
+
+    def give(self, buf: bytearray) -> None:
+        if len(buf) == self.size:
+            with self._lock:
+                self._spare.append(buf)
+
+
+class _View(io.RawIOBase):
+    """A request body over part of a buffer, without copying it (botocore reads, seeks and rewinds it)."""
+
+    def __init__(self, view: memoryview) -> None:
+        self._view, self._pos = view, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = max(0, min(len(b), len(self._view) - self._pos))
+        b[:n] = self._view[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+
+class MultipartObject:
+    """ObjectWriter: a multipart upload fed as bytes arrive. Parts are filled in place into at most
+    concurrency + 1 part-sized buffers (one filling, the others uploading), reused when a part is done and handed
+    on to the set's next file (PartBuffers): memory stays at part_size x (concurrency + 1) per file in flight, with
+    no allocation churn. close() completes the upload (a small object is one PUT); abort() aborts it."""
+
+    def __init__(self, client, bucket: str, key: str, options: S3Options, buffers: PartBuffers | None = None,
+                 lock: dict | None = None) -> None:
+        self.client, self.bucket, self.key, self.options, self.lock = client, bucket, key, options, lock
         self.label = f"s3://{bucket}/{key}"
         self._size = max(MIN_PART, options.part_size)
+        self._buffers = buffers if buffers is not None and buffers.size == self._size else PartBuffers(self._size)
         self._free: queue.Queue[bytearray] = queue.Queue()
+        self._head: bytearray | None = bytearray()  # the first bytes, until the object is bigger than SMALL
         self._made = 0
         self._cur: bytearray | None = None
         self._fill = 0
@@ -91,21 +162,39 @@ class MultipartObject:
 
     def write(self, data) -> None:
         view = memoryview(data).cast("B")
+        if self._head is not None:  # a small object (nodes.conf, a config file) never takes a part buffer
+            if len(self._head) + len(view) <= SMALL:
+                self._head += view
+                return
+            head, self._head = self._head, None
+            self._fill_parts(memoryview(head))
+        self._fill_parts(view)
+
+    def _fill_parts(self, view: memoryview) -> None:
         while len(view):
             if self._cur is None:
                 self._cur, self._fill = self._take(), 0
-            n = min(len(view), self._size - self._fill)
+            n = min(len(view), len(self._cur) - self._fill)
             self._cur[self._fill:self._fill + n] = view[:n]
             self._fill += n
             view = view[n:]
-            if self._fill == self._size:
-                self._send(self._cur, self._size)
+            if self._fill == len(self._cur):
+                self._send(self._cur, self._fill)
                 self._cur = None
 
     def _take(self) -> bytearray:
-        if self._made < max(1, self.options.concurrency) + 1:
-            self._made += 1
-            return bytearray(self._size)
+        if len(self._parts) and len(self._parts) % GROW_EVERY == 0 and self._size < MAX_PART:
+            self._size = min(MAX_PART, self._size * 2)  # S3 allows 10000 parts: bigger parts for a big file
+        while True:
+            if self._made < max(1, self.options.concurrency) + 1:
+                self._made += 1
+                return self._buffers.take() if self._size == self._buffers.size else bytearray(self._size)
+            buf = self._wait_free()
+            if len(buf) == self._size:
+                return buf
+            self._made -= 1  # a buffer of the size before the growth: dropped, a bigger one is made
+
+    def _wait_free(self) -> bytearray:
         deadline = time.monotonic() + STALL
         while time.monotonic() < deadline:
             self._raise_failed()
@@ -123,18 +212,21 @@ class MultipartObject:
         self._raise_failed()
         if self._upload_id is None:
             with s3_errors(f"{self.label}: starting the upload"):
-                self._upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)["UploadId"]
+                self._upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key,
+                                                                      **_lock_args(self.lock))["UploadId"]
             self._pool = ThreadPoolExecutor(max_workers=max(1, self.options.concurrency), thread_name_prefix="s3-part")
         assert self._pool is not None  # made with the upload, above
         self._parts.append(self._pool.submit(self._upload_part, len(self._parts) + 1, buf, length))
 
     def _upload_part(self, number: int, buf: bytearray, length: int) -> dict:
         try:
-            body = buf if length == len(buf) else bytes(memoryview(buf)[:length])  # only the last part is copied
+            body = buf if length == len(buf) else _View(memoryview(buf)[:length])  # the last part: not copied
             with s3_errors(f"{self.label}: uploading part {number}"):
                 reply = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
-                                                PartNumber=number, Body=body)
-            return {"PartNumber": number, "ETag": reply["ETag"]}
+                                                PartNumber=number, Body=body,
+                                                **({"ChecksumAlgorithm": "CRC32"} if self.lock else {}))
+            return {"PartNumber": number, "ETag": reply["ETag"],
+                    **({"ChecksumCRC32": reply["ChecksumCRC32"]} if "ChecksumCRC32" in reply else {})}
         finally:
             self._free.put(buf)
 
@@ -142,8 +234,12 @@ class MultipartObject:
         try:
             if self._upload_id is None:
                 with s3_errors(f"{self.label}: uploading"):
-                    body = bytes(memoryview(self._cur)[:self._fill]) if self._cur is not None else b""
-                    self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body)
+                    body: bytearray | bytes | _View
+                    if self._head is not None:
+                        body = self._head
+                    else:
+                        body = _View(memoryview(self._cur)[:self._fill]) if self._cur is not None else b""
+                    self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, **_lock_args(self.lock))
             else:
                 if self._cur is not None and self._fill:
                     self._send(self._cur, self._fill)
@@ -152,26 +248,42 @@ class MultipartObject:
                 with s3_errors(f"{self.label}: completing the upload"):
                     self.client.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
                                                           MultipartUpload={"Parts": parts})
+                if self.lock:  # set again on the object: some S3-compatible stores ignore it on a multipart start
+                    with s3_errors(f"{self.label}: setting its Object Lock retention"):
+                        self.client.put_object_retention(Bucket=self.bucket, Key=self.key, Retention={
+                            "Mode": self.lock["ObjectLockMode"],
+                            "RetainUntilDate": self.lock["ObjectLockRetainUntilDate"]})
         except BaseException:
             self.abort()
             raise
         finally:
-            self._cur = None
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
+            self._release()
         self._state = "closed"
+
+    def _release(self) -> None:
+        """Every part is done (uploaded, failed or cancelled): the buffers go on to the set's next file."""
+        if self._cur is not None:
+            self._buffers.give(self._cur)
+            self._cur = None
+        while True:
+            try:
+                self._buffers.give(self._free.get_nowait())
+            except queue.Empty:
+                return
 
     def abort(self) -> None:
         if self._state != "open":
             return
         self._state = "aborted"
-        self._cur = None
         if self._pool is not None:
             for f in self._parts:
                 f.cancel()
             self._pool.shutdown(wait=True)
+        self._release()
         if self._upload_id is not None:
-            try:  # best effort: a server that is gone leaves it to the bucket's lifecycle rule (docs/encryption.md)
+            try:  # best effort: a server that is gone leaves it to the bucket's lifecycle rule (docs/object-storage.md)
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
             except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
                 pass
@@ -181,7 +293,14 @@ class S3StoredSet:
     def __init__(self, repo: S3Repository, backup_id: str, identities: tuple = ()) -> None:
         self.repo, self.backup_id, self.identities = repo, backup_id, identities
         self.where = repo.set_url(backup_id)
-        self.local_dir: Path | None = None  # verify/drill results are not recorded beside an S3 set
+        self.local_dir = None
+
+    def write_record(self, name: str, data: bytes) -> str:
+        """verify.json / drill.json: one PUT beside the manifest (S3 replaces an object whole, never half)."""
+        label = self.label(check_relative_path(name))
+        with s3_errors(f"{label}: recording the result"):
+            self.repo.client.put_object(Bucket=self.repo.bucket, Key=self.repo.key(self.backup_id, name), Body=data)
+        return label
 
     def label(self, relative: str) -> str:
         return f"{self.where}/{relative}"
@@ -262,23 +381,67 @@ class S3Repository:
                 probe = self.key(".clusterbak-write-check")
                 self.client.put_object(Bucket=self.bucket, Key=probe, Body=b"")
                 self.client.delete_object(Bucket=self.bucket, Key=probe)
+        if writing and self.options.lock_days:
+            self._check_lock_enabled()
+
+    def _check_lock_enabled(self) -> None:
+        try:
+            config = self.client.get_object_lock_configuration(Bucket=self.bucket)["ObjectLockConfiguration"]
+            enabled = config.get("ObjectLockEnabled") == "Enabled"
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) in DENIED:
+                with s3_errors(self.url, precondition=True):
+                    raise
+            enabled = False
+        except botocore.exceptions.BotoCoreError as exc:
+            raise PreconditionError(f"{self.url}: {exc}") from None
+        if not enabled:
+            raise PreconditionError(f"--lock-days: bucket {self.bucket} has no Object Lock; create the bucket with "
+                                    "Object Lock enabled (it cannot be turned on for a bucket with objects in some "
+                                    "stores), or drop --lock-days")
+
+    def lock_args(self) -> dict | None:
+        """The Object Lock of a set begun now: mode and retain-until, the same for all of its objects."""
+        if not self.options.lock_days:
+            return None
+        until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=self.options.lock_days)
+        return {"ObjectLockMode": self.options.lock_mode.upper(), "ObjectLockRetainUntilDate": until}
+
+    def lock_of(self, entry: SetEntry) -> str | None:
+        """Why prune must keep this set: its objects are under an Object Lock retention that has not ended
+        (asked of the manifest, uploaded last, or of a partial set's newest object); None when it may go."""
+        objs = self._objects(self.key(entry.backup_id) + "/")
+        if not objs:
+            return None
+        manifest = self.key(entry.backup_id, MANIFEST)
+        key = manifest if any(o["Key"] == manifest for o in objs) else max(objs, key=lambda o: o["LastModified"])["Key"]
+        with s3_errors(f"s3://{self.bucket}/{key}"):
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        until = head.get("ObjectLockRetainUntilDate")
+        if until is None or until <= datetime.datetime.now(datetime.UTC):
+            return None
+        return f"Object Lock ({str(head.get('ObjectLockMode', '')).lower()}) until {until:%Y-%m-%dT%H:%M:%SZ}"
 
     def begin(self, backup_id: str, encryption: Encryption | None = None, signer: Signer | None = None) -> SetWriter:
         with s3_errors(self.set_url(backup_id), precondition=True):
             reply = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.key(backup_id) + "/", MaxKeys=1)
         if reply.get("KeyCount", 0):
             raise PreconditionError(f"{self.set_url(backup_id)} already has objects; backup ids never overwrite")
+        buffers = PartBuffers(max(MIN_PART, self.options.part_size))  # shared by the set's files, one after another
+        lock = self.lock_args()
         return SetWriter(backup_id, encryption, signer,
-                         lambda rel: MultipartObject(self.client, self.bucket, self.key(backup_id, rel), self.options))
+                         lambda rel: MultipartObject(self.client, self.bucket, self.key(backup_id, rel), self.options,
+                                                     buffers, lock), lock=lock)
 
     def finalize(self, writer: SetWriter, manifest: dict) -> str:
         data, signature = writer.manifest_bytes(manifest)
         where = self.set_url(writer.backup_id)
         with s3_errors(f"{where}: writing the manifest"):
+            lock = _lock_args(writer.lock)
             if signature is not None:
                 self.client.put_object(Bucket=self.bucket, Key=self.key(writer.backup_id, MANIFEST + SIGNATURE_SUFFIX),
-                                       Body=signature)
-            self.client.put_object(Bucket=self.bucket, Key=self.key(writer.backup_id, MANIFEST), Body=data)
+                                       Body=signature, **lock)
+            self.client.put_object(Bucket=self.bucket, Key=self.key(writer.backup_id, MANIFEST), Body=data, **lock)
         return where
 
     def discard(self, writer: SetWriter) -> None:
@@ -330,6 +493,12 @@ class S3Repository:
                             self.set_url(backup_id))
         return manifest_from_bytes(data, self.set_url(backup_id), backup_id)
 
+    def read_record(self, backup_id: str, name: str) -> bytes | None:
+        if not BACKUP_ID.fullmatch(backup_id):
+            return None
+        data = self._get_small(backup_id, check_relative_path(name), missing_ok=True)
+        return None if data is None or len(data) > RECORD_LIMIT else data
+
     def open_set(self, backup_id: str, identities: tuple = ()) -> S3StoredSet:
         self.manifest(backup_id)  # complete, or the same clear error as everywhere
         return S3StoredSet(self, backup_id, identities)
@@ -352,9 +521,14 @@ class S3Repository:
             try:
                 m = self.manifest(backup_id)
                 keys = {o["Key"] for o in objs}
-                status, problem = set_status(m, lambda rel, prefix=backup_id, keys=keys: self.key(prefix, rel) in keys)
+                status, problem = set_status(m, lambda rel, bid=backup_id, keys=keys: self.key(bid, rel) in keys)
+                verified, verified_at = "never", None
+                if self.key(backup_id, VERIFY_FILE) in keys:  # asked only when the listing shows one
+                    record = parse_verify(self.read_record(backup_id, VERIFY_FILE))
+                    if record is not None:
+                        verified, verified_at = ("ok" if record["ok"] else "failed"), float(record["verified_at"])
                 out.append(SetEntry(backup_id, where, status, m.created_at_unix, size, len(m.shards), m.kind,
-                                    problem))
+                                    problem, verified, verified_at))
             except (StepFailed, UsageError) as exc:
                 out.append(SetEntry(backup_id, where, "damaged", newest, size, None, None,
                                     str(exc).replace(where + "/", "")))

@@ -57,23 +57,23 @@ class _QueueReader(io.RawIOBase):
     """What pyrage reads from: chunks put on a queue by the writing side; None is the end."""
 
     def __init__(self, q: queue.Queue) -> None:
-        self._q, self._buf, self._eof = q, b"", False
+        self._q, self._buf, self._eof = q, memoryview(b""), False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b) -> int:
-        while not self._buf and not self._eof:
+        while not len(self._buf) and not self._eof:
             item = self._q.get(timeout=_STALL)
             if item is None:
                 self._eof = True
             elif isinstance(item, _Stop):
                 raise item
             else:
-                self._buf = item
+                self._buf = memoryview(item)
         n = min(len(b), len(self._buf))
         b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
+        self._buf = self._buf[n:]  # a view: age reads in small pieces, and slicing bytes would copy the rest each time
         return n
 
 

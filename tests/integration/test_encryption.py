@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 import redis
@@ -117,3 +119,49 @@ def test_restore_refuses_a_wrong_key_before_touching_and_streams_an_encrypted_s3
     result, doc = cli.json(*restore, "--identity", ours["identity"], "--verify-key", ours["verify_key"], env=env)
     assert result.exit_code == 0, doc["errors"]
     assert digests(handle) == before
+
+
+def test_a_killed_restore_of_an_encrypted_s3_set_resumes_with_the_identity(make_lab, cli, keys, s3):
+    """kill -9 mid-restore of an encrypted, signed S3 set: a new restore is refused naming --resume; --resume
+    without --identity is refused (exit 3, naming --identity) before any node is touched; --resume with the
+    identity (and the verify key: the signature is checked again) finishes the restore."""
+    from tests.faults.common import wait_for
+    from tests.faults.test_restore_faults import journal, journal_phase, settle_and_save
+
+    ours, _ = keys
+    handle = make_lab(keys=300)
+    settle_and_save(handle)
+    before = digests(handle)
+    dest = f"s3://{BUCKET}/resume"
+    env = s3.env()
+    result, doc = backup(cli, handle, dest, ours, env=env)
+    assert result.exit_code == 0, doc["errors"]
+    backup_id = doc["data"]["backup_id"]
+    with redis.RedisCluster(host="127.0.0.1", port=handle.port) as rc:
+        rc.set("written-after-the-backup", "1")
+    restore = ["restore", backup_id, "--dest", dest, "--inventory", handle.inventory, "--yes"]
+    proc = subprocess.Popen([sys.executable, "-m", "clusterbak", *restore, "--force", "--json", "--identity",
+                             ours["identity"], "--verify-key", ours["verify_key"]], env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: journal_phase(handle) in ("placing", "starting"), 60, "the restore places files",
+                 interval=0.005)
+        proc.kill()
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    cut = journal(handle)
+    assert cut is not None and cut["backup_id"] == backup_id
+    result, doc = cli.json(*restore, env=env)
+    assert result.exit_code == 3 and "was cut short" in doc["errors"][0], doc["errors"]
+    assert "--resume" in doc["errors"][0], doc["errors"]
+    result, doc = cli.json(*restore, "--resume", env=env)
+    assert result.exit_code == 3 and "--identity" in doc["errors"][0], doc["errors"]
+    assert journal(handle) == cut  # refused before anything moved
+    result, doc = cli.json(*restore, "--resume", "--identity", ours["identity"], "--verify-key", ours["verify_key"],
+                           env=env)
+    assert result.exit_code == 0, doc["errors"]
+    assert digests(handle) == before
+    assert journal(handle) is None

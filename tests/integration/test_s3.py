@@ -3,6 +3,7 @@ multipart), plus the faults: missing bucket, wrong credentials, a tampered objec
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -199,3 +200,75 @@ def test_an_encrypted_aof_set_on_s3_verifies_with_the_identity_and_redis_check_a
     assert result.exit_code == 0, doc["errors"]
     checked = [f for f in doc["data"]["files"] if "redis-check-aof" in f["file"]]
     assert checked and all(f["ok"] and not f.get("note") for f in checked), checked
+
+
+def test_check_dest_on_s3_reads_the_verify_and_drill_records_stored_beside_the_set(lab, cli, s3):
+    """verify and drill of an S3 set record their result in the bucket (verify.json / drill.json beside the
+    manifest), and `check --dest s3://...` (and --nagios) judges freshness from them exactly as for a directory."""
+    dest = f"s3://{BUCKET}/fresh"
+    result, doc = backup(cli, s3, lab, dest)
+    assert result.exit_code == 0, doc["errors"]
+    backup_id = doc["data"]["backup_id"]
+    result, out = cb(cli, s3, "check", "--dest", dest, "--max-age", "26h")
+    assert result.exit_code == 3
+    by_name = {c["name"]: c["status"] for c in out["data"]["backups"]}
+    assert by_name["newest verified set"] == "CRITICAL" and by_name["destination"] == "OK", out["data"]
+    assert by_name["last verify"] == "WARNING" and by_name["last drill"] == "WARNING"
+    nag = cli("check", "--dest", dest, "--nagios", env=s3.env())
+    assert nag.exit_code == 2 and nag.stdout.startswith("CLUSTERBAK CRITICAL"), nag.stdout
+
+    result, doc = cb(cli, s3, "verify", "latest", "--dest", dest)
+    assert result.exit_code == 0, doc["errors"]
+    record = json.loads(client(s3).get_object(Bucket=BUCKET, Key=f"fresh/{backup_id}/verify.json")["Body"].read())
+    assert record["ok"] is True and record["problems"] == []
+    _, listed = cb(cli, s3, "list", "--dest", dest)
+    assert [(s["backup_id"], s["status"], s["verified"]) for s in listed["data"]["sets"]] == \
+        [(backup_id, "complete", True)]
+    result, out = cb(cli, s3, "check", "--dest", dest, "--max-age", "26h")
+    assert result.exit_code == 0, out["errors"]
+    by_name = {c["name"]: c["status"] for c in out["data"]["backups"]}
+    assert by_name["newest verified set"] == "OK" and by_name["last drill"] == "WARNING", out["data"]
+
+    result, doc = cb(cli, s3, "drill", "latest", "--dest", dest)
+    assert result.exit_code == 0, doc["errors"]
+    record = json.loads(client(s3).get_object(Bucket=BUCKET, Key=f"fresh/{backup_id}/drill.json")["Body"].read())
+    assert record["ok"] is True and record["rto_seconds"] == doc["data"]["rto_seconds"]
+    nag = cli("check", "--dest", dest, "--nagios", env=s3.env())
+    assert nag.exit_code == 0 and nag.stdout.startswith("CLUSTERBAK OK - 7 checks ok |"), nag.stdout
+    # the records are not set files: the set still lists complete, verifies, and prune deletes them with the set
+    _, listed = cb(cli, s3, "list", "--dest", dest)
+    assert listed["data"]["sets"][0]["status"] == "complete"
+
+    # a bucket that is not there is one CRITICAL line (a typo must not look like "no backups"), never UNKNOWN
+    result, out = cb(cli, s3, "check", "--dest", "s3://no-such-bucket/fresh")
+    assert result.exit_code == 3
+    assert [(c["name"], c["status"]) for c in out["data"]["backups"]] == [("destination", "CRITICAL")]
+    assert "bucket does not exist" in out["data"]["backups"][0]["detail"]
+
+
+def test_parts_grow_for_a_big_file_and_small_objects_take_no_part_buffer(s3, monkeypatch):
+    """S3 allows 10000 parts: every GROW_EVERY parts the part size doubles, so 5 MiB parts (memory) still carry
+    any shard; a small object (nodes.conf) is one PUT from its own small buffer, never an 8 MiB part buffer."""
+    from clusterbak.storage import s3 as s3mod
+
+    monkeypatch.setattr(s3mod, "GROW_EVERY", 2)
+    repo = S3Repository.from_url(f"s3://{BUCKET}/grow", S3Options(endpoint_url=s3.endpoint, part_size=5 << 20,
+                                                                   concurrency=1))
+    repo.client = client(s3)
+    writer = repo.begin("20260101T000000Z-0002")
+    small = writer.open_sink("nodes.conf", "none")
+    small.write(b"x" * 1000)
+    assert small.sink.out._made == 0
+    small.close()
+    sink = writer.open_sink("blob.bin", "none")
+    data = bytes(range(256)) * 4096  # 1 MiB
+    for i in range(32):
+        sink.write(data[i:] + data[:i])
+    sink.close()
+    head = client(s3).head_object(Bucket=BUCKET, Key="grow/20260101T000000Z-0002/blob.bin")
+    assert head["ContentLength"] == 32 << 20
+    assert head["ETag"].strip('"').endswith("-5")  # 5 + 5 + 10 + 10 MiB, then the last 2 MiB (20 MiB part size)
+    body = client(s3).get_object(Bucket=BUCKET, Key="grow/20260101T000000Z-0002/blob.bin")["Body"].read()
+    assert body == b"".join(data[i:] + data[:i] for i in range(32))
+    assert client(s3).get_object(Bucket=BUCKET, Key="grow/20260101T000000Z-0002/nodes.conf")["Body"].read() == \
+        b"x" * 1000
