@@ -77,6 +77,8 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
                "--aof", help="Back up each shard's AOF (BGREWRITEAOF) instead of an RDB.")] = False,
            relax_fsync: Annotated[bool, typer.Option(
                "--relax-fsync", help="With --aof: appendfsync no during the copy (put back after).")] = False,
+           timings: Annotated[bool, typer.Option(
+               "--timings", help="Also show where each shard's time went (always in --json).")] = False,
            dry_run: DryRun = False, break_lock: BreakLock = False, user: c.User = None, tls: c.Tls = False,
            cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
            connect_timeout: c.ConnectTimeout = 3.0, quiet: c.Quiet = False, metrics_file: c.MetricsFile = None,
@@ -124,6 +126,8 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
             manifest = run_backup(plan, seed, seen.topology, seen.states, inv, opts, options, progress)
         data.update(path=f"{repo.url}/{plan.backup_id}", manifest=manifest)
         r.backup_summary(manifest)
+        if timings:
+            r.backup_timings(manifest)
         missing = incomplete_parts(manifest)
         if missing:
             problems = [f"set {plan.backup_id} is INCOMPLETE (kept; `list` marks it, prune never keeps it): {why}"
@@ -161,13 +165,17 @@ def list_sets(dest: Dest, s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro
 
 
 def show(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`.")], dest: Dest,
-         s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro.PathStyle = False, json_out: c.Json = False) -> None:
+         s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro.PathStyle = False,
+         timings: Annotated[bool, typer.Option("--timings", help="Also show where each shard's time went.")] = False,
+         json_out: c.Json = False) -> None:
     """A set's manifest: shards, sources, replication offsets, keys, and every file with its size and checksum."""
 
     def body(r: Renderer) -> Outcome:
         store = ro.repository(dest, s3_endpoint_url, s3_path_style)
         manifest = store.manifest(resolve_id(store, backup_id))  # validated; the document is shown as stored
         r.backup_summary(dict(manifest.raw))
+        if timings:
+            r.backup_timings(dict(manifest.raw))
         r.backup_files(dict(manifest.raw))
         r.secret_files(dict(manifest.raw))
         return Outcome(data=dict(manifest.raw))

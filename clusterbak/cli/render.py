@@ -208,6 +208,27 @@ class Renderer:
                        f"{_size(totals.get('stored_bytes') or 0)} stored, {len(m['nodes'])} nodes.conf, "
                        f"cross-shard skew {m.get('skew_seconds', '-')}s, took {m.get('duration_s', '-')}s")
 
+    TIMING_COLUMNS = (("wait_host_s", "wait host"), ("bgsave_s", "BGSAVE"), ("wait_transfer_s", "wait slot"),
+                      ("connect_s", "connect"), ("transfer_s", "transfer"), ("verify_s", "  verify"),
+                      ("store_s", "  store"), ("fsync_s", "  fsync"))
+
+    def backup_timings(self, m: dict) -> None:
+        """Where each shard's time went (`--timings`): transfer includes verify, store and fsync (one pass)."""
+        if self.silent:
+            return
+        rows = []
+        for s in m["shards"]:
+            t = s.get("timings") or {}
+            cow = _get(s, "save", "rdb_last_cow_size")
+            cells = (f"{t[k]:.2f}s" if isinstance(t.get(k), (int, float)) else "-" for k, _ in self.TIMING_COLUMNS)
+            rows.append((s["index"], s["source"]["address"], *cells, _size(cow) if isinstance(cow, int) else "-"))
+        self.table("where the time went, per shard (transfer includes verify, store and fsync: one pass)",
+                   ("shard", "source", *(label for _, label in self.TIMING_COLUMNS), "fork COW"), rows)
+        run = m.get("timings") or {}
+        if run:
+            self.out.print(f"shards {run.get('shards_s', '-')}s (in parallel), then nodes.conf and node files "
+                           f"{run.get('node_files_s', '-')}s")
+
     def backup_verdict(self, m: dict, path: str) -> None:
         self.verdict_line(f"backup {m['backup_id']}: complete, {len(m['shards'])} shards, {m['totals']['keys']} keys, "
                           f"{_size(m['totals']['stored_bytes'])} stored, took {m['duration_s']:.1f}s, in {path}")

@@ -34,6 +34,7 @@ class SaveResult:
     duration_s: float
     repl_offset: int | None  # the node's offset when the save was accepted
     master_replid: str | None
+    cow_bytes: int | None = None  # rdb_last_cow_size after our save: the fork's copy-on-write (None: not reported)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,7 @@ class _Persistence:
     last_save_time: int
     status: str
     aof_rewrite: bool
+    cow_bytes: int | None = None
 
     @staticmethod
     def read(client: redis.Redis) -> _Persistence:
@@ -56,6 +58,7 @@ class _Persistence:
             last_save_time=int(info.get("rdb_last_save_time", 0)),
             status=str(info.get("rdb_last_bgsave_status", "ok")),
             aof_rewrite=bool(int(info.get("aof_rewrite_in_progress", 0))),
+            cow_bytes=int(info["rdb_last_cow_size"]) if "rdb_last_cow_size" in info else None,
         )
 
 
@@ -141,5 +144,5 @@ def bgsave_and_wait(client: redis.Redis, address: str, timeout: float = 600.0, l
         waited_for_foreign_save=waited or (before.saves >= 0 and after.saves - before.saves > 1),
         duration_s=time.monotonic() - t_start,
         repl_offset=int(repl[offset_key]) if offset_key in repl else None,
-        master_replid=repl.get("master_replid"),
+        master_replid=repl.get("master_replid"), cow_bytes=after.cow_bytes,
     )

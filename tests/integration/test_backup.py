@@ -76,6 +76,23 @@ def test_backup_takes_replicas_verifies_and_loads(lab, cli, tmp_path):
     assert shown["data"]["backup_id"] == doc["data"]["backup_id"]
 
 
+def test_each_shard_records_where_its_time_went_and_the_forks_cow(lab, cli, tmp_path):
+    result, doc = backup(cli, lab, tmp_path / "sets")
+    assert result.exit_code == 0, doc["errors"]
+    m = doc["data"]["manifest"]
+    phases = {"wait_host_s", "bgsave_s", "wait_transfer_s", "connect_s", "transfer_s", "verify_s", "store_s", "fsync_s"}
+    for s in m["shards"]:
+        t = s["timings"]
+        assert set(t) == phases and all(v >= 0 for v in t.values())
+        assert t["bgsave_s"] > 0 and t["transfer_s"] >= t["verify_s"] + t["store_s"] + t["fsync_s"] - 0.01
+        assert isinstance(s["save"]["rdb_last_cow_size"], int)
+    assert set(m["timings"]) == {"shards_s", "node_files_s"}
+    # the lab is one host: one BGSAVE at a time there, so all but the first shard waited for the host
+    assert sum(s["timings"]["wait_host_s"] > 0 for s in m["shards"]) >= len(m["shards"]) - 1
+    shown = cli("show", doc["data"]["backup_id"], "--dest", str(tmp_path / "sets"), "--timings")
+    assert shown.exit_code == 0 and "where the time went" in shown.output and "fork COW" in shown.output
+
+
 def test_dry_run_prints_the_plan_and_changes_nothing(lab, cli, tmp_path):
     replicas = [n.port for n in lab.lab.nodes if n.role == "replica"]
     before = {p: rdb_saves(p) for p in replicas}
