@@ -29,6 +29,7 @@ from clusterbak.storage.destination import check_existing_destination, check_wri
 from clusterbak.storage.pins import read_pin
 from clusterbak.storage.records import read_verify, record_verify
 from clusterbak.storage.repository import Repository
+from clusterbak.storage.sink import COMPRESS_CHOICES
 
 GATE_CODES = {"cluster_state", "slots_uncovered", "open_slot", "slot_map_disagrees"}
 Dest = Annotated[str, typer.Option("--dest", help="Where backup sets live: a directory or s3://bucket/prefix.",
@@ -70,7 +71,9 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
            catch_up_timeout: Annotated[float, typer.Option(
                "--catch-up-timeout", min=0,
                help="Seconds a source replica may take to apply its master's writes before its BGSAVE.")] = 30.0,
-           compress: Annotated[str, typer.Option("--compress", help="zstd | none")] = "zstd",
+           compress: Annotated[str, typer.Option(
+               "--compress", help="auto (per file: raw when its first MiB barely compresses, else zstd) | zstd | none"
+           )] = "auto",
            force: Annotated[bool, typer.Option("--force", help="Back up even if the cluster is not ok.")] = False,
            accept_new_host_keys: c.AcceptNewHostKeys = False,
            aof: Annotated[bool, typer.Option(
@@ -90,8 +93,8 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
     def body(r: Renderer) -> Outcome:
         if source not in SOURCES:
             raise UsageError(f"--source {source!r} is not one of {', '.join(SOURCES)}")
-        if compress not in ("zstd", "none"):
-            raise UsageError(f"--compress {compress!r} is not zstd or none")
+        if compress not in COMPRESS_CHOICES:
+            raise UsageError(f"--compress {compress!r} is not one of {', '.join(COMPRESS_CHOICES)}")
         if relax_fsync and not aof:
             raise UsageError("--relax-fsync only applies to --aof backups")
         inv = load_inventory(inventory)

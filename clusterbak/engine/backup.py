@@ -30,6 +30,7 @@ from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_er
 from clusterbak.storage.keys import Signer
 from clusterbak.storage.repository import SetWriter, open_repository
 from clusterbak.storage.s3 import S3Options
+from clusterbak.storage.sink import stored_name
 from clusterbak.storage.stages import Encryption
 from clusterbak.transports.base import Transport
 from clusterbak.transports.factory import open_transport
@@ -42,7 +43,7 @@ class BackupOptions:
     dest: str
     parallel: int = 2
     timeout: float = 600.0
-    compress: str = "zstd"
+    compress: str = "auto"  # auto | zstd | none; auto: per file, raw when its first MiB barely compresses
     accept_new_host_keys: bool = False
     relax_fsync: bool = False
     s3: S3Options | None = None
@@ -206,12 +207,12 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
     finally:
         source.close()
         master.close()
-    suffix = ".rdb.zst" if options.compress == "zstd" else ".rdb"
-    target = partial / f"shard-{shard.index:02d}-{shard.source_id[:8]}{suffix}"
+    base = f"shard-{shard.index:02d}-{shard.source_id[:8]}.rdb"
     holder: dict = {}
 
     def open_sink() -> VerifyingRdbSink:
-        holder["sink"] = VerifyingRdbSink(target, options.compress, f"{shard.source_address}:{shard.rdb_path}",
+        holder["sink"] = VerifyingRdbSink(lambda c: partial / stored_name(base, c), options.compress,
+                                          f"{shard.source_address}:{shard.rdb_path}",
                                           lambda n: on_event("bytes", {"shard": shard.index, "bytes": n}))
         on_event("transfer", {"shard": shard.index, "node": shard.source_address, "path": shard.rdb_path})
         return holder["sink"]
@@ -229,8 +230,8 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
     sink: VerifyingRdbSink = holder["sink"]
     timings = {"wait_host_s": t_slot - t_queued, "bgsave_s": t_saved - t_slot, "wait_transfer_s": t0 - t_waiting,
                "connect_s": t_connected - t0, "transfer_s": seconds, **sink.timings}
-    report, stored = sink.report, sink.stored
-    assert report is not None and stored is not None  # set by the sink's close, which fetch calls on success
+    report, stored, target = sink.report, sink.stored, sink.file.target
+    assert report is not None and stored is not None and target is not None  # set by the sink's close (fetch's)
     ctime = int(dict(report.aux).get("ctime", "0") or 0)
     if ctime and ctime < int(save.requested_at) - 1:
         raise StepFailed(f"{shard.source_address}:{shard.rdb_path} was written at {ctime}, before our BGSAVE "

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from clusterbak.errors import VerifyError
 from clusterbak.rdb.verify import RdbReport, RdbVerifier
-from clusterbak.storage.repository import SetFile, open_stored
+from clusterbak.storage.repository import SetFile, open_stored, open_stored_as
 from clusterbak.storage.sink import StoredFile
 
 
@@ -18,8 +19,8 @@ class VerifyingRdbSink:
     (compressing, encrypting, writing) and fsync_s (closing the stored file: its last block, fsync of the file and
     its directory, or completing an S3 upload)."""
 
-    def __init__(self, path: SetFile | Path, compress: str, name: str, on_bytes=None) -> None:
-        self.file = open_stored(path, compress)
+    def __init__(self, target_for: Callable[[str], SetFile | Path], compress: str, name: str, on_bytes=None) -> None:
+        self.file = open_stored_as(target_for, compress)
         self.verifier = RdbVerifier(name)
         self.on_bytes = on_bytes
         self.stored: StoredFile | None = None
@@ -86,10 +87,10 @@ class TextFileSink:
 class HashingSink:
     """A file stored (maybe compressed) with the sha256 of its raw bytes: for AOF files."""
 
-    def __init__(self, path: SetFile | Path, compress: str, on_bytes=None) -> None:
+    def __init__(self, target_for: Callable[[str], SetFile | Path], compress: str, on_bytes=None) -> None:
         import hashlib
 
-        self.file = open_stored(path, compress)
+        self.file = open_stored_as(target_for, compress)
         self.digest = hashlib.sha256()
         self.on_bytes = on_bytes
         self.stored: StoredFile | None = None
