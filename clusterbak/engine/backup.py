@@ -29,7 +29,7 @@ from clusterbak.redisops.catchup import wait_caught_up
 from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_errors
 from clusterbak.storage.keys import Signer
 from clusterbak.storage.repository import SetWriter, open_repository
-from clusterbak.storage.s3 import S3Options
+from clusterbak.storage.s3options import S3Options
 from clusterbak.storage.sink import stored_name
 from clusterbak.storage.stages import Encryption
 from clusterbak.transports.base import Transport

@@ -13,12 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
-from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_exponential
 
 from clusterbak.errors import AccessRefused, RunCancelled, StepFailed
 from clusterbak.redisops.connect import describe_redis_error
 
-POLL = 0.1
+POLL = 0.1  # the longest pause between two INFO persistence polls
+POLL_FIRST = 0.005  # the first pause; each next one doubles up to POLL: a small save is seen done within ms, not
+# a whole POLL later (3 shards on one host cost up to 3 x POLL of pure waiting before), and a long one costs 10 polls/s
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +66,10 @@ class _Persistence:
 
 def _wait(client: redis.Redis, done, timeout: float, what: str, address: str,
           cancelled: Callable[[], bool] = lambda: False) -> _Persistence:
-    """The one wait policy for saves: poll INFO persistence every POLL seconds until done, cancelled or timeout."""
-    retrying = Retrying(stop=stop_after_delay(max(timeout, POLL)), wait=wait_fixed(POLL),
+    """The one wait policy for saves: poll INFO persistence (POLL_FIRST, doubling up to every POLL seconds) until
+    done, cancelled or timeout."""
+    retrying = Retrying(stop=stop_after_delay(max(timeout, POLL)),
+                        wait=wait_exponential(multiplier=POLL_FIRST, max=POLL),
                         retry=retry_if_result(lambda p: not done(p) and not cancelled()))
     try:
         state = retrying(_Persistence.read, client)

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -27,6 +26,7 @@ from clusterbak.model.names import NameError_, check_relative_path
 from clusterbak.storage.backupset import MANIFEST, MANIFEST_LIMIT, manifest_from_bytes
 from clusterbak.storage.keys import SIGNATURE_SUFFIX, Signer, check_signature
 from clusterbak.storage.repository import SetEntry, SetWriter, set_status
+from clusterbak.storage.s3options import S3Options
 from clusterbak.storage.stages import Encryption
 
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -34,15 +34,6 @@ MIN_PART = 5 * 1024 * 1024  # S3's smallest part (but the last)
 STALL = 600.0  # seconds the writer waits for a part upload to free a buffer
 DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "InvalidToken", "ExpiredToken"}
 MISSING_BUCKET = {"NoSuchBucket", "404"}
-
-
-@dataclass(frozen=True, slots=True)
-class S3Options:
-    endpoint_url: str | None = None
-    path_style: bool = False
-    region: str | None = None
-    part_size: int = 8 * 1024 * 1024
-    concurrency: int = 2  # parts in flight per file: memory = part_size x (concurrency + 1) per file (one filling)
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:
