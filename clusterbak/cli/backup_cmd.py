@@ -80,6 +80,9 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
                "--aof", help="Back up each shard's AOF (BGREWRITEAOF) instead of an RDB.")] = False,
            relax_fsync: Annotated[bool, typer.Option(
                "--relax-fsync", help="With --aof: appendfsync no during the copy (put back after).")] = False,
+           saves_per_host: Annotated[int, typer.Option(
+               "--saves-per-host", min=1,
+               help="BGSAVEs at once on one host (default 1: fork memory). The plan shows the memory it assumes.")] = 1,
            timings: Annotated[bool, typer.Option(
                "--timings", help="Also show where each shard's time went (always in --json).")] = False,
            dry_run: DryRun = False, break_lock: BreakLock = False, user: c.User = None, tls: c.Tls = False,
@@ -114,7 +117,7 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
     def planned(r: Renderer, opts, inv, repo, enc, signer) -> Outcome:
         seen = inspect(opts, None, max_lag)
         gate = [f"{f.subject}: {f.message}" for f in seen.findings if f.severity == "critical" and f.code in GATE_CODES]
-        plan = plan_backup(new_backup_id(), seen.topology, seen.states, inv, source, max_lag, aof)
+        plan = plan_backup(new_backup_id(), seen.topology, seen.states, inv, source, max_lag, aof, saves_per_host)
         data: dict[str, Any] = {"backup_id": plan.backup_id, "dry_run": dry_run, "plan": plan.to_dict(), "gate": gate}
         r.backup_plan(data["plan"], gate)
         if gate and not force:
@@ -124,7 +127,8 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
         if dry_run:
             return Outcome(data=data)
         options = BackupOptions(dest, parallel, timeout, compress, accept_new_host_keys, relax_fsync,
-                                getattr(repo, "options", None), enc, signer, catch_up_timeout)
+                                getattr(repo, "options", None), enc, signer, catch_up_timeout,
+                                saves_per_host=saves_per_host)
         with BackupProgress(r, list(data["plan"]["shards"])) as progress:
             manifest = run_backup(plan, seed, seen.topology, seen.states, inv, opts, options, progress)
         data.update(path=f"{repo.url}/{plan.backup_id}", manifest=manifest)

@@ -176,6 +176,18 @@ class Renderer:
                                                                        "users"),
                    [(n["address"], n["role"], n["host"], n["nodes_conf_path"] or n["refusal"],
                      n.get("config_file") or "-", n.get("aclfile") or "ACL LIST") for n in plan["node_files"]])
+        hosts = plan.get("hosts") or []
+        if hosts:
+            self.table(f"memory assumed per host during the saves (--saves-per-host {plan.get('saves_per_host', 1)})",
+                       ("host", "saves at once", "used_memory", "+ copy-on-write", "= assumed", "host memory",
+                        "copy-on-write from"),
+                       [(h["host"], h["saves"], _size(h["used_memory"]), _size(h["cow"]), _size(h["assumed"]),
+                         _size(h["total_system_memory"]) if h["total_system_memory"] else "-", h["cow_from"])
+                        for h in hosts],
+                       ["yellow" if h["total_system_memory"] and h["assumed"] > h["total_system_memory"] else None
+                        for h in hosts], optional=("copy-on-write from",))
+        for line in plan.get("warnings") or []:
+            self.out.print(f"[yellow]warning:[/] {_escape(line)}")
         for line in gate:
             self.out.print(f"[bold red]gate:[/] {_escape(line)}")
         for line in plan["refusals"]:

@@ -50,6 +50,7 @@ class BackupOptions:
     encryption: Encryption | None = None  # age recipients every stored file is encrypted to
     signer: Signer | None = None  # signs manifest.json (Ed25519)
     catch_up_timeout: float = 30.0  # seconds a source replica may take to reach its master's offset before BGSAVE
+    saves_per_host: int = 1  # BGSAVEs at once on one host (fork memory: 1 unless the host has the headroom)
 
 
 def run_backup(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeState, ...], inventory: Inventory,
@@ -74,7 +75,9 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
     partial = store.begin(plan.backup_id, options.encryption, options.signer)
     started = time.time()
     try:
-        host_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        # saves at once per host: 1 unless the operator knows the host has the memory (the plan shows what it assumes)
+        per_host = max(1, options.saves_per_host)
+        host_locks: dict[str, threading.BoundedSemaphore] = defaultdict(lambda: threading.BoundedSemaphore(per_host))
         cancel = threading.Event()
 
         def guarded(kind: str, data: dict) -> None:
