@@ -86,13 +86,16 @@ def main() -> int:
         def during(name: str, argv: list[str] | None, cwd: Path | None = None) -> None:
             nonlocal last
             dest = work / "out"
+            dest.mkdir()  # redis-cli --cluster backup writes into an existing directory
             with Probe(masters, keys) as probe:
                 t = time.perf_counter()
                 if argv is None:
                     time.sleep(last)
+                elif argv is cb:
+                    subprocess.run([*argv, str(dest / "sets")], check=True, capture_output=True, cwd=cwd)
+                    last = time.perf_counter() - t
                 else:
                     subprocess.run([*argv, str(dest)], check=True, capture_output=True, cwd=cwd)
-                    last = time.perf_counter() - t
             phases[name].extend(probe.samples)
             subprocess.run(["rm", "-rf", str(dest)], check=True)
 

@@ -97,13 +97,19 @@ class BackupPlan:
 def host_memory(shards: list[ShardPlan], topology: Topology, by_id: dict[str, NodeState],
                 access: dict[str, NodeAccess], saves_per_host: int) -> tuple[HostMemory, ...]:
     """Per host with a save: the memory assumed during the backup (see HostMemory)."""
+    nodes_on: dict[str, list[NodeState]] = {}
+    for n in topology.nodes:
+        if n.node_id in access and n.node_id in by_id and by_id[n.node_id].reachable:
+            nodes_on.setdefault(host_of(access[n.node_id]), []).append(by_id[n.node_id])
+    sources_on: dict[str, list[NodeState]] = {}
+    for shard in shards:
+        if shard.host and shard.source_id and shard.source_id in by_id:
+            sources_on.setdefault(shard.host, []).append(by_id[shard.source_id])
     out: list[HostMemory] = []
     for host in sorted({s.host for s in shards if s.host}):
-        on_host = [by_id[n.node_id] for n in topology.nodes
-                   if n.node_id in access and host_of(access[n.node_id]) == host and n.node_id in by_id
-                   and by_id[n.node_id].reachable]
+        on_host = nodes_on.get(host, [])
         estimates: list[tuple[int, str]] = []
-        for state in (by_id[s.source_id] for s in shards if s.host == host and s.source_id and s.source_id in by_id):
+        for state in sources_on.get(host, []):
             cow = state.int_info("rdb_last_cow_size")
             estimates.append((cow, "rdb_last_cow_size") if cow else
                              (state.int_info("used_memory") or 0, "used_memory (no save measured yet)"))
