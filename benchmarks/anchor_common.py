@@ -31,7 +31,8 @@ from clusterbak.lab.inventory import write_inventory  # noqa: E402
 from clusterbak.lab.procs import free_base_port  # noqa: E402
 from clusterbak.model.topology import parse_cluster_nodes  # noqa: E402
 
-PHASES = ("wait_host_s", "bgsave_s", "wait_transfer_s", "connect_s", "transfer_s", "verify_s", "store_s", "fsync_s")
+PHASES = ("wait_host_s", "catch_up_s", "bgsave_s", "wait_transfer_s", "connect_s", "transfer_s", "verify_s", "store_s",
+          "fsync_s")
 
 
 def require_tools() -> None:

@@ -220,7 +220,8 @@ class Renderer:
                        f"{_size(totals.get('stored_bytes') or 0)} stored, {len(m['nodes'])} nodes.conf, "
                        f"cross-shard skew {m.get('skew_seconds', '-')}s, took {m.get('duration_s', '-')}s")
 
-    TIMING_COLUMNS = (("wait_host_s", "wait host"), ("bgsave_s", "BGSAVE"), ("wait_transfer_s", "wait slot"),
+    TIMING_COLUMNS = (("wait_host_s", "wait host"), ("catch_up_s", "catch up"), ("bgsave_s", "BGSAVE"),
+                      ("wait_transfer_s", "wait slot"),
                       ("connect_s", "connect"), ("transfer_s", "transfer"), ("verify_s", "  verify"),
                       ("store_s", "  store"), ("fsync_s", "  fsync"))
 

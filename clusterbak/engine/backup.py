@@ -202,6 +202,7 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
                 with redis_errors(shard.source_address, conn):
                     caught = wait_caught_up(master, source, shard.master_address, shard.source_address,
                                             options.catch_up_timeout, cancel.is_set)
+            t_caught = time.monotonic()
             with redis_errors(shard.source_address, conn):
                 logfile = _logfile(source)
                 save = bgsave_and_wait(source, shard.source_address, options.timeout, logfile, cancel.is_set)
@@ -231,7 +232,8 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
             transport.close()
         seconds = time.monotonic() - t0
     sink: VerifyingRdbSink = holder["sink"]
-    timings = {"wait_host_s": t_slot - t_queued, "bgsave_s": t_saved - t_slot, "wait_transfer_s": t0 - t_waiting,
+    timings = {"wait_host_s": t_slot - t_queued, "catch_up_s": t_caught - t_slot, "bgsave_s": t_saved - t_caught,
+               "wait_transfer_s": t0 - t_waiting,
                "connect_s": t_connected - t0, "transfer_s": seconds, **sink.timings}
     report, stored, target = sink.report, sink.stored, sink.file.target
     assert report is not None and stored is not None and target is not None  # set by the sink's close (fetch's)

@@ -82,7 +82,8 @@ def test_each_shard_records_where_its_time_went_and_the_forks_cow(lab, cli, tmp_
     result, doc = backup(cli, lab, tmp_path / "sets")
     assert result.exit_code == 0, doc["errors"]
     m = doc["data"]["manifest"]
-    phases = {"wait_host_s", "bgsave_s", "wait_transfer_s", "connect_s", "transfer_s", "verify_s", "store_s", "fsync_s"}
+    phases = {"wait_host_s", "catch_up_s", "bgsave_s", "wait_transfer_s", "connect_s", "transfer_s", "verify_s",
+              "store_s", "fsync_s"}
     for s in m["shards"]:
         t = s["timings"]
         assert set(t) == phases and all(v >= 0 for v in t.values())
