@@ -29,6 +29,7 @@ from clusterbak.storage.destination import check_existing_destination, check_wri
 from clusterbak.storage.pins import read_pin
 from clusterbak.storage.records import record_verify
 from clusterbak.storage.repository import Repository
+from clusterbak.storage.sink import COMPRESS_CHOICES
 
 GATE_CODES = {"cluster_state", "slots_uncovered", "open_slot", "slot_map_disagrees"}
 Dest = Annotated[str, typer.Option("--dest", help="Where backup sets live: a directory or s3://bucket/prefix.",
@@ -70,13 +71,20 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
            catch_up_timeout: Annotated[float, typer.Option(
                "--catch-up-timeout", min=0,
                help="Seconds a source replica may take to apply its master's writes before its BGSAVE.")] = 30.0,
-           compress: Annotated[str, typer.Option("--compress", help="zstd | none")] = "zstd",
+           compress: Annotated[str, typer.Option(
+               "--compress", help="auto (per file: raw when its first MiB barely compresses, else zstd) | zstd | none"
+           )] = "auto",
            force: Annotated[bool, typer.Option("--force", help="Back up even if the cluster is not ok.")] = False,
            accept_new_host_keys: c.AcceptNewHostKeys = False,
            aof: Annotated[bool, typer.Option(
                "--aof", help="Back up each shard's AOF (BGREWRITEAOF) instead of an RDB.")] = False,
            relax_fsync: Annotated[bool, typer.Option(
                "--relax-fsync", help="With --aof: appendfsync no during the copy (put back after).")] = False,
+           saves_per_host: Annotated[int, typer.Option(
+               "--saves-per-host", min=1,
+               help="BGSAVEs at once on one host (default 1: fork memory). The plan shows the memory it assumes.")] = 1,
+           timings: Annotated[bool, typer.Option(
+               "--timings", help="Also show where each shard's time went (always in --json).")] = False,
            dry_run: DryRun = False, break_lock: BreakLock = False, user: c.User = None, tls: c.Tls = False,
            cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
            connect_timeout: c.ConnectTimeout = 3.0, quiet: c.Quiet = False, metrics_file: c.MetricsFile = None,
@@ -88,8 +96,8 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
     def body(r: Renderer) -> Outcome:
         if source not in SOURCES:
             raise UsageError(f"--source {source!r} is not one of {', '.join(SOURCES)}")
-        if compress not in ("zstd", "none"):
-            raise UsageError(f"--compress {compress!r} is not zstd or none")
+        if compress not in COMPRESS_CHOICES:
+            raise UsageError(f"--compress {compress!r} is not one of {', '.join(COMPRESS_CHOICES)}")
         if relax_fsync and not aof:
             raise UsageError("--relax-fsync only applies to --aof backups")
         inv = load_inventory(inventory)
@@ -110,7 +118,7 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
     def planned(r: Renderer, opts, inv, repo, enc, signer) -> Outcome:
         seen = inspect(opts, None, max_lag)
         gate = [f"{f.subject}: {f.message}" for f in seen.findings if f.severity == "critical" and f.code in GATE_CODES]
-        plan = plan_backup(new_backup_id(), seen.topology, seen.states, inv, source, max_lag, aof)
+        plan = plan_backup(new_backup_id(), seen.topology, seen.states, inv, source, max_lag, aof, saves_per_host)
         data: dict[str, Any] = {"backup_id": plan.backup_id, "dry_run": dry_run, "plan": plan.to_dict(), "gate": gate}
         r.backup_plan(data["plan"], gate)
         if gate and not force:
@@ -120,11 +128,14 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
         if dry_run:
             return Outcome(data=data)
         options = BackupOptions(dest, parallel, timeout, compress, accept_new_host_keys, relax_fsync,
-                                getattr(repo, "options", None), enc, signer, catch_up_timeout)
+                                getattr(repo, "options", None), enc, signer, catch_up_timeout,
+                                saves_per_host=saves_per_host)
         with BackupProgress(r, list(data["plan"]["shards"])) as progress:
             manifest = run_backup(plan, seed, seen.topology, seen.states, inv, opts, options, progress)
         data.update(path=f"{repo.url}/{plan.backup_id}", manifest=manifest)
         r.backup_summary(manifest)
+        if timings:
+            r.backup_timings(manifest)
         missing = incomplete_parts(manifest)
         if missing:
             problems = [f"set {plan.backup_id} is INCOMPLETE (kept; `list` marks it, prune never keeps it): {why}"
@@ -161,13 +172,17 @@ def list_sets(dest: Dest, s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro
 
 
 def show(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest`.")], dest: Dest,
-         s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro.PathStyle = False, json_out: c.Json = False) -> None:
+         s3_endpoint_url: ro.Endpoint = None, s3_path_style: ro.PathStyle = False,
+         timings: Annotated[bool, typer.Option("--timings", help="Also show where each shard's time went.")] = False,
+         json_out: c.Json = False) -> None:
     """A set's manifest: shards, sources, replication offsets, keys, and every file with its size and checksum."""
 
     def body(r: Renderer) -> Outcome:
         store = ro.repository(dest, s3_endpoint_url, s3_path_style)
         manifest = store.manifest(resolve_id(store, backup_id))  # validated; the document is shown as stored
         r.backup_summary(dict(manifest.raw))
+        if timings:
+            r.backup_timings(dict(manifest.raw))
         r.backup_files(dict(manifest.raw))
         r.secret_files(dict(manifest.raw))
         return Outcome(data=dict(manifest.raw))

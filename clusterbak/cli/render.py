@@ -176,6 +176,18 @@ class Renderer:
                                                                        "users"),
                    [(n["address"], n["role"], n["host"], n["nodes_conf_path"] or n["refusal"],
                      n.get("config_file") or "-", n.get("aclfile") or "ACL LIST") for n in plan["node_files"]])
+        hosts = plan.get("hosts") or []
+        if hosts:
+            self.table(f"memory assumed per host during the saves (--saves-per-host {plan.get('saves_per_host', 1)})",
+                       ("host", "saves at once", "used_memory", "+ copy-on-write", "= assumed", "host memory",
+                        "copy-on-write from"),
+                       [(h["host"], h["saves"], _size(h["used_memory"]), _size(h["cow"]), _size(h["assumed"]),
+                         _size(h["total_system_memory"]) if h["total_system_memory"] else "-", h["cow_from"])
+                        for h in hosts],
+                       ["yellow" if h["total_system_memory"] and h["assumed"] > h["total_system_memory"] else None
+                        for h in hosts], optional=("copy-on-write from",))
+        for line in plan.get("warnings") or []:
+            self.out.print(f"[yellow]warning:[/] {_escape(line)}")
         for line in gate:
             self.out.print(f"[bold red]gate:[/] {_escape(line)}")
         for line in plan["refusals"]:
@@ -207,6 +219,28 @@ class Renderer:
         self.out.print(f"{totals.get('keys', '-')} keys, {_size(totals.get('raw_bytes') or 0)} raw, "
                        f"{_size(totals.get('stored_bytes') or 0)} stored, {len(m['nodes'])} nodes.conf, "
                        f"cross-shard skew {m.get('skew_seconds', '-')}s, took {m.get('duration_s', '-')}s")
+
+    TIMING_COLUMNS = (("wait_host_s", "wait host"), ("catch_up_s", "catch up"), ("bgsave_s", "BGSAVE"),
+                      ("wait_transfer_s", "wait slot"),
+                      ("connect_s", "connect"), ("transfer_s", "transfer"), ("verify_s", "  verify"),
+                      ("store_s", "  store"), ("fsync_s", "  fsync"))
+
+    def backup_timings(self, m: dict) -> None:
+        """Where each shard's time went (`--timings`): transfer includes verify, store and fsync (one pass)."""
+        if self.silent:
+            return
+        rows = []
+        for s in m["shards"]:
+            t = s.get("timings") or {}
+            cow = _get(s, "save", "rdb_last_cow_size")
+            cells = (f"{t[k]:.2f}s" if isinstance(t.get(k), (int, float)) else "-" for k, _ in self.TIMING_COLUMNS)
+            rows.append((s["index"], s["source"]["address"], *cells, _size(cow) if isinstance(cow, int) else "-"))
+        self.table("where the time went, per shard (transfer includes verify, store and fsync: one pass)",
+                   ("shard", "source", *(label for _, label in self.TIMING_COLUMNS), "fork COW"), rows)
+        run = m.get("timings") or {}
+        if run:
+            self.out.print(f"shards {run.get('shards_s', '-')}s (in parallel), then nodes.conf and node files "
+                           f"{run.get('node_files_s', '-')}s")
 
     def backup_verdict(self, m: dict, path: str) -> None:
         self.verdict_line(f"backup {m['backup_id']}: complete, {len(m['shards'])} shards, {m['totals']['keys']} keys, "

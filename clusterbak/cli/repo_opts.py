@@ -10,7 +10,7 @@ import typer
 from clusterbak.errors import UsageError
 from clusterbak.storage.keys import check_recipients, load_identities, load_signer, load_verify_key
 from clusterbak.storage.repository import Repository, open_repository
-from clusterbak.storage.s3 import LOCK_MODES, S3Options
+from clusterbak.storage.s3options import LOCK_MODES, S3Options
 from clusterbak.storage.stages import Encryption
 
 Endpoint = Annotated[str | None, typer.Option(

@@ -19,6 +19,7 @@ from clusterbak.redisops.aofrewrite import aof_config, keyspace_counts, pinned_s
 from clusterbak.redisops.catchup import wait_caught_up
 from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_errors
 from clusterbak.storage.repository import SetFile, SetWriter
+from clusterbak.storage.sink import stored_name
 from clusterbak.transports.factory import open_transport, read_text
 
 
@@ -104,22 +105,24 @@ def _fetch_one(
     shard, folder: SetFile, transport, source: str, name: str, kind: str, seq: int, options, on_event
 ) -> dict:
     is_rdb = name.endswith(".rdb")
-    suffix = ".zst" if options.compress == "zstd" else ""
-    target = folder / (name + suffix)
     holder: dict = {}
 
     def on_bytes(n: int) -> None:
         on_event("bytes", {"shard": shard.index, "bytes": n})
 
     def open_sink():
-        holder["sink"] = (VerifyingRdbSink(target, options.compress, f"{shard.source_address}:{source}", on_bytes)
-                          if is_rdb else HashingSink(target, options.compress, on_bytes))
+        def target_for(compression: str) -> SetFile:
+            return folder / stored_name(name, compression)
+
+        holder["sink"] = (VerifyingRdbSink(target_for, options.compress, f"{shard.source_address}:{source}", on_bytes)
+                          if is_rdb else HashingSink(target_for, options.compress, on_bytes))
         on_event("transfer", {"shard": shard.index, "node": shard.source_address, "path": source})
         return holder["sink"]
 
     t0 = time.monotonic()
     transport.fetch(source, open_sink)
     sink = holder["sink"]
+    target = sink.file.target
     record = {"name": name, "type": kind, "seq": seq, "path": f"{folder.name}/{target.name}", "source_path": source,
               "raw_size": sink.stored.raw_size, "stored_size": sink.stored.stored_size,
               "sha256": sink.stored.sha256_stored, "compression": sink.stored.compression,

@@ -29,7 +29,8 @@ from clusterbak.redisops.catchup import wait_caught_up
 from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_errors
 from clusterbak.storage.keys import Signer
 from clusterbak.storage.repository import SetWriter, open_repository
-from clusterbak.storage.s3 import S3Options
+from clusterbak.storage.s3options import S3Options
+from clusterbak.storage.sink import stored_name
 from clusterbak.storage.stages import Encryption
 from clusterbak.transports.base import Transport
 from clusterbak.transports.factory import open_transport
@@ -42,13 +43,14 @@ class BackupOptions:
     dest: str
     parallel: int = 2
     timeout: float = 600.0
-    compress: str = "zstd"
+    compress: str = "auto"  # auto | zstd | none; auto: per file, raw when its first MiB barely compresses
     accept_new_host_keys: bool = False
     relax_fsync: bool = False
     s3: S3Options | None = None
     encryption: Encryption | None = None  # age recipients every stored file is encrypted to
     signer: Signer | None = None  # signs manifest.json (Ed25519)
     catch_up_timeout: float = 30.0  # seconds a source replica may take to reach its master's offset before BGSAVE
+    saves_per_host: int = 1  # BGSAVEs at once on one host (fork memory: 1 unless the host has the headroom)
 
 
 def run_backup(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeState, ...], inventory: Inventory,
@@ -73,7 +75,9 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
     partial = store.begin(plan.backup_id, options.encryption, options.signer)
     started = time.time()
     try:
-        host_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        # saves at once per host: 1 unless the operator knows the host has the memory (the plan shows what it assumes)
+        per_host = max(1, options.saves_per_host)
+        host_locks: dict[str, threading.BoundedSemaphore] = defaultdict(lambda: threading.BoundedSemaphore(per_host))
         cancel = threading.Event()
 
         def guarded(kind: str, data: dict) -> None:
@@ -105,6 +109,7 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+        shards_done = time.time()
         node_records, warnings = [], list(plan.warnings)
         with ThreadPoolExecutor(max_workers=4) as small:  # tiny files, one round trip each: overlap them
             fetched = [small.submit(_node_file, nf, partial, links, on_event) for nf in plan.node_files]
@@ -119,6 +124,8 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
                                   "back from this set")
         warnings += add_node_extras(plan.node_files, node_records, partial, links, conn)
         manifest = build_manifest(plan, seed, topology, states, shard_records, node_records, started)
+        manifest["timings"] = {"shards_s": round(shards_done - started, 3),
+                               "node_files_s": round(time.time() - shards_done, 3)}
         manifest["warnings"] = warnings + incomplete
         manifest["incomplete"] = incomplete  # non-empty: `list` shows the set as incomplete, prune never keeps it
         final = store.finalize(partial, manifest)
@@ -180,11 +187,13 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
     mhost, mport = shard.master_address.rsplit(":", 1)
     source = make_client(conn, host, int(port))
     master = make_client(conn, mhost, int(mport))
+    t_queued = time.monotonic()
     try:
         cancel = cancel or threading.Event()
         # the host first: a slot never idles on a busy host; a failure cancels the run *before* the host is let go,
         # so no queued shard starts a BGSAVE that nobody will use
         with host_locks[shard.host], save_slots or nullcontext(), cancel_on_failure(cancel):
+            t_slot = time.monotonic()
             on_event("bgsave", {"shard": shard.index, "node": shard.source_address})
             with redis_errors(shard.master_address, conn):
                 mrepl = master.info("replication")
@@ -193,34 +202,41 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
                 with redis_errors(shard.source_address, conn):
                     caught = wait_caught_up(master, source, shard.master_address, shard.source_address,
                                             options.catch_up_timeout, cancel.is_set)
+            t_caught = time.monotonic()
             with redis_errors(shard.source_address, conn):
                 logfile = _logfile(source)
                 save = bgsave_and_wait(source, shard.source_address, options.timeout, logfile, cancel.is_set)
+            t_saved = time.monotonic()
         on_event("saved", {"shard": shard.index, "node": shard.source_address, "seconds": save.duration_s})
     finally:
         source.close()
         master.close()
-    suffix = ".rdb.zst" if options.compress == "zstd" else ".rdb"
-    target = partial / f"shard-{shard.index:02d}-{shard.source_id[:8]}{suffix}"
+    base = f"shard-{shard.index:02d}-{shard.source_id[:8]}.rdb"
     holder: dict = {}
 
     def open_sink() -> VerifyingRdbSink:
-        holder["sink"] = VerifyingRdbSink(target, options.compress, f"{shard.source_address}:{shard.rdb_path}",
+        holder["sink"] = VerifyingRdbSink(lambda c: partial / stored_name(base, c), options.compress,
+                                          f"{shard.source_address}:{shard.rdb_path}",
                                           lambda n: on_event("bytes", {"shard": shard.index, "bytes": n}))
         on_event("transfer", {"shard": shard.index, "node": shard.source_address, "path": shard.rdb_path})
         return holder["sink"]
 
+    t_waiting = time.monotonic()
     with transfer_slots or nullcontext():
         t0 = time.monotonic()
         transport = open_transport(inventory.access(shard.source_address), options.accept_new_host_keys)
+        t_connected = time.monotonic()
         try:
             transport.fetch(shard.rdb_path, open_sink)
         finally:
             transport.close()
         seconds = time.monotonic() - t0
     sink: VerifyingRdbSink = holder["sink"]
-    report, stored = sink.report, sink.stored
-    assert report is not None and stored is not None  # set by the sink's close, which fetch calls on success
+    timings = {"wait_host_s": t_slot - t_queued, "catch_up_s": t_caught - t_slot, "bgsave_s": t_saved - t_caught,
+               "wait_transfer_s": t0 - t_waiting,
+               "connect_s": t_connected - t0, "transfer_s": seconds, **sink.timings}
+    report, stored, target = sink.report, sink.stored, sink.file.target
+    assert report is not None and stored is not None and target is not None  # set by the sink's close (fetch's)
     ctime = int(dict(report.aux).get("ctime", "0") or 0)
     if ctime and ctime < int(save.requested_at) - 1:
         raise StepFailed(f"{shard.source_address}:{shard.rdb_path} was written at {ctime}, before our BGSAVE "
@@ -237,7 +253,8 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
                  "waited_for_foreign_save": save.waited_for_foreign_save,
                  "rdb_saves_before": save.rdb_saves_before, "rdb_saves_after": save.rdb_saves_after,
                  "caught_up_to": caught.master_offset if caught else None,
-                 "catch_up_s": round(caught.waited_s, 3) if caught else None},
+                 "catch_up_s": round(caught.waited_s, 3) if caught else None,
+                 "rdb_last_cow_size": save.cow_bytes},
         "rdb": {"version": report.rdb_version, "magic": report.magic, "redis_ver": dict(report.aux).get("redis-ver"),
                 "valkey_ver": dict(report.aux).get("valkey-ver"), "ctime": ctime, "keys": report.total_keys,
                 "expires": sum(d.expires for d in report.dbs),
@@ -247,6 +264,7 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
                  "crc64": report.crc64_stored, "checksum_disabled": report.checksum_disabled,
                  "compression": stored.compression},
         "transfer_seconds": round(seconds, 3),
+        "timings": {k: round(v, 3) for k, v in timings.items()},
     }
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from clusterbak.errors import ClusterbakError, InventoryError
@@ -22,7 +24,7 @@ from clusterbak.model.redisconf import dir_directive
 from clusterbak.model.state import NodeState
 from clusterbak.model.topology import Topology
 from clusterbak.redisops.connect import ConnectionOptions
-from clusterbak.redisops.discover import discover, probe_all
+from clusterbak.redisops.discover import PROBE_WORKERS, discover, probe_all
 from clusterbak.redisops.runlock import lock_addresses, lock_holders
 from clusterbak.storage.pins import read_pin
 from clusterbak.transports.factory import open_transport, read_text
@@ -76,81 +78,85 @@ TEMP_PATTERNS = ("temp-*.rdb", "temp-rewriteaof-*.aof", "temp-appendonly.aof.*")
 
 def temp_file_findings(states: tuple[NodeState, ...], inventory: Inventory) -> list[Finding]:
     """Redis temp files in each reachable host's data dir (and its appendonlydir) - what a killed child leaves."""
-    out = []
-    for state in states:
+    return each_node(states, lambda state: _temp_files(state, inventory))
+
+
+def _temp_files(state: NodeState, inventory: Inventory) -> list[Finding]:
+    try:
+        access = inventory.access(state.node.address)
+    except InventoryError:
+        return []
+    data_dir = access.data_dir or (state.config.get("dir") if state.reachable else None)
+    if not data_dir:
+        return []
+    names = " -o ".join(f"-name {shlex.quote(p)}" for p in TEMP_PATTERNS)
+    command = f"find {shlex.quote(data_dir)} -maxdepth 2 -type f \\( {names} \\) -exec wc -c {{}} + 2>/dev/null"
+    try:
+        transport = open_transport(access)
         try:
-            access = inventory.access(state.node.address)
-        except InventoryError:
-            continue
-        data_dir = access.data_dir or (state.config.get("dir") if state.reachable else None)
-        if not data_dir:
-            continue
-        names = " -o ".join(f"-name {shlex.quote(p)}" for p in TEMP_PATTERNS)
-        command = f"find {shlex.quote(data_dir)} -maxdepth 2 -type f \\( {names} \\) -exec wc -c {{}} + 2>/dev/null"
-        try:
-            transport = open_transport(access)
-            try:
-                result = transport.run(command, timeout=30, check=False)
-            finally:
-                transport.close()
-        except ClusterbakError as exc:
-            out.append(Finding(INFO, "temp_files_unchecked", state.node.address, f"temp files not checked: {exc}"))
-            continue
-        files = []
-        for line in result.stdout.splitlines():
-            size, _, path = line.strip().partition(" ")
-            if size.isdigit() and path and path != "total":
-                files.append((path, int(size)))
-        saving = state.reachable and bool(state.int_info("rdb_bgsave_in_progress") or
-                                          state.int_info("aof_rewrite_in_progress") or
-                                          state.int_info("master_sync_in_progress"))
-        out.extend(leftover_findings(state.node.address, files, saving))
-    return out
+            result = transport.run(command, timeout=30, check=False)
+        finally:
+            transport.close()
+    except ClusterbakError as exc:
+        return [Finding(INFO, "temp_files_unchecked", state.node.address, f"temp files not checked: {exc}")]
+    files = []
+    for line in result.stdout.splitlines():
+        size, _, path = line.strip().partition(" ")
+        if size.isdigit() and path and path != "total":
+            files.append((path, int(size)))
+    saving = state.reachable and bool(state.int_info("rdb_bgsave_in_progress") or
+                                      state.int_info("aof_rewrite_in_progress") or
+                                      state.int_info("master_sync_in_progress"))
+    return leftover_findings(state.node.address, files, saving)
 
 
 def config_file_findings(states: tuple[NodeState, ...], inventory: Inventory) -> list[Finding]:
     """CONFIG GET dir always answers the resolved cwd, so `dir ./` only shows in the config file itself."""
-    out = []
-    for state in states:
-        conf = state.info.get("config_file") if state.reachable else None
-        try:
-            access = inventory.access(state.node.address)
-        except InventoryError:
-            continue
-        addr = state.node.address
-        try:
-            transport = open_transport(access)
+    return each_node(states, lambda state: _config_file(state, inventory))
+
+
+def _config_file(state: NodeState, inventory: Inventory) -> list[Finding]:
+    conf = state.info.get("config_file") if state.reachable else None
+    try:
+        access = inventory.access(state.node.address)
+    except InventoryError:
+        return []
+    addr = state.node.address
+    unusable = "backup, restore and restart reach this node's files this way"
+    try:
+        transport = open_transport(access)
+    except ClusterbakError as exc:
+        return [Finding(CRITICAL, "transport_unusable", addr, f"{exc}: {unusable}")]
+    try:
+        try:  # reaching the host at all: a changed host key or a refused login fails every backup and restart
+            transport.stat(conf or "/")
         except ClusterbakError as exc:
-            out.append(Finding(CRITICAL, "transport_unusable", addr, f"{exc}: backup, restore and restart reach "
-                                                                      "this node's files this way"))
-            continue
+            return [Finding(CRITICAL, "transport_unusable", addr, f"{exc}: {unusable}")]
+        if not conf:
+            if state.reachable:
+                return [Finding(INFO, "no_config_file", addr, "started without a config file; dir cannot be checked")]
+            return []
         try:
-            try:  # reaching the host at all: a changed host key or a refused login fails every backup and restart
-                transport.stat(conf or "/")
-            except ClusterbakError as exc:
-                out.append(Finding(CRITICAL, "transport_unusable", addr, f"{exc}: backup, restore and restart "
-                                                                          "reach this node's files this way"))
-                continue
-            if not conf:
-                if state.reachable:
-                    out.append(
-                        Finding(INFO, "no_config_file", addr, "started without a config file; dir cannot be checked")
-                    )
-                continue
-            try:
-                text = read_text(transport, conf)
-            except ClusterbakError as exc:
-                out.append(Finding(WARNING, "config_file_unreadable", addr, f"cannot read {conf}: {exc}"))
-                continue
-        finally:
-            transport.close()
-        data_dir = dir_directive(text)
-        if data_dir is None or not data_dir.startswith("/"):
-            shown = "no dir directive" if data_dir is None else f"dir {data_dir}"
-            out.append(Finding(CRITICAL, "dir_relative", addr,
-                               f"{conf} has {shown}: the data dir depends on where redis-server was started; "
-                               "set an absolute dir in that file"))
-    return out
+            text = read_text(transport, conf)
+        except ClusterbakError as exc:
+            return [Finding(WARNING, "config_file_unreadable", addr, f"cannot read {conf}: {exc}")]
+    finally:
+        transport.close()
+    data_dir = dir_directive(text)
+    if data_dir is None or not data_dir.startswith("/"):
+        shown = "no dir directive" if data_dir is None else f"dir {data_dir}"
+        return [Finding(CRITICAL, "dir_relative", addr,
+                        f"{conf} has {shown}: the data dir depends on where redis-server was started; "
+                        "set an absolute dir in that file")]
+    return []
+
+
+def each_node(states: tuple[NodeState, ...], check: Callable[[NodeState], list[Finding]]) -> list[Finding]:
+    """One check per node, all at once (each may be an SSH round trip); findings in the nodes' order."""
+    if len(states) <= 1:
+        return [f for state in states for f in check(state)]
+    with ThreadPoolExecutor(max_workers=min(PROBE_WORKERS, len(states))) as pool:
+        return [f for found in pool.map(check, states) for f in found]
 
 
 def inventory_findings(topology: Topology, inventory: Inventory) -> list[Finding]:

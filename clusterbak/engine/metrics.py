@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, write_to_textfile
-from prometheus_client.parser import text_string_to_metric_families
-
 from clusterbak.errors import UsageError
 
 PREFIX = "clusterbak"
@@ -28,6 +25,8 @@ def check_metrics_path(path: str | None) -> None:
 
 def _previous(path: Path, job: str) -> tuple[float, float | None]:
     """(failures so far, last success timestamp) from the file this job wrote last time."""
+    from prometheus_client.parser import text_string_to_metric_families  # only when metrics are asked for
+
     failures, last_success = 0.0, None
     try:
         text = path.read_text()
@@ -48,6 +47,8 @@ def _previous(path: Path, job: str) -> tuple[float, float | None]:
 
 
 def write_job_metrics(path: str, job: str, ok: bool, started: float, finished: float, data: dict | None) -> None:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, write_to_textfile  # only with --metrics-file
+
     target = Path(path).absolute()
     failures, last_success = _previous(target, job)
     reg = CollectorRegistry()

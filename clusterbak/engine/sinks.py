@@ -2,38 +2,53 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from clusterbak.errors import VerifyError
 from clusterbak.rdb.verify import RdbReport, RdbVerifier
-from clusterbak.storage.repository import SetFile, open_stored
+from clusterbak.storage.repository import SetFile, open_stored, open_stored_as
 from clusterbak.storage.sink import StoredFile
 
 
 class VerifyingRdbSink:
-    """One read of the bytes: RDB structure + CRC64 + sha256 while compressing into the set."""
+    """One read of the bytes: RDB structure + CRC64 + sha256 while compressing into the set.
 
-    def __init__(self, path: SetFile | Path, compress: str, name: str, on_bytes=None) -> None:
-        self.file = open_stored(path, compress)
+    `timings` adds up where this attempt's time went: verify_s (parsing, CRC64, sha256 of the raw bytes), store_s
+    (compressing, encrypting, writing) and fsync_s (closing the stored file: its last block, fsync of the file and
+    its directory, or completing an S3 upload)."""
+
+    def __init__(self, target_for: Callable[[str], SetFile | Path], compress: str, name: str, on_bytes=None) -> None:
+        self.file = open_stored_as(target_for, compress)
         self.verifier = RdbVerifier(name)
         self.on_bytes = on_bytes
         self.stored: StoredFile | None = None
         self.report: RdbReport | None = None
+        self.timings = {"verify_s": 0.0, "store_s": 0.0, "fsync_s": 0.0}
 
     def write(self, chunk: bytes) -> None:
+        t0 = time.perf_counter()
         self.verifier.feed(chunk)
+        t1 = time.perf_counter()
         self.file.write(chunk)
+        self.timings["verify_s"] += t1 - t0
+        self.timings["store_s"] += time.perf_counter() - t1
         if self.on_bytes:
             self.on_bytes(len(chunk))
 
     def close(self) -> None:
+        t0 = time.perf_counter()
         try:
             report = self.verifier.finish()
         except VerifyError:
             self.file.abort()
             raise
+        t1 = time.perf_counter()
         self.stored = self.file.close()
         self.report = report
+        self.timings["verify_s"] += t1 - t0
+        self.timings["fsync_s"] += time.perf_counter() - t1
 
     def abort(self) -> None:
         self.file.abort()
@@ -72,10 +87,10 @@ class TextFileSink:
 class HashingSink:
     """A file stored (maybe compressed) with the sha256 of its raw bytes: for AOF files."""
 
-    def __init__(self, path: SetFile | Path, compress: str, on_bytes=None) -> None:
+    def __init__(self, target_for: Callable[[str], SetFile | Path], compress: str, on_bytes=None) -> None:
         import hashlib
 
-        self.file = open_stored(path, compress)
+        self.file = open_stored_as(target_for, compress)
         self.digest = hashlib.sha256()
         self.on_bytes = on_bytes
         self.stored: StoredFile | None = None

@@ -64,9 +64,14 @@ def cluster_findings(
                 f"slot {slot.slot} is {slot.direction} ({slot.peer_id[:8]}); finish it with redis-cli --cluster fix",
             )
         )
-    reference = topology.slot_map()
+    reference = topology.slot_owners()
+    agrees: dict[int, bool] = {id(topology): True}  # by view object: a view shared by many states is compared once
     for s in states:
-        if s.reachable and s.view is not None and s.view.slot_map() != reference:
+        if not s.reachable or s.view is None:
+            continue
+        if id(s.view) not in agrees:
+            agrees[id(s.view)] = s.view.slot_owners() == reference
+        if not agrees[id(s.view)]:
             out.append(
                 Finding(
                     CRITICAL,

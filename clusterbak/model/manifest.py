@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from clusterbak.errors import VerifyError
@@ -35,6 +36,7 @@ MODULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 ACL_SOURCES = ("aclfile", "acl-list")  # the node's ACL file, or its in-memory users (ACL LIST) written as one
 ENCRYPTIONS = ("none", "age")
 AGE_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]{58}")
+TIMING_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
 class ManifestError(VerifyError):
@@ -83,6 +85,8 @@ class ShardRecord:
     rdb_version: int | None
     file: StoredFile | None  # an RDB set
     aof: AofRecord | None  # an AOF set
+    timings: Mapping[str, float] | None = None  # seconds per phase (wait_host_s, bgsave_s, ...); None: older set
+    cow_bytes: int | None = None  # the source's rdb_last_cow_size after the save; None: older set or not reported
 
     @property
     def files(self) -> tuple[StoredFile, ...]:
@@ -209,6 +213,7 @@ def _parse(doc: object, expect_id: str | None) -> Manifest:
              + [f.path for c in confs for f in c.secret_files])
     if len(set(paths)) != len(paths):
         raise ManifestError("two stored files share one path")
+    _timings(d.get("timings"), "timings")  # informational, but a number where one is expected
     totals = _map(d.get("totals", {}), "totals")
     versions = d.get("redis_versions", [])
     return Manifest(
@@ -268,7 +273,32 @@ def _shard(raw: object, i: int, kind: str) -> ShardRecord:
         master_id=master["id"], master_address=master["address"], source_id=source["id"],
         source_address=source["address"], requested_at=float(_num(save, "requested_at", 0.0)),
         keys=_int(rdb, "keys", 0), expires=_int(rdb, "expires", 0),
-        rdb_version=version if isinstance(version, int) else None, file=file, aof=aof)
+        rdb_version=version if isinstance(version, int) else None, file=file, aof=aof,
+        timings=_timings(s.get("timings"), f"shards[{i}].timings"),
+        cow_bytes=_optional_count(save, "rdb_last_cow_size", f"shards[{i}].save"))
+
+
+def _timings(raw: object, where: str) -> Mapping[str, float] | None:
+    """Seconds per phase: optional (sets written before phases were timed have none); names may grow."""
+    if raw is None:
+        return None
+    out = {}
+    for key, value in _map(raw, where).items():
+        if not isinstance(key, str) or not TIMING_NAME.fullmatch(key):
+            raise ManifestError(f"{where}: {key!r} is not a phase name")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise ManifestError(f"{where}.{key} {value!r} is not a number of seconds")
+        out[key] = float(value)
+    return MappingProxyType(out)
+
+
+def _optional_count(d: Mapping[str, Any], key: str, where: str) -> int | None:
+    value = d.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ManifestError(f"{where}.{key} {value!r} is not a byte count")
+    return value
 
 
 def _aof(raw: object, where: str) -> AofRecord:

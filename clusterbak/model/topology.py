@@ -132,6 +132,10 @@ class Topology:
     def open_slots(self) -> tuple[tuple[Node, OpenSlot], ...]:
         return tuple((n, s) for n in self.nodes for s in n.open_slots)
 
+    def slot_owners(self) -> tuple[tuple[int, int, str], ...]:
+        """(start, end, owner id) sorted: slot_map's content without formatting, for comparing many views fast."""
+        return tuple(sorted((r.start, r.end, n.node_id) for n in self.nodes if "master" in n.flags for r in n.slots))
+
     def slot_map(self) -> tuple[tuple[str, str], ...]:
         """(range, owner id) pairs sorted by slot: what nodes must agree on."""
         pairs = [(r, n.node_id) for n in self.nodes if n.is_master for r in n.slots]
@@ -243,13 +247,17 @@ def parse_cluster_nodes(text: str) -> Topology:
 
 
 def build_topology(nodes: tuple[Node, ...]) -> Topology:
+    """Linear in the nodes (a 1,000-node cluster is parsed once per probed node: no pairwise scans here)."""
     masters = sorted((n for n in nodes if n.is_master), key=_shard_order)
-    shards = tuple(
-        Shard(m, tuple(sorted((r for r in nodes if r.master_id == m.node_id), key=lambda r: (r.host, r.port))))
-        for m in masters
-    )
+    replicas_of: dict[str, list[Node]] = {}
+    for n in nodes:
+        if n.master_id is not None:
+            replicas_of.setdefault(n.master_id, []).append(n)
+    shards = tuple(Shard(m, tuple(sorted(replicas_of.get(m.node_id, ()), key=lambda r: (r.host, r.port))))
+                   for m in masters)
     ordered = tuple(n for s in shards for n in s.nodes)
-    orphans = tuple(sorted((n for n in nodes if n not in ordered), key=lambda n: (n.host, n.port)))
+    placed = {id(n) for n in ordered}
+    orphans = tuple(sorted((n for n in nodes if id(n) not in placed), key=lambda n: (n.host, n.port)))
     return Topology(nodes=ordered + orphans, shards=shards)
 
 

@@ -53,6 +53,24 @@ class NodeFilePlan:
 
 
 @dataclass(frozen=True, slots=True)
+class HostMemory:
+    """What the plan assumes a host needs while its saves run: every node's used_memory there, plus the expected
+    copy-on-write of as many concurrent saves as it allows (the largest estimates). A source's estimate is its own
+    last save's rdb_last_cow_size, or its used_memory when it has none yet (every page written during the save)."""
+
+    host: str
+    saves: int  # saves at once on this host: min(--saves-per-host, its shards)
+    used_memory: int  # summed over every reachable node on the host
+    cow: int  # expected copy-on-write of `saves` concurrent saves
+    total_system_memory: int | None  # as a node there reports it (None: unknown)
+    cow_from: str  # "rdb_last_cow_size" | "used_memory (no save measured yet)" | a mix
+
+    @property
+    def assumed(self) -> int:
+        return self.used_memory + self.cow
+
+
+@dataclass(frozen=True, slots=True)
 class BackupPlan:
     backup_id: str
     source_mode: str
@@ -62,13 +80,46 @@ class BackupPlan:
     node_files: tuple[NodeFilePlan, ...]
     refusals: tuple[str, ...]
     warnings: tuple[str, ...] = ()
+    saves_per_host: int = 1
+    hosts: tuple[HostMemory, ...] = ()
 
     @property
     def ok(self) -> bool:
         return not self.refusals
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        for h, d in zip(self.hosts, out["hosts"], strict=True):
+            d["assumed"] = h.assumed
+        return out
+
+
+def host_memory(shards: list[ShardPlan], topology: Topology, by_id: dict[str, NodeState],
+                access: dict[str, NodeAccess], saves_per_host: int) -> tuple[HostMemory, ...]:
+    """Per host with a save: the memory assumed during the backup (see HostMemory)."""
+    nodes_on: dict[str, list[NodeState]] = {}
+    for n in topology.nodes:
+        if n.node_id in access and n.node_id in by_id and by_id[n.node_id].reachable:
+            nodes_on.setdefault(host_of(access[n.node_id]), []).append(by_id[n.node_id])
+    sources_on: dict[str, list[NodeState]] = {}
+    for shard in shards:
+        if shard.host and shard.source_id and shard.source_id in by_id:
+            sources_on.setdefault(shard.host, []).append(by_id[shard.source_id])
+    out: list[HostMemory] = []
+    for host in sorted({s.host for s in shards if s.host}):
+        on_host = nodes_on.get(host, [])
+        estimates: list[tuple[int, str]] = []
+        for state in sources_on.get(host, []):
+            cow = state.int_info("rdb_last_cow_size")
+            estimates.append((cow, "rdb_last_cow_size") if cow else
+                             (state.int_info("used_memory") or 0, "used_memory (no save measured yet)"))
+        saves = max(1, min(saves_per_host, len(estimates)))
+        largest = sorted(estimates, reverse=True)[:saves]
+        totals = [t for t in (st.int_info("total_system_memory") for st in on_host) if t]
+        out.append(HostMemory(host, saves, sum(st.int_info("used_memory") or 0 for st in on_host),
+                              sum(c for c, _ in largest), max(totals) if totals else None,
+                              " + ".join(sorted({why for _, why in largest})) or "-"))
+    return tuple(out)
 
 
 def node_paths(state: NodeState | None, access: NodeAccess) -> NodePaths:
@@ -139,7 +190,8 @@ def choose_source(shard: Shard, by_id: dict[str, NodeState], mode: str, max_lag:
 
 
 def plan_backup(backup_id: str, topology: Topology, states: tuple[NodeState, ...], inventory: Inventory,
-                source_mode: str = "replica", max_lag: int = 1024 * 1024, aof: bool = False) -> BackupPlan:
+                source_mode: str = "replica", max_lag: int = 1024 * 1024, aof: bool = False,
+                saves_per_host: int = 1) -> BackupPlan:
     by_id = states_by_id(states)
     refusals: list[str] = []
     access: dict[str, NodeAccess] = {}
@@ -186,13 +238,12 @@ def plan_backup(backup_id: str, topology: Topology, states: tuple[NodeState, ...
                                       config_file=access[node.node_id].config_file or (
                                           str(state.info.get("config_file") or "") or None),
                                       aclfile=state.config.get("aclfile") or None))
-    return BackupPlan(
-        backup_id,
-        source_mode,
-        max_lag,
-        "aof" if aof else "rdb",
-        tuple(shards),
-        tuple(files),
-        tuple(refusals),
-        tuple(warnings),
-    )
+    hosts = host_memory(shards, topology, by_id, access, saves_per_host)
+    if saves_per_host > 1:
+        for h in hosts:
+            if h.saves > 1 and h.total_system_memory and h.assumed > h.total_system_memory:
+                warnings.append(f"{h.host}: {h.saves} saves at once may need {h.assumed} bytes (used_memory "
+                                f"{h.used_memory} + copy-on-write {h.cow}), more than its {h.total_system_memory} "
+                                "bytes of memory; lower --saves-per-host")
+    return BackupPlan(backup_id, source_mode, max_lag, "aof" if aof else "rdb", tuple(shards), tuple(files),
+                      tuple(refusals), tuple(warnings), saves_per_host, hosts)

@@ -13,12 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
-from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_exponential
 
 from clusterbak.errors import AccessRefused, RunCancelled, StepFailed
 from clusterbak.redisops.connect import describe_redis_error
 
-POLL = 0.1
+POLL = 0.1  # the longest pause between two INFO persistence polls
+POLL_FIRST = 0.005  # the first pause; each next one doubles up to POLL: a small save is seen done within ms, not
+# a whole POLL later (3 shards on one host cost up to 3 x POLL of pure waiting before), and a long one costs 10 polls/s
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,7 @@ class SaveResult:
     duration_s: float
     repl_offset: int | None  # the node's offset when the save was accepted
     master_replid: str | None
+    cow_bytes: int | None = None  # rdb_last_cow_size after our save: the fork's copy-on-write (None: not reported)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,7 @@ class _Persistence:
     last_save_time: int
     status: str
     aof_rewrite: bool
+    cow_bytes: int | None = None
 
     @staticmethod
     def read(client: redis.Redis) -> _Persistence:
@@ -56,13 +60,16 @@ class _Persistence:
             last_save_time=int(info.get("rdb_last_save_time", 0)),
             status=str(info.get("rdb_last_bgsave_status", "ok")),
             aof_rewrite=bool(int(info.get("aof_rewrite_in_progress", 0))),
+            cow_bytes=int(info["rdb_last_cow_size"]) if "rdb_last_cow_size" in info else None,
         )
 
 
 def _wait(client: redis.Redis, done, timeout: float, what: str, address: str,
           cancelled: Callable[[], bool] = lambda: False) -> _Persistence:
-    """The one wait policy for saves: poll INFO persistence every POLL seconds until done, cancelled or timeout."""
-    retrying = Retrying(stop=stop_after_delay(max(timeout, POLL)), wait=wait_fixed(POLL),
+    """The one wait policy for saves: poll INFO persistence (POLL_FIRST, doubling up to every POLL seconds) until
+    done, cancelled or timeout."""
+    retrying = Retrying(stop=stop_after_delay(max(timeout, POLL)),
+                        wait=wait_exponential(multiplier=POLL_FIRST, max=POLL),
                         retry=retry_if_result(lambda p: not done(p) and not cancelled()))
     try:
         state = retrying(_Persistence.read, client)
@@ -141,5 +148,5 @@ def bgsave_and_wait(client: redis.Redis, address: str, timeout: float = 600.0, l
         waited_for_foreign_save=waited or (before.saves >= 0 and after.saves - before.saves > 1),
         duration_s=time.monotonic() - t_start,
         repl_offset=int(repl[offset_key]) if offset_key in repl else None,
-        master_replid=repl.get("master_replid"),
+        master_replid=repl.get("master_replid"), cow_bytes=after.cow_bytes,
     )

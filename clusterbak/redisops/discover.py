@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import redis
 
 from clusterbak.errors import ConnectError
 from clusterbak.model.state import CONFIG_KEYS, NodeState
 from clusterbak.model.topology import Node, Topology, TopologyParseError, parse_cluster_nodes
 from clusterbak.redisops.connect import ConnectionOptions, describe_redis_error, make_client, redis_errors
+
+PROBE_WORKERS = 16  # nodes probed at once
 
 
 def discover(opts: ConnectionOptions) -> Topology:
@@ -48,10 +52,16 @@ def probe_node(opts: ConnectionOptions, node: Node) -> NodeState:
 
 
 def probe_all(opts: ConnectionOptions, topology: Topology) -> tuple[NodeState, ...]:
-    return tuple(
-        probe_node(opts, n) if "noaddr" not in n.flags else NodeState(node=n, error=f"{n.node_id}: noaddr")
-        for n in topology.nodes
-    )
+    """Every node probed at once (PROBE_WORKERS at a time): a cluster costs about one node's round trips, not one
+    per node in a row; a slow or dead node does not hold up the others' answers. In the topology's order."""
+
+    def one(n: Node) -> NodeState:
+        return probe_node(opts, n) if "noaddr" not in n.flags else NodeState(node=n, error=f"{n.node_id}: noaddr")
+
+    if len(topology.nodes) <= 1:
+        return tuple(one(n) for n in topology.nodes)
+    with ThreadPoolExecutor(max_workers=min(PROBE_WORKERS, len(topology.nodes))) as pool:
+        return tuple(pool.map(one, topology.nodes))
 
 
 def read_config(client: redis.Redis, keys: tuple[str, ...]) -> tuple[dict[str, str], str | None]:

@@ -28,7 +28,9 @@ from clusterbak.storage.stages import Encryption
 
 
 class LocalFile:
-    """ObjectWriter for a local file: O_EXCL|O_NOFOLLOW, 0600, fsync of file and directory on close."""
+    """ObjectWriter for a local file: O_EXCL|O_NOFOLLOW, 0600, fsync of the file on close. Its directory is fsynced
+    once for all its files by LocalRepository.finalize, before manifest.json: one fsync per file plus one per
+    directory, not one per file for its directory too (a set of many small files paid twice per file)."""
 
     def __init__(self, path: Path) -> None:
         self.path, self.label = path, str(path)
@@ -50,7 +52,6 @@ class LocalFile:
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
-            _fsync_dir(self.path.parent)
         except OSError as exc:
             raise StepFailed(f"{self.path}: cannot finish the file: {exc.strerror}") from exc
         self._closed = True

@@ -23,7 +23,7 @@ from clusterbak.model.names import check_relative_path
 from clusterbak.storage.backupset import incomplete_reasons
 from clusterbak.storage.keys import Signer
 from clusterbak.storage.memory import cap_malloc_arenas
-from clusterbak.storage.sink import ZSTD_LEVEL, FileSink
+from clusterbak.storage.sink import SAMPLE_BYTES, ZSTD_LEVEL, FileSink, choose_compression
 from clusterbak.storage.stages import Encryption, ObjectWriter, StoredSink, Written
 
 
@@ -164,6 +164,55 @@ def open_stored(target: SetFile | Path, compress: str):
     if isinstance(target, SetFile):
         return target.writer.open_sink(target.relative, compress)
     return FileSink(target, compress)
+
+
+def open_stored_as(target_for: Callable[[str], SetFile | Path], compress: str):
+    """Like open_stored, for a file whose name depends on its compression (`target_for("zstd")` ends in .zst).
+    compress "auto" holds the first SAMPLE_BYTES, then opens the file raw or zstd by how well they compress."""
+    return ChoosingSink(target_for, None if compress == "auto" else compress)
+
+
+class ChoosingSink:
+    """--compress auto (`fixed` None): the first SAMPLE_BYTES decide between raw and zstd (choose_compression);
+    only then is the stored file created, under the name for that choice (`target`). Memory: one sample.
+    With `fixed` the file is opened at once, as that."""
+
+    def __init__(self, target_for: Callable[[str], SetFile | Path], fixed: str | None = None) -> None:
+        self.target_for = target_for
+        self.target: SetFile | Path | None = None
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+        self._sink = None
+        if fixed is not None:
+            self.target = target_for(fixed)
+            self._sink = open_stored(self.target, fixed)
+
+    def write(self, chunk) -> None:
+        if self._sink is not None:
+            self._sink.write(chunk)
+            return
+        self._held.append(bytes(chunk))
+        self._held_bytes += len(chunk)
+        if self._held_bytes >= SAMPLE_BYTES:
+            self._decide()
+
+    def _decide(self) -> None:
+        held, self._held = b"".join(self._held), []
+        choice = choose_compression(held[:SAMPLE_BYTES])
+        self.target = self.target_for(choice)
+        self._sink = open_stored(self.target, choice)
+        if held:
+            self._sink.write(held)
+
+    def close(self):
+        if self._sink is None:
+            self._decide()
+        return self._sink.close()
+
+    def abort(self) -> None:
+        self._held = []
+        if self._sink is not None:
+            self._sink.abort()
 
 
 def annotate(doc: dict, written: dict[str, Written]) -> None:

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import boto3
 import botocore.config
@@ -30,6 +29,7 @@ from clusterbak.storage.backupset import MANIFEST, MANIFEST_LIMIT, manifest_from
 from clusterbak.storage.keys import SIGNATURE_SUFFIX, Signer, check_signature
 from clusterbak.storage.records import RECORD_LIMIT, VERIFY_FILE, parse_verify
 from clusterbak.storage.repository import SetEntry, SetWriter, set_status
+from clusterbak.storage.s3options import S3Options
 from clusterbak.storage.stages import Encryption
 
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -40,20 +40,6 @@ MAX_PART = 512 * 1024 * 1024
 STALL = 600.0  # seconds the writer waits for a part upload to free a buffer
 DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "InvalidToken", "ExpiredToken"}
 MISSING_BUCKET = {"NoSuchBucket", "404"}
-
-
-@dataclass(frozen=True, slots=True)
-class S3Options:
-    endpoint_url: str | None = None
-    path_style: bool = False
-    region: str | None = None
-    part_size: int = 5 * 1024 * 1024  # S3's minimum; grows for big files (GROW_EVERY)
-    concurrency: int = 2  # parts in flight per file: memory = part_size x (concurrency + 1) per file (one filling)
-    lock_days: int = 0  # S3 Object Lock retention of every object a backup writes (0: none)
-    lock_mode: str = "governance"  # governance | compliance
-
-
-LOCK_MODES = ("governance", "compliance")
 
 
 def _lock_args(lock: dict | None) -> dict:

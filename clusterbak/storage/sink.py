@@ -27,6 +27,9 @@ COMPRESSIONS: tuple[str, ...] = ("zstd", "none")
 # a 266 MB shard of 100 KB text values: 156 -> 334 MB/s, ratio 1.21 -> 1.18; 75 MB of small keys: 133 -> 231
 # MB/s, ratio 2.73 -> 2.61). Level 1 is faster still but ~20% larger on small keys. Threads: no (RSS x4).
 ZSTD_LEVEL = 2
+COMPRESS_CHOICES: tuple[str, ...] = ("auto", "zstd", "none")  # what a backup may be asked for; auto picks per file
+SAMPLE_BYTES = 1 << 20  # --compress auto: how much of a file's start decides how it is stored
+POOR_RATIO = 0.9  # auto stores a file raw when zstd keeps more than this fraction of the sample (random data)
 _BUFFER = 1 << 20
 _ZSTD_PIECE = 1 << 16  # compressed input per decompress() call: bounds the output held at once
 
@@ -38,6 +41,20 @@ class StoredFile:
     stored_size: int
     sha256_stored: str
     compression: str
+
+
+def choose_compression(sample: bytes | bytearray | memoryview) -> str:
+    """--compress auto for one file, from its first bytes: "none" when zstd would barely shrink them (random or
+    already-compressed values: the CPU is better spent on the next BGSAVE), else "zstd"."""
+    if not len(sample):
+        return "none"
+    packed = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(bytes(sample))
+    return "none" if len(packed) > POOR_RATIO * len(sample) else "zstd"
+
+
+def stored_name(base: str, compression: str) -> str:
+    """A stored file's name: `.zst` added when it is zstd-compressed."""
+    return base + ".zst" if compression == "zstd" else base
 
 
 class FileSink:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import threading
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import redis
+from redis.crc import key_slot
 
 from clusterbak.lab import cluster
 from clusterbak.lab.procs import free_base_port, kill_child_when_forked, start_standalone, stop_pid
@@ -74,6 +76,68 @@ def test_backup_takes_replicas_verifies_and_loads(lab, cli, tmp_path):
     assert [s["status"] for s in listing["data"]["sets"]] == ["complete"]
     result, shown = cli.json("show", doc["data"]["backup_id"], "--dest", str(tmp_path / "sets"))
     assert shown["data"]["backup_id"] == doc["data"]["backup_id"]
+
+
+def test_each_shard_records_where_its_time_went_and_the_forks_cow(lab, cli, tmp_path):
+    result, doc = backup(cli, lab, tmp_path / "sets")
+    assert result.exit_code == 0, doc["errors"]
+    m = doc["data"]["manifest"]
+    phases = {"wait_host_s", "catch_up_s", "bgsave_s", "wait_transfer_s", "connect_s", "transfer_s", "verify_s",
+              "store_s", "fsync_s"}
+    for s in m["shards"]:
+        t = s["timings"]
+        assert set(t) == phases and all(v >= 0 for v in t.values())
+        assert t["bgsave_s"] > 0 and t["transfer_s"] >= t["verify_s"] + t["store_s"] + t["fsync_s"] - 0.01
+        assert isinstance(s["save"]["rdb_last_cow_size"], int)
+    assert set(m["timings"]) == {"shards_s", "node_files_s"}
+    # the lab is one host: one BGSAVE at a time there, so all but the first shard waited for the host
+    assert sum(s["timings"]["wait_host_s"] > 0 for s in m["shards"]) >= len(m["shards"]) - 1
+    shown = cli("show", doc["data"]["backup_id"], "--dest", str(tmp_path / "sets"), "--timings")
+    assert shown.exit_code == 0 and "where the time went" in shown.output and "fork COW" in shown.output
+
+
+def test_compress_auto_stores_random_values_raw_and_text_compressed(make_lab, cli, tmp_path):
+    handle = make_lab()
+    masters = sorted((n for n in handle.lab.nodes if n.role == "master"), key=lambda n: n.port)
+    random_shard = masters[0]
+    words = [b"alpha", b"beta", b"gamma", b'"user_id":', b"1234", b"{", b"}"]
+    for node in masters:
+        client = redis.Redis(port=node.port)
+        owned = [
+            r for r in client.execute_command("CLUSTER", "SLOTS") if r[2][1] == node.port]
+        tag = next(f"t{i}" for i in range(100_000) if owned[0][0] <= key_slot(f"t{i}".encode()) <= owned[0][1])
+        pipe = client.pipeline(transaction=False)
+        for i in range(6000):  # ~6 MB (RDB LZF halves the text): more than the sample that decides
+            value = os.urandom(1000) if node is random_shard else b" ".join(random.choices(words, k=180))[:1000]
+            pipe.set(f"k:{{{tag}}}:{i}", value)
+        pipe.execute()
+        client.close()
+    wait_replicas_synced(handle)
+    result, doc = backup(cli, handle, tmp_path / "sets")  # the default is auto
+    assert result.exit_code == 0, doc["errors"]
+    by_master = {s["master"]["address"]: s["file"] for s in doc["data"]["manifest"]["shards"]}
+    for node in masters:
+        f = by_master[f"127.0.0.1:{node.port}"]
+        if node is random_shard:
+            assert f["compression"] == "none" and f["path"].endswith(".rdb")
+            assert f["stored_size"] == f["raw_size"]
+        else:
+            assert f["compression"] == "zstd" and f["path"].endswith(".rdb.zst")
+            assert f["stored_size"] < 0.9 * f["raw_size"] and f["raw_size"] > 1 << 20
+    assert cli("verify", doc["data"]["backup_id"], "--dest", str(tmp_path / "sets")).exit_code == 0
+    result, forced = backup(cli, handle, tmp_path / "forced", "--compress", "zstd")
+    assert {s["file"]["compression"] for s in forced["data"]["manifest"]["shards"]} == {"zstd"}
+
+
+def wait_replicas_synced(handle, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    for node in (n for n in handle.lab.nodes if n.role == "replica"):
+        replica = redis.Redis(port=node.port, decode_responses=True)
+        master_port = int(replica.info("replication")["master_port"])
+        target = int(redis.Redis(port=master_port).info("replication")["master_repl_offset"])
+        while int(replica.info("replication").get("slave_repl_offset", -1)) < target:
+            assert time.monotonic() < deadline, f"replica {node.port} did not catch up"
+            time.sleep(0.05)
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(lab, cli, tmp_path):

@@ -83,3 +83,16 @@ def test_open_slot_and_uncovered_slots_are_critical():
     assert "open_slot" in codes(cluster_findings(topo, ()))
     topo = parse_cluster_nodes((GOLDEN / "nodes_3x0_failed.txt").read_text())
     assert {"slots_uncovered", "node_failing", "no_replica"} <= codes(cluster_findings(topo, ()))
+
+
+def test_a_node_whose_view_gives_a_slot_range_to_another_owner_disagrees():
+    text = (GOLDEN / "nodes_3x1.txt").read_text()
+    masters = [n for n in TOPO.nodes if n.is_master]
+    swapped = parse_cluster_nodes(text.replace(masters[0].node_id, "f" * 40).replace(masters[1].node_id,
+                                                                                     masters[0].node_id))
+    states = list(healthy())
+    states[2] = NodeState(**{**{f: getattr(states[2], f) for f in NodeState.__slots__}, "view": swapped})
+    states[3] = NodeState(**{**{f: getattr(states[3], f) for f in NodeState.__slots__},
+                             "view": parse_cluster_nodes(text)})  # its own parse, same map: agrees
+    findings = [f for f in cluster_findings(TOPO, tuple(states)) if f.code == "slot_map_disagrees"]
+    assert [f.subject for f in findings] == [states[2].node.address]

@@ -155,3 +155,27 @@ def test_show_renders_a_valid_manifest_that_lacks_informational_fields(capsys):
     Renderer(False).backup_summary(dict(m.raw))
     out = capsys.readouterr().out
     assert "10.0.0.2:6379" in out and "backup b1" in out
+
+
+def test_phase_timings_and_cow_size_are_optional_and_typed():
+    older = parse_manifest(doc(), "sets/b1")  # written before phases were timed: still reads
+    assert older.shards[0].timings is None and older.shards[0].cow_bytes is None
+    d = edit("shards.0.timings", {"wait_host_s": 0.0, "bgsave_s": 1.25, "transfer_s": 2, "fsync_s": 0.01})
+    d["shards"][0]["save"]["rdb_last_cow_size"] = 4096
+    d["timings"] = {"shards_s": 3.5, "node_files_s": 0.1}
+    m = parse_manifest(d, "sets/b1")
+    assert dict(m.shards[0].timings) == {"wait_host_s": 0.0, "bgsave_s": 1.25, "transfer_s": 2.0, "fsync_s": 0.01}
+    assert m.shards[0].cow_bytes == 4096
+
+
+@pytest.mark.parametrize(("path", "value", "field"), [
+    ("shards.0.timings", {"bgsave_s": "soon"}, r"shards\[0\].timings.bgsave_s"),
+    ("shards.0.timings", {"bgsave_s": -1}, r"shards\[0\].timings.bgsave_s"),
+    ("shards.0.timings", {"../x": 1}, r"shards\[0\].timings"),
+    ("shards.0.timings", [1, 2], r"shards\[0\].timings"),
+    ("shards.0.save.rdb_last_cow_size", "4k", r"shards\[0\].save.rdb_last_cow_size"),
+    ("timings", {"shards_s": True}, r"timings.shards_s"),
+])
+def test_bad_timings_are_refused_naming_the_field(path, value, field):
+    with pytest.raises(ManifestError, match=field):
+        parse_manifest(edit(path, value), "sets/b1")

@@ -2,13 +2,23 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import stat
 from pathlib import Path
 
 import pytest
 
 from clusterbak.errors import StepFailed, UsageError, VerifyError
-from clusterbak.storage.sink import FileSink, StoredFile, hash_file, iter_stored_file
+from clusterbak.storage.repository import open_stored_as
+from clusterbak.storage.sink import (
+    SAMPLE_BYTES,
+    FileSink,
+    StoredFile,
+    choose_compression,
+    hash_file,
+    iter_stored_file,
+    stored_name,
+)
 
 # Mixed payload: compressible text and incompressible bytes, in uneven chunks.
 PAYLOAD = b"".join([b"redis cluster backup " * 5000, os.urandom(300_000), b"\x00" * 200_000, b"tail"])
@@ -126,3 +136,42 @@ def test_concatenated_zstd_frames_are_read_whole(tmp_path: Path) -> None:
     write(tmp_path / "b", "zstd", [b"second"])
     (tmp_path / "ab").write_bytes((tmp_path / "a").read_bytes() + (tmp_path / "b").read_bytes())
     assert b"".join(iter_stored_file(tmp_path / "ab", "zstd", chunk=5)) == b"first second"
+
+
+def _text(n: int) -> bytes:
+    words = [b"alpha", b"beta", b"gamma", b"delta", b'"user_id":', b"1234", b"{", b"}"]
+    rng = random.Random(3)
+    return b" ".join(rng.choice(words) for _ in range(n // 5))[:n]
+
+
+def test_auto_stores_random_bytes_raw_and_text_compressed():
+    assert choose_compression(os.urandom(SAMPLE_BYTES)) == "none"
+    assert choose_compression(_text(SAMPLE_BYTES)) == "zstd"
+    assert choose_compression(b"") == "none"
+
+
+@pytest.mark.parametrize(("make", "expect"), [(os.urandom, "none"), (_text, "zstd")])
+@pytest.mark.parametrize("size", [1000, 3 * SAMPLE_BYTES + 17])
+def test_choosing_sink_names_the_file_for_its_choice_and_round_trips(tmp_path, make, expect, size):
+    data = make(size)
+    sink = open_stored_as(lambda c: tmp_path / stored_name("f.rdb", c), "auto")
+    for i in range(0, len(data), 65536):
+        sink.write(data[i : i + 65536])
+    stored = sink.close()
+    assert stored.compression == expect and sink.target == tmp_path / stored_name("f.rdb", expect)
+    assert [p.name for p in tmp_path.iterdir()] == [sink.target.name]
+    assert b"".join(iter_stored_file(sink.target, expect)) == data and stored.raw_size == size
+
+
+def test_choosing_sink_aborted_before_choosing_leaves_nothing(tmp_path):
+    sink = open_stored_as(lambda c: tmp_path / stored_name("f.rdb", c), "auto")
+    sink.write(b"x" * 100)
+    sink.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_fixed_choice_is_opened_at_once_under_its_name(tmp_path):
+    sink = open_stored_as(lambda c: tmp_path / stored_name("f.rdb", c), "zstd")
+    assert sink.target == tmp_path / "f.rdb.zst" and sink.target.exists()
+    sink.write(os.urandom(100))
+    assert sink.close().compression == "zstd"
