@@ -23,7 +23,7 @@ from clusterbak.model.inventory import Inventory, NodeAccess
 from clusterbak.model.manifest import FORMAT
 from clusterbak.model.state import NodeState, states_by_id
 from clusterbak.model.topology import Topology
-from clusterbak.plan.backup import BackupPlan, NodeFilePlan, ShardPlan
+from clusterbak.plan.backup import BackupPlan, BackupRun, NodeFilePlan, ShardPlan
 from clusterbak.redisops.bgsave import bgsave_and_wait
 from clusterbak.redisops.catchup import wait_caught_up
 from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_errors
@@ -51,6 +51,13 @@ class BackupOptions:
     signer: Signer | None = None  # signs manifest.json (Ed25519)
     catch_up_timeout: float = 30.0  # seconds a source replica may take to reach its master's offset before BGSAVE
     saves_per_host: int = 1  # BGSAVEs at once on one host (fork memory: 1 unless the host has the headroom)
+
+    @classmethod
+    def of(cls, run: BackupRun, s3: S3Options | None = None, encryption: Encryption | None = None,
+           signer: Signer | None = None) -> BackupOptions:
+        """The run's options (what --dry-run printed) with the objects that carry them out."""
+        return cls(run.dest, run.parallel, run.timeout, run.compress, run.accept_new_host_keys, run.relax_fsync, s3,
+                   encryption, signer, run.catch_up_timeout, run.saves_per_host)
 
 
 def run_backup(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeState, ...], inventory: Inventory,
