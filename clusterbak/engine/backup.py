@@ -10,7 +10,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from functools import partial as partial_fn
 
 from clusterbak import __version__
@@ -20,8 +19,15 @@ from clusterbak.engine.node_extras import add_node_extras
 from clusterbak.engine.sinks import TextFileSink, VerifyingRdbSink
 from clusterbak.errors import AccessRefused, ClusterbakError, ConnectError, RunCancelled, StepFailed
 from clusterbak.model.inventory import Inventory, NodeAccess
-from clusterbak.model.manifest import FORMAT
-from clusterbak.model.state import NodeState, states_by_id
+from clusterbak.model.manifest import (
+    SaveTimes,
+    WrittenFile,
+    manifest_record,
+    node_record,
+    rdb_file_record,
+    rdb_shard_record,
+)
+from clusterbak.model.state import NodeState
 from clusterbak.model.topology import Topology
 from clusterbak.plan.backup import BackupPlan, BackupRun, NodeFilePlan, ShardPlan
 from clusterbak.redisops.bgsave import bgsave_and_wait
@@ -130,11 +136,12 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
                 incomplete.append(f"{nf.address}: nodes.conf not collected ({exc}): restore cannot bring this node "
                                   "back from this set")
         warnings += add_node_extras(plan.node_files, node_records, partial, links, conn)
-        manifest = build_manifest(plan, seed, topology, states, shard_records, node_records, started)
-        manifest["timings"] = {"shards_s": round(shards_done - started, 3),
-                               "node_files_s": round(time.time() - shards_done, 3)}
-        manifest["warnings"] = warnings + incomplete
-        manifest["incomplete"] = incomplete  # non-empty: `list` shows the set as incomplete, prune never keeps it
+        created = time.time()
+        manifest = manifest_record(
+            kind=plan.kind, backup_id=plan.backup_id, created=created, started=started, version=__version__,
+            seed=seed, source_mode=plan.source_mode, topology=topology, states=states, shards=shard_records,
+            nodes=node_records, timings={"shards_s": shards_done - started, "node_files_s": created - shards_done},
+            warnings=warnings + incomplete, incomplete=incomplete)
         final = store.finalize(partial, manifest)
     except BaseException:
         store.discard(partial)
@@ -249,30 +256,24 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
         raise StepFailed(f"{shard.source_address}:{shard.rdb_path} was written at {ctime}, before our BGSAVE "
                          f"({int(save.requested_at)}): dir/dbfilename do not point at the file this node saves")
     on_event("fetched", {"shard": shard.index, "bytes": stored.raw_size, "seconds": seconds})
-    return {
-        "index": shard.index, "slots": list(shard.slots),
-        "master": {"id": shard.master_id, "address": shard.master_address},
-        "source": {"id": shard.source_id, "address": shard.source_address, "role": shard.source_role, "why": shard.why},
-        "master_replid": mrepl.get("master_replid"), "master_repl_offset": int(mrepl.get("master_repl_offset", 0)),
-        "source_repl_offset": save.repl_offset, "source_replid": save.master_replid,
-        "save": {"requested_at": save.requested_at, "finished_at": save.finished_at,
-                 "duration_s": round(save.duration_s, 3), "scheduled": save.scheduled,
-                 "waited_for_foreign_save": save.waited_for_foreign_save,
-                 "rdb_saves_before": save.rdb_saves_before, "rdb_saves_after": save.rdb_saves_after,
-                 "caught_up_to": caught.master_offset if caught else None,
-                 "catch_up_s": round(caught.waited_s, 3) if caught else None,
-                 "rdb_last_cow_size": save.cow_bytes},
-        "rdb": {"version": report.rdb_version, "magic": report.magic, "redis_ver": dict(report.aux).get("redis-ver"),
-                "valkey_ver": dict(report.aux).get("valkey-ver"), "ctime": ctime, "keys": report.total_keys,
-                "expires": sum(d.expires for d in report.dbs),
-                "dbs": [asdict(d) for d in report.dbs], "counts_known": report.counts_known},
-        "file": {"path": target.name, "source_path": shard.rdb_path, "raw_size": stored.raw_size,
-                 "stored_size": stored.stored_size, "sha256": stored.sha256_stored, "raw_sha256": report.sha256,
-                 "crc64": report.crc64_stored, "checksum_disabled": report.checksum_disabled,
-                 "compression": stored.compression},
-        "transfer_seconds": round(seconds, 3),
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-    }
+    aux = dict(report.aux)
+    file = WrittenFile(target.name, shard.rdb_path, stored.raw_size, stored.stored_size, stored.sha256_stored,
+                       report.sha256, stored.compression)
+    return rdb_shard_record(
+        shard.header(), master_replid=mrepl.get("master_replid"),
+        master_repl_offset=int(mrepl.get("master_repl_offset", 0)), source_replid=save.master_replid,
+        source_repl_offset=save.repl_offset, save=SaveTimes(save.requested_at, save.finished_at, save.duration_s),
+        save_details={"scheduled": save.scheduled, "waited_for_foreign_save": save.waited_for_foreign_save,
+                      "rdb_saves_before": save.rdb_saves_before, "rdb_saves_after": save.rdb_saves_after,
+                      "caught_up_to": caught.master_offset if caught else None,
+                      "catch_up_s": round(caught.waited_s, 3) if caught else None,
+                      "rdb_last_cow_size": save.cow_bytes},
+        rdb={"version": report.rdb_version, "magic": report.magic, "redis_ver": aux.get("redis-ver"),
+             "valkey_ver": aux.get("valkey-ver"), "ctime": ctime, "keys": report.total_keys,
+             "expires": sum(d.expires for d in report.dbs), "dbs": [asdict(d) for d in report.dbs],
+             "counts_known": report.counts_known},
+        file=rdb_file_record(file, report.crc64_stored, report.checksum_disabled),
+        transfer_seconds=seconds, timings=timings)
 
 
 def _node_file(nf: NodeFilePlan, partial: SetWriter, links: _Links, on_event: Event) -> dict:
@@ -295,9 +296,8 @@ def _node_file(nf: NodeFilePlan, partial: SetWriter, links: _Links, on_event: Ev
     transport.fetch(source, open_sink)
     stored = holder["sink"].stored
     on_event("nodes_conf", {"node": nf.address})
-    return {"id": nf.node_id, "address": nf.address, "role": nf.role,
-            "nodes_conf": {"path": f"nodes/{target.name}", "source_path": source,
-                           "size": stored.stored_size, "sha256": stored.sha256_stored}}
+    return node_record(nf.node_id, nf.address, nf.role, f"nodes/{target.name}", source, stored.stored_size,
+                       stored.sha256_stored)
 
 
 def _logfile(client) -> str:
@@ -309,39 +309,7 @@ def _logfile(client) -> str:
         return ""
 
 
-def build_manifest(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeState, ...],
-                   shards: list[dict], nodes: list[dict], started: float) -> dict:
-    by_id = states_by_id(states)
-    starts = [s["save"]["requested_at"] for s in shards]
-    ends = [s["save"]["finished_at"] for s in shards]
-    created = time.time()
-    return {
-        "format": FORMAT, "kind": plan.kind, "backup_id": plan.backup_id,
-        "created_at": datetime.fromtimestamp(created, UTC).isoformat(timespec="seconds"),
-        "created_at_unix": created, "duration_s": round(created - started, 3),
-        "clusterbak_version": __version__, "seed": seed, "source_mode": plan.source_mode,
-        "redis_versions": sorted({str(s.info.get("redis_version")) for s in states if s.reachable}),
-        "skew_seconds": round(max(ends) - min(starts), 3) if shards else 0,
-        "topology": {"nodes": [{
-            "id": n.node_id, "address": n.address, "hostname": n.hostname or None, "role": n.role,
-            "master_id": n.master_id, "flags": sorted(n.flags - {"myself"}), "config_epoch": n.config_epoch,
-            "slots": [str(r) for r in n.slots]} for n in topology.nodes]},
-        "config": {n.address: {k: by_id[n.node_id].config.get(k) for k in
-                               ("dir", "dbfilename", "cluster-config-file", "appendonly", "appenddirname", "save")}
-                   for n in topology.nodes if n.node_id in by_id and by_id[n.node_id].reachable},
-        "shards": shards,
-        "nodes": nodes,
-        "totals": {"keys": sum(s["rdb"]["keys"] for s in shards),
-                   "raw_bytes": sum(f["raw_size"] for s in shards for f in shard_files(s)),
-                   "stored_bytes": sum(f["stored_size"] for s in shards for f in shard_files(s))},
-    }
-
-
 def incomplete_parts(manifest: dict) -> list[str]:
     """Why the set just written cannot be restored as a whole ([] when it can)."""
     return list(manifest.get("incomplete") or [])
 
-
-def shard_files(shard: dict) -> list[dict]:
-    """The stored files of one shard record: its dump, or its AOF files."""
-    return shard["aof"]["files"] if "aof" in shard else [shard["file"]]

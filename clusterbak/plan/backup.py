@@ -10,6 +10,7 @@ from typing import Any
 from clusterbak.errors import InventoryError
 from clusterbak.model.gates import eligible_replicas
 from clusterbak.model.inventory import Inventory, NodeAccess
+from clusterbak.model.manifest import ShardHeader
 from clusterbak.model.state import NodeState, states_by_id
 from clusterbak.model.topology import Node, Shard, Topology
 
@@ -74,6 +75,12 @@ class ShardPlan:
     rdb_path: str | None
     why: str
     refusal: str | None = None
+
+    def header(self) -> ShardHeader:
+        """The manifest's shard header (RDB and AOF alike) for this shard once it ran."""
+        assert self.source_id and self.source_address, "the plan refuses a shard with no source"
+        return ShardHeader(self.index, self.slots, self.master_id, self.master_address, self.source_id,
+                           self.source_address, self.source_role, self.why)
 
 
 @dataclass(frozen=True, slots=True)
