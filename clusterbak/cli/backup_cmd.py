@@ -28,6 +28,7 @@ from clusterbak.storage.destination import check_existing_destination, check_wri
 from clusterbak.storage.pins import read_pin
 from clusterbak.storage.records import record_verify
 from clusterbak.storage.repository import Repository
+from clusterbak.transports.pool import TransportPool
 
 Dest = Annotated[str, typer.Option("--dest", help="Where backup sets live: a directory or s3://bucket/prefix.",
                                    envvar="CLUSTERBAK_DEST")]
@@ -116,9 +117,10 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
         if dry_run:
             return Outcome(data=data)
         options = BackupOptions.of(prepared.run, getattr(repo, "options", None), enc, signer)
-        with BackupProgress(r, list(data["plan"]["shards"])) as progress:
+        with TransportPool(inv, accept_new_host_keys) as transports, \
+                BackupProgress(r, list(data["plan"]["shards"])) as progress:
             manifest = run_backup(plan, seed, prepared.seen.topology, prepared.seen.states, inv, opts, options,
-                                  progress)
+                                  progress, transports=transports)
         data.update(path=f"{repo.url}/{plan.backup_id}", manifest=manifest)
         r.backup_summary(manifest)
         if timings:

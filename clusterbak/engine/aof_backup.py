@@ -22,6 +22,7 @@ from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_er
 from clusterbak.storage.repository import SetFile, SetWriter
 from clusterbak.storage.sink import stored_name
 from clusterbak.transports.factory import open_transport, read_text
+from clusterbak.transports.pool import TransportPool
 
 
 def _catch_up(shard: ShardPlan, source, conn: ConnectionOptions, options, cancel: threading.Event) -> None:
@@ -37,12 +38,15 @@ def _catch_up(shard: ShardPlan, source, conn: ConnectionOptions, options, cancel
 
 
 def collect_aof(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: ConnectionOptions, options,
-                host_locks: dict, on_event, cancel: threading.Event | None = None) -> dict:
+                host_locks: dict, on_event, cancel: threading.Event | None = None,
+                transports: TransportPool | None = None) -> dict:
     assert shard.source_address and shard.source_id, "the plan refuses a shard with no source"
     source = Address.of(shard.source_address)
     client = make_client(conn, source.host, source.port)
     access = inventory.access(shard.source_address)
-    transport = open_transport(access, options.accept_new_host_keys)
+    # a transport of its own (the caller's pool opens it): shards copy in parallel, each on its own connection
+    transport = (transports.fresh(shard.source_address) if transports is not None
+                 else open_transport(access, options.accept_new_host_keys))
     try:
         with redis_errors(shard.source_address, conn):
             cfg = aof_config(client)

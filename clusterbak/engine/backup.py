@@ -18,7 +18,7 @@ from clusterbak.engine.cancel import cancel_on_failure
 from clusterbak.engine.node_extras import add_node_extras
 from clusterbak.engine.sinks import TextFileSink, VerifyingRdbSink
 from clusterbak.errors import AccessRefused, ClusterbakError, ConnectError, RunCancelled, StepFailed
-from clusterbak.model.inventory import Inventory, NodeAccess
+from clusterbak.model.inventory import Inventory
 from clusterbak.model.manifest import (
     SaveTimes,
     WrittenFile,
@@ -38,8 +38,8 @@ from clusterbak.storage.repository import SetWriter, open_repository
 from clusterbak.storage.s3options import S3Options
 from clusterbak.storage.sink import stored_name
 from clusterbak.storage.stages import Encryption
-from clusterbak.transports.base import Transport
 from clusterbak.transports.factory import open_transport
+from clusterbak.transports.pool import TransportPool
 
 Event = Callable[[str, dict], None]
 
@@ -67,23 +67,27 @@ class BackupOptions:
 
 
 def run_backup(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeState, ...], inventory: Inventory,
-               conn: ConnectionOptions, options: BackupOptions, on_event: Event = lambda k, d: None) -> dict:
+               conn: ConnectionOptions, options: BackupOptions, on_event: Event = lambda k, d: None, *,
+               transports: TransportPool | None = None) -> dict:
+    """`transports`: the ways into the hosts (the caller's pool, which it closes); None: one of its own."""
     if not plan.ok:
         raise StepFailed("refusing to execute a plan with refusals: " + "; ".join(plan.refusals))
-    links = _Links(inventory, options.accept_new_host_keys)
+    owned = transports is None
+    pool = TransportPool(inventory, options.accept_new_host_keys) if transports is None else transports
     try:
-        preflight_transports(plan, inventory, options, links)
-        return _run(plan, seed, topology, states, inventory, conn, options, on_event, links)
+        preflight_transports(plan, pool)
+        return _run(plan, seed, topology, states, inventory, conn, options, on_event, pool)
     except AccessRefused:
         raise  # the user lacks a right (NOPERM): the fix is its ACL, a refusal (3) even mid-run
     except ConnectError as exc:  # the plan was checked: a node lost now is a failed step (4), not a refusal (3)
         raise StepFailed(str(exc)) from exc
     finally:
-        links.close()
+        if owned:
+            pool.close()
 
 
 def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeState, ...], inventory: Inventory,
-         conn: ConnectionOptions, options: BackupOptions, on_event: Event, links: _Links) -> dict:
+         conn: ConnectionOptions, options: BackupOptions, on_event: Event, transports: TransportPool) -> dict:
     store = open_repository(options.dest, options.s3)
     partial = store.begin(plan.backup_id, options.encryption, options.signer)
     started = time.time()
@@ -101,10 +105,10 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
 
         slots = max(1, options.parallel)
         if plan.kind == "aof":
-            collect, workers = partial_fn(collect_aof, cancel=cancel), slots
+            collect, workers = partial_fn(collect_aof, cancel=cancel, transports=transports), slots
         else:  # `parallel` saves and `parallel` transfers: a finished save never waits for a busy transfer
             collect = partial_fn(_shard, save_slots=threading.BoundedSemaphore(slots),
-                                 transfer_slots=threading.BoundedSemaphore(slots), cancel=cancel)
+                                 transfer_slots=threading.BoundedSemaphore(slots), cancel=cancel, transports=transports)
             workers = 2 * slots
         pool = ThreadPoolExecutor(max_workers=workers)
         try:
@@ -125,7 +129,7 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
         shards_done = time.time()
         node_records, warnings = [], list(plan.warnings)
         with ThreadPoolExecutor(max_workers=4) as small:  # tiny files, one round trip each: overlap them
-            fetched = [small.submit(_node_file, nf, partial, links, on_event) for nf in plan.node_files]
+            fetched = [small.submit(_node_file, nf, partial, transports, on_event) for nf in plan.node_files]
         incomplete = []
         for nf, future in zip(plan.node_files, fetched, strict=True):
             try:
@@ -135,7 +139,7 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
                     raise
                 incomplete.append(f"{nf.address}: nodes.conf not collected ({exc}): restore cannot bring this node "
                                   "back from this set")
-        warnings += add_node_extras(plan.node_files, node_records, partial, links, conn)
+        warnings += add_node_extras(plan.node_files, node_records, partial, transports, conn)
         created = time.time()
         manifest = manifest_record(
             kind=plan.kind, backup_id=plan.backup_id, created=created, started=started, version=__version__,
@@ -150,52 +154,22 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
     return manifest
 
 
-class _Links:
-    """One open transport per distinct way in (transport kind, host, port, user, key, container), shared by the
-    preflight and the nodes.conf fetches: nodes on one host cost one connection, not one each. Thread-safe."""
-
-    def __init__(self, inventory: Inventory, accept_new_host_keys: bool) -> None:
-        self.inventory, self.accept = inventory, accept_new_host_keys
-        self._open: dict[tuple, Transport] = {}
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def key(access: NodeAccess) -> tuple:
-        if access.transport == "local":
-            return ("local",)
-        return (access.transport, access.ssh_host or access.host, access.ssh_port, access.ssh_user, access.ssh_key,
-                access.known_hosts, access.container)
-
-    def get(self, address: str) -> Transport:
-        access = self.inventory.access(address)
-        with self._lock:
-            transport = self._open.get(self.key(access))
-            if transport is None:
-                transport = self._open[self.key(access)] = open_transport(access, self.accept)
-            return transport
-
-    def close(self) -> None:
-        with self._lock:
-            opened, self._open = list(self._open.values()), {}
-        for transport in opened:
-            transport.close()
-
-
-def preflight_transports(plan: BackupPlan, inventory: Inventory, options: BackupOptions, links: _Links) -> None:
+def preflight_transports(plan: BackupPlan, transports: TransportPool) -> None:
     """Reach every host once before any BGSAVE: a refused host key or a dead host fails before work starts."""
     reached: set[tuple] = set()
     for nf in plan.node_files:
         if nf.optional or nf.nodes_conf_path is None:
             continue
-        key = links.key(inventory.access(nf.address))
+        key = transports.key_of(nf.address)
         if key not in reached:
-            links.get(nf.address).run("true", timeout=30)
+            transports.get(nf.address).run("true", timeout=30)
             reached.add(key)
 
 
 def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: ConnectionOptions, options: BackupOptions,
            host_locks: dict, on_event: Event, save_slots: AbstractContextManager | None = None,
-           transfer_slots: AbstractContextManager | None = None, cancel: threading.Event | None = None) -> dict:
+           transfer_slots: AbstractContextManager | None = None, cancel: threading.Event | None = None,
+           transports: TransportPool | None = None) -> dict:
     assert shard.source_address and shard.source_id and shard.rdb_path, "the plan refuses a shard with no source"
     host, port = shard.source_address.rsplit(":", 1)
     mhost, mport = shard.master_address.rsplit(":", 1)
@@ -238,7 +212,9 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
     t_waiting = time.monotonic()
     with transfer_slots or nullcontext():
         t0 = time.monotonic()
-        transport = open_transport(inventory.access(shard.source_address), options.accept_new_host_keys)
+        # a transport of its own: transfers run in parallel, each on its own connection
+        transport = (transports.fresh(shard.source_address) if transports is not None
+                     else open_transport(inventory.access(shard.source_address), options.accept_new_host_keys))
         t_connected = time.monotonic()
         try:
             transport.fetch(shard.rdb_path, open_sink)
@@ -276,7 +252,7 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
         transfer_seconds=seconds, timings=timings)
 
 
-def _node_file(nf: NodeFilePlan, partial: SetWriter, links: _Links, on_event: Event) -> dict:
+def _node_file(nf: NodeFilePlan, partial: SetWriter, transports: TransportPool, on_event: Event) -> dict:
     if nf.nodes_conf_path is None:
         raise StepFailed(f"{nf.address}: where its nodes.conf is is unknown; set data_dir (and cluster_config_file) "
                          "for it in the inventory")
@@ -288,7 +264,7 @@ def _node_file(nf: NodeFilePlan, partial: SetWriter, links: _Links, on_event: Ev
         holder["sink"] = TextFileSink(target, f"{nf.address}:{source}", nf.node_id)
         return holder["sink"]
 
-    transport = links.get(nf.address)
+    transport = transports.get(nf.address)
     candidates = (nf.nodes_conf_path, *nf.alternatives)
     source = next((p for p in candidates if len(candidates) == 1 or transport.stat(p) is not None), None)
     if source is None:
