@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -15,31 +13,27 @@ from clusterbak.cli import repo_opts as ro
 from clusterbak.cli.render import BackupProgress, Outcome, Renderer
 from clusterbak.config import load_config, load_inventory
 from clusterbak.engine.backup import BackupOptions, incomplete_parts, run_backup
-from clusterbak.engine.inspect import inspect
+from clusterbak.engine.backup_prepare import PreparedBackup, check_backup_flags, prepare_backup
 from clusterbak.engine.verify import verify_set
-from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
+from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError
+from clusterbak.model.inventory import Inventory
 from clusterbak.model.retention import merge
-from clusterbak.plan.backup import SOURCES, plan_backup
+from clusterbak.plan.backup import BackupRun, Compress, Source
 from clusterbak.plan.prune import Candidate, plan_prune
 from clusterbak.redisops.aofrewrite import SettingsNotRestored, put_back
-from clusterbak.redisops.connect import make_client, redis_errors
+from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_errors
 from clusterbak.redisops.discover import discover
 from clusterbak.redisops.runlock import cluster_run_lock, lock_addresses
 from clusterbak.storage.destination import check_existing_destination, check_writable_destination
 from clusterbak.storage.pins import read_pin
 from clusterbak.storage.records import record_verify
 from clusterbak.storage.repository import Repository
-from clusterbak.storage.sink import COMPRESS_CHOICES
+from clusterbak.transports.pool import TransportPool
 
-GATE_CODES = {"cluster_state", "slots_uncovered", "open_slot", "slot_map_disagrees"}
 Dest = Annotated[str, typer.Option("--dest", help="Where backup sets live: a directory or s3://bucket/prefix.",
                                    envvar="CLUSTERBAK_DEST")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")]
 BreakLock = Annotated[bool, typer.Option("--break-lock", help="Break a STALE run lock (a holder with no heartbeat).")]
-
-
-def new_backup_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
 def resolve_id(store: Repository, backup_id: str) -> str:
@@ -64,16 +58,16 @@ def register(app: typer.Typer) -> None:
 def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
            parallel: Annotated[int, typer.Option("--parallel", min=1,
                                                  help="Shards in flight at once (BGSAVEs stay one per host).")] = 2,
-           source: Annotated[str, typer.Option("--source", help="replica | master | auto")] = "replica",
+           source: Annotated[Source, typer.Option("--source", help="replica | master | auto")] = Source.REPLICA,
            max_lag: Annotated[int, typer.Option("--max-lag",
                                                 help="Bytes a source replica may trail its master.")] = 1024 * 1024,
            timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each BGSAVE.")] = 600.0,
            catch_up_timeout: Annotated[float, typer.Option(
                "--catch-up-timeout", min=0,
                help="Seconds a source replica may take to apply its master's writes before its BGSAVE.")] = 30.0,
-           compress: Annotated[str, typer.Option(
+           compress: Annotated[Compress, typer.Option(
                "--compress", help="auto (per file: raw when its first MiB barely compresses, else zstd) | zstd | none"
-           )] = "auto",
+           )] = Compress.AUTO,
            force: Annotated[bool, typer.Option("--force", help="Back up even if the cluster is not ok.")] = False,
            accept_new_host_keys: c.AcceptNewHostKeys = False,
            aof: Annotated[bool, typer.Option(
@@ -94,12 +88,7 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
     """Snapshot every shard on an in-sync replica, collect dump.rdb and every nodes.conf, verify, write a set."""
 
     def body(r: Renderer) -> Outcome:
-        if source not in SOURCES:
-            raise UsageError(f"--source {source!r} is not one of {', '.join(SOURCES)}")
-        if compress not in COMPRESS_CHOICES:
-            raise UsageError(f"--compress {compress!r} is not one of {', '.join(COMPRESS_CHOICES)}")
-        if relax_fsync and not aof:
-            raise UsageError("--relax-fsync only applies to --aof backups")
+        check_backup_flags(aof, relax_fsync)  # a usage error (2) before any connection
         inv = load_inventory(inventory)
         opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout, inv, tls_insecure)
         enc, signer = ro.encryption(encrypt_to), ro.load_signer(sign_key)
@@ -108,30 +97,30 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
         # a missing bucket or refused credentials: exit 3 before any BGSAVE
         repo = ro.repository(dest, s3_endpoint_url, s3_path_style, s3_part_size_mb, s3_concurrency, writing=True,
                              lock_days=lock_days, lock_mode=lock_mode)
+        run = BackupRun(dest, parallel, timeout, compress.value, catch_up_timeout, relax_fsync, saves_per_host,
+                        accept_new_host_keys, enc.recipients if enc else (), signer is not None, force)
         if dry_run:
-            return planned(r, opts, inv, repo, enc, signer)
+            return planned(r, prepare_backup(opts, inv, run, source=source.value, max_lag=max_lag, aof=aof), inv,
+                           opts, repo, enc, signer)
         with cluster_run_lock(opts, lock_addresses(discover(opts)), "backup", break_lock) as lock:
             for holder in lock.broken:
                 r.note(f"broke a stale run lock: {holder.describe()}")
-            return planned(r, opts, inv, repo, enc, signer)
+            return planned(r, prepare_backup(opts, inv, run, source=source.value, max_lag=max_lag, aof=aof), inv,
+                           opts, repo, enc, signer)
 
-    def planned(r: Renderer, opts, inv, repo, enc, signer) -> Outcome:
-        seen = inspect(opts, None, max_lag)
-        gate = [f"{f.subject}: {f.message}" for f in seen.findings if f.severity == "critical" and f.code in GATE_CODES]
-        plan = plan_backup(new_backup_id(), seen.topology, seen.states, inv, source, max_lag, aof, saves_per_host)
-        data: dict[str, Any] = {"backup_id": plan.backup_id, "dry_run": dry_run, "plan": plan.to_dict(), "gate": gate}
-        r.backup_plan(data["plan"], gate)
-        if gate and not force:
-            return Outcome(data=data, exit_code=EXIT_PRECONDITION, errors=gate + ["use --force to back up anyway"])
-        if not plan.ok:
-            return Outcome(data=data, exit_code=EXIT_PRECONDITION, errors=list(plan.refusals))
+    def planned(r: Renderer, prepared: PreparedBackup, inv: Inventory, opts: ConnectionOptions, repo, enc,
+                signer) -> Outcome:
+        plan, data = prepared.plan, {"dry_run": dry_run, **prepared.to_dict()}
+        r.backup_plan(data["plan"], list(prepared.gate), data["run"])
+        if prepared.refusals:
+            return Outcome(data=data, exit_code=EXIT_PRECONDITION, errors=list(prepared.refusals))
         if dry_run:
             return Outcome(data=data)
-        options = BackupOptions(dest, parallel, timeout, compress, accept_new_host_keys, relax_fsync,
-                                getattr(repo, "options", None), enc, signer, catch_up_timeout,
-                                saves_per_host=saves_per_host)
-        with BackupProgress(r, list(data["plan"]["shards"])) as progress:
-            manifest = run_backup(plan, seed, seen.topology, seen.states, inv, opts, options, progress)
+        options = BackupOptions.of(prepared.run, getattr(repo, "options", None), enc, signer)
+        with TransportPool(inv, accept_new_host_keys) as transports, \
+                BackupProgress(r, list(data["plan"]["shards"])) as progress:
+            manifest = run_backup(plan, seed, prepared.seen.topology, prepared.seen.states, inv, opts, options,
+                                  progress, transports=transports)
         data.update(path=f"{repo.url}/{plan.backup_id}", manifest=manifest)
         r.backup_summary(manifest)
         if timings:

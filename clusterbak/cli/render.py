@@ -164,9 +164,18 @@ class Renderer:
             return False
         return typer.confirm(question, default=False, err=True)
 
-    def backup_plan(self, plan: dict, gate: list[str]) -> None:
+    def backup_plan(self, plan: dict, gate: list[str], run: dict | None = None) -> None:
         if self.silent:
             return
+        if run is not None:  # every option the run will use: a --dry-run shows all that will happen
+            self.line(f"backup run: to {run['dest']}, {plan['kind']}, {run['parallel']} shard(s) in flight, "
+                      f"{run['saves_per_host']} save(s) per host, compress {run['compress']}, "
+                      f"save timeout {run['timeout']:g}s, catch-up timeout {run['catch_up_timeout']:g}s"
+                      + (", appendfsync no during the copy" if run["relax_fsync"] else "")
+                      + (f", encrypted to {len(run['encrypted_to'])} recipient(s)" if run["encrypted_to"] else "")
+                      + (", manifest signed" if run["signed"] else "")
+                      + (", new host keys accepted" if run["accept_new_host_keys"] else "")
+                      + (", --force (cluster gate ignored)" if run["force"] else ""), markup=False)
         self.table(f"backup plan {plan['backup_id']} (source: {plan['source_mode']})",
                    ("shard", "slots", "snapshot on", "role", "host", "file", "why"),
                    [(s["index"], " ".join(s["slots"]), s["source_address"] or "-", s["source_role"] or "-",

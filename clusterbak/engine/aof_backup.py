@@ -13,6 +13,7 @@ from clusterbak.errors import StepFailed
 from clusterbak.model.address import Address
 from clusterbak.model.aofmanifest import AofManifestError, needed, parse_aof_manifest
 from clusterbak.model.inventory import Inventory
+from clusterbak.model.manifest import SaveTimes, WrittenFile, aof_file_record, aof_folder_record, aof_shard_record
 from clusterbak.model.names import NameError_, check_bare_name
 from clusterbak.plan.backup import ShardPlan
 from clusterbak.redisops.aofrewrite import aof_config, keyspace_counts, pinned_settings, rewrite_and_wait
@@ -21,6 +22,7 @@ from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_er
 from clusterbak.storage.repository import SetFile, SetWriter
 from clusterbak.storage.sink import stored_name
 from clusterbak.transports.factory import open_transport, read_text
+from clusterbak.transports.pool import TransportPool
 
 
 def _catch_up(shard: ShardPlan, source, conn: ConnectionOptions, options, cancel: threading.Event) -> None:
@@ -36,12 +38,15 @@ def _catch_up(shard: ShardPlan, source, conn: ConnectionOptions, options, cancel
 
 
 def collect_aof(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: ConnectionOptions, options,
-                host_locks: dict, on_event, cancel: threading.Event | None = None) -> dict:
+                host_locks: dict, on_event, cancel: threading.Event | None = None,
+                transports: TransportPool | None = None) -> dict:
     assert shard.source_address and shard.source_id, "the plan refuses a shard with no source"
     source = Address.of(shard.source_address)
     client = make_client(conn, source.host, source.port)
     access = inventory.access(shard.source_address)
-    transport = open_transport(access, options.accept_new_host_keys)
+    # a transport of its own (the caller's pool opens it): shards copy in parallel, each on its own connection
+    transport = (transports.fresh(shard.source_address) if transports is not None
+                 else open_transport(access, options.accept_new_host_keys))
     try:
         with redis_errors(shard.source_address, conn):
             cfg = aof_config(client)
@@ -58,18 +63,13 @@ def collect_aof(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn
     finally:
         transport.close()
         client.close()
-    return {
-        "index": shard.index, "slots": list(shard.slots),
-        "master": {"id": shard.master_id, "address": shard.master_address},
-        "source": {"id": shard.source_id, "address": shard.source_address, "role": shard.source_role, "why": shard.why},
-        "rewrite": {"duration_s": round(result.duration_s, 3), "finished_at": result.finished_at,
-                    "aof_rewrites_before": result.rewrites_before, "aof_rewrites_after": result.rewrites_after,
-                    "waited_for_foreign_rewrite": result.waited_for_foreign_rewrite, "settings_pinned": saved},
-        "save": {"requested_at": result.finished_at - result.duration_s, "finished_at": result.finished_at,
-                 "duration_s": round(result.duration_s, 3)},
-        "rdb": {"keys": keys, "expires": expires},
-        "aof": files,
-    }
+    return aof_shard_record(
+        shard.header(),
+        rewrite={"duration_s": round(result.duration_s, 3), "finished_at": result.finished_at,
+                 "aof_rewrites_before": result.rewrites_before, "aof_rewrites_after": result.rewrites_after,
+                 "waited_for_foreign_rewrite": result.waited_for_foreign_rewrite, "settings_pinned": saved},
+        save=SaveTimes(result.finished_at - result.duration_s, result.finished_at, result.duration_s),
+        keys=keys, expires=expires, aof=files)
 
 
 def _fetch_all(shard: ShardPlan, partial: SetWriter, transport, data_dir: str, cfg: dict, options, on_event) -> dict:
@@ -97,8 +97,8 @@ def _fetch_all(shard: ShardPlan, partial: SetWriter, transport, data_dir: str, c
         out.append(
             _fetch_one(shard, folder, transport, posixpath.join(aof_dir, name), name, kind, seq, options, on_event)
         )
-    return {"dirname": cfg.get("appenddirname") or None, "filename": cfg["appendfilename"],
-            "manifest_name": manifest_name, "manifest_text": text, "folder": folder.name, "files": out}
+    return aof_folder_record(cfg.get("appenddirname") or None, cfg["appendfilename"], manifest_name, text,
+                             folder.name, out)
 
 
 def _fetch_one(
@@ -123,15 +123,12 @@ def _fetch_one(
     transport.fetch(source, open_sink)
     sink = holder["sink"]
     target = sink.file.target
-    record = {"name": name, "type": kind, "seq": seq, "path": f"{folder.name}/{target.name}", "source_path": source,
-              "raw_size": sink.stored.raw_size, "stored_size": sink.stored.stored_size,
-              "sha256": sink.stored.sha256_stored, "compression": sink.stored.compression,
-              "transfer_seconds": round(time.monotonic() - t0, 3)}
-    if is_rdb:
-        record.update(
-            raw_sha256=sink.report.sha256, crc64=sink.report.crc64_stored, rdb_version=sink.report.rdb_version
-        )
-    else:
-        record.update(raw_sha256=sink.raw_sha256)
+    stored = sink.stored
+    raw_sha256 = sink.report.sha256 if is_rdb else sink.raw_sha256
+    file = WrittenFile(f"{folder.name}/{target.name}", source, stored.raw_size, stored.stored_size,
+                       stored.sha256_stored, raw_sha256, stored.compression)
+    record = aof_file_record(file, name, kind, seq, time.monotonic() - t0,
+                             crc64=sink.report.crc64_stored if is_rdb else None,
+                             rdb_version=sink.report.rdb_version if is_rdb else None)
     on_event("fetched", {"shard": shard.index, "bytes": record["raw_size"], "seconds": record["transfer_seconds"]})
     return record

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from functools import partial as partial_fn
 
 from clusterbak import __version__
@@ -19,11 +18,18 @@ from clusterbak.engine.cancel import cancel_on_failure
 from clusterbak.engine.node_extras import add_node_extras
 from clusterbak.engine.sinks import TextFileSink, VerifyingRdbSink
 from clusterbak.errors import AccessRefused, ClusterbakError, ConnectError, RunCancelled, StepFailed
-from clusterbak.model.inventory import Inventory, NodeAccess
-from clusterbak.model.manifest import FORMAT
-from clusterbak.model.state import NodeState, states_by_id
+from clusterbak.model.inventory import Inventory
+from clusterbak.model.manifest import (
+    SaveTimes,
+    WrittenFile,
+    manifest_record,
+    node_record,
+    rdb_file_record,
+    rdb_shard_record,
+)
+from clusterbak.model.state import NodeState
 from clusterbak.model.topology import Topology
-from clusterbak.plan.backup import BackupPlan, NodeFilePlan, ShardPlan
+from clusterbak.plan.backup import BackupPlan, BackupRun, NodeFilePlan, ShardPlan
 from clusterbak.redisops.bgsave import bgsave_and_wait
 from clusterbak.redisops.catchup import wait_caught_up
 from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_errors
@@ -32,8 +38,8 @@ from clusterbak.storage.repository import SetWriter, open_repository
 from clusterbak.storage.s3options import S3Options
 from clusterbak.storage.sink import stored_name
 from clusterbak.storage.stages import Encryption
-from clusterbak.transports.base import Transport
 from clusterbak.transports.factory import open_transport
+from clusterbak.transports.pool import TransportPool
 
 Event = Callable[[str, dict], None]
 
@@ -52,25 +58,36 @@ class BackupOptions:
     catch_up_timeout: float = 30.0  # seconds a source replica may take to reach its master's offset before BGSAVE
     saves_per_host: int = 1  # BGSAVEs at once on one host (fork memory: 1 unless the host has the headroom)
 
+    @classmethod
+    def of(cls, run: BackupRun, s3: S3Options | None = None, encryption: Encryption | None = None,
+           signer: Signer | None = None) -> BackupOptions:
+        """The run's options (what --dry-run printed) with the objects that carry them out."""
+        return cls(run.dest, run.parallel, run.timeout, run.compress, run.accept_new_host_keys, run.relax_fsync, s3,
+                   encryption, signer, run.catch_up_timeout, run.saves_per_host)
+
 
 def run_backup(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeState, ...], inventory: Inventory,
-               conn: ConnectionOptions, options: BackupOptions, on_event: Event = lambda k, d: None) -> dict:
+               conn: ConnectionOptions, options: BackupOptions, on_event: Event = lambda k, d: None, *,
+               transports: TransportPool | None = None) -> dict:
+    """`transports`: the ways into the hosts (the caller's pool, which it closes); None: one of its own."""
     if not plan.ok:
         raise StepFailed("refusing to execute a plan with refusals: " + "; ".join(plan.refusals))
-    links = _Links(inventory, options.accept_new_host_keys)
+    owned = transports is None
+    pool = TransportPool(inventory, options.accept_new_host_keys) if transports is None else transports
     try:
-        preflight_transports(plan, inventory, options, links)
-        return _run(plan, seed, topology, states, inventory, conn, options, on_event, links)
+        preflight_transports(plan, pool)
+        return _run(plan, seed, topology, states, inventory, conn, options, on_event, pool)
     except AccessRefused:
         raise  # the user lacks a right (NOPERM): the fix is its ACL, a refusal (3) even mid-run
     except ConnectError as exc:  # the plan was checked: a node lost now is a failed step (4), not a refusal (3)
         raise StepFailed(str(exc)) from exc
     finally:
-        links.close()
+        if owned:
+            pool.close()
 
 
 def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeState, ...], inventory: Inventory,
-         conn: ConnectionOptions, options: BackupOptions, on_event: Event, links: _Links) -> dict:
+         conn: ConnectionOptions, options: BackupOptions, on_event: Event, transports: TransportPool) -> dict:
     store = open_repository(options.dest, options.s3)
     partial = store.begin(plan.backup_id, options.encryption, options.signer)
     started = time.time()
@@ -88,10 +105,10 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
 
         slots = max(1, options.parallel)
         if plan.kind == "aof":
-            collect, workers = partial_fn(collect_aof, cancel=cancel), slots
+            collect, workers = partial_fn(collect_aof, cancel=cancel, transports=transports), slots
         else:  # `parallel` saves and `parallel` transfers: a finished save never waits for a busy transfer
             collect = partial_fn(_shard, save_slots=threading.BoundedSemaphore(slots),
-                                 transfer_slots=threading.BoundedSemaphore(slots), cancel=cancel)
+                                 transfer_slots=threading.BoundedSemaphore(slots), cancel=cancel, transports=transports)
             workers = 2 * slots
         pool = ThreadPoolExecutor(max_workers=workers)
         try:
@@ -112,7 +129,7 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
         shards_done = time.time()
         node_records, warnings = [], list(plan.warnings)
         with ThreadPoolExecutor(max_workers=4) as small:  # tiny files, one round trip each: overlap them
-            fetched = [small.submit(_node_file, nf, partial, links, on_event) for nf in plan.node_files]
+            fetched = [small.submit(_node_file, nf, partial, transports, on_event) for nf in plan.node_files]
         incomplete = []
         for nf, future in zip(plan.node_files, fetched, strict=True):
             try:
@@ -122,12 +139,13 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
                     raise
                 incomplete.append(f"{nf.address}: nodes.conf not collected ({exc}): restore cannot bring this node "
                                   "back from this set")
-        warnings += add_node_extras(plan.node_files, node_records, partial, links, conn)
-        manifest = build_manifest(plan, seed, topology, states, shard_records, node_records, started)
-        manifest["timings"] = {"shards_s": round(shards_done - started, 3),
-                               "node_files_s": round(time.time() - shards_done, 3)}
-        manifest["warnings"] = warnings + incomplete
-        manifest["incomplete"] = incomplete  # non-empty: `list` shows the set as incomplete, prune never keeps it
+        warnings += add_node_extras(plan.node_files, node_records, partial, transports, conn)
+        created = time.time()
+        manifest = manifest_record(
+            kind=plan.kind, backup_id=plan.backup_id, created=created, started=started, version=__version__,
+            seed=seed, source_mode=plan.source_mode, topology=topology, states=states, shards=shard_records,
+            nodes=node_records, timings={"shards_s": shards_done - started, "node_files_s": created - shards_done},
+            warnings=warnings + incomplete, incomplete=incomplete)
         final = store.finalize(partial, manifest)
     except BaseException:
         store.discard(partial)
@@ -136,52 +154,22 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
     return manifest
 
 
-class _Links:
-    """One open transport per distinct way in (transport kind, host, port, user, key, container), shared by the
-    preflight and the nodes.conf fetches: nodes on one host cost one connection, not one each. Thread-safe."""
-
-    def __init__(self, inventory: Inventory, accept_new_host_keys: bool) -> None:
-        self.inventory, self.accept = inventory, accept_new_host_keys
-        self._open: dict[tuple, Transport] = {}
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def key(access: NodeAccess) -> tuple:
-        if access.transport == "local":
-            return ("local",)
-        return (access.transport, access.ssh_host or access.host, access.ssh_port, access.ssh_user, access.ssh_key,
-                access.known_hosts, access.container)
-
-    def get(self, address: str) -> Transport:
-        access = self.inventory.access(address)
-        with self._lock:
-            transport = self._open.get(self.key(access))
-            if transport is None:
-                transport = self._open[self.key(access)] = open_transport(access, self.accept)
-            return transport
-
-    def close(self) -> None:
-        with self._lock:
-            opened, self._open = list(self._open.values()), {}
-        for transport in opened:
-            transport.close()
-
-
-def preflight_transports(plan: BackupPlan, inventory: Inventory, options: BackupOptions, links: _Links) -> None:
+def preflight_transports(plan: BackupPlan, transports: TransportPool) -> None:
     """Reach every host once before any BGSAVE: a refused host key or a dead host fails before work starts."""
     reached: set[tuple] = set()
     for nf in plan.node_files:
         if nf.optional or nf.nodes_conf_path is None:
             continue
-        key = links.key(inventory.access(nf.address))
+        key = transports.key_of(nf.address)
         if key not in reached:
-            links.get(nf.address).run("true", timeout=30)
+            transports.get(nf.address).run("true", timeout=30)
             reached.add(key)
 
 
 def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: ConnectionOptions, options: BackupOptions,
            host_locks: dict, on_event: Event, save_slots: AbstractContextManager | None = None,
-           transfer_slots: AbstractContextManager | None = None, cancel: threading.Event | None = None) -> dict:
+           transfer_slots: AbstractContextManager | None = None, cancel: threading.Event | None = None,
+           transports: TransportPool | None = None) -> dict:
     assert shard.source_address and shard.source_id and shard.rdb_path, "the plan refuses a shard with no source"
     host, port = shard.source_address.rsplit(":", 1)
     mhost, mport = shard.master_address.rsplit(":", 1)
@@ -224,7 +212,9 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
     t_waiting = time.monotonic()
     with transfer_slots or nullcontext():
         t0 = time.monotonic()
-        transport = open_transport(inventory.access(shard.source_address), options.accept_new_host_keys)
+        # a transport of its own: transfers run in parallel, each on its own connection
+        transport = (transports.fresh(shard.source_address) if transports is not None
+                     else open_transport(inventory.access(shard.source_address), options.accept_new_host_keys))
         t_connected = time.monotonic()
         try:
             transport.fetch(shard.rdb_path, open_sink)
@@ -242,33 +232,27 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
         raise StepFailed(f"{shard.source_address}:{shard.rdb_path} was written at {ctime}, before our BGSAVE "
                          f"({int(save.requested_at)}): dir/dbfilename do not point at the file this node saves")
     on_event("fetched", {"shard": shard.index, "bytes": stored.raw_size, "seconds": seconds})
-    return {
-        "index": shard.index, "slots": list(shard.slots),
-        "master": {"id": shard.master_id, "address": shard.master_address},
-        "source": {"id": shard.source_id, "address": shard.source_address, "role": shard.source_role, "why": shard.why},
-        "master_replid": mrepl.get("master_replid"), "master_repl_offset": int(mrepl.get("master_repl_offset", 0)),
-        "source_repl_offset": save.repl_offset, "source_replid": save.master_replid,
-        "save": {"requested_at": save.requested_at, "finished_at": save.finished_at,
-                 "duration_s": round(save.duration_s, 3), "scheduled": save.scheduled,
-                 "waited_for_foreign_save": save.waited_for_foreign_save,
-                 "rdb_saves_before": save.rdb_saves_before, "rdb_saves_after": save.rdb_saves_after,
-                 "caught_up_to": caught.master_offset if caught else None,
-                 "catch_up_s": round(caught.waited_s, 3) if caught else None,
-                 "rdb_last_cow_size": save.cow_bytes},
-        "rdb": {"version": report.rdb_version, "magic": report.magic, "redis_ver": dict(report.aux).get("redis-ver"),
-                "valkey_ver": dict(report.aux).get("valkey-ver"), "ctime": ctime, "keys": report.total_keys,
-                "expires": sum(d.expires for d in report.dbs),
-                "dbs": [asdict(d) for d in report.dbs], "counts_known": report.counts_known},
-        "file": {"path": target.name, "source_path": shard.rdb_path, "raw_size": stored.raw_size,
-                 "stored_size": stored.stored_size, "sha256": stored.sha256_stored, "raw_sha256": report.sha256,
-                 "crc64": report.crc64_stored, "checksum_disabled": report.checksum_disabled,
-                 "compression": stored.compression},
-        "transfer_seconds": round(seconds, 3),
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-    }
+    aux = dict(report.aux)
+    file = WrittenFile(target.name, shard.rdb_path, stored.raw_size, stored.stored_size, stored.sha256_stored,
+                       report.sha256, stored.compression)
+    return rdb_shard_record(
+        shard.header(), master_replid=mrepl.get("master_replid"),
+        master_repl_offset=int(mrepl.get("master_repl_offset", 0)), source_replid=save.master_replid,
+        source_repl_offset=save.repl_offset, save=SaveTimes(save.requested_at, save.finished_at, save.duration_s),
+        save_details={"scheduled": save.scheduled, "waited_for_foreign_save": save.waited_for_foreign_save,
+                      "rdb_saves_before": save.rdb_saves_before, "rdb_saves_after": save.rdb_saves_after,
+                      "caught_up_to": caught.master_offset if caught else None,
+                      "catch_up_s": round(caught.waited_s, 3) if caught else None,
+                      "rdb_last_cow_size": save.cow_bytes},
+        rdb={"version": report.rdb_version, "magic": report.magic, "redis_ver": aux.get("redis-ver"),
+             "valkey_ver": aux.get("valkey-ver"), "ctime": ctime, "keys": report.total_keys,
+             "expires": sum(d.expires for d in report.dbs), "dbs": [asdict(d) for d in report.dbs],
+             "counts_known": report.counts_known},
+        file=rdb_file_record(file, report.crc64_stored, report.checksum_disabled),
+        transfer_seconds=seconds, timings=timings)
 
 
-def _node_file(nf: NodeFilePlan, partial: SetWriter, links: _Links, on_event: Event) -> dict:
+def _node_file(nf: NodeFilePlan, partial: SetWriter, transports: TransportPool, on_event: Event) -> dict:
     if nf.nodes_conf_path is None:
         raise StepFailed(f"{nf.address}: where its nodes.conf is is unknown; set data_dir (and cluster_config_file) "
                          "for it in the inventory")
@@ -280,7 +264,7 @@ def _node_file(nf: NodeFilePlan, partial: SetWriter, links: _Links, on_event: Ev
         holder["sink"] = TextFileSink(target, f"{nf.address}:{source}", nf.node_id)
         return holder["sink"]
 
-    transport = links.get(nf.address)
+    transport = transports.get(nf.address)
     candidates = (nf.nodes_conf_path, *nf.alternatives)
     source = next((p for p in candidates if len(candidates) == 1 or transport.stat(p) is not None), None)
     if source is None:
@@ -288,9 +272,8 @@ def _node_file(nf: NodeFilePlan, partial: SetWriter, links: _Links, on_event: Ev
     transport.fetch(source, open_sink)
     stored = holder["sink"].stored
     on_event("nodes_conf", {"node": nf.address})
-    return {"id": nf.node_id, "address": nf.address, "role": nf.role,
-            "nodes_conf": {"path": f"nodes/{target.name}", "source_path": source,
-                           "size": stored.stored_size, "sha256": stored.sha256_stored}}
+    return node_record(nf.node_id, nf.address, nf.role, f"nodes/{target.name}", source, stored.stored_size,
+                       stored.sha256_stored)
 
 
 def _logfile(client) -> str:
@@ -302,39 +285,7 @@ def _logfile(client) -> str:
         return ""
 
 
-def build_manifest(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeState, ...],
-                   shards: list[dict], nodes: list[dict], started: float) -> dict:
-    by_id = states_by_id(states)
-    starts = [s["save"]["requested_at"] for s in shards]
-    ends = [s["save"]["finished_at"] for s in shards]
-    created = time.time()
-    return {
-        "format": FORMAT, "kind": plan.kind, "backup_id": plan.backup_id,
-        "created_at": datetime.fromtimestamp(created, UTC).isoformat(timespec="seconds"),
-        "created_at_unix": created, "duration_s": round(created - started, 3),
-        "clusterbak_version": __version__, "seed": seed, "source_mode": plan.source_mode,
-        "redis_versions": sorted({str(s.info.get("redis_version")) for s in states if s.reachable}),
-        "skew_seconds": round(max(ends) - min(starts), 3) if shards else 0,
-        "topology": {"nodes": [{
-            "id": n.node_id, "address": n.address, "hostname": n.hostname or None, "role": n.role,
-            "master_id": n.master_id, "flags": sorted(n.flags - {"myself"}), "config_epoch": n.config_epoch,
-            "slots": [str(r) for r in n.slots]} for n in topology.nodes]},
-        "config": {n.address: {k: by_id[n.node_id].config.get(k) for k in
-                               ("dir", "dbfilename", "cluster-config-file", "appendonly", "appenddirname", "save")}
-                   for n in topology.nodes if n.node_id in by_id and by_id[n.node_id].reachable},
-        "shards": shards,
-        "nodes": nodes,
-        "totals": {"keys": sum(s["rdb"]["keys"] for s in shards),
-                   "raw_bytes": sum(f["raw_size"] for s in shards for f in shard_files(s)),
-                   "stored_bytes": sum(f["stored_size"] for s in shards for f in shard_files(s))},
-    }
-
-
 def incomplete_parts(manifest: dict) -> list[str]:
     """Why the set just written cannot be restored as a whole ([] when it can)."""
     return list(manifest.get("incomplete") or [])
 
-
-def shard_files(shard: dict) -> list[dict]:
-    """The stored files of one shard record: its dump, or its AOF files."""
-    return shard["aof"]["files"] if "aof" in shard else [shard["file"]]

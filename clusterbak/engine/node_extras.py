@@ -31,6 +31,7 @@ from clusterbak.redisops.nodeinfo import apply_users, authenticates, read_node_e
 from clusterbak.storage.reader import VerifiedReader
 from clusterbak.storage.repository import SetFile, SetWriter, StoredSet, open_stored
 from clusterbak.transports.factory import TEXT_LIMIT, open_transport, read_text
+from clusterbak.transports.pool import TransportPool
 
 
 class _SmallFileSink:
@@ -68,13 +69,14 @@ def _node_path(value: str, what: str, address: str) -> str:
         raise StepFailed(f"{address}: {what} {exc}") from None
 
 
-def add_node_extras(node_files: tuple[NodeFilePlan, ...], records: list[dict], partial: SetWriter, links,
+def add_node_extras(node_files: tuple[NodeFilePlan, ...], records: list[dict], partial: SetWriter,
+                    transports: TransportPool,
                     conn: ConnectionOptions) -> list[str]:
     """Add config file, users and modules to the node records backup collected; returns the warnings."""
     by_id = {r["id"]: r for r in records}
     jobs = [nf for nf in node_files if nf.node_id in by_id and not nf.optional]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(lambda nf: _collect(nf, partial, links, conn), jobs))
+        results = list(pool.map(lambda nf: _collect(nf, partial, transports, conn), jobs))
     warnings = []
     for nf, (fields, notes) in zip(jobs, results, strict=True):
         by_id[nf.node_id].update(fields)
@@ -82,7 +84,8 @@ def add_node_extras(node_files: tuple[NodeFilePlan, ...], records: list[dict], p
     return warnings
 
 
-def _collect(nf: NodeFilePlan, partial: SetWriter, links, conn: ConnectionOptions) -> tuple[dict, list[str]]:
+def _collect(nf: NodeFilePlan, partial: SetWriter, transports: TransportPool,
+             conn: ConnectionOptions) -> tuple[dict, list[str]]:
     fields: dict = {}
     host, port = split_address(nf.address)
     client = make_client(conn, host, port)
@@ -104,7 +107,7 @@ def _collect(nf: NodeFilePlan, partial: SetWriter, links, conn: ConnectionOption
         try:
             path = _node_path(config_file, "config_file", nf.address)
             kept: dict = {}
-            fields["config_file"] = _fetch(nf.address, path, partial, f"{stem}.redis.conf", links, kept)
+            fields["config_file"] = _fetch(nf.address, path, partial, f"{stem}.redis.conf", transports, kept)
             included = entries(kept["text"]).get("include")
             if included:
                 notes.append(f"{nf.address}: {path} includes {len(included)} other file(s); they were not collected "
@@ -115,7 +118,7 @@ def _collect(nf: NodeFilePlan, partial: SetWriter, links, conn: ConnectionOption
     if aclfile:
         try:
             path = _node_path(aclfile, "aclfile", nf.address)
-            fields["acl"] = {"source": "aclfile", **_fetch(nf.address, path, partial, f"{stem}.acl", links)}
+            fields["acl"] = {"source": "aclfile", **_fetch(nf.address, path, partial, f"{stem}.acl", transports)}
         except ClusterbakError as exc:
             notes.append(f"{nf.address}: ACL file not collected: {exc}")
     elif extras.acl_list is not None:
@@ -131,7 +134,8 @@ def _collect(nf: NodeFilePlan, partial: SetWriter, links, conn: ConnectionOption
     return fields, notes
 
 
-def _fetch(address: str, path: str, partial: SetWriter, name: str, links, kept: dict | None = None) -> dict:
+def _fetch(address: str, path: str, partial: SetWriter, name: str, transports: TransportPool,
+           kept: dict | None = None) -> dict:
     target = partial / "nodes" / name
     holder: dict = {}
 
@@ -139,7 +143,7 @@ def _fetch(address: str, path: str, partial: SetWriter, name: str, links, kept: 
         holder["sink"] = _SmallFileSink(target, f"{address}:{path}")
         return holder["sink"]
 
-    links.get(address).fetch(path, open_sink)
+    transports.get(address).fetch(path, open_sink)
     if kept is not None:
         kept["text"] = holder["sink"].data.decode(errors="replace")
     return _record(f"nodes/{name}", path, holder["sink"].stored)

@@ -15,12 +15,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, TypeVar
 
 from clusterbak.errors import VerifyError
 from clusterbak.model.aofmanifest import AofManifestError, needed, parse_aof_manifest
 from clusterbak.model.names import NameError_, check_address, check_bare_name, check_node_id, check_relative_path
+from clusterbak.model.state import NodeState, states_by_id
+from clusterbak.model.topology import Topology
 
 T = TypeVar("T")
 
@@ -460,3 +463,140 @@ def _hex(d: Mapping[str, Any], key: str, pattern: re.Pattern[str], where: str) -
     if not isinstance(value, str) or not pattern.fullmatch(value):
         raise ManifestError(f"{where}.{key} {value!r} is not a hex digest")
     return value
+
+
+# --- the writing side: what backup records, built here so it is what parse_manifest reads ---------------------------
+
+CONFIG_KEYS = ("dir", "dbfilename", "cluster-config-file", "appendonly", "appenddirname", "save")
+
+
+@dataclass(frozen=True, slots=True)
+class ShardHeader:
+    """What every shard record starts with, RDB or AOF: which slots, whose master, which node was copied and why."""
+
+    index: int
+    slots: tuple[str, ...]
+    master_id: str
+    master_address: str
+    source_id: str
+    source_address: str
+    source_role: str | None
+    why: str
+
+    def record(self) -> dict[str, Any]:
+        return {"index": self.index, "slots": list(self.slots),
+                "master": {"id": self.master_id, "address": self.master_address},
+                "source": {"id": self.source_id, "address": self.source_address, "role": self.source_role,
+                           "why": self.why}}
+
+
+@dataclass(frozen=True, slots=True)
+class SaveTimes:
+    """When the shard's snapshot (BGSAVE or BGREWRITEAOF) was asked for and done (unix seconds)."""
+
+    requested_at: float
+    finished_at: float
+    duration_s: float
+
+    def record(self) -> dict[str, Any]:
+        return {"requested_at": self.requested_at, "finished_at": self.finished_at,
+                "duration_s": round(self.duration_s, 3)}
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenFile:
+    """One file backup stored: where in the set, where it came from, its sizes and digests."""
+
+    path: str  # relative to the set
+    source_path: str  # on the node: information only
+    raw_size: int
+    stored_size: int
+    sha256: str  # of the stored bytes
+    raw_sha256: str  # of the decompressed bytes
+    compression: str
+
+
+def rdb_file_record(f: WrittenFile, crc64: str | None, checksum_disabled: bool) -> dict[str, Any]:
+    return {"path": f.path, "source_path": f.source_path, "raw_size": f.raw_size, "stored_size": f.stored_size,
+            "sha256": f.sha256, "raw_sha256": f.raw_sha256, "crc64": crc64, "checksum_disabled": checksum_disabled,
+            "compression": f.compression}
+
+
+def aof_file_record(f: WrittenFile, name: str, kind: str, seq: int, transfer_seconds: float, *,
+                    crc64: str | None = None, rdb_version: int | None = None) -> dict[str, Any]:
+    """An AOF base or incr file; an RDB-preamble base also records its CRC64 and RDB version."""
+    out: dict[str, Any] = {"name": name, "type": kind, "seq": seq, "path": f.path, "source_path": f.source_path,
+                           "raw_size": f.raw_size, "stored_size": f.stored_size, "sha256": f.sha256,
+                           "compression": f.compression, "transfer_seconds": round(transfer_seconds, 3),
+                           "raw_sha256": f.raw_sha256}
+    if rdb_version is not None:
+        out.update(crc64=crc64, rdb_version=rdb_version)
+    return out
+
+
+def rdb_shard_record(header: ShardHeader, *, master_replid: str | None, master_repl_offset: int,
+                     source_replid: str | None, source_repl_offset: int | None, save: SaveTimes,
+                     save_details: Mapping[str, Any], rdb: Mapping[str, Any], file: Mapping[str, Any],
+                     transfer_seconds: float, timings: Mapping[str, float]) -> dict[str, Any]:
+    """An RDB shard: the header, the replication offsets the snapshot holds, the save, the dump's contents, its file."""
+    return {**header.record(), "master_replid": master_replid, "master_repl_offset": master_repl_offset,
+            "source_repl_offset": source_repl_offset, "source_replid": source_replid,
+            "save": {**save.record(), **save_details}, "rdb": dict(rdb), "file": dict(file),
+            "transfer_seconds": round(transfer_seconds, 3), "timings": {k: round(v, 3) for k, v in timings.items()}}
+
+
+def aof_shard_record(header: ShardHeader, *, rewrite: Mapping[str, Any], save: SaveTimes, keys: int, expires: int,
+                     aof: Mapping[str, Any]) -> dict[str, Any]:
+    """An AOF shard: the header, the rewrite, the key counts, and the AOF folder (aof_folder_record)."""
+    return {**header.record(), "rewrite": dict(rewrite), "save": save.record(),
+            "rdb": {"keys": keys, "expires": expires}, "aof": dict(aof)}
+
+
+def aof_folder_record(dirname: str | None, filename: str, manifest_name: str | None, manifest_text: str | None,
+                      folder: str, files: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"dirname": dirname, "filename": filename, "manifest_name": manifest_name, "manifest_text": manifest_text,
+            "folder": folder, "files": files}
+
+
+def node_record(node_id: str, address: str, role: str, path: str, source_path: str, size: int,
+                sha256: str) -> dict[str, Any]:
+    """A node's entry with its nodes.conf; backup adds its config file, users and modules (node_extras)."""
+    return {"id": node_id, "address": address, "role": role,
+            "nodes_conf": {"path": path, "source_path": source_path, "size": size, "sha256": sha256}}
+
+
+def shard_files(shard: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The stored files of one shard record: its dump, or its AOF files."""
+    return list(shard["aof"]["files"]) if "aof" in shard else [shard["file"]]
+
+
+def manifest_record(*, kind: str, backup_id: str, created: float, started: float, version: str, seed: str,
+                    source_mode: str, topology: Topology, states: tuple[NodeState, ...],
+                    shards: list[dict[str, Any]], nodes: list[dict[str, Any]], timings: Mapping[str, float],
+                    warnings: list[str], incomplete: list[str]) -> dict[str, Any]:
+    """The whole manifest.json of a set, from the topology and states backup saw and the records it wrote."""
+    by_id = states_by_id(states)
+    starts = [s["save"]["requested_at"] for s in shards]
+    ends = [s["save"]["finished_at"] for s in shards]
+    return {
+        "format": FORMAT, "kind": kind, "backup_id": backup_id,
+        "created_at": datetime.fromtimestamp(created, UTC).isoformat(timespec="seconds"),
+        "created_at_unix": created, "duration_s": round(created - started, 3),
+        "clusterbak_version": version, "seed": seed, "source_mode": source_mode,
+        "redis_versions": sorted({str(s.info.get("redis_version")) for s in states if s.reachable}),
+        "skew_seconds": round(max(ends) - min(starts), 3) if shards else 0,
+        "topology": {"nodes": [{
+            "id": n.node_id, "address": n.address, "hostname": n.hostname or None, "role": n.role,
+            "master_id": n.master_id, "flags": sorted(n.flags - {"myself"}), "config_epoch": n.config_epoch,
+            "slots": [str(r) for r in n.slots]} for n in topology.nodes]},
+        "config": {n.address: {k: by_id[n.node_id].config.get(k) for k in CONFIG_KEYS}
+                   for n in topology.nodes if n.node_id in by_id and by_id[n.node_id].reachable},
+        "shards": shards,
+        "nodes": nodes,
+        "totals": {"keys": sum(s["rdb"]["keys"] for s in shards),
+                   "raw_bytes": sum(f["raw_size"] for s in shards for f in shard_files(s)),
+                   "stored_bytes": sum(f["stored_size"] for s in shards for f in shard_files(s))},
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "warnings": list(warnings),
+        "incomplete": list(incomplete),  # non-empty: `list` shows the set as incomplete, prune never keeps it
+    }

@@ -4,15 +4,54 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from typing import Any
 
 from clusterbak.errors import InventoryError
 from clusterbak.model.gates import eligible_replicas
 from clusterbak.model.inventory import Inventory, NodeAccess
+from clusterbak.model.manifest import ShardHeader
 from clusterbak.model.state import NodeState, states_by_id
 from clusterbak.model.topology import Node, Shard, Topology
 
-SOURCES = ("replica", "master", "auto")
+
+class Source(StrEnum):
+    """--source: where each shard's snapshot is taken."""
+
+    REPLICA = "replica"
+    MASTER = "master"
+    AUTO = "auto"
+
+
+class Compress(StrEnum):
+    """--compress: auto (per file: raw when its first MiB barely compresses, else zstd) | zstd | none."""
+
+    AUTO = "auto"
+    ZSTD = "zstd"
+    NONE = "none"
+
+
+SOURCES = tuple(s.value for s in Source)
+
+
+@dataclass(frozen=True, slots=True)
+class BackupRun:
+    """How the plan is executed: every option of the run, printed with the plan by --dry-run."""
+
+    dest: str
+    parallel: int = 2  # shards in flight at once
+    timeout: float = 600.0  # seconds to wait for each BGSAVE / BGREWRITEAOF
+    compress: str = Compress.AUTO.value
+    catch_up_timeout: float = 30.0  # seconds a source replica may take to reach its master's offset before its save
+    relax_fsync: bool = False  # --aof: appendfsync no during the copy
+    saves_per_host: int = 1  # saves at once on one host (fork memory)
+    accept_new_host_keys: bool = False
+    encrypted_to: tuple[str, ...] = ()  # age recipients every stored file is encrypted to
+    signed: bool = False  # manifest.json signed (Ed25519)
+    force: bool = False  # run despite the cluster gate
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +75,12 @@ class ShardPlan:
     rdb_path: str | None
     why: str
     refusal: str | None = None
+
+    def header(self) -> ShardHeader:
+        """The manifest's shard header (RDB and AOF alike) for this shard once it ran."""
+        assert self.source_id and self.source_address, "the plan refuses a shard with no source"
+        return ShardHeader(self.index, self.slots, self.master_id, self.master_address, self.source_id,
+                           self.source_address, self.source_role, self.why)
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,9 +143,14 @@ def wait_replicas_synced(handle, timeout: float = 30.0) -> None:
 def test_dry_run_prints_the_plan_and_changes_nothing(lab, cli, tmp_path):
     replicas = [n.port for n in lab.lab.nodes if n.role == "replica"]
     before = {p: rdb_saves(p) for p in replicas}
-    result, doc = backup(cli, lab, tmp_path / "sets", "--dry-run")
+    result, doc = backup(cli, lab, tmp_path / "sets", "--dry-run", "--parallel", "3", "--compress", "zstd")
     assert result.exit_code == 0 and doc["data"]["dry_run"]
     assert [s["source_role"] for s in doc["data"]["plan"]["shards"]] == ["replica"] * 3
+    run = doc["data"]["run"]  # every option the run would use is in the plan's output
+    assert (run["parallel"], run["compress"], run["dest"]) == (3, "zstd", str(tmp_path / "sets"))
+    shown = cli("backup", "--seed", lab.seed, "--inventory", lab.inventory, "--dest", str(tmp_path / "sets"),
+                "--dry-run", "--parallel", "3")
+    assert shown.exit_code == 0 and "3 shard(s) in flight" in shown.stdout and "compress auto" in shown.stdout
     assert {p: rdb_saves(p) for p in replicas} == before
     assert not (tmp_path / "sets").exists()
 
