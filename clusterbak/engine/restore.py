@@ -101,7 +101,7 @@ def run_restore(
             t.close()
     _step(plan, "prove", on_event)
     try:
-        checks = prove(conn, manifest, {n.node_id: n.new_address for n in plan.nodes}, prove_timeout)
+        checks = prove(conn, manifest, {n.node_id: n.new_address for n in plan.nodes}, prove_timeout, on_event)
     except KeyboardInterrupt:
         raise RestoreInterrupted(f"restore of {plan.backup_id} interrupted during the proof: every node was started "
                                  "with the restored files; check the cluster (`clusterbak check`); to undo: "
