@@ -83,7 +83,7 @@ def run_drill(set_dir: StoredSet, manifest: Manifest, lab_dir: Path | None, keep
         nonlocal watch
         if kind == "step":
             marks[data["step"]] = time.monotonic()
-            if data["step"] == "start" and lab is not None:  # from here, watch the nodes load and turn ok
+            if data["step"] == "place" and lab is not None:  # from here, watch the nodes load and turn ok
                 watch = ReadinessWatch(ConnectionOptions(seed=lab.seed), list(lab.addresses))
                 watch.start()
         elif kind == "serving":
@@ -112,7 +112,8 @@ def run_drill(set_dir: StoredSet, manifest: Manifest, lab_dir: Path | None, keep
         plan, conn = prepared.plan, prepared.conn
         on_event("plan", {"sizes": restore_sizes(plan, manifest)})
         try:
-            checks = run_restore(plan, set_dir, manifest, inventory, conn, verified=True, on_event=note)
+            checks = run_restore(plan, set_dir, manifest, inventory, conn, verified=True, on_event=note,
+                                 start_when_placed=True)  # the lab is throwaway: each node loads once placed
         except VerifyError as exc:
             raise VerifyError(f"backup {manifest.backup_id} is damaged, the drill failed: {_file_problem(exc)}; "
                               "the drill lab is removed") from exc
@@ -173,20 +174,20 @@ def _file_problem(exc: BaseException) -> str:
 
 def rto_phases(t0: float, marks: dict[str, float], watch: ReadinessWatch | None, proven: float) -> dict:
     """The RTO in consecutive parts (seconds), from the drill's step marks and the readiness watch:
-    lab (start the scratch cluster, plan), stop (its empty nodes), place (incl. verification), start and load
-    (until every node answers without LOADING), redis_master_ready_wait (until every node says cluster_state ok:
-    Redis's own delay before a restarted master turns writable, 2 s), replicas_synced (until every replica's link
-    is up), checks (slots, roles, key counts, ACL users)."""
-    points = [("lab", t0, marks.get("stop")), ("stop", marks.get("stop"), marks.get("place")),
-              ("place_and_verify", marks.get("place"), marks.get("start"))]
+    lab (start the scratch cluster, plan), stop (its empty nodes), place_verify_and_load (each node's files
+    placed and verified, the node started and loaded as soon as its own files are there; until every node answers
+    without LOADING), redis_master_ready_wait (until every node says cluster_state ok: Redis's own delay before a
+    restarted master turns writable, 2 s), replicas_synced (until every replica's link is up), checks (slots,
+    roles, key counts, ACL users)."""
+    points = [("lab", t0, marks.get("stop")), ("stop", marks.get("stop"), marks.get("place"))]
     loaded = watch.all_(watch.loaded) if watch else None
     ok = watch.all_(watch.cluster_ok) if watch else None
     serving = marks.get("serving")
     if loaded is not None and ok is not None and serving is not None:
         ok = min(ok, serving)
-        points += [("start_and_load", marks.get("start"), loaded), ("redis_master_ready_wait", loaded, ok),
+        points += [("place_verify_and_load", marks.get("place"), loaded), ("redis_master_ready_wait", loaded, ok),
                    ("replicas_synced", ok, serving)]
     else:
-        points += [("start_until_serving", marks.get("start"), serving)]
+        points += [("place_until_serving", marks.get("place"), serving)]
     points += [("checks", serving, proven)]
     return {name: round(b - a, 3) for name, a, b in points if a is not None and b is not None}

@@ -214,8 +214,8 @@ def test_a_drill_reports_its_rto_in_parts_with_no_separate_verify_pass(lab, cli,
     result, doc = cli.json("drill", backup_id, "--dest", str(tmp_path / "sets"))
     assert result.exit_code == 0, doc["errors"]
     parts = doc["data"]["rto_phases"]
-    assert list(parts) == ["lab", "stop", "place_and_verify", "start_and_load", "redis_master_ready_wait",
-                           "replicas_synced", "checks"]
+    assert list(parts) == ["lab", "stop", "place_verify_and_load", "redis_master_ready_wait", "replicas_synced",
+                           "checks"]
     assert all(v >= 0 for v in parts.values())
     assert abs(sum(parts.values()) - doc["data"]["rto_seconds"]) < 0.05
     result = cli("drill", backup_id, "--dest", str(tmp_path / "sets"))
