@@ -356,6 +356,8 @@ class Renderer:
             f"drill of backup {rep['backup_id']}: {'PASSED' if rep['ok'] else 'FAILED'}",
             [
                 ("RTO", f"{rep['rto_seconds']} s"),
+                ("RTO parts", ", ".join(f"{k.replace('_', ' ')} {v:.2f} s"
+                                        for k, v in rep.get("rto_phases", {}).items())),
                 ("RPO (backup age)", f"{rep['rpo_seconds']} s"),
                 ("keys", rep["keys"]),
                 ("raw", _size(rep["raw_bytes"])),

@@ -4,16 +4,21 @@ The reads are redisops/health.py's; this module judges them against the manifest
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from clusterbak.model.manifest import Manifest
 from clusterbak.redisops.connect import ConnectionOptions
 from clusterbak.redisops.health import key_count, read_topology, wait_cluster_ok
 
 
-def prove(conn: ConnectionOptions, manifest: Manifest, new_address: dict[str, str], timeout: float) -> list[dict]:
-    """Checks as rows {check, subject, ok, detail}. new_address: node id -> address now."""
+def prove(conn: ConnectionOptions, manifest: Manifest, new_address: dict[str, str], timeout: float,
+          on_event: Callable[[str, dict], None] = lambda k, d: None) -> list[dict]:
+    """Checks as rows {check, subject, ok, detail}. new_address: node id -> address now. `on_event("serving")`
+    when every node is cluster_state ok with its replicas synced (a drill times the proof's parts)."""
     rows = []
     addresses = sorted(set(new_address.values()))
     ok = wait_cluster_ok(conn, addresses, timeout)
+    on_event("serving", {"ok": ok})
     rows.append(_row("cluster_state ok and replicas synced", "all nodes", ok,
                      "" if ok else f"not within {timeout:.0f}s"))
     topo = read_topology(conn, addresses[0])

@@ -69,9 +69,12 @@ def run_restore(
     resume: RestoreJournal | None = None,
     stop: StopFlag | None = None,
     commands: dict[str, str] | None = None,
+    start_when_placed: bool = False,
 ) -> list[dict]:
     """`resume`: go on from a journal (nodes stopped/placed already are not done again). `commands`: the exact
-    `--resume` / `--rollback` command lines to print when a second interrupt stops the run."""
+    `--resume` / `--rollback` command lines to print when a second interrupt stops the run. `start_when_placed`:
+    each node starts as soon as its own files are placed, so nodes load while others are still being placed -
+    only for a drill's throwaway lab: a real cluster starts no node before every node was placed."""
     if not plan.ok:
         raise StepFailed("refusing to execute a plan with refusals: " + "; ".join(plan.refusals))
     _step(plan, "verify", on_event)  # `verified`: the caller did it before planning (prepare_restore)
@@ -86,7 +89,8 @@ def run_restore(
             try:
                 for n in plan.nodes:
                     transports[n.new_address] = open_transport(inventory.access(n.new_address), accept_new_host_keys)
-                _execute(plan, set_dir, manifest, conn, transports, journal, stop, on_event, commands)
+                _execute(plan, set_dir, manifest, conn, transports, journal, stop, on_event, commands,
+                         start_when_placed)
             except KeyboardInterrupt:  # the second interrupt: what runs in the pool finishes, nothing new starts
                 journal.save()
                 raise RestoreInterrupted(stopped_at_once(journal, commands)) from None
@@ -101,7 +105,7 @@ def run_restore(
             t.close()
     _step(plan, "prove", on_event)
     try:
-        checks = prove(conn, manifest, {n.node_id: n.new_address for n in plan.nodes}, prove_timeout)
+        checks = prove(conn, manifest, {n.node_id: n.new_address for n in plan.nodes}, prove_timeout, on_event)
     except KeyboardInterrupt:
         raise RestoreInterrupted(f"restore of {plan.backup_id} interrupted during the proof: every node was started "
                                  "with the restored files; check the cluster (`clusterbak check`); to undo: "
@@ -121,7 +125,8 @@ def _step(plan: RestorePlan, key: str, on_event: Event) -> None:
 
 
 def _execute(plan: RestorePlan, set_dir: StoredSet, manifest: Manifest, conn: ConnectionOptions, transports: dict,
-             journal: Journal, stop: StopFlag, on_event: Event, commands: dict[str, str] | None) -> None:
+             journal: Journal, stop: StopFlag, on_event: Event, commands: dict[str, str] | None,
+             start_when_placed: bool = False) -> None:
     def stop_one(n: NodeRestore) -> None:
         if not (stop.requested or journal.node(n.new_address).stopped):
             _stop(n, transports[n.new_address], conn)
@@ -140,6 +145,11 @@ def _execute(plan: RestorePlan, set_dir: StoredSet, manifest: Manifest, conn: Co
         moved = _replace(n, transports[n.new_address], set_dir, plan, manifest, already)
         journal.mark(n.new_address, moved=[list(m) for m in moved], placed=True)
 
+    def place_and_start(n: NodeRestore) -> None:
+        place_one(n)
+        if not stop.requested:
+            start_one(n)
+
     def start_one(n: NodeRestore) -> None:
         if not (journal.node(n.new_address).started or answers(conn, n.new_address)):
             _start(n, transports[n.new_address])
@@ -148,18 +158,25 @@ def _execute(plan: RestorePlan, set_dir: StoredSet, manifest: Manifest, conn: Co
     journal.mark(phase="stopping")
     _step(plan, "stop", on_event)
     _each(plan, stop_one, "stopped", on_event)
-    if not stop.requested:
+    if not stop.requested and start_when_placed:  # a drill's lab: place and start each node on its own
+        journal.mark(phase="placing")
+        _step(plan, "place", on_event)
+        _each(plan, place_and_start, "started", on_event)
+    elif not stop.requested:
         journal.mark(phase="placing")
         _step(plan, "place", on_event)
         _each(plan, place_one, "placed", on_event)
+    if stop.requested and start_when_placed:  # the drill removes its lab: nothing to put back
+        raise RestoreInterrupted(f"restore of {plan.backup_id} into the drill lab interrupted while placing")
     if stop.requested:
         undo(plan, journal, transports, conn, on_event)
         raise RestoreInterrupted(f"restore of {plan.backup_id} interrupted before any node was started with the "
                                  "restored files: every node has its previous files back and was started again; "
                                  "nothing changed")
-    journal.mark(phase="starting")
-    _step(plan, "start", on_event)
-    _each(plan, start_one, "started", on_event)
+    if not start_when_placed:
+        journal.mark(phase="starting")
+        _step(plan, "start", on_event)
+        _each(plan, start_one, "started", on_event)
     if stop.requested:
         raise RestoreInterrupted(f"restore of {plan.backup_id} interrupted after every node was started with the "
                                  "restored files; the proof did not run: check the cluster (`clusterbak check`); "

@@ -171,3 +171,52 @@ def test_drill_reports_rto_and_rpo_and_tears_down(lab, cli, tmp_path):
     assert rep["ok"] and rep["rto_seconds"] > 0 and rep["rpo_seconds"] >= 0
     assert set(rep["samples"]) == {"string", "hash", "list", "set", "zset", "stream"}
     assert cluster.load(tmp_path / "drill") is None  # torn down
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Command lines (and working directories) of running processes that name `text`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = str((proc / "cwd").resolve())
+        except OSError:
+            continue
+        if text in cmdline or cwd.startswith(text):
+            found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
+def test_a_drill_of_a_damaged_set_fails_naming_the_file_and_leaves_nothing(lab, cli, tmp_path):
+    import json
+
+    dest = tmp_path / "sets"
+    backup_id = take_backup(cli, lab, dest)
+    manifest = json.loads((dest / backup_id / "manifest.json").read_text())
+    victim = dest / backup_id / manifest["shards"][1]["file"]["path"]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    where = tmp_path / "drill"
+    result, doc = cli.json("drill", backup_id, "--dest", str(dest), "--lab-dir", str(where))
+    assert result.exit_code == 4, doc["errors"]
+    assert victim.name in doc["errors"][0] and "is damaged, the drill failed" in doc["errors"][0]
+    # verified while placing, not in a separate pass first (that one says "nothing was touched")
+    assert "nothing was touched" not in doc["errors"][0]
+    assert not where.exists() and cluster.load(where) is None
+    assert _processes_mentioning(str(where)) == []
+
+
+def test_a_drill_reports_its_rto_in_parts_with_no_separate_verify_pass(lab, cli, tmp_path):
+    backup_id = take_backup(cli, lab, tmp_path / "sets")
+    result, doc = cli.json("drill", backup_id, "--dest", str(tmp_path / "sets"))
+    assert result.exit_code == 0, doc["errors"]
+    parts = doc["data"]["rto_phases"]
+    assert list(parts) == ["lab", "stop", "place_verify_and_load", "redis_master_ready_wait", "replicas_synced",
+                           "checks"]
+    assert all(v >= 0 for v in parts.values())
+    assert abs(sum(parts.values()) - doc["data"]["rto_seconds"]) < 0.05
+    result = cli("drill", backup_id, "--dest", str(tmp_path / "sets"))
+    assert result.exit_code == 0 and "redis master ready wait" in result.output
