@@ -7,7 +7,8 @@ Run standalone:  .venv/bin/python benchmarks/fleet_backup_vs_anchor.py [--mb 100
    100 KB values, pipelined straight to each master under hashtags it owns; waits until the replicas have it.
 2. --runs rounds, alternating which goes first: the anchor `redis-cli --cluster backup SEED DIR` (walks the masters
    one by one; each answers with a disk BGSAVE and streams it) and `clusterbak backup` (one BGSAVE per host on the
-   replicas, in parallel, files over SSH, verified while streaming, zstd; default --parallel 2 and --parallel 3).
+   replicas, in parallel, files over SSH, verified while streaming, --compress auto (the default: random data is
+   stored raw); default --parallel 2 and --parallel 3).
    Prints median wall seconds and the ratio
    (goal <= 0.7x).
 3. Two small fleets (--rolling-keys keys): Redis 7.0 -> 8.0 by `rolling-restart --upgrade-command` under a retrying
@@ -76,7 +77,8 @@ def fill_random(fleet: fl.Fleet, total_bytes: int) -> None:
 
 
 def backups(root: Path, mb: int, runs: int) -> tuple[Series, Series, Series]:
-    anchor, ours = Series("anchor redis-cli --cluster backup"), Series("clusterbak backup (SSH, zstd, verified)")
+    anchor = Series("anchor redis-cli --cluster backup")
+    ours = Series("clusterbak backup (SSH, compress auto, verified)")
     wide = Series("clusterbak backup --parallel 3")
     fleet = fl.up(root / "big", "redis-7.0", 3, 1, name_prefix="clusterbak-bench")
     try:
@@ -89,7 +91,7 @@ def backups(root: Path, mb: int, runs: int) -> tuple[Series, Series, Series]:
                 if which == "anchor":
                     run_anchor(fleet.seed, root, anchor, 3)
                 else:
-                    run_clusterbak(fleet.seed, fleet.inventory, root, ours if which == "ours" else wide, "zstd",
+                    run_clusterbak(fleet.seed, fleet.inventory, root, ours if which == "ours" else wide, "auto",
                                    () if which == "ours" else ("--parallel", "3"))
                 series = {"anchor": anchor, "ours": ours, "wide": wide}[which]
                 print(f"round {i + 1}: {series.name} {series.runs[-1].wall:.2f}s", file=sys.stderr)
