@@ -14,18 +14,16 @@ from clusterbak.cli.render import BackupProgress, Outcome, Renderer
 from clusterbak.config import load_config, load_inventory
 from clusterbak.engine.backup import BackupOptions, incomplete_parts, run_backup
 from clusterbak.engine.backup_prepare import PreparedBackup, check_backup_flags, prepare_backup
+from clusterbak.engine.runs import cluster_topology, locked_run
+from clusterbak.engine.unpin import pinned, put_back_pins
 from clusterbak.engine.verify import verify_set
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError
 from clusterbak.model.inventory import Inventory
 from clusterbak.model.retention import merge
 from clusterbak.plan.backup import BackupRun, Compress, Source
 from clusterbak.plan.prune import Candidate, plan_prune
-from clusterbak.redisops.aofrewrite import SettingsNotRestored, put_back
-from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_errors
-from clusterbak.redisops.discover import discover
-from clusterbak.redisops.runlock import cluster_run_lock, lock_addresses
+from clusterbak.redisops.connect import ConnectionOptions
 from clusterbak.storage.destination import check_existing_destination, check_writable_destination
-from clusterbak.storage.pins import read_pin
 from clusterbak.storage.records import record_verify
 from clusterbak.storage.repository import Repository
 from clusterbak.transports.pool import TransportPool
@@ -102,7 +100,7 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
         if dry_run:
             return planned(r, prepare_backup(opts, inv, run, source=source.value, max_lag=max_lag, aof=aof), inv,
                            opts, repo, enc, signer)
-        with cluster_run_lock(opts, lock_addresses(discover(opts)), "backup", break_lock) as lock:
+        with locked_run(opts, None, "backup", break_lock) as lock:
             for holder in lock.broken:
                 r.note(f"broke a stale run lock: {holder.describe()}")
             return planned(r, prepare_backup(opts, inv, run, source=source.value, max_lag=max_lag, aof=aof), inv,
@@ -284,14 +282,14 @@ def unpin(seed: c.Seed, dry_run: DryRun = False,
 
     def body(r: Renderer) -> Outcome:
         opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout)
-        topology = discover(opts)
+        topology = cluster_topology(opts)
         if dry_run:
             return undo(r, opts, topology)
-        with cluster_run_lock(opts, lock_addresses(topology), "unpin"):  # never under a running backup's feet
+        with locked_run(opts, topology, "unpin"):  # never under a running backup's feet
             return undo(r, opts, topology)
 
     def undo(r: Renderer, opts, topology) -> Outcome:
-        records = [rec for rec in (read_pin(n.address) for n in topology.nodes) if rec is not None]
+        records = pinned(topology)
         rows: list[dict[str, Any]] = [{"node": rec.address, "originals": rec.originals, "pinned_by": rec.describe()}
                                       for rec in records]
         r.table("pinned settings to put back", ("node", "originals", "pinned by"),
@@ -300,18 +298,7 @@ def unpin(seed: c.Seed, dry_run: DryRun = False,
             return Outcome(data={"dry_run": dry_run, "nodes": rows, "restored": []})
         if not yes and not r.confirm(f"set the original settings again on {len(records)} node(s)?"):
             raise PreconditionError("not confirmed; nothing changed (use --yes to skip the question)")
-        restored, errors = [], []
-        for rec in records:
-            host, port = rec.address.rsplit(":", 1)
-            client = make_client(opts, host, int(port))
-            try:
-                with redis_errors(rec.address, opts):
-                    put_back(client, rec.address, rec.originals)
-                restored.append(rec.address)
-            except (SettingsNotRestored, PreconditionError) as exc:
-                errors.append(str(exc))
-            finally:
-                client.close()
+        restored, errors = put_back_pins(opts, records)
         for line in errors:
             r.error(line)
         return Outcome(data={"dry_run": False, "nodes": rows, "restored": restored},

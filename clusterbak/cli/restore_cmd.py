@@ -20,10 +20,10 @@ from clusterbak.engine.drill import restore_sizes, run_drill
 from clusterbak.engine.restore import rollback_restore, run_restore
 from clusterbak.engine.restore_journal import journal_path, load_journal
 from clusterbak.engine.restore_prepare import prepare_restore
+from clusterbak.engine.runs import locked_run
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, ClusterbakError, PreconditionError, UsageError
 from clusterbak.lab.scratch_cluster import lab_scratch_cluster
 from clusterbak.plan.restore import parse_maps
-from clusterbak.redisops.runlock import cluster_run_lock
 from clusterbak.storage.records import record_drill
 from clusterbak.storage.repository import Repository
 
@@ -147,7 +147,7 @@ def restore(
 @contextmanager
 def _run_lock(r: Renderer, conn, addresses: list[str], break_lock: bool):
     """The cluster's run lock on the targets that answer (a cluster that is all down has nowhere to hold it)."""
-    with cluster_run_lock(conn, addresses, "restore", break_lock, none_up_ok=True) as lock:
+    with locked_run(conn, addresses, "restore", break_lock, none_up_ok=True) as lock:
         for holder in lock.broken:
             r.note(f"broke a stale run lock: {holder.describe()}")
         yield lock
