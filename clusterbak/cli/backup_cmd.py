@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
@@ -14,19 +13,17 @@ from clusterbak.cli.render import BackupProgress, Outcome, Renderer
 from clusterbak.config import load_config, load_inventory
 from clusterbak.engine.backup import BackupOptions, incomplete_parts, run_backup
 from clusterbak.engine.backup_prepare import PreparedBackup, check_backup_flags, prepare_backup
+from clusterbak.engine.prune import prepare_prune, run_prune
+from clusterbak.engine.records import record_verification
+from clusterbak.engine.runs import cluster_topology, locked_run
+from clusterbak.engine.unpin import pinned, put_back_pins
 from clusterbak.engine.verify import verify_set
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError
 from clusterbak.model.inventory import Inventory
 from clusterbak.model.retention import merge
 from clusterbak.plan.backup import BackupRun, Compress, Source
-from clusterbak.plan.prune import Candidate, plan_prune
-from clusterbak.redisops.aofrewrite import SettingsNotRestored, put_back
-from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_errors
-from clusterbak.redisops.discover import discover
-from clusterbak.redisops.runlock import cluster_run_lock, lock_addresses
+from clusterbak.redisops.connect import ConnectionOptions
 from clusterbak.storage.destination import check_existing_destination, check_writable_destination
-from clusterbak.storage.pins import read_pin
-from clusterbak.storage.records import record_verify
 from clusterbak.storage.repository import Repository
 from clusterbak.transports.pool import TransportPool
 
@@ -102,7 +99,7 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
         if dry_run:
             return planned(r, prepare_backup(opts, inv, run, source=source.value, max_lag=max_lag, aof=aof), inv,
                            opts, repo, enc, signer)
-        with cluster_run_lock(opts, lock_addresses(discover(opts)), "backup", break_lock) as lock:
+        with locked_run(opts, None, "backup", break_lock) as lock:
             for holder in lock.broken:
                 r.note(f"broke a stale run lock: {holder.describe()}")
             return planned(r, prepare_backup(opts, inv, run, source=source.value, max_lag=max_lag, aof=aof), inv,
@@ -194,7 +191,7 @@ def verify(backup_id: Annotated[str, typer.Argument(help="A set's id, or `latest
         manifest, stored = ro.opened(store, bid, verify_key, identity)
         results = verify_set(stored, manifest)
         bad = [f"{x['file']}: {x['problem']}" for x in results if not x["ok"]]
-        record = record_verify(stored, not bad, bad, time.time())
+        record = record_verification(stored, bad)
         r.table(f"verify {bid}", ("file", "result"),
                 [(x["file"], x.get("note") or "ok" if x["ok"] else x["problem"]) for x in results])
         for line in bad:
@@ -238,17 +235,8 @@ def prune(dest: Dest,
         if not ro.is_remote(dest):
             check_existing_destination(dest)
         store = ro.repository(dest, s3_endpoint_url, s3_path_style)
-        entries = {e.backup_id: e for e in store.entries()}
-        assert policy.keep_last is not None  # merge() fills in every rule (flags, config file, defaults)
-        decisions = plan_prune([Candidate(e.backup_id, e.status, e.created_at, e.verified) for e in entries.values()],
-                               time.time(), policy.keep_last, policy.keep_daily, policy.keep_weekly,
-                               policy.partial_grace_hours * 3600)
-        # every set the policy drops is asked for an Object Lock first, before anything is deleted: a locked set is
-        # kept (and says why), so prune never stops half-way on a delete the store refuses
-        locked = {d.backup_id: why for d in decisions if d.action == "delete"
-                  and (why := store.lock_of(entries[d.backup_id])) is not None}
-        decisions = [replace(d, action="keep", rule="locked", reason=f"{locked[d.backup_id]} (policy: {d.reason})")
-                     if d.backup_id in locked else d for d in decisions]
+        prepared = prepare_prune(store, policy)
+        decisions = prepared.decisions
         shown = {"newest": "newest", "none": "no rule"}
         rows = [{"backup_id": d.backup_id, "action": d.action, "rule": d.rule, "reason": d.reason,
                  "rule_from": policy.where(d.rule)} for d in decisions]
@@ -258,7 +246,7 @@ def prune(dest: Dest,
         r.table("prune plan", ("set", "action", "rule", "why"),
                 [(d.backup_id, d.action, shown.get(d.rule, d.rule), d.reason) for d in decisions],
                 [None if d.action == "keep" else "yellow" for d in decisions])
-        doomed = [d for d in decisions if d.action == "delete"]
+        doomed = prepared.doomed
         policy_data = {rule: getattr(policy, rule) for rule in ("keep_last", "keep_daily", "keep_weekly",
                                                                  "partial_grace_hours")}
         if dry_run or not doomed:
@@ -267,11 +255,9 @@ def prune(dest: Dest,
             return Outcome(data={"dry_run": dry_run, "policy": policy_data, "decisions": rows, "deleted": []})
         if not yes and not r.confirm(f"delete {len(doomed)} backup set(s) from {store.url}?"):
             raise PreconditionError("not confirmed; nothing deleted (use --yes to skip the question)")
-        for d in doomed:
-            store.delete(entries[d.backup_id])
+        deleted = run_prune(store, prepared)
         r.verdict_line(f"prune {store.url}: deleted {len(doomed)}, kept {len(decisions) - len(doomed)}")
-        return Outcome(data={"dry_run": False, "policy": policy_data, "decisions": rows,
-                             "deleted": [d.backup_id for d in doomed]})
+        return Outcome(data={"dry_run": False, "policy": policy_data, "decisions": rows, "deleted": deleted})
 
     c.execute("prune", json_out, body, quiet, metrics_file)
 
@@ -284,14 +270,14 @@ def unpin(seed: c.Seed, dry_run: DryRun = False,
 
     def body(r: Renderer) -> Outcome:
         opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout)
-        topology = discover(opts)
+        topology = cluster_topology(opts)
         if dry_run:
             return undo(r, opts, topology)
-        with cluster_run_lock(opts, lock_addresses(topology), "unpin"):  # never under a running backup's feet
+        with locked_run(opts, topology, "unpin"):  # never under a running backup's feet
             return undo(r, opts, topology)
 
     def undo(r: Renderer, opts, topology) -> Outcome:
-        records = [rec for rec in (read_pin(n.address) for n in topology.nodes) if rec is not None]
+        records = pinned(topology)
         rows: list[dict[str, Any]] = [{"node": rec.address, "originals": rec.originals, "pinned_by": rec.describe()}
                                       for rec in records]
         r.table("pinned settings to put back", ("node", "originals", "pinned by"),
@@ -300,18 +286,7 @@ def unpin(seed: c.Seed, dry_run: DryRun = False,
             return Outcome(data={"dry_run": dry_run, "nodes": rows, "restored": []})
         if not yes and not r.confirm(f"set the original settings again on {len(records)} node(s)?"):
             raise PreconditionError("not confirmed; nothing changed (use --yes to skip the question)")
-        restored, errors = [], []
-        for rec in records:
-            host, port = rec.address.rsplit(":", 1)
-            client = make_client(opts, host, int(port))
-            try:
-                with redis_errors(rec.address, opts):
-                    put_back(client, rec.address, rec.originals)
-                restored.append(rec.address)
-            except (SettingsNotRestored, PreconditionError) as exc:
-                errors.append(str(exc))
-            finally:
-                client.close()
+        restored, errors = put_back_pins(opts, records)
         for line in errors:
             r.error(line)
         return Outcome(data={"dry_run": False, "nodes": rows, "restored": restored},

@@ -50,12 +50,17 @@ def refuse_together(**flags: bool) -> None:
         raise UsageError(f"{' and '.join(given)} cannot be used together")
 
 
+def check_seed(seed: str) -> None:
+    """A usage error (exit 2) naming --seed when it is not host:port."""
+    split_address(seed)
+
+
 def connection(seed: str, user: str | None, tls: bool, cacert: str | None, cert: str | None, key: str | None,
                connect_timeout: float, inventory: Inventory | None = None,
                tls_insecure: bool = False) -> ConnectionOptions:
     """Connection options from the flags; the inventory's [redis] username/password_env apply unless --user /
     $REDISCLI_AUTH override them."""
-    split_address(seed)  # usage error early, naming the bad value
+    check_seed(seed)  # usage error early, naming the bad value
     check_tls_flags(tls, cacert, cert, key, tls_insecure)
     opts = ConnectionOptions(seed=seed, username=user, tls=tls, cacert=cacert, cert=cert, key=key,
                              connect_timeout=connect_timeout, tls_insecure=tls_insecure)

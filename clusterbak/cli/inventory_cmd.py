@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -34,20 +33,14 @@ def inventory(
     json_out: c.Json = False,
 ) -> None:
     """Discover the cluster from --seed and write an inventory for it (today: --docker, containers by port)."""
-    from clusterbak.redisops.discover import discover
-    from clusterbak.transports.docker_discover import docker_inventory, render_toml
+    from clusterbak.engine.inventory import write_docker_inventory
 
     def body(r: Renderer) -> Outcome:
         if not docker:
             raise UsageError("only --docker discovery exists; write other inventories by hand (docs/inventory.md)")
         if out.exists() and not force:
             raise UsageError(f"{out} exists; pass --force to overwrite it")
-        topology = discover(c.connection(seed, user, tls, cacert, cert, key, connect_timeout))
-        addresses = [n.address for n in topology.nodes if not ({"noaddr", "handshake"} & n.flags)]
-        inv = docker_inventory(addresses, data_dir, source=str(out))
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(render_toml(inv))
-        os.replace(tmp, out)
+        inv = write_docker_inventory(c.connection(seed, user, tls, cacert, cert, key, connect_timeout), out, data_dir)
         rows = [(n.address, n.container) for n in inv.nodes]
         r.table(f"inventory {out}", ("node", "container"), rows)
         return Outcome(data={"inventory": str(out), "nodes": [{"address": a, "container": ct} for a, ct in rows]})

@@ -17,14 +17,14 @@ from clusterbak.cli.backup_cmd import BreakLock, Dest, DryRun, resolve_id
 from clusterbak.cli.render import NodeProgress, Outcome, Renderer
 from clusterbak.config import load_inventory
 from clusterbak.engine.drill import restore_sizes, run_drill
+from clusterbak.engine.records import record_drill_result
 from clusterbak.engine.restore import rollback_restore, run_restore
 from clusterbak.engine.restore_journal import journal_path, load_journal
 from clusterbak.engine.restore_prepare import prepare_restore
+from clusterbak.engine.runs import locked_run
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, ClusterbakError, PreconditionError, UsageError
 from clusterbak.lab.scratch_cluster import lab_scratch_cluster
 from clusterbak.plan.restore import parse_maps
-from clusterbak.redisops.runlock import cluster_run_lock
-from clusterbak.storage.records import record_drill
 from clusterbak.storage.repository import Repository
 
 PROVE_PASSWORD_ENV = "CLUSTERBAK_PROVE_PASSWORD"
@@ -147,7 +147,7 @@ def restore(
 @contextmanager
 def _run_lock(r: Renderer, conn, addresses: list[str], break_lock: bool):
     """The cluster's run lock on the targets that answer (a cluster that is all down has nowhere to hold it)."""
-    with cluster_run_lock(conn, addresses, "restore", break_lock, none_up_ok=True) as lock:
+    with locked_run(conn, addresses, "restore", break_lock, none_up_ok=True) as lock:
         for holder in lock.broken:
             r.note(f"broke a stale run lock: {holder.describe()}")
         yield lock
@@ -253,9 +253,9 @@ def drill(
                                    base_port=base_port,
                                    prove_user=prove_user, prove_password=password)
         except ClusterbakError:
-            record_drill(set_dir, False, time.time(), None, None)  # beside the set, local or S3: check --dest reads it
+            record_drill_result(set_dir, None)  # beside the set, local or S3: check --dest reads it
             raise
-        record_drill(set_dir, report["ok"], time.time(), report["rto_seconds"], report["rpo_seconds"])
+        record_drill_result(set_dir, report)
         r.verdict(report["checks"])
         r.drill_report(report)
         bad = [f"{x['subject']}: {x['check']}: {x['detail']}" for x in report["checks"] if not x["ok"]]

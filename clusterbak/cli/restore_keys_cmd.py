@@ -14,13 +14,10 @@ from clusterbak.cli.backup_cmd import Dest, DryRun
 from clusterbak.cli.render import Outcome, Renderer
 from clusterbak.cli.render_restore_keys import show_plan, show_report
 from clusterbak.config import load_inventory
-from clusterbak.engine.restore_keys import run_restore_keys, verify_needed
-from clusterbak.engine.scratch import scratch_server_version
+from clusterbak.engine.restore_keys import prepare_restore_keys, run_restore_keys, verify_needed
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
 from clusterbak.model.manifest import Manifest
-from clusterbak.plan.restore_keys import Selection, parse_slot_ranges, plan_restore_keys
-from clusterbak.redisops.connect import split_address
-from clusterbak.redisops.dumprestore import read_target
+from clusterbak.plan.restore_keys import Selection, parse_slot_ranges
 from clusterbak.storage.repository import StoredSet, require_identities
 
 
@@ -90,7 +87,7 @@ def restore_keys(
     """Restore what was lost: keys by name, glob or slot range from a backup set into any live target (any shape)."""
 
     def body(r: Renderer) -> Outcome:
-        split_address(seed)  # usage errors first
+        c.check_seed(seed)  # usage errors first
         if not 1 <= parallel <= 64:
             raise UsageError(f"--parallel {parallel}: use 1 to 64")
         selection = Selection.of([m.encode() for m in match or []], read_names(keys_from),
@@ -100,8 +97,7 @@ def restore_keys(
         set_dir, manifest = read_set(dest, backup_id)
         inv = load_inventory(inventory) if inventory else None
         conn = c.connection(seed, user, tls, cacert, cert, key, connect_timeout, inv, tls_insecure)
-        plan = plan_restore_keys(manifest, selection, read_target(conn, standalone), standalone,
-                                 scratch_server_version(), on_conflict, ttl, rename_prefix.encode())
+        plan = prepare_restore_keys(manifest, selection, conn, standalone, on_conflict, ttl, rename_prefix.encode())
         data: dict[str, Any] = {"backup_id": backup_id, "dry_run": dry_run, "plan": plan.to_dict()}
         show_plan(r, data["plan"])
         if not plan.ok:

@@ -12,7 +12,7 @@ from clusterbak.cli import common as c
 from clusterbak.cli.backup_cmd import BreakLock
 from clusterbak.cli.render import Outcome, Renderer
 from clusterbak.cli.render_rolling import progress, show_plan, show_report, show_roles_report, stopping
-from clusterbak.cli.upgrade_opts import apply_upgrade, show_versions
+from clusterbak.cli.upgrade_opts import show_versions
 from clusterbak.config import load_inventory
 from clusterbak.engine.rolling import (
     RollingOptions,
@@ -25,13 +25,12 @@ from clusterbak.engine.rolling import (
     run_rolling,
 )
 from clusterbak.engine.rolling_state import RunState, default_state_path, load_state
-from clusterbak.engine.upgrade import control_host_action
+from clusterbak.engine.runs import locked_run
+from clusterbak.engine.upgrade import control_host_action, prepare_upgrade, versions_now
 from clusterbak.errors import EXIT_INTERRUPTED, EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
 from clusterbak.model.checks import DEFAULT_MAX_LAG
 from clusterbak.plan.rolling import RollingPlan
 from clusterbak.plan.upgrade import is_upgrade
-from clusterbak.redisops.nodeinfo import server_versions
-from clusterbak.redisops.runlock import cluster_run_lock, lock_addresses
 
 
 def register(app: typer.Typer) -> None:
@@ -113,7 +112,7 @@ def rolling_restart(
                 _refuse_unfinished(existing, path, prep)
         versions_before = None
         if upgrade_command:
-            prep, versions_before = apply_upgrade(prep, upgrade_command, inv, opts)
+            prep, versions_before = prepare_upgrade(prep, upgrade_command, inv, opts)
         records = [{"index": x.index, "status": x.status} for x in existing.records] if existing and resume else None
         data: dict[str, Any] = {"dry_run": dry_run, "resume": resume, "state_file": str(path),
                                 "plan": prep.plan.to_dict(), "refusals": list(prep.refusals)}
@@ -136,7 +135,7 @@ def rolling_restart(
         else:
             run = RunState.new(prep.plan, seed, str(Path(inventory).absolute()), run_ids)
         stop = StopFlag()
-        with cluster_run_lock(opts, lock_addresses(prep.inspection.topology), "rolling-restart", break_lock) as lock, \
+        with locked_run(opts, prep.inspection.topology, "rolling-restart", break_lock) as lock, \
                 stop.on_sigint(lambda: stopping(r)):
             for holder in lock.broken:
                 r.note(f"broke a stale run lock: {holder.describe()}")
@@ -146,7 +145,7 @@ def rolling_restart(
         data["result"] = result
         show_report(r, result)
         if versions_before is not None:
-            after = server_versions(opts, list(versions_before))
+            after = versions_now(opts, versions_before)
             data["versions"] = show_versions(r, versions_before, after)
         r.verdict_line(f"rolling-restart: {result['status']}, {result['steps_done']}/{result['steps_total']} steps, "
                        f"took {result['duration_s']:.1f}s, cluster at {seed}, state in {path}")
@@ -176,8 +175,8 @@ def _restore_roles(r: Renderer, opts, existing: RunState | None, path: Path, dry
         return Outcome(data=data)
     if not yes and not r.confirm(f"fail {len(steps)} shards back to their recorded masters at {seed}?"):
         raise PreconditionError("not confirmed, nothing changed (without a terminal to ask on, pass --yes)")
-    with cluster_run_lock(opts, [role.address for role in existing.plan.roles], "rolling-restart --restore-roles",
-                          break_lock):
+    with locked_run(opts, [role.address for role in existing.plan.roles], "rolling-restart --restore-roles",
+                    break_lock):
         result = run_restore_roles(existing, steps, opts, RollingOptions(step_timeout), progress(r))
     data["result"] = result
     show_roles_report(r, result)

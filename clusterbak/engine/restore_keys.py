@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from clusterbak.engine.scratch import SCRATCH_PREFIX, ScratchServer
+from clusterbak.engine.scratch import SCRATCH_PREFIX, ScratchServer, scratch_server_version
 from clusterbak.engine.verify import verify_set
 from clusterbak.errors import PreconditionError, StepFailed, VerifyError
 from clusterbak.model.manifest import Manifest, ShardRecord
@@ -39,6 +39,7 @@ from clusterbak.plan.restore_keys import (
     key_slot,
     payload_rdb_version,
     payload_type,
+    plan_restore_keys,
     slot_owner_table,
     slot_range_of,
 )
@@ -52,6 +53,7 @@ from clusterbak.redisops.dumprestore import (
     exists_command,
     migrate_command,
     open_pipe,
+    read_target,
     restore_command,
     scan,
 )
@@ -130,6 +132,14 @@ def migrate_batch(shard: ShardRecord) -> int:
     """Keys per MIGRATE for this shard: MIGRATE_BATCH, fewer when its keys are big on average."""
     size = sum(f.raw_size or f.stored_size for f in shard.files)
     return max(1, min(MIGRATE_BATCH, MIGRATE_BYTES * max(shard.keys, 1) // max(size, 1)))
+
+
+def prepare_restore_keys(manifest: Manifest, selection: Selection, target: ConnectionOptions, standalone: bool,
+                         on_conflict: str = "skip", ttl: str = "keep", rename_prefix: bytes = b"") -> RestoreKeysPlan:
+    """Read the target as it is now (its masters, slots and versions; standalone: the seed) and this host's scratch
+    server version, and plan the copy (refusals in the plan)."""
+    return plan_restore_keys(manifest, selection, read_target(target, standalone), standalone,
+                             scratch_server_version(), on_conflict, ttl, rename_prefix)
 
 
 def why_not_migrate(plan: RestoreKeysPlan, target: ConnectionOptions, write: bool) -> str | None:

@@ -5,6 +5,9 @@
 - Only redisops/ speaks Redis: redis and hiredis are imported there, by the lab (it builds and fills clusters) and by
   the benchmarks, nowhere else.
 - The layers below the engine never reach up: no layer imports cli/; only cli/ and engine/ import engine/.
+- cli/ only parses, confirms and renders: from redisops/ it imports only redisops.connect (connection options and
+  the seed's address check); from storage/ only the modules that open what the flags name (CLI_STORAGE); from plan/
+  types and parsers, never a planner (a `plan_*` function): planning and probing are the engine's prepare steps.
 """
 
 from __future__ import annotations
@@ -23,7 +26,17 @@ IO_LIBRARIES = {"redis", "hiredis", "paramiko", "docker", "socket", "subprocess"
 REDIS_LIBRARIES = {"redis", "hiredis"}
 PURE_MAY_IMPORT = {"model": {"model", "errors"}, "plan": {"model", "plan", "errors"}}
 SPEAKS_REDIS = {"redisops", "lab"}
+CLI_REDISOPS = {"clusterbak.redisops.connect"}
+# the repository and key files the flags name, the S3 options, the destination checks made before any connection
+CLI_STORAGE = {"clusterbak.storage." + m for m in ("repository", "s3options", "keys", "stages", "destination",
+                                                   "local")}
 BELOW_ENGINE = {"model", "plan", "redisops", "transports", "storage", "rdb", "errors", "config"}
+
+
+def imported_names(path: Path) -> list[tuple[int, str, str]]:
+    """(line, module, name) for every `from module import name` in a file (absolute imports)."""
+    return [(node.lineno, node.module, alias.name) for node in ast.walk(ast.parse(path.read_text(), str(path)))
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level for alias in node.names]
 
 
 def imports(path: Path) -> list[tuple[int, str]]:
@@ -93,6 +106,26 @@ def upward_rule(src: str, module: str) -> str | None:
     return None
 
 
+def thin_cli_rule(src: str, module: str) -> str | None:
+    if src != "cli":
+        return None
+    if (module == "clusterbak.redisops" or module.startswith("clusterbak.redisops.")) and module not in CLI_REDISOPS:
+        return "cli/ imports from redisops/ only redisops.connect: probing the cluster is the engine's"
+    if (module == "clusterbak.storage" or module.startswith("clusterbak.storage.")) and module not in CLI_STORAGE:
+        return f"cli/ imports from storage/ only {', '.join(sorted(m.rsplit('.', 1)[1] for m in CLI_STORAGE))}"
+    return None
+
+
+def planner_violations() -> list[str]:
+    found = []
+    for path in files(PACKAGE / "cli"):
+        for line, module, name in imported_names(path):
+            if module.startswith("clusterbak.plan") and name.startswith("plan_"):
+                found.append(f"{path.relative_to(ROOT)}:{line}: imports {module}.{name} "
+                             "(cli/ does not plan: the engine's prepare step does)")
+    return found
+
+
 def test_model_and_plan_import_no_io_and_no_other_layer():
     assert violations(pure_rule) == []
 
@@ -103,6 +136,10 @@ def test_only_redisops_and_the_lab_import_redis():
 
 def test_nothing_below_the_engine_reaches_up():
     assert violations(upward_rule) == []
+
+
+def test_the_cli_only_parses_confirms_and_renders():
+    assert violations(thin_cli_rule) + planner_violations() == []
 
 
 def test_the_drill_is_given_its_scratch_cluster_and_does_not_import_the_lab():
@@ -116,6 +153,10 @@ def test_the_drill_is_given_its_scratch_cluster_and_does_not_import_the_lab():
     ("plan", "from clusterbak.redisops.connect import make_client\n", "plan/ may import only"),
     ("model", "def f():\n    import subprocess\n", "no I/O library"),
     ("transports", "from clusterbak.engine import backup\n", "only cli/ and engine/ import engine/"),
+    ("cli", "from clusterbak.redisops.discover import discover\n", "cli/ imports from redisops/ only"),
+    ("cli", "def f():\n    from clusterbak.redisops import runlock\n", "cli/ imports from redisops/ only"),
+    ("cli", "from clusterbak.storage.records import record_verify\n", "cli/ imports from storage/ only"),
+    ("cli", "from clusterbak.plan.prune import plan_prune\n", "cli/ does not plan"),
 ])
 def test_the_rules_see_what_they_forbid(tmp_path, monkeypatch, where, bad, expected):
     """A planted import in a throwaway package is reported (the checks are not vacuous)."""
@@ -124,5 +165,6 @@ def test_the_rules_see_what_they_forbid(tmp_path, monkeypatch, where, bad, expec
     (fake / where / "planted.py").write_text(bad)
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
-    found = violations(pure_rule) + violations(redis_rule) + violations(upward_rule)
+    found = (violations(pure_rule) + violations(redis_rule) + violations(upward_rule) + violations(thin_cli_rule)
+             + planner_violations())
     assert any(expected in v and f"clusterbak/{where}/planted.py" in v for v in found), found
