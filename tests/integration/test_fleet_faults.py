@@ -53,6 +53,16 @@ def saving(address: str, proc: subprocess.Popen | None = None) -> bool:
         return bool(int(c.info("persistence")["rdb_bgsave_in_progress"]))
 
 
+def flagged_by_anyone(fleet: fl.Fleet, address: str) -> bool:
+    for node in fleet.nodes:
+        with node_client(node.address) as c:
+            for line in c.execute_command("CLUSTER", "NODES").splitlines():
+                fields = line.split()
+                if fields[1].split("@")[0] == address and {"fail", "fail?"} & set(fields[2].split(",")):
+                    return True
+    return False
+
+
 def complete_sets(dest: Path) -> list[str]:
     return sorted(p.parent.name for p in dest.glob("*/manifest.json"))
 
@@ -97,6 +107,9 @@ def test_source_host_cut_off_the_network_fails_its_shard_and_a_rerun_works(fleet
     slow_saves([victim], 0)
     wait_for(lambda: node_client(victim).info("replication").get("master_link_status") == "up", 30,
              f"{victim} in sync again")
+    # and no node still flags it fail/fail? (gossip clears that a moment after it answers again): until then the
+    # backup rightly refuses it as a source
+    wait_for(lambda: not flagged_by_anyone(fleet, victim), 30, f"{victim} no longer flagged failing")
     code, doc = finish(clusterbak("backup", "--seed", fleet.seed, "--inventory", fleet.inventory, "--dest", str(dest)))
     assert code == 0, doc["errors"]
     assert len(complete_sets(dest)) == 1
