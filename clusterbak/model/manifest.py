@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from clusterbak.errors import VerifyError
 from clusterbak.model.aofmanifest import AofManifestError, needed, parse_aof_manifest
 from clusterbak.model.names import NameError_, check_address, check_bare_name, check_node_id, check_relative_path
+from clusterbak.model.nodeconfig import ModuleLoaded  # one MODULE LIST line: read from a node or from a set
 from clusterbak.model.state import NodeState, states_by_id
 from clusterbak.model.topology import Topology
 
@@ -108,15 +109,6 @@ class TopologyNode:
 
 
 @dataclass(frozen=True, slots=True)
-class ModuleRecord:
-    """One line of the node's MODULE LIST at backup time. `path` is information only."""
-
-    name: str
-    version: int
-    path: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class NodeConf:
     id: str
     address: str
@@ -125,7 +117,7 @@ class NodeConf:
     config: StoredFile | None = None  # the node's config file (holds secrets: stored 0600, never printed)
     acl: StoredFile | None = None  # its users, in ACL-file format (password hashes: never printed)
     acl_source: str | None = None  # "aclfile" | "acl-list"
-    modules: tuple[ModuleRecord, ...] | None = None  # None: not recorded (an older set, or MODULE LIST refused)
+    modules: tuple[ModuleLoaded, ...] | None = None  # None: not recorded (an older set, or MODULE LIST refused)
 
     @property
     def secret_files(self) -> tuple[StoredFile, ...]:
@@ -162,9 +154,9 @@ class Manifest:
         return (tuple(f for s in self.shards for f in s.files) + tuple(c.file for c in self.node_confs)
                 + tuple(f for c in self.node_confs for f in c.secret_files))
 
-    def modules(self) -> dict[str, ModuleRecord]:
+    def modules(self) -> dict[str, ModuleLoaded]:
         """Every module some node of the set loaded, by name (the highest version seen): what the data may need."""
-        out: dict[str, ModuleRecord] = {}
+        out: dict[str, ModuleLoaded] = {}
         for conf in self.node_confs:
             for m in conf.modules or ():
                 if m.name not in out or m.version > out[m.name].version:
@@ -399,13 +391,13 @@ def _node_conf(raw: object, i: int) -> NodeConf:
                     config, acl, source, modules)
 
 
-def _module(raw: object, where: str) -> ModuleRecord:
+def _module(raw: object, where: str) -> ModuleLoaded:
     m = _map(raw, where)
     name = m.get("name")
     if not isinstance(name, str) or not MODULE_NAME.fullmatch(name):
         raise ManifestError(f"{where}.name {name!r} is not a module name")
     path = m.get("path")
-    return ModuleRecord(name, _int(m, "ver"), path if isinstance(path, str) else None)
+    return ModuleLoaded(name, _int(m, "ver"), path if isinstance(path, str) else None)
 
 
 def _checked(where: str, check: Callable[[object], T], value: object) -> T:
