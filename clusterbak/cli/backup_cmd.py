@@ -21,7 +21,7 @@ from clusterbak.engine.verify import verify_set
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError
 from clusterbak.model.inventory import Inventory
 from clusterbak.model.retention import merge
-from clusterbak.plan.backup import BackupRun, Compress, Source
+from clusterbak.plan.backup import BackupRun, Compress, Source, Via
 from clusterbak.redisops.connect import ConnectionOptions
 from clusterbak.storage.destination import check_existing_destination, check_writable_destination
 from clusterbak.storage.repository import Repository
@@ -74,6 +74,10 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
            saves_per_host: Annotated[int, typer.Option(
                "--saves-per-host", min=1,
                help="BGSAVEs at once on one host (default 1: fork memory). The plan shows the memory it assumes.")] = 1,
+           via: Annotated[Via, typer.Option(
+               "--via", help="transport: BGSAVE, then fetch dump.rdb over SSH/Docker/local | sync: each replica "
+               "streams a snapshot it forks for us over the replication protocol (no SSH for the data)")
+           ] = Via.TRANSPORT,
            timings: Annotated[bool, typer.Option(
                "--timings", help="Also show where each shard's time went (always in --json).")] = False,
            dry_run: DryRun = False, break_lock: BreakLock = False, user: c.User = None, tls: c.Tls = False,
@@ -85,7 +89,7 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
     """Snapshot every shard on an in-sync replica, collect dump.rdb and every nodes.conf, verify, write a set."""
 
     def body(r: Renderer) -> Outcome:
-        check_backup_flags(aof, relax_fsync)  # a usage error (2) before any connection
+        check_backup_flags(aof, relax_fsync, via.value)  # a usage error (2) before any connection
         inv = load_inventory(inventory)
         opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout, inv, tls_insecure)
         enc, signer = ro.encryption(encrypt_to), ro.load_signer(sign_key)
@@ -95,7 +99,7 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
         repo = ro.repository(dest, s3_endpoint_url, s3_path_style, s3_part_size_mb, s3_concurrency, writing=True,
                              lock_days=lock_days, lock_mode=lock_mode)
         run = BackupRun(dest, parallel, timeout, compress.value, catch_up_timeout, relax_fsync, saves_per_host,
-                        accept_new_host_keys, enc.recipients if enc else (), signer is not None, force)
+                        accept_new_host_keys, enc.recipients if enc else (), signer is not None, force, via.value)
         if dry_run:
             return planned(r, prepare_backup(opts, inv, run, source=source.value, max_lag=max_lag, aof=aof), inv,
                            opts, repo, enc, signer)

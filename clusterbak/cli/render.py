@@ -170,7 +170,8 @@ class Renderer:
         if run is not None:  # every option the run will use: a --dry-run shows all that will happen
             self.line(f"backup run: to {run['dest']}, {plan['kind']}, {run['parallel']} shard(s) in flight, "
                       f"{run['saves_per_host']} save(s) per host, compress {run['compress']}, "
-                      f"save timeout {run['timeout']:g}s, catch-up timeout {run['catch_up_timeout']:g}s"
+                      + ("replica snapshots streamed over PSYNC (--via sync), " if run.get("via") == "sync" else "")
+                      + f"save timeout {run['timeout']:g}s, catch-up timeout {run['catch_up_timeout']:g}s"
                       + (", appendfsync no during the copy" if run["relax_fsync"] else "")
                       + (f", encrypted to {len(run['encrypted_to'])} recipient(s)" if run["encrypted_to"] else "")
                       + (", manifest signed" if run["signed"] else "")
@@ -179,7 +180,7 @@ class Renderer:
         self.table(f"backup plan {plan['backup_id']} (source: {plan['source_mode']})",
                    ("shard", "slots", "snapshot on", "role", "host", "file", "why"),
                    [(s["index"], " ".join(s["slots"]), s["source_address"] or "-", s["source_role"] or "-",
-                     s["host"] or "-", s["rdb_path"] or "-", s["refusal"] or s["why"]) for s in plan["shards"]],
+                     s["host"] or "-", _snapshot_file(s, run), s["refusal"] or s["why"]) for s in plan["shards"]],
                    ["red" if s["refusal"] else None for s in plan["shards"]])
         self.table("nodes.conf, config file and users of every node", ("node", "role", "host", "file", "config file",
                                                                        "users"),
@@ -508,3 +509,9 @@ def _age(seconds: float) -> str:
             return f"{seconds / size:.0f}{unit}"
     return f"{seconds:.0f}s"
 
+
+def _snapshot_file(shard: dict, run: dict | None) -> str:
+    """Where a shard's snapshot comes from: the replica's PSYNC stream (--via sync) or its dump file."""
+    if run is not None and run.get("via") == "sync" and shard["source_role"] == "replica":
+        return "PSYNC stream"
+    return shard["rdb_path"] or "-"

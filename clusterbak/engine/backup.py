@@ -29,15 +29,17 @@ from clusterbak.model.manifest import (
 )
 from clusterbak.model.state import NodeState
 from clusterbak.model.topology import Topology
-from clusterbak.plan.backup import BackupPlan, BackupRun, NodeFilePlan, ShardPlan
-from clusterbak.redisops.bgsave import bgsave_and_wait
-from clusterbak.redisops.catchup import wait_caught_up
+from clusterbak.plan.backup import BackupPlan, BackupRun, NodeFilePlan, ShardPlan, Via
+from clusterbak.redisops.bgsave import SaveResult, bgsave_and_wait, server_time
+from clusterbak.redisops.catchup import CatchUp, wait_caught_up
 from clusterbak.redisops.connect import ConnectionOptions, make_client, redis_errors
+from clusterbak.redisops.rdbsync import SnapshotStream
 from clusterbak.storage.keys import Signer
 from clusterbak.storage.repository import SetWriter, open_repository
 from clusterbak.storage.s3options import S3Options
 from clusterbak.storage.sink import stored_name
 from clusterbak.storage.stages import Encryption
+from clusterbak.transports.base import stream_into
 from clusterbak.transports.factory import open_transport
 from clusterbak.transports.pool import TransportPool
 
@@ -57,13 +59,14 @@ class BackupOptions:
     signer: Signer | None = None  # signs manifest.json (Ed25519)
     catch_up_timeout: float = 30.0  # seconds a source replica may take to reach its master's offset before BGSAVE
     saves_per_host: int = 1  # BGSAVEs at once on one host (fork memory: 1 unless the host has the headroom)
+    via: str = "transport"  # transport: BGSAVE, then fetch the file; sync: the replica streams its snapshot to us
 
     @classmethod
     def of(cls, run: BackupRun, s3: S3Options | None = None, encryption: Encryption | None = None,
            signer: Signer | None = None) -> BackupOptions:
         """The run's options (what --dry-run printed) with the objects that carry them out."""
         return cls(run.dest, run.parallel, run.timeout, run.compress, run.accept_new_host_keys, run.relax_fsync, s3,
-                   encryption, signer, run.catch_up_timeout, run.saves_per_host)
+                   encryption, signer, run.catch_up_timeout, run.saves_per_host, run.via)
 
 
 def run_backup(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeState, ...], inventory: Inventory,
@@ -175,6 +178,18 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
     mhost, mport = shard.master_address.rsplit(":", 1)
     source = make_client(conn, host, int(port))
     master = make_client(conn, mhost, int(mport))
+    via_sync = options.via == Via.SYNC.value and shard.source_role != "master"
+    base = f"shard-{shard.index:02d}-{shard.source_id[:8]}.rdb"
+    holder: dict = {}
+
+    def open_sink() -> VerifyingRdbSink:
+        holder["sink"] = VerifyingRdbSink(lambda c: partial / stored_name(base, c), options.compress,
+                                          f"{shard.source_address}:{'(sync)' if via_sync else shard.rdb_path}",
+                                          lambda n: on_event("bytes", {"shard": shard.index, "bytes": n}))
+        on_event("transfer", {"shard": shard.index, "node": shard.source_address,
+                              "path": "replication stream" if via_sync else shard.rdb_path})
+        return holder["sink"]
+
     t_queued = time.monotonic()
     try:
         cancel = cancel or threading.Event()
@@ -191,36 +206,34 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
                     caught = wait_caught_up(master, source, shard.master_address, shard.source_address,
                                             options.catch_up_timeout, cancel.is_set)
             t_caught = time.monotonic()
-            with redis_errors(shard.source_address, conn):
-                logfile = _logfile(source)
-                save = bgsave_and_wait(source, shard.source_address, options.timeout, logfile, cancel.is_set)
-            t_saved = time.monotonic()
+            if via_sync:  # the save and its transfer are one stream: both hold the host's save slot
+                save, via = _synced(shard, source, conn, options, caught, open_sink, cancel)
+                t_saved = t_caught + via["ready_s"]
+                seconds = time.monotonic() - t_saved
+                t_waiting = t0 = t_connected = t_saved
+            else:
+                with redis_errors(shard.source_address, conn):
+                    logfile = _logfile(source)
+                    save = bgsave_and_wait(source, shard.source_address, options.timeout, logfile, cancel.is_set)
+                via = {"via": Via.TRANSPORT.value}
+                t_saved = time.monotonic()
         on_event("saved", {"shard": shard.index, "node": shard.source_address, "seconds": save.duration_s})
     finally:
         source.close()
         master.close()
-    base = f"shard-{shard.index:02d}-{shard.source_id[:8]}.rdb"
-    holder: dict = {}
-
-    def open_sink() -> VerifyingRdbSink:
-        holder["sink"] = VerifyingRdbSink(lambda c: partial / stored_name(base, c), options.compress,
-                                          f"{shard.source_address}:{shard.rdb_path}",
-                                          lambda n: on_event("bytes", {"shard": shard.index, "bytes": n}))
-        on_event("transfer", {"shard": shard.index, "node": shard.source_address, "path": shard.rdb_path})
-        return holder["sink"]
-
-    t_waiting = time.monotonic()
-    with transfer_slots or nullcontext():
-        t0 = time.monotonic()
-        # a transport of its own: transfers run in parallel, each on its own connection
-        transport = (transports.fresh(shard.source_address) if transports is not None
-                     else open_transport(inventory.access(shard.source_address), options.accept_new_host_keys))
-        t_connected = time.monotonic()
-        try:
-            transport.fetch(shard.rdb_path, open_sink)
-        finally:
-            transport.close()
-        seconds = time.monotonic() - t0
+    if not via_sync:
+        t_waiting = time.monotonic()
+        with transfer_slots or nullcontext():
+            t0 = time.monotonic()
+            # a transport of its own: transfers run in parallel, each on its own connection
+            transport = (transports.fresh(shard.source_address) if transports is not None
+                         else open_transport(inventory.access(shard.source_address), options.accept_new_host_keys))
+            t_connected = time.monotonic()
+            try:
+                transport.fetch(shard.rdb_path, open_sink)
+            finally:
+                transport.close()
+            seconds = time.monotonic() - t0
     sink: VerifyingRdbSink = holder["sink"]
     timings = {"wait_host_s": t_slot - t_queued, "catch_up_s": t_caught - t_slot, "bgsave_s": t_saved - t_caught,
                "wait_transfer_s": t0 - t_waiting,
@@ -233,8 +246,8 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
                          f"({int(save.requested_at)}): dir/dbfilename do not point at the file this node saves")
     on_event("fetched", {"shard": shard.index, "bytes": stored.raw_size, "seconds": seconds})
     aux = dict(report.aux)
-    file = WrittenFile(target.name, shard.rdb_path, stored.raw_size, stored.stored_size, stored.sha256_stored,
-                       report.sha256, stored.compression)
+    file = WrittenFile(target.name, "(replication stream)" if via_sync else shard.rdb_path, stored.raw_size,
+                       stored.stored_size, stored.sha256_stored, report.sha256, stored.compression)
     return rdb_shard_record(
         shard.header(), master_replid=mrepl.get("master_replid"),
         master_repl_offset=int(mrepl.get("master_repl_offset", 0)), source_replid=save.master_replid,
@@ -243,13 +256,41 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
                       "rdb_saves_before": save.rdb_saves_before, "rdb_saves_after": save.rdb_saves_after,
                       "caught_up_to": caught.master_offset if caught else None,
                       "catch_up_s": round(caught.waited_s, 3) if caught else None,
-                      "rdb_last_cow_size": save.cow_bytes},
+                      "rdb_last_cow_size": save.cow_bytes, **via},
         rdb={"version": report.rdb_version, "magic": report.magic, "redis_ver": aux.get("redis-ver"),
              "valkey_ver": aux.get("valkey-ver"), "ctime": ctime, "keys": report.total_keys,
              "expires": sum(d.expires for d in report.dbs), "dbs": [asdict(d) for d in report.dbs],
              "counts_known": report.counts_known},
         file=rdb_file_record(file, report.crc64_stored, report.checksum_disabled),
         transfer_seconds=seconds, timings=timings)
+
+
+def _synced(shard: ShardPlan, source, conn: ConnectionOptions, options: BackupOptions, caught: CatchUp | None,
+            open_sink: Callable[[], VerifyingRdbSink], cancel: threading.Event) -> tuple[SaveResult, dict]:
+    """The replica's snapshot over the replication protocol, streamed through the verifying sink as it arrives.
+    Proven ours and complete: the node names the offset it forked at, and it must hold what the master had
+    acknowledged when the shard's turn came (a save of someone else's, started earlier, is refused)."""
+    assert shard.source_address is not None
+    host, port = shard.source_address.rsplit(":", 1)
+    with redis_errors(shard.source_address, conn):
+        requested_at = server_time(source)
+        with SnapshotStream(conn, host, int(port), options.timeout, cancel.is_set) as stream:
+            snap = stream.open()
+            if caught is not None and (snap.replid != caught.replid or snap.offset < caught.master_offset):
+                raise StepFailed(
+                    f"{shard.source_address}: the snapshot it sent holds its stream up to {snap.replid[:8]}:"
+                    f"{snap.offset}, short of the {caught.master_offset} its master had acknowledged (a full sync "
+                    "of another replica was already saving); run the backup again")
+            stream_into(stream.chunks(), open_sink)
+        finished_at = server_time(source)
+        cow = source.info("persistence").get("rdb_last_cow_size")
+    save = SaveResult(shard.source_address, requested_at, finished_at, 0, -1, -1, False, False,
+                      finished_at - requested_at, snap.offset, snap.replid,
+                      int(cow) if cow is not None else None)
+    via = {"via": Via.SYNC.value, "snapshot_offset": snap.offset, "rdb_only": snap.rdb_only,
+           "ready_s": round(snap.ready_s, 3),  # PSYNC to the whole snapshot saved, before its first byte came
+           "rdb_saves_before": None, "rdb_saves_after": None, "waited_for_foreign_save": None}  # not counted here
+    return save, via
 
 
 def _node_file(nf: NodeFilePlan, partial: SetWriter, transports: TransportPool, on_event: Event) -> dict:

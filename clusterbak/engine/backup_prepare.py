@@ -13,7 +13,7 @@ from typing import Any
 from clusterbak.engine.inspect import Inspection, inspect
 from clusterbak.errors import UsageError
 from clusterbak.model.inventory import Inventory
-from clusterbak.plan.backup import BackupPlan, BackupRun, plan_backup
+from clusterbak.plan.backup import BackupPlan, BackupRun, Via, plan_backup
 from clusterbak.redisops.connect import ConnectionOptions
 
 # critical findings that stop a backup unless --force: a set taken now would not be one consistent cluster
@@ -25,10 +25,12 @@ def new_backup_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
-def check_backup_flags(aof: bool, relax_fsync: bool) -> None:
+def check_backup_flags(aof: bool, relax_fsync: bool, via: str = Via.TRANSPORT.value) -> None:
     """Flag combinations that make no sense: a usage error (2) before any connection."""
     if relax_fsync and not aof:
         raise UsageError("--relax-fsync only applies to --aof backups")
+    if aof and via != Via.TRANSPORT.value:
+        raise UsageError("--via sync streams an RDB snapshot; an --aof backup copies the AOF files over the transport")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +55,7 @@ class PreparedBackup:
 def prepare_backup(conn: ConnectionOptions, inventory: Inventory, run: BackupRun, *, source: str, max_lag: int,
                    aof: bool, backup_id: str | None = None) -> PreparedBackup:
     """Inspect the cluster (the `check` preflight), gate it and plan which node snapshots each shard."""
-    check_backup_flags(aof, run.relax_fsync)
+    check_backup_flags(aof, run.relax_fsync, run.via)
     seen = inspect(conn, None, max_lag)
     gate = tuple(f"{f.subject}: {f.message}" for f in seen.findings
                  if f.severity == "critical" and f.code in GATE_CODES)

@@ -31,6 +31,15 @@ class Compress(StrEnum):
     NONE = "none"
 
 
+class Via(StrEnum):
+    """--via: how a replica's snapshot reaches us. transport: BGSAVE, then its file over the host's transport (SSH,
+    Docker, local); sync: the replica streams a snapshot it forks for us over the replication protocol (PSYNC),
+    straight into the set (no SSH for the data; nodes.conf still comes over the transport)."""
+
+    TRANSPORT = "transport"
+    SYNC = "sync"
+
+
 SOURCES = tuple(s.value for s in Source)
 
 
@@ -49,6 +58,7 @@ class BackupRun:
     encrypted_to: tuple[str, ...] = ()  # age recipients every stored file is encrypted to
     signed: bool = False  # manifest.json signed (Ed25519)
     force: bool = False  # run despite the cluster gate
+    via: str = Via.TRANSPORT.value  # how a replica's snapshot reaches us (a shard saved on its master: transport)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

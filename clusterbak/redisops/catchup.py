@@ -25,6 +25,7 @@ class CatchUp:
     master_offset: int  # the master's master_repl_offset when the shard's turn came
     replica_offset: int  # the replica's slave_repl_offset once it had reached it
     waited_s: float
+    replid: str | None = None  # the master's replication id the offsets count in
 
 
 def wait_caught_up(master: redis.Redis, replica: redis.Redis, master_address: str, replica_address: str,
@@ -39,7 +40,7 @@ def wait_caught_up(master: redis.Redis, replica: redis.Redis, master_address: st
         offset = int(repl.get("slave_repl_offset", -1))
         why = _not_caught_up(repl, offset, target, replid, master_address)
         if why is None:
-            return CatchUp(target, offset, time.monotonic() - t0)
+            return CatchUp(target, offset, time.monotonic() - t0, replid)
         if cancelled():
             raise RunCancelled(f"{replica_address}: stopped waiting for it to catch up: the backup was cancelled")
         if time.monotonic() >= deadline:
