@@ -8,7 +8,8 @@ Run standalone:  .venv/bin/python benchmarks/fleet_backup_vs_anchor.py [--mb 100
 2. --runs rounds, alternating which goes first: the anchor `redis-cli --cluster backup SEED DIR` (walks the masters
    one by one; each answers with a disk BGSAVE and streams it) and `clusterbak backup` (one BGSAVE per host on the
    replicas, in parallel, files over SSH, verified while streaming, --compress auto (the default: random data is
-   stored raw); default --parallel 2 and --parallel 3).
+   stored raw); default --parallel 2 and --parallel 3; and --via sync: each replica streams its snapshot over
+   PSYNC, no SSH for the data).
    Prints median wall seconds and the ratio
    (goal <= 0.7x).
 3. Two small fleets (--rolling-keys keys): Redis 7.0 -> 8.0 by `rolling-restart --upgrade-command` under a retrying
@@ -76,28 +77,34 @@ def fill_random(fleet: fl.Fleet, total_bytes: int) -> None:
         mc.close()
 
 
-def backups(root: Path, mb: int, runs: int) -> tuple[Series, Series, Series]:
-    anchor = Series("anchor redis-cli --cluster backup")
-    ours = Series("clusterbak backup (SSH, compress auto, verified)")
-    wide = Series("clusterbak backup --parallel 3")
+WAYS = {  # name -> clusterbak flags (None: the anchor)
+    "anchor redis-cli --cluster backup": None,
+    "clusterbak backup (SSH, compress auto, verified)": (),
+    "clusterbak backup --parallel 3": ("--parallel", "3"),
+    "clusterbak backup --via sync": ("--via", "sync"),
+    "clusterbak backup --via sync --parallel 3": ("--via", "sync", "--parallel", "3"),
+}
+
+
+def backups(root: Path, mb: int, runs: int) -> list[Series]:
+    series = [Series(name) for name in WAYS]
     fleet = fl.up(root / "big", "redis-7.0", 3, 1, name_prefix="clusterbak-bench")
     try:
         t0 = time.monotonic()
         fill_random(fleet, mb * 1_000_000)
         print(f"filled {mb} MB of random values in {time.monotonic() - t0:.0f}s", file=sys.stderr)
         for i in range(runs):
-            order = ("anchor", "ours", "wide")[i % 3:] + ("anchor", "ours", "wide")[: i % 3]  # rotates each round
-            for which in order:
-                if which == "anchor":
-                    run_anchor(fleet.seed, root, anchor, 3)
+            k = i % len(series)
+            for one in series[k:] + series[:k]:  # the order rotates each round
+                flags = WAYS[one.name]
+                if flags is None:
+                    run_anchor(fleet.seed, root, one, 3)
                 else:
-                    run_clusterbak(fleet.seed, fleet.inventory, root, ours if which == "ours" else wide, "auto",
-                                   () if which == "ours" else ("--parallel", "3"))
-                series = {"anchor": anchor, "ours": ours, "wide": wide}[which]
-                print(f"round {i + 1}: {series.name} {series.runs[-1].wall:.2f}s", file=sys.stderr)
+                    run_clusterbak(fleet.seed, fleet.inventory, root, one, "auto", flags)
+                print(f"round {i + 1}: {one.name} {one.runs[-1].wall:.2f}s", file=sys.stderr)
     finally:
         fl.down(root / "big")
-    return anchor, ours, wide
+    return series
 
 
 def upgrade_gap(root: Path, keys: int, naive: bool) -> dict:
@@ -138,24 +145,28 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--rolling-keys", type=int, default=3000)
     p.add_argument("--skip-backup", action="store_true")
+    p.add_argument("--skip-rolling", action="store_true", help="only the backup rows")
     args = p.parse_args()
     fl.build_images(("redis-7.0", "redis-8.0"))
     with tempfile.TemporaryDirectory(prefix="clusterbak-fleet-bench-") as tmp:
         root = Path(tmp)
         if not args.skip_backup:
-            anchor, ours, wide = backups(root, args.mb, args.runs)
+            series = backups(root, args.mb, args.runs)
+            anchor, ours = series[0], series[1:]
             print(f"\n## backup of {args.mb} MB random data on a 3x1 fleet (median of {args.runs}, alternating)\n")
             print("| way | median s | runs | ratio to anchor |")
             print("| --- | --- | --- | --- |")
-            for s in (anchor, ours, wide):
+            for s in series:
                 print(f"| {s.name} | {s.median:.2f} | {', '.join(f'{r.wall:.2f}' for r in s.runs)} | "
                       f"{s.median / anchor.median:.2f}x |")
-            print(
-                f"\nclusterbak save seconds per run (sum over shards): "
-                f"{', '.join(f'{x:.2f}' for x in ours.save_s)}; "
-                f"transfer: {', '.join(f'{x:.2f}' for x in ours.transfer_s)}"
-                f"; goal <= 0.7x: {'met' if min(ours.median, wide.median) / anchor.median <= 0.7 else 'NOT met'}"
-            )
+            best = min(ours, key=lambda s: s.median)
+            print(f"\nbest: {best.name}, {best.median / anchor.median:.2f}x; "
+                  f"goal <= 0.7x: {'met' if best.median / anchor.median <= 0.7 else 'NOT met'}")
+            for s in ours:
+                saves, transfers = (", ".join(f"{x:.2f}" for x in xs) for xs in (s.save_s, s.transfer_s))
+                print(f"{s.name}: save seconds per run (sum over shards) {saves}; transfer {transfers}")
+        if args.skip_rolling:
+            return 0
         rows = [upgrade_gap(root, args.rolling_keys, naive=False), upgrade_gap(root, args.rolling_keys, naive=True)]
         print(f"\n## Redis 7.0 -> 8.0 upgrade of a 3x1 fleet under a writer ({args.rolling_keys} keys)\n")
         print("| way | took s | worst write gap s | failed | lost | acked |")

@@ -1,6 +1,6 @@
 """Issue 14, row 1: ~350 MB of random 1 KB values, all nodes on one host: clusterbak vs `redis-cli --cluster backup`.
 
-Run:  python benchmarks/row_single_host.py [--mb 150] [--runs 3] [--baseline DIR] [--compressible]
+Run:  python benchmarks/row_single_host.py [--mb 150] [--runs 3] [--baseline DIR] [--compressible] [--with-sync]
 
 A 3x1 loopback lab is filled with random (incompressible) 1 KB values straight to each master; then --runs rounds,
 alternated, of the anchor (serial, from the masters, no verification, no nodes.conf) and `clusterbak backup` with
@@ -29,6 +29,7 @@ def main() -> int:
     ap.add_argument("--baseline", type=Path, default=None, help="another checkout to time in the same rounds")
     ap.add_argument("--compressible", action="store_true", help="text-like values instead of random ones")
     ap.add_argument("--extra", default="", help="more clusterbak backup options, space separated")
+    ap.add_argument("--with-sync", action="store_true", help="also time `--via sync` (PSYNC streams) in the rounds")
     args = ap.parse_args()
     require_tools()
     extra = tuple(args.extra.split())
@@ -48,6 +49,10 @@ def main() -> int:
             before = Series(f"clusterbak {' '.join(extra)} (baseline {args.baseline})")
             jobs.append(lambda: run_clusterbak(args.baseline, lab, work, before, extra))
             series.insert(0, before)
+        if args.with_sync:
+            synced = Series(f"clusterbak --via sync {' '.join(extra)} (this tree)")
+            jobs.append(lambda: run_clusterbak(REPO, lab, work, synced, (*extra, "--via", "sync")))
+            series.append(synced)
         run_clusterbak(REPO, lab, work, Series("warm-up"), extra)
         alternate(jobs, args.runs)
         table(f"row 1: {args.mb:.0f} MB, {keys} values, 3 masters x 1 replica on 127.0.0.1, one host; "

@@ -3,7 +3,8 @@ host key and data volume, the server running as the non-root redis user, reached
 
 For each of Redis 6.0, 7.0, 8.0 and Valkey 8.0, 8.1 on 3 masters + 3 replicas with mixed data and TTLs:
 backup over SSH (the three BGSAVEs on three hosts run at the same time) -> verify -> wipe -> restore -> every
-shard's DEBUG DIGEST equals the one before the backup -> rolling restart under a retrying writer: 0 failed,
+shard's DEBUG DIGEST equals the one before the backup -> a --via sync backup (PSYNC streams, in parallel, every key,
+verified) -> rolling restart under a retrying writer: 0 failed,
 0 lost, every master back in its role. The versions run one fleet at a time.
 """
 
@@ -129,6 +130,21 @@ def test_backup_restore_rolling_on_each_version(version, fleet_images, cli, tmp_
         assert max(s["requested_at"] for s in saves) < min(s["finished_at"] for s in saves), saves
         assert {s["rdb"]["version"] for s in manifest["shards"]} == {RDB_OF[version]}
         assert len({s["source"]["address"] for s in manifest["shards"]}) == 3
+
+        # --via sync: the same shards streamed over PSYNC by the replicas, in parallel, every key of each shard
+        synced = backup(cli, fleet, tmp_path / "synced", "--via", "sync")
+        keys = sorted(s["rdb"]["keys"] for s in manifest["shards"])
+        assert sorted(s["rdb"]["keys"] for s in synced["shards"]) == keys
+        saves = [s["save"] for s in synced["shards"]]
+        assert {s["via"] for s in saves} == {"sync"} and all(s["snapshot_offset"] >= s["caught_up_to"] for s in saves)
+        assert {s["rdb_only"] for s in saves} == {version != "redis-6.0"}  # REPLCONF rdb-only came in 7.0
+        assert max(s["requested_at"] for s in saves) < min(s["finished_at"] for s in saves), saves
+        assert {s["rdb"]["version"] for s in synced["shards"]} == {RDB_OF[version]}
+        result, doc = cli.json("verify", synced["backup_id"], "--dest", str(tmp_path / "synced"))
+        assert result.exit_code == 0, doc
+        for n in fleet.nodes:  # no sub-replica left attached to a source
+            repl = node_client(n.address).info("replication")
+            assert repl["role"] == "master" or repl["connected_slaves"] == 0, (n.address, repl)
         set_save_delay(fleet, 0)
 
         rolling_under_writer(cli, fleet)
