@@ -206,23 +206,29 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
                     caught = wait_caught_up(master, source, shard.master_address, shard.source_address,
                                             options.catch_up_timeout, cancel.is_set)
             t_caught = time.monotonic()
-            if via_sync:  # the save and its transfer are one stream: both hold the host's save slot
-                save, via = _synced(shard, source, conn, options, caught, open_sink, cancel)
-                t_saved = t_caught + via["ready_s"]
-                seconds = time.monotonic() - t_saved
-                t_waiting = t0 = t_connected = t_saved
+            if via_sync:  # the node's save is done (and its fork gone) once it announces the length: the host is free
+                stream, save, via = _sync_saved(shard, source, conn, options, caught, cancel)
             else:
                 with redis_errors(shard.source_address, conn):
                     logfile = _logfile(source)
                     save = bgsave_and_wait(source, shard.source_address, options.timeout, logfile, cancel.is_set)
                 via = {"via": Via.TRANSPORT.value}
-                t_saved = time.monotonic()
+            t_saved = time.monotonic()
         on_event("saved", {"shard": shard.index, "node": shard.source_address, "seconds": save.duration_s})
     finally:
         source.close()
         master.close()
-    if not via_sync:
-        t_waiting = time.monotonic()
+    t_waiting = time.monotonic()
+    if via_sync:  # the saved snapshot waits on its socket for a transfer slot, like a saved file
+        try:
+            with transfer_slots or nullcontext():
+                t0 = t_connected = time.monotonic()
+                with redis_errors(shard.source_address, conn):
+                    stream_into(stream.chunks(), open_sink)
+                seconds = time.monotonic() - t0
+        finally:
+            stream.close()
+    else:
         with transfer_slots or nullcontext():
             t0 = time.monotonic()
             # a transport of its own: transfers run in parallel, each on its own connection
@@ -265,32 +271,34 @@ def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: Con
         transfer_seconds=seconds, timings=timings)
 
 
-def _synced(shard: ShardPlan, source, conn: ConnectionOptions, options: BackupOptions, caught: CatchUp | None,
-            open_sink: Callable[[], VerifyingRdbSink], cancel: threading.Event) -> tuple[SaveResult, dict]:
-    """The replica's snapshot over the replication protocol, streamed through the verifying sink as it arrives.
-    Proven ours and complete: the node names the offset it forked at, and it must hold what the master had
-    acknowledged when the shard's turn came (a save of someone else's, started earlier, is refused)."""
+def _sync_saved(shard: ShardPlan, source, conn: ConnectionOptions, options: BackupOptions, caught: CatchUp | None,
+                cancel: threading.Event) -> tuple[SnapshotStream, SaveResult, dict]:
+    """Ask the replica for its snapshot over the replication protocol and wait until it is saved: the stream comes
+    back open at its first byte. Proven ours: the node names the offset it forked at, and it must hold what the
+    master had acknowledged when the shard's turn came (a save of someone else's, started earlier, is refused)."""
     assert shard.source_address is not None
     host, port = shard.source_address.rsplit(":", 1)
-    with redis_errors(shard.source_address, conn):
-        requested_at = server_time(source)
-        with SnapshotStream(conn, host, int(port), options.timeout, cancel.is_set) as stream:
+    stream = SnapshotStream(conn, host, int(port), options.timeout, cancel.is_set)
+    try:
+        with redis_errors(shard.source_address, conn):
+            requested_at = server_time(source)
             snap = stream.open()
             if caught is not None and (snap.replid != caught.replid or snap.offset < caught.master_offset):
                 raise StepFailed(
                     f"{shard.source_address}: the snapshot it sent holds its stream up to {snap.replid[:8]}:"
                     f"{snap.offset}, short of the {caught.master_offset} its master had acknowledged (a full sync "
                     "of another replica was already saving); run the backup again")
-            stream_into(stream.chunks(), open_sink)
-        finished_at = server_time(source)
-        cow = source.info("persistence").get("rdb_last_cow_size")
+            finished_at = server_time(source)
+            cow = source.info("persistence").get("rdb_last_cow_size")
+    except BaseException:
+        stream.close()
+        raise
     save = SaveResult(shard.source_address, requested_at, finished_at, 0, -1, -1, False, False,
-                      finished_at - requested_at, snap.offset, snap.replid,
-                      int(cow) if cow is not None else None)
+                      finished_at - requested_at, snap.offset, snap.replid, int(cow) if cow is not None else None)
     via = {"via": Via.SYNC.value, "snapshot_offset": snap.offset, "rdb_only": snap.rdb_only,
            "ready_s": round(snap.ready_s, 3),  # PSYNC to the whole snapshot saved, before its first byte came
            "rdb_saves_before": None, "rdb_saves_after": None, "waited_for_foreign_save": None}  # not counted here
-    return save, via
+    return stream, save, via
 
 
 def _node_file(nf: NodeFilePlan, partial: SetWriter, transports: TransportPool, on_event: Event) -> dict:
