@@ -103,6 +103,12 @@ def test_a_tls_only_cluster_topology_backup_restart_restore_and_a_wrong_ca(make_
     assert result.exit_code == 0, out
     backup_id = out["data"]["backup_id"]
     assert out["data"]["manifest"]["totals"]["keys"] == 300
+    # --via sync over TLS too: the PSYNC stream is the same TLS connection a client gets, certificate checked
+    result, out = cli.json("backup", "--seed", handle.seed, "--inventory", handle.inventory, "--dest",
+                           str(tmp_path / "synced"), "--via", "sync", *tls)
+    assert result.exit_code == 0, out
+    synced = out["data"]["manifest"]
+    assert synced["totals"]["keys"] == 300 and {s["save"]["via"] for s in synced["shards"]} == {"sync"}
     result, out = cli.json("rolling-restart", "--seed", handle.seed, "--inventory", handle.inventory, "--yes",
                            "--state", str(tmp_path / "state.json"), *tls)
     assert result.exit_code == 0, out
