@@ -229,14 +229,21 @@ class SnapshotStream:
             if self.cancelled():
                 raise RunCancelled("backup cancelled")
             block = bytearray(4096)
-            n = self._recv_into(memoryview(block), waiting_for)
+            n = self._recv_into(memoryview(block), waiting_for, deadline)
             self.buf += bytes(block[:n])
 
-    def _recv_into(self, view: memoryview, waiting_for: str) -> int:
+    def _recv_into(self, view: memoryview, waiting_for: str, deadline: float | None = None) -> int:
+        """Bytes into `view`. Silence for the socket timeout fails; so does reaching `deadline` (the save's)."""
         assert self.sock is not None
+        silence = max(self.opts.socket_timeout, 1.0)
+        if deadline is not None:
+            self.sock.settimeout(max(0.05, min(silence, deadline - time.monotonic())))
         try:
             n = self.sock.recv_into(view)
         except TimeoutError as exc:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise StepFailed(f"{self.address}: no {waiting_for} within {self.timeout:.0f} s; see its log, or "
+                                 "raise --timeout for a large dataset") from exc
             raise StepFailed(f"{self.address}: silent for {self.sock.gettimeout():.0f} s while we waited for "
                              f"{waiting_for}: is its host frozen or the network cut?") from exc
         except OSError as exc:

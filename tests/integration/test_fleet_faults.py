@@ -4,7 +4,7 @@
 | ------------------------------------------------- | ------------------------------------------------------------- |
 | source host disconnected while its BGSAVE runs    | exit 4 naming the node; no set reported complete; rerun works |
 | source host frozen (docker pause) during BGSAVE   | exit 4: the BGSAVE wait times out naming the node; unpause,   |
-|                                                   | rerun works                                                   |
+| (BGSAVE + SSH, and --via sync)                    | rerun works                                                   |
 | another master's host killed during a rolling     | the run stops at a safe point (exit 4) with every shard       |
 | restart                                           | served, and says how to resume                                |
 
@@ -115,13 +115,16 @@ def test_source_host_cut_off_the_network_fails_its_shard_and_a_rerun_works(fleet
     assert len(complete_sets(dest)) == 1
 
 
-def test_source_host_frozen_during_bgsave_times_out_naming_it_and_a_rerun_works(fleet, docker_client, tmp_path):
+@pytest.mark.parametrize("via", ["transport", "sync"])
+def test_source_host_frozen_during_bgsave_times_out_naming_it_and_a_rerun_works(via, fleet, docker_client, tmp_path):
+    """--via sync: the frozen node's PSYNC connection goes silent (no keep-alive newlines): the save's --timeout
+    ends the wait the same way."""
     dest = tmp_path / "sets"
     victim = replica_sources(fleet)[1]
     container = docker_client.containers.get(fleet.node(victim).name)
     slow_saves([victim], 3000)
     proc = clusterbak("backup", "--seed", fleet.seed, "--inventory", fleet.inventory, "--dest", str(dest),
-                      "--timeout", "6")
+                      "--timeout", "6", "--via", via)
     try:
         wait_for(lambda: saving(victim, proc), 30, f"{victim} BGSAVE did not start")
         container.pause()
@@ -136,7 +139,8 @@ def test_source_host_frozen_during_bgsave_times_out_naming_it_and_a_rerun_works(
     assert complete_sets(dest) == []
     slow_saves([victim], 0)
     wait_for(lambda: not saving(victim), 30, f"{victim} BGSAVE finished after unpause")
-    code, doc = finish(clusterbak("backup", "--seed", fleet.seed, "--inventory", fleet.inventory, "--dest", str(dest)))
+    code, doc = finish(clusterbak("backup", "--seed", fleet.seed, "--inventory", fleet.inventory, "--dest", str(dest),
+                                  "--via", via))
     assert code == 0, doc["errors"]
     assert len(complete_sets(dest)) == 1
 
