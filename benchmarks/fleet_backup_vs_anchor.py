@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -140,6 +141,8 @@ def upgrade_gap(root: Path, keys: int, naive: bool) -> dict:
 
 
 def main() -> int:
+    # a SIGTERM (timeout, kill) unwinds like Ctrl-C, so the fleets' finally blocks remove their containers
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     p = argparse.ArgumentParser()
     p.add_argument("--mb", type=int, default=1000)
     p.add_argument("--runs", type=int, default=3)
