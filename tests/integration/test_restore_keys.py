@@ -445,3 +445,28 @@ def test_a_crafted_compact_value_never_reaches_the_live_target(source, make_lab,
         assert live.get_redis_connection(node).ping()
     assert [k for k in live.scan_iter(count=1000)] == [b"live:{x}"]
     assert list(scratch.iterdir()) == []
+
+
+def test_skip_into_a_master_empty_when_planned_still_skips_a_key_written_since(source, standalone):
+    """`--on-conflict skip` asks a target master EXISTS before each MIGRATE only if it held keys when the run was
+    planned (a reshape into a fresh cluster spends no CPU on it). A key written after planning is still left alone:
+    MIGRATE answers BUSYKEY, the batch is redone by DUMP/RESTORE (the keys MIGRATE did write compare equal and count
+    as restored), and that master is asked EXISTS from then on."""
+    from clusterbak.cli.restore_keys_cmd import read_set
+    from clusterbak.engine.restore_keys import prepare_restore_keys, run_restore_keys
+    from clusterbak.plan.restore_keys import Selection
+    from clusterbak.redisops.connect import ConnectionOptions
+
+    wait_expired(source)
+    target = standalone()
+    set_dir, manifest = read_set(source["dest"], source["id"])
+    opts = ConnectionOptions(addr(target))
+    plan = prepare_restore_keys(manifest, Selection.of(), opts, True)
+    assert plan.ok and plan.masters[0].keys == 0
+    target.set("session:3", "written after the plan")
+    report = run_restore_keys(plan, set_dir, manifest, opts, write=True)
+    t = report["totals"]
+    assert (t["restored"], t["skipped_existing"], t["failed"]) == (len(source["before"]) - 2, 1, 0), t
+    assert target.get("session:3") == b"written after the plan"
+    assert target.dbsize() == len(source["before"]) - 1
+    assert t["batches_fallback"] == 1 and "BUSYKEY" in report["copy"]["notes"][0], report["copy"]
