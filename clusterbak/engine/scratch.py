@@ -106,7 +106,10 @@ class ScratchServer:
         except OSError:
             return ""
         found = _CORRUPT.search(text)
-        return f"{found.group(2).strip().rstrip('.')}, {found.group(1)}" if found else ""
+        if found is None:
+            return ""
+        reason = found.group(2).split(". Failure loading rdb format")[0]  # an AOF's RDB preamble adds this
+        return f"{reason.strip().rstrip('.')}, {found.group(1)}"
 
     def _files_label(self) -> str:
         files = [self.shard.file] if self.shard.aof is None else list(self.shard.aof.files)
