@@ -236,13 +236,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--keys", type=int, default=1_000_000)
     ap.add_argument("--value", type=int, default=500)
-    ap.add_argument("--parallel", type=int, default=3, help="clusterbak's --parallel (shards at once)")
+    ap.add_argument("--parallel", type=int, action="append",
+                    help="clusterbak's --parallel (shards at once; default 3); repeat to run each value every round")
     ap.add_argument("--rounds", type=int, default=1, help="floor and clusterbak alternated this many times")
     ap.add_argument("--against", type=Path, action="append", default=[],
                     help="another clusterbak source tree, run in each round too (repeatable)")
     ap.add_argument("--profile", help="write a cProfile of the (first) clusterbak run here")
     args = ap.parse_args()
-    trees = [("this tree", ROOT)] + [(f"--against {tree}", tree.resolve()) for tree in args.against]
+    parallels = args.parallel or [3]
+    trees = [(f"this tree, --parallel {p}" if len(parallels) > 1 else "this tree", ROOT, p) for p in parallels]
+    trees += [(f"--against {tree}" + (f", --parallel {p}" if len(parallels) > 1 else ""), tree.resolve(), p)
+              for tree in args.against for p in parallels]
     work = Path(tempfile.mkdtemp(prefix="clusterbak-bench-rk-"))
     labs: list[Path] = []
     try:
@@ -267,14 +271,14 @@ def main() -> None:
         cluster.down(Path(src.dir))  # the source's memory and CPU are not part of what is measured
         labs.remove(Path(src.dir))
 
-        runs: dict[str, list[dict]] = {"floor": []} | {name: [] for name, _ in trees}
+        runs: dict[str, list[dict]] = {"floor": []} | {name: [] for name, _, _ in trees}
         for r in range(args.rounds):
-            for name, tree in [("floor", None)] + trees:
+            for name, tree, parallel in [("floor", None, 0)] + trees:
                 load = os.getloadavg()[0]
                 if tree is None:
                     run = run_floor(targets, paths, pids)
                 else:
-                    run = run_ours(tree, backup_id, work, dst, pids, args.parallel,
+                    run = run_ours(tree, backup_id, work, dst, pids, parallel,
                                    args.profile if r == 0 and tree == ROOT else None)
                     rep = run["report"]
                     assert rep["totals"]["restored"] == keys, rep["totals"]
@@ -286,13 +290,14 @@ def main() -> None:
 
         floor = runs["floor"]
         print(f"\nreshape 3 -> 5 masters, {keys} keys, {args.value} B random values, "
-              f"{payload_bytes / 1e6:.0f} MB of RESTORE commands, {args.rounds} round(s), --parallel {args.parallel}\n")
+              f"{payload_bytes / 1e6:.0f} MB of RESTORE commands, {args.rounds} round(s), --parallel "
+              f"{', '.join(map(str, parallels))}\n")
         print("| run | wall s (median) | keys/s | vs floor (median of per-round ratios) | load avg at start |")
         print("|---|---|---|---|---|")
         fw = median([r["wall"] for r in floor])
         print(f"| floor: redis-cli --pipe of pre-made RESTOREs, 5 at once | {fw:.2f} | {keys / fw:,.0f} | 1.00x | "
               f"{loads(floor)} |")
-        for name, _ in trees:
+        for name, _, _ in trees:
             mine = runs[name]
             w = median([r["wall"] for r in mine])
             ratio = median([f["wall"] / r["wall"] for f, r in zip(floor, mine, strict=True)])
@@ -304,7 +309,7 @@ def main() -> None:
         for name in runs:
             print(f"- {name}: " + "; ".join(
                 per_key_us(r, keys, "target_cpu", "scratch_cpu", "scratch_load_cpu", "client_cpu") for r in runs[name]))
-        for name, _ in trees:
+        for name, _, _ in trees:
             last = runs[name][-1]
             rep = last["report"]
             shards = rep["shards"]
