@@ -1,5 +1,12 @@
 """A scratch redis-server on loopback holding one shard of a backup set, removed with its files when done.
 
+A backup set is untrusted input, and the values a scratch server holds go on verbatim to a live target (DUMP and
+MIGRATE copy a listpack, ziplist or intset as the bytes it is; the target's RESTORE deep-checks them only when it
+runs with `sanitize-dump-payload yes`, which is not Redis's default). So a scratch server runs with
+`sanitize-dump-payload yes`: while it loads the shard's RDB (or the RDB preamble of its AOF) it checks every entry
+of every compact encoding, and it refuses to load a set with a crafted one instead of passing it on.
+A shard it refuses that way is a damaged set (VerifyError, naming the shard's file and Redis's reason).
+
 It loads the shard as a *replica of nothing*: its master address is a local socket we bind and never listen on, so
 the link never comes up, nothing is ever synced over it, and a replica keeps the keys whose TTL has passed (a
 master drops them while loading, without a trace). restore-keys promotes it briefly to learn those names from
@@ -16,7 +23,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from clusterbak.errors import PreconditionError, StepFailed
+from clusterbak.errors import PreconditionError, StepFailed, VerifyError
 from clusterbak.lab.procs import find_binary, free_base_port, is_our_redis, read_pid, start_standalone, stop_pid
 from clusterbak.model.aofmanifest import needed, parse_aof_manifest, render_manifest
 from clusterbak.model.manifest import ShardRecord, StoredFile
@@ -29,6 +36,9 @@ from clusterbak.storage.repository import StoredSet
 SCRATCH_PREFIX = "clusterbak-scratch-"
 _COPY_BUFFER = 1 << 20
 START_TIMEOUT = 8.0
+# what Redis logs (rdb.c rdbReportError) when the RDB it loads fails a check of its content, e.g.
+# "Internal error in RDB reading offset 0, function at rdb.c:2291 -> Hash listpack integrity check failed."
+_CORRUPT = re.compile(r"Internal error in RDB reading offset \d+, function at (rdb\.c:\d+) -> (.*)")
 
 
 def scratch_server_version() -> ServerVersion:
@@ -68,8 +78,12 @@ class ScratchServer:
         try:
             self._start()
         except StepFailed as exc:
-            log = self._log_tail()
+            log, corrupt = self._log_tail(), self._corruption()
             self.close()
+            if corrupt:
+                raise VerifyError(f"{self._files_label()} (shard {self.shard.index}) is damaged: the scratch server's "
+                                  f"deep check of its values refused it ({corrupt}); nothing of that shard was "
+                                  "written") from exc
             raise StepFailed(f"scratch server for shard {self.shard.index} did not come up: {exc}"
                              + (f"; its log ended with: {log}" if log else "")) from exc
         except BaseException:
@@ -84,6 +98,22 @@ class ScratchServer:
         except OSError:
             return ""
         return " | ".join(line.strip() for line in lines[-3:])
+
+    def _corruption(self) -> str:
+        """Redis's reason when it stopped loading on a value that failed its checks ('' for any other failure)."""
+        try:
+            text = (self.dir / "redis.log").read_text(errors="replace") if self.dir else ""
+        except OSError:
+            return ""
+        found = _CORRUPT.search(text)
+        if found is None:
+            return ""
+        reason = found.group(2).split(". Failure loading rdb format")[0]  # an AOF's RDB preamble adds this
+        return f"{reason.strip().rstrip('.')}, {found.group(1)}"
+
+    def _files_label(self) -> str:
+        files = [self.shard.file] if self.shard.aof is None else list(self.shard.aof.files)
+        return ", ".join(self.set_dir.label(f.path) for f in files if f is not None)
 
     def __exit__(self, *exc) -> None:
         self.close()
@@ -105,7 +135,9 @@ class ScratchServer:
                   + ("enable-debug-command local\n" if self.debug_option else "")
                   # DUMP payloads without LZF: trying to compress every value halved DUMP throughput (500-byte
                   # random values, one scratch server: ~75k -> 130-170k keys/s), and RESTORE then has nothing to undo
-                  + "rdbcompression no\n")
+                  + "rdbcompression no\n"
+                  # deep-check every listpack/ziplist/intset/stream entry while loading (module docstring)
+                  + "sanitize-dump-payload yes\n")
         # Redis listens before it loads (PING answers LOADING), so a server that is not up within seconds has
         # exited, e.g. on a dump it cannot read
         self.pid = start_standalone(self.dir, self.port, extra, timeout=START_TIMEOUT)

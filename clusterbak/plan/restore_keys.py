@@ -229,6 +229,21 @@ _REDIS_RDB = (((8, 6), 13), ((7, 4), 12), ((7, 2), 11), ((7, 0), 10), ((5, 0), 9
 _VALKEY_RDB = (((7, 2), 11),)
 
 
+# the first Redis whose RDB loading can deep-check every compact encoding (`sanitize-dump-payload yes`, rdb.c
+# rdbLoadObject's deep_integrity_validation); Redis 6.0 has no such check, every Valkey has it
+SANITIZING_REDIS = (6, 2)
+
+
+def scratch_refusal(scratch: ServerVersion) -> str | None:
+    """Why the redis-server on this host may not read a backup set for restore-keys, or None: a set is untrusted, and
+    what the scratch server loads without deep checks goes on byte for byte to a live target."""
+    if scratch.name == "redis" and scratch.parts < SANITIZING_REDIS:
+        return (f"the redis-server on this host ({scratch}) cannot deep-check a backup set's values as it loads them "
+                "(sanitize-dump-payload came in Redis 6.2), so a crafted value would go on to the live target; "
+                "install Redis 6.2 or newer on the control host (its DUMP payloads are RDB 9, which Redis 6.0 reads)")
+    return None
+
+
 def max_rdb_version(server: ServerVersion) -> int | None:
     """The newest RDB version (and so DUMP payload) this server accepts; None when unknown."""
     table = _VALKEY_RDB if server.name == "valkey" else _REDIS_RDB
@@ -341,6 +356,9 @@ def plan_restore_keys(manifest: Manifest, selection: Selection, masters: list[Ta
     slots = selection.candidate_slots()
     shards = shards_to_read(manifest.shards, slots)
     top = max_rdb_version(scratch)
+    unsafe = scratch_refusal(scratch)
+    if unsafe:
+        refusals.append(unsafe)
     for shard in (s for s in manifest.shards if s.index in {x.index for x in shards}):
         version = shard.rdb_version
         if version is not None and (top is None or version > top):

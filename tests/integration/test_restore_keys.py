@@ -368,10 +368,10 @@ def test_without_yes_and_without_a_terminal_nothing_is_written(source, standalon
     assert target.dbsize() == 0
 
 
-def test_a_shard_the_scratch_server_cannot_load_fails_naming_its_log(source, standalone, cli, tmp_path):
-    """A dump the local redis-server refuses to load (here: a copy of the set whose shard-0 RDB claims version 11,
-    which Redis 7.0 does not read, with its CRC64 and the manifest's hashes made to match) stops the run with the
-    server's own words (exit 4); no scratch server or file is left."""
+def rewrite_shard_rdb(source, tmp_path: Path, index: int, change) -> tuple[Path, str]:
+    """A copy of the source set whose shard-`index` RDB is `change(raw RDB without its CRC64)`, with the CRC64 and
+    the manifest's hashes recomputed: a set that is self-consistent and passes every file-level check.
+    Returns (the copy's --dest, the rewritten shard file's path inside the set)."""
     import hashlib
     import json
     import shutil as sh
@@ -384,12 +384,10 @@ def test_a_shard_the_scratch_server_cannot_load_fails_naming_its_log(source, sta
     sets = tmp_path / "sets"
     sh.copytree(Path(source["dest"]) / source["id"], sets / source["id"])
     doc = json.loads((sets / source["id"] / "manifest.json").read_text())
-    shard = doc["shards"][0]
+    (shard,) = [s for s in doc["shards"] if s["index"] == index]
     stored = sets / source["id"] / shard["file"]["path"]
     raw = b"".join(iter_stored_file(stored, "zstd"))
-    if not raw.startswith(b"REDIS0010"):
-        pytest.skip(f"this check needs a Redis 7.0 dump (RDB 10); the lab wrote {raw[:9]!r}")
-    body = b"REDIS0011" + raw[9:-8]
+    body = change(raw[:-8])
     crc = crc64_redis(body)
     raw = body + crc.to_bytes(8, "little")
     data = zstandard.ZstdCompressor().compress(raw)
@@ -397,6 +395,19 @@ def test_a_shard_the_scratch_server_cannot_load_fails_naming_its_log(source, sta
     shard["file"].update(sha256=hashlib.sha256(data).hexdigest(), raw_sha256=hashlib.sha256(raw).hexdigest(),
                          stored_size=len(data), raw_size=len(raw), crc64=f"{crc:016x}")
     (sets / source["id"] / "manifest.json").write_text(json.dumps(doc))
+    return sets, shard["file"]["path"]
+
+
+def test_a_shard_the_scratch_server_cannot_load_fails_naming_its_log(source, standalone, cli, tmp_path):
+    """A dump the local redis-server refuses to load (here: a copy of the set whose shard-0 RDB claims version 11,
+    which Redis 7.0 does not read, with its CRC64 and the manifest's hashes made to match) stops the run with the
+    server's own words (exit 4); no scratch server or file is left."""
+    def version_11(body: bytes) -> bytes:
+        if not body.startswith(b"REDIS0010"):
+            pytest.skip(f"this check needs a Redis 7.0 dump (RDB 10); the lab wrote {body[:9]!r}")
+        return b"REDIS0011" + body[9:]
+
+    sets, _ = rewrite_shard_rdb(source, tmp_path, 0, version_11)
     target = standalone()
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -405,3 +416,57 @@ def test_a_shard_the_scratch_server_cannot_load_fails_naming_its_log(source, sta
     assert result.exit_code == 4, out["errors"]
     assert "did not come up" in out["errors"][0] and "RDB format version 11" in out["errors"][0], out["errors"]
     assert list(scratch.iterdir()) == []
+
+
+def test_a_crafted_compact_value_never_reaches_the_live_target(source, make_lab, cli, tmp_path):
+    """A backup set is untrusted input. Here one hash's listpack in shard 0 claims its `cart` field is 10 bytes long
+    instead of 4 (the listpack's header and end byte still agree), with the RDB's CRC64 and the manifest's hashes
+    recomputed, so every file-level check passes. Redis accepts such a value when it loads an RDB or RESTOREs a
+    payload without deep sanitization (`sanitize-dump-payload no`, the default) and crashes on the first HGETALL of
+    it. The scratch servers deep-check every value as they load: the run refuses the set with one line naming the
+    shard file (exit 4, a damaged set), and the live target is up and holds none of the set's keys."""
+    def crafted(body: bytes) -> bytes:
+        at = body.find(b"\x84cart\x05")  # a listpack string entry of 4 bytes, then its back-length
+        assert at > 0, "no raw hash listpack with a cart field in shard 0"
+        return body[:at] + b"\x8acart\x05" + body[at + 6:]  # a 10-byte string that runs into the next entries
+
+    sets, path = rewrite_shard_rdb(source, tmp_path, 0, crafted)
+    target = make_lab(masters=3, replicas=0)
+    live = cluster_client(target.seed)
+    live.set("live:{x}", "written after the backup")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    result, out = cli.json("restore-keys", source["id"], "--dest", str(sets), "--seed", target.seed, "--yes",
+                           "--scratch-dir", str(scratch))
+    assert result.exit_code == 4, out
+    (line,) = out["errors"]
+    assert "damaged" in line and path in line and "integrity check failed" in line and "\n" not in line, line
+    for node in live.get_primaries():
+        assert live.get_redis_connection(node).ping()
+    assert [k for k in live.scan_iter(count=1000)] == [b"live:{x}"]
+    assert list(scratch.iterdir()) == []
+
+
+def test_skip_into_a_master_empty_when_planned_still_skips_a_key_written_since(source, standalone):
+    """`--on-conflict skip` asks a target master EXISTS before each MIGRATE only if it held keys when the run was
+    planned (a reshape into a fresh cluster spends no CPU on it). A key written after planning is still left alone:
+    MIGRATE answers BUSYKEY, the batch is redone by DUMP/RESTORE (the keys MIGRATE did write compare equal and count
+    as restored), and that master is asked EXISTS from then on."""
+    from clusterbak.cli.restore_keys_cmd import read_set
+    from clusterbak.engine.restore_keys import prepare_restore_keys, run_restore_keys
+    from clusterbak.plan.restore_keys import Selection
+    from clusterbak.redisops.connect import ConnectionOptions
+
+    wait_expired(source)
+    target = standalone()
+    set_dir, manifest = read_set(source["dest"], source["id"])
+    opts = ConnectionOptions(addr(target))
+    plan = prepare_restore_keys(manifest, Selection.of(), opts, True)
+    assert plan.ok and plan.masters[0].keys == 0
+    target.set("session:3", "written after the plan")
+    report = run_restore_keys(plan, set_dir, manifest, opts, write=True)
+    t = report["totals"]
+    assert (t["restored"], t["skipped_existing"], t["failed"]) == (len(source["before"]) - 2, 1, 0), t
+    assert target.get("session:3") == b"written after the plan"
+    assert target.dbsize() == len(source["before"]) - 1
+    assert t["batches_fallback"] == 1 and "BUSYKEY" in report["copy"]["notes"][0], report["copy"]

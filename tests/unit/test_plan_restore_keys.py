@@ -161,3 +161,17 @@ def test_plan_reads_one_shard_for_a_hash_tag():
     assert plan.to_dict()["rename_prefix"] == "restored:"
     with pytest.raises(UsageError):
         plan_restore_keys(MANIFEST, Selection.of(), [], True, ServerVersion("redis", "7.0.15"), "merge")
+
+
+def test_plan_refuses_a_scratch_server_that_cannot_deep_check_a_backup():
+    """The scratch server must deep-check every value of an (untrusted) backup as it loads it, before MIGRATE/DUMP
+    pass the bytes on to a live target: `sanitize-dump-payload yes`, which Redis 6.0 does not have (6.2 added it)."""
+    masters = [_master("t:1", [(0, 16383)], "6.0.20")]
+    old = _manifest(9)
+    plan = plan_restore_keys(old, Selection.of(), masters, True, ServerVersion("redis", "6.0.20"))
+    assert not plan.ok
+    (why,) = plan.refusals
+    assert "Redis 6.0.20" in why and "sanitize-dump-payload" in why and "6.2" in why, why
+    assert plan_restore_keys(old, Selection.of(), masters, True, ServerVersion("redis", "6.2.14")).ok
+    assert plan_restore_keys(MANIFEST, Selection.of(), [_master("t:1", [(0, 16383)], "8.0.1", "valkey")], True,
+                             ServerVersion("valkey", "7.2.5")).ok
