@@ -46,3 +46,17 @@ def test_a_backup_command_line_does_not_import_the_other_commands():
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert "Usage:" in out.stdout
     assert out.stderr.strip() == "[]"
+
+
+def test_a_json_run_renders_without_importing_rich():
+    probe = ("import sys\n"
+             "from clusterbak.cli.render import BackupProgress, Outcome, Renderer\n"
+             "r = Renderer(json_mode=True)\n"
+             "with BackupProgress(r, [{'index': 0, 'source_address': 'a:1'}]) as p:\n"
+             "    p('bgsave', {'shard': 0})\n"
+             "r.error('x')\n"
+             "r.envelope('backup', Outcome(data={}))\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'rich'), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert '"status": "ok"' in out.stdout
+    assert out.stderr.strip() == "[]"
