@@ -166,15 +166,18 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
 
 
 def preflight_transports(plan: BackupPlan, transports: TransportPool) -> None:
-    """Reach every host once before any BGSAVE: a refused host key or a dead host fails before work starts."""
-    reached: set[tuple] = set()
+    """Reach every host once before any BGSAVE, all hosts at once: a refused host key or a dead host fails before
+    work starts, and the connections stay open in the pool for the nodes.conf and config collection."""
+    first: dict[tuple, str] = {}  # way in -> the first node reached through it (plan order)
     for nf in plan.node_files:
-        if nf.optional or nf.nodes_conf_path is None:
-            continue
-        key = transports.key_of(nf.address)
-        if key not in reached:
-            transports.get(nf.address).run("true", timeout=30)
-            reached.add(key)
+        if not nf.optional and nf.nodes_conf_path is not None:
+            first.setdefault(transports.key_of(nf.address), nf.address)
+    if not first:
+        return
+    with ThreadPoolExecutor(max_workers=min(16, len(first)), thread_name_prefix="preflight") as pool:
+        futures = [pool.submit(lambda a: transports.get(a).run("true", timeout=30), a) for a in first.values()]
+    for future in futures:  # every host was tried; the first failure in plan order is the one reported
+        future.result()
 
 
 def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: ConnectionOptions, options: BackupOptions,
