@@ -4,7 +4,9 @@ and ratios.
 
 `--baseline DIR` adds a third series: the `clusterbak` of another checkout (e.g. `git archive main | tar -x -C DIR`),
 run in the same rounds, so before/after figures come from the same cluster, data and machine load.
-Every clusterbak run is `python -m clusterbak` with the checkout as its working directory (its copy is imported).
+Every clusterbak run is `python -m clusterbak` with the checkout as its working directory (its copy is imported),
+with its bytecode compiled first, as an installed package's is: with PYTHONDONTWRITEBYTECODE set (as in some CI and
+sandbox shells) every run would otherwise compile ~115 modules from source again (~0.3 s that no installed copy pays).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import binascii
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -147,6 +150,7 @@ def _hashtags(ranges: list[tuple[int, int]], count: int, prefix: str) -> list[st
 class Series:
     name: str
     walls: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)  # user + sys seconds of the process (and its children)
     phases: list[dict[str, float]] = field(default_factory=list)  # per run: phase -> summed seconds over shards
     raw: int = 0
     stored: int = 0
@@ -155,15 +159,25 @@ class Series:
     def median(self) -> float:
         return statistics.median(self.walls)
 
+    @property
+    def cpu(self) -> str:
+        return f"{statistics.median(self.cpus):.2f}" if self.cpus else "-"
+
+
+def _cpu_of_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
 
 def run_anchor(seed: str, workdir: Path, series: Series) -> None:
     dest = workdir / "anchor-out"
     dest.mkdir()
     try:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_of_children()
         proc = subprocess.run(["redis-cli", "--cluster", "backup", seed, str(dest)], capture_output=True, text=True,
                               stdin=subprocess.DEVNULL)
         wall = time.perf_counter() - t0
+        series.cpus.append(_cpu_of_children() - c0)
         if proc.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster backup exited {proc.returncode}: {proc.stderr[-2000:]}")
         series.walls.append(wall)
@@ -172,14 +186,27 @@ def run_anchor(seed: str, workdir: Path, series: Series) -> None:
         shutil.rmtree(dest, ignore_errors=True)
 
 
+_COMPILED: set[Path] = set()
+
+
+def compile_checkout(checkout: Path) -> None:
+    """Write the checkout's bytecode once (what `pip install` does for an installed copy)."""
+    if checkout not in _COMPILED:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", "clusterbak"], cwd=checkout, check=True,
+                       capture_output=True)
+        _COMPILED.add(checkout)
+
+
 def run_clusterbak(checkout: Path, lab: LabRun, workdir: Path, series: Series, extra: tuple[str, ...] = ()) -> dict:
+    compile_checkout(checkout)
     dest = workdir / "cb-out"
     argv = [sys.executable, "-m", "clusterbak", "backup", "--seed", lab.seed, "--inventory", lab.inventory,
             "--dest", str(dest), "--json", *extra]
     try:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_of_children()
         proc = subprocess.run(argv, capture_output=True, text=True, cwd=checkout, stdin=subprocess.DEVNULL)
         wall = time.perf_counter() - t0
+        series.cpus.append(_cpu_of_children() - c0)
         if proc.returncode != 0:
             raise RuntimeError(f"clusterbak ({checkout}) exited {proc.returncode}:\n{proc.stdout[-2000:]}\n"
                                f"{proc.stderr[-2000:]}")
@@ -214,15 +241,17 @@ def table(title: str, anchor: Series, others: list[Series]) -> None:
     print()
     print(title)
     print()
-    print("| what | runs (s) | median s | ratio vs anchor | RDB MB | stored MB | phases, median of per-run sums (s) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| what | runs (s) | median s | ratio vs anchor | CPU s | RDB MB | stored MB "
+          "| phases, median of per-run sums (s) |")
+    print("|---|---|---|---|---|---|---|---|")
     for s in [anchor, *others]:
         ratio = "1.00x" if s is anchor else f"{s.median / anchor.median:.2f}x"
         phases = "-"
         if s.phases:
             keys = [k for k in PHASES if any(k in p for p in s.phases)]
             phases = ", ".join(f"{k[:-2]} {statistics.median(p.get(k, 0.0) for p in s.phases):.2f}" for k in keys)
-        print(f"| {s.name} | {' '.join(f'{w:.2f}' for w in s.walls)} | {s.median:.2f} | {ratio} "
+        print(f"| {s.name} | {' '.join(f'{w:.2f}' for w in s.walls)} | {s.median:.2f} | {ratio} | {s.cpu} "
               f"| {s.raw / 1e6:,.1f} | {s.stored / 1e6:,.1f} | {phases} |")
     print()
-    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end; MB = 10^6 bytes")
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end; MB = 10^6 bytes; CPU s: user + "
+          "sys seconds of the command (the anchor's: redis-cli's; the servers' forks are in neither)")

@@ -69,6 +69,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=float, default=150.0)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--extra", action="append", default=[], metavar="ARGS",
+                    help='another clusterbak phase with these backup flags, e.g. --extra "--nice 10" (repeatable)')
+    ap.add_argument("--wrap", action="append", default=[], metavar="CMD",
+                    help='another clusterbak phase run under this command, e.g. --wrap "nice -n 10" (repeatable)')
     args = ap.parse_args()
     require_tools()
     with tempfile.TemporaryDirectory(prefix="cb-lat-") as tmp, LabRun(Path(tmp)) as lab:
@@ -81,6 +85,9 @@ def main() -> int:
             keys[port] = c.randomkey().decode()
             c.close()
         phases: dict[str, list[float]] = {"idle": [], "clusterbak backup": [], "anchor redis-cli --cluster backup": []}
+        variants = {f"clusterbak backup {x}": (x.split(), []) for x in args.extra}
+        variants.update({f"{w} clusterbak backup": ([], w.split()) for w in args.wrap})
+        phases.update({name: [] for name in variants})
         last = 3.0
 
         def during(name: str, argv: list[str] | None, cwd: Path | None = None) -> None:
@@ -92,8 +99,11 @@ def main() -> int:
                 if argv is None:
                     time.sleep(last)
                 elif argv is cb:
-                    subprocess.run([*argv, str(dest / "sets")], check=True, capture_output=True, cwd=cwd)
-                    last = time.perf_counter() - t
+                    flags, wrap = variants.get(name, ([], []))
+                    subprocess.run([*wrap, *argv, str(dest / "sets"), *flags], check=True, capture_output=True,
+                                   cwd=cwd)
+                    if name == "clusterbak backup":
+                        last = time.perf_counter() - t
                 else:
                     subprocess.run([*argv, str(dest)], check=True, capture_output=True, cwd=cwd)
             phases[name].extend(probe.samples)
@@ -104,6 +114,7 @@ def main() -> int:
         anchor = ["redis-cli", "--cluster", "backup", lab.seed]
         jobs = [lambda: during("idle", None), lambda: during("clusterbak backup", cb, REPO),
                 lambda: during("anchor redis-cli --cluster backup", anchor)]
+        jobs += [lambda name=name: during(name, cb, REPO) for name in variants]
         for r in range(args.runs):
             for k in range(len(jobs)):
                 jobs[(r + k) % len(jobs)]()

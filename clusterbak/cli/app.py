@@ -1,36 +1,77 @@
-"""clusterbak's command line. Each command: load -> plan/inspect -> show/confirm -> execute -> render."""
+"""clusterbak's command line. Each command: load -> plan/inspect -> show/confirm -> execute -> render.
+
+Start-up cost (issue 14): `main` builds the app with only the commands of the module a command line names
+(`clusterbak backup ...` imports and builds backup's commands, not restore's, rolling-restart's or the lab's);
+anything else (`--help`, `--version`, completion, an unknown name) gets every command. `app` (every command) is
+built on first use, for tests and tools that drive the CLI in-process."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterable
 from typing import Annotated
 
 import typer
 
 from clusterbak import __version__
-from clusterbak.cli import backup_cmd, inventory_cmd, restore_cmd, restore_keys_cmd, rolling_cmd
-from clusterbak.cli import common as c
-from clusterbak.cli import repo_opts as ro
 from clusterbak.cli.entry import ClusterbakGroup
-from clusterbak.cli.keys_cmd import keys_app
-from clusterbak.cli.lab_cmd import lab_app
-from clusterbak.cli.monitor import check_nagios, run_checks
-from clusterbak.cli.render import Outcome, Renderer
-from clusterbak.cli.views import topology_view
-from clusterbak.config import load_inventory
-from clusterbak.engine.inspect import inspect
-from clusterbak.errors import EXIT_PRECONDITION, UsageError
-from clusterbak.model.checks import DEFAULT_MAX_LAG
-from clusterbak.model.freshness import CRITICAL
 
-app = typer.Typer(name="clusterbak", cls=ClusterbakGroup, no_args_is_help=True, add_completion=True,
-                  help="Backups, restores, drills and rolling restarts for Redis Cluster.")
-app.add_typer(lab_app, name="lab")
-app.add_typer(keys_app, name="keys")
-backup_cmd.register(app)
-rolling_cmd.register(app)
-inventory_cmd.register(app)
-restore_cmd.register(app)
-restore_keys_cmd.register(app)
+
+def _backup(app: typer.Typer) -> None:
+    from clusterbak.cli import backup_cmd
+
+    backup_cmd.register(app)
+
+
+def _rolling(app: typer.Typer) -> None:
+    from clusterbak.cli import rolling_cmd
+
+    rolling_cmd.register(app)
+
+
+def _inventory(app: typer.Typer) -> None:
+    from clusterbak.cli import inventory_cmd
+
+    inventory_cmd.register(app)
+
+
+def _restore(app: typer.Typer) -> None:
+    from clusterbak.cli import restore_cmd
+
+    restore_cmd.register(app)
+
+
+def _restore_keys(app: typer.Typer) -> None:
+    from clusterbak.cli import restore_keys_cmd
+
+    restore_keys_cmd.register(app)
+
+
+def _cluster(app: typer.Typer) -> None:
+    from clusterbak.cli import cluster_cmd
+
+    cluster_cmd.register(app)
+
+
+def _lab(app: typer.Typer) -> None:
+    from clusterbak.cli.lab_cmd import lab_app
+
+    app.add_typer(lab_app, name="lab")
+
+
+def _keys(app: typer.Typer) -> None:
+    from clusterbak.cli.keys_cmd import keys_app
+
+    app.add_typer(keys_app, name="keys")
+
+
+# every top-level command -> what registers it (with its siblings of the same module); the order of the help
+# listing is the order of first appearance here (tests/unit/test_cli_lazy.py checks this table against the app)
+COMMANDS: dict[str, Callable[[typer.Typer], None]] = {
+    "backup": _backup, "list": _backup, "show": _backup, "verify": _backup, "prune": _backup, "unpin": _backup,
+    "rolling-restart": _rolling, "inventory": _inventory, "restore": _restore, "drill": _restore,
+    "restore-keys": _restore_keys, "topology": _cluster, "check": _cluster, "lab": _lab, "keys": _keys,
+}
 
 
 def _version(value: bool) -> None:
@@ -39,103 +80,34 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                 help="Print the version and exit.")] = False) -> None:
     """clusterbak: see docs/ for a runbook per job."""
 
 
-@app.command()
-def topology(seed: c.Seed, inventory: c.InventoryOpt = None, user: c.User = None, tls: c.Tls = False,
-             cacert: c.CaCert = None, cert: c.Cert = None, key: c.Key = None, tls_insecure: c.TlsInsecure = False,
-             connect_timeout: c.ConnectTimeout = 3.0, json_out: c.Json = False) -> None:
-    """Show the cluster by shard: roles, slots, epochs, offsets, lag, memory and keys."""
-
-    def body(r: Renderer) -> Outcome:
-        inv = load_inventory(inventory) if inventory else None
-        opts = c.connection(seed, user, tls, cacert, cert, key, connect_timeout, inv, tls_insecure)
-        seen = inspect(opts)
-        data = topology_view(seed, seen.topology, seen.states)
-        r.topology(data)
-        return Outcome(data=data)
-
-    c.execute("topology", json_out, body)
+def build(names: Iterable[str] | None = None) -> typer.Typer:
+    """The app with the commands of the modules that register `names` (None: every command)."""
+    app = typer.Typer(name="clusterbak", cls=ClusterbakGroup, no_args_is_help=True, add_completion=True,
+                      help="Backups, restores, drills and rolling restarts for Redis Cluster.")
+    app.callback()(_root)
+    wanted = set(COMMANDS) if names is None else set(names)
+    for register in dict.fromkeys(r for n, r in COMMANDS.items() if n in wanted):
+        register(app)
+    return app
 
 
-@app.command()
-def check(
-    seed: Annotated[
-        str | None,
-        typer.Option("--seed", envvar="CLUSTERBAK_SEED", help="Check the cluster through this node (HOST:PORT)."),
-    ] = None,
-    inventory: c.InventoryOpt = None,
-    user: c.User = None,
-    tls: c.Tls = False,
-    cacert: c.CaCert = None,
-    cert: c.Cert = None,
-    key: c.Key = None,
-    tls_insecure: c.TlsInsecure = False,
-    connect_timeout: c.ConnectTimeout = 3.0,
-    max_lag: Annotated[int, typer.Option("--max-lag", help="Bytes a replica may trail its master.")] = DEFAULT_MAX_LAG,
-    dest: Annotated[
-        str | None,
-        typer.Option(
-            "--dest", envvar="CLUSTERBAK_DEST",
-            help="Also check the backups in DIR or s3://BUCKET/PREFIX: freshness, verify, drill.",
-        ),
-    ] = None,
-    max_age: Annotated[
-        str,
-        typer.Option("--max-age", help="With --dest: newest verified set older than this is CRITICAL (26h, 90m, 7d)."),
-    ] = "26h",
-    min_sets: Annotated[
-        int, typer.Option("--min-sets", min=0, help="With --dest: fewer complete sets is CRITICAL.")
-    ] = 1,
-    max_drill_age: Annotated[
-        str, typer.Option("--max-drill-age", help="With --dest: last passed drill older than this is a WARNING.")
-    ] = "8d",
-    nagios: Annotated[
-        bool,
-        typer.Option(
-            "--nagios", help="One line in the Nagios plugin format; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."
-        ),
-    ] = False,
-    s3_endpoint_url: ro.Endpoint = None,
-    s3_path_style: ro.PathStyle = False,
-    json_out: c.Json = False,
-) -> None:
-    """Preflight before a backup or a restart (--seed) and backup monitoring (--dest), every check listed with
-    OK/WARNING/CRITICAL: exit 0 when nothing is critical, 3 otherwise (--nagios: the plugin codes)."""
-    if nagios and not json_out:
-        check_nagios(seed, dest, inventory, (user, tls, cacert, cert, key, connect_timeout, tls_insecure), max_lag,
-                     (max_age, min_sets, max_drill_age), (s3_endpoint_url, s3_path_style))
-        return
+def for_argv(argv: list[str]) -> typer.Typer:
+    """Only the named command's module when the first word is a command; else (options first, --help, no word,
+    an unknown word: typer's own messages) every command."""
+    return build([argv[0]] if argv and argv[0] in COMMANDS else None)
 
-    def body(r: Renderer) -> Outcome:
-        c.refuse_together(nagios=nagios, json=json_out)
-        if not seed and not dest:
-            raise UsageError("check needs --seed (the cluster), --dest (the backups), or both")
-        cluster, backups = run_checks(
-            seed,
-            dest,
-            inventory,
-            (user, tls, cacert, cert, key, connect_timeout, tls_insecure),
-            max_lag,
-            (max_age, min_sets, max_drill_age),
-            (s3_endpoint_url, s3_path_style),
-        )
-        if cluster is not None:
-            r.findings(cluster)
-        if backups is not None and dest is not None:
-            r.backup_checks(dest, backups)
-        critical = [f"{f['subject']}: {f['message']}" for f in cluster or () if f["severity"] == "critical"]
-        critical += [f"{b['name']}: {b['detail']}" for b in backups or () if b["status"] == CRITICAL]
-        code = EXIT_PRECONDITION if critical else 0
-        return Outcome(data={"seed": seed, "findings": cluster, "dest": dest, "backups": backups,
-                             "ready": code == 0}, exit_code=code, errors=critical)
 
-    c.execute("check", json_out, body)
+def __getattr__(name: str) -> typer.Typer:
+    if name == "app":  # every command, built once on first use
+        globals()["app"] = full = build()
+        return full
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
-    app()
+    for_argv(sys.argv[1:])()

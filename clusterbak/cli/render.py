@@ -9,15 +9,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
-
 from clusterbak.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PRECONDITION, EXIT_STEP_FAILED, EXIT_USAGE
 
 STATUS = {EXIT_OK: "ok", EXIT_USAGE: "usage_error", EXIT_PRECONDITION: "refused", EXIT_STEP_FAILED: "failed",
           EXIT_INTERRUPTED: "interrupted"}
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.progress import TaskID
+    from rich.table import Table
 
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "dim", "ok": "green"}
 
@@ -35,6 +34,8 @@ NON_TTY_WIDTH = 1000  # a log (no terminal, no COLUMNS): a table row stays one l
 def _console(stderr: bool, width: int | None, file=None) -> Console:
     """A terminal gets colour and wrapping at its width; a pipe, a file, cron or journald get plain text: one line
     per message (soft wrap), no colour codes. COLUMNS, when set, is the width either way."""
+    from rich.console import Console  # here, not at import: a --json or --quiet run may never print with rich
+
     console = Console(stderr=stderr, highlight=False, width=width, file=file)
     if console.is_terminal:
         return console
@@ -47,8 +48,22 @@ class Renderer:
                  out=None, err=None) -> None:
         self.json_mode = json_mode
         self.quiet = quiet  # --quiet: no tables or progress, only errors and the verdict line
-        self.out = _console(False, width, out)
-        self.err = _console(True, width, err)
+        self._width, self._files = width, (out, err)
+        self._out: Console | None = None
+        self._err: Console | None = None
+
+    @property
+    def out(self) -> Console:
+        """stdout's console, made on first use (rich is imported then: start-up cost, issue 14)."""
+        if self._out is None:
+            self._out = _console(False, self._width, self._files[0])
+        return self._out
+
+    @property
+    def err(self) -> Console:
+        if self._err is None:
+            self._err = _console(True, self._width, self._files[1])
+        return self._err
 
     @property
     def silent(self) -> bool:
@@ -387,6 +402,8 @@ def _natural_width(console: Console, table: Table) -> int:
 
 def _table(title: str | None, columns: Sequence[str], rows: list[list[str]], styles) -> Table:
     """Every cell on one line (no_wrap): measured, it says whether the table fits without cutting anything."""
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left", show_lines=False)
     for col in columns:
         table.add_column(col, overflow="fold", no_wrap=True)
@@ -405,11 +422,13 @@ class BackupProgress:
     """Per shard: a BGSAVE wait, then bytes transferred. Silent with --json. Thread-safe via rich's Progress."""
 
     def __init__(self, renderer: Renderer, shards: list[dict]) -> None:
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
         self.enabled = not renderer.silent
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                 TransferSpeedColumn(), console=renderer.err, transient=False)
+        self.progress: Any = None  # rich's Progress, only for a run that shows it
+        if self.enabled:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                     TransferSpeedColumn(), console=renderer.err, transient=False)
         self.tasks: dict[str, TaskID] = {}
         self.shards = {s["index"]: s for s in shards}
 

@@ -15,7 +15,7 @@ from functools import partial as partial_fn
 from clusterbak import __version__
 from clusterbak.engine.aof_backup import collect_aof
 from clusterbak.engine.cancel import cancel_on_failure
-from clusterbak.engine.node_extras import add_node_extras
+from clusterbak.engine.node_extras import NodeExtras
 from clusterbak.engine.sinks import TextFileSink, VerifyingRdbSink
 from clusterbak.errors import AccessRefused, ClusterbakError, ConnectError, RunCancelled, StepFailed
 from clusterbak.model.inventory import Inventory
@@ -94,6 +94,7 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
     store = open_repository(options.dest, options.s3)
     partial = store.begin(plan.backup_id, options.encryption, options.signer)
     started = time.time()
+    extras: NodeExtras | None = None
     try:
         # saves at once per host: 1 unless the operator knows the host has the memory (the plan shows what it assumes)
         per_host = max(1, options.saves_per_host)
@@ -117,6 +118,8 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
         try:
             futures = [pool.submit(collect, s, partial, inventory, conn, options, host_locks, guarded)
                        for s in plan.shards]
+            # config files, users, modules: independent of the snapshots, so collected while the shards run
+            extras = NodeExtras(plan.node_files, partial, transports, conn)
             done, _ = wait(futures, return_when="FIRST_EXCEPTION")
             if any(f.exception() is not None for f in done):
                 cancel.set()
@@ -142,7 +145,7 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
                     raise
                 incomplete.append(f"{nf.address}: nodes.conf not collected ({exc}): restore cannot bring this node "
                                   "back from this set")
-        warnings += add_node_extras(plan.node_files, node_records, partial, transports, conn)
+        warnings += extras.add_to(node_records)
         created = time.time()
         manifest = manifest_record(
             kind=plan.kind, backup_id=plan.backup_id, created=created, started=started, version=__version__,
@@ -151,22 +154,30 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
             warnings=warnings + incomplete, incomplete=incomplete)
         final = store.finalize(partial, manifest)
     except BaseException:
+        if extras is not None:
+            extras.close()  # before the discard: nothing may still write into the set
         store.discard(partial)
         raise
+    finally:
+        if extras is not None:
+            extras.close()
     on_event("complete", {"path": final, "backup_id": plan.backup_id})
     return manifest
 
 
 def preflight_transports(plan: BackupPlan, transports: TransportPool) -> None:
-    """Reach every host once before any BGSAVE: a refused host key or a dead host fails before work starts."""
-    reached: set[tuple] = set()
+    """Reach every host once before any BGSAVE, all hosts at once: a refused host key or a dead host fails before
+    work starts, and the connections stay open in the pool for the nodes.conf and config collection."""
+    first: dict[tuple, str] = {}  # way in -> the first node reached through it (plan order)
     for nf in plan.node_files:
-        if nf.optional or nf.nodes_conf_path is None:
-            continue
-        key = transports.key_of(nf.address)
-        if key not in reached:
-            transports.get(nf.address).run("true", timeout=30)
-            reached.add(key)
+        if not nf.optional and nf.nodes_conf_path is not None:
+            first.setdefault(transports.key_of(nf.address), nf.address)
+    if not first:
+        return
+    with ThreadPoolExecutor(max_workers=min(16, len(first)), thread_name_prefix="preflight") as pool:
+        futures = [pool.submit(lambda a: transports.get(a).run("true", timeout=30), a) for a in first.values()]
+    for future in futures:  # every host was tried; the first failure in plan order is the one reported
+        future.result()
 
 
 def _shard(shard: ShardPlan, partial: SetWriter, inventory: Inventory, conn: ConnectionOptions, options: BackupOptions,

@@ -69,19 +69,33 @@ def _node_path(value: str, what: str, address: str) -> str:
         raise StepFailed(f"{address}: {what} {exc}") from None
 
 
-def add_node_extras(node_files: tuple[NodeFilePlan, ...], records: list[dict], partial: SetWriter,
-                    transports: TransportPool,
-                    conn: ConnectionOptions) -> list[str]:
-    """Add config file, users and modules to the node records backup collected; returns the warnings."""
-    by_id = {r["id"]: r for r in records}
-    jobs = [nf for nf in node_files if nf.node_id in by_id and not nf.optional]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(lambda nf: _collect(nf, partial, transports, conn), jobs))
-    warnings = []
-    for nf, (fields, notes) in zip(jobs, results, strict=True):
-        by_id[nf.node_id].update(fields)
-        warnings += notes
-    return warnings
+class NodeExtras:
+    """Config files, users and modules of the nodes, collected in the background from the start of a backup: they
+    do not depend on the snapshots, so they overlap the saves instead of following them (issue 14). `add_to`
+    waits and adds them to the node records; `close` (always, also on failure) waits for what still runs, so
+    nothing writes into a set being discarded."""
+
+    def __init__(self, node_files: tuple[NodeFilePlan, ...], partial: SetWriter, transports: TransportPool,
+                 conn: ConnectionOptions) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="node-extras")
+        jobs = [nf for nf in node_files if not nf.optional]
+        if jobs:
+            (partial / "nodes").mkdir(exist_ok=True, mode=0o700)
+        self._jobs = [(nf, self._pool.submit(_collect, nf, partial, transports, conn)) for nf in jobs]
+
+    def add_to(self, records: list[dict]) -> list[str]:
+        """Add each node's config file, users and modules to its record; returns the warnings."""
+        by_id = {r["id"]: r for r in records}
+        warnings = []
+        for nf, future in self._jobs:
+            fields, notes = future.result()
+            if nf.node_id in by_id:
+                by_id[nf.node_id].update(fields)
+                warnings += notes
+        return warnings
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _collect(nf: NodeFilePlan, partial: SetWriter, transports: TransportPool,

@@ -9,13 +9,13 @@ from clusterbak.lab.cluster import Lab
 from clusterbak.model.inventory import inventory_toml
 
 
-def render_inventory(lab: Lab) -> str:
+def render_inventory(lab: Lab, actions: tuple[str, ...] = ("restart", "stop", "start")) -> str:
     ctl = f"{sys.executable} -m clusterbak.lab.nodectl"
     defaults: dict[str, str | int] = {"transport": "local"}
     if lab.sshd:
         defaults = {"transport": "ssh", "ssh_user": lab.sshd["user"], "ssh_port": int(lab.sshd["port"]),
                     "ssh_key": lab.sshd["key_file"], "known_hosts": lab.sshd["known_hosts"]}
-    for action in ("restart", "stop", "start"):
+    for action in actions:
         defaults[f"{action}_command"] = f"{ctl} {action} --dir {{data_dir}} --port {{port}}"
     nodes: dict[str, dict[str, str | int]] = {}
     for node in lab.nodes:
@@ -42,7 +42,9 @@ def _conf(path: Path) -> dict[str, str]:
     return out
 
 
-def write_inventory(lab: Lab) -> Path:
+def write_inventory(lab: Lab, actions: tuple[str, ...] = ("restart", "stop", "start")) -> Path:
+    """`actions`: the service commands (nodectl) it lists; a node without a stop_command is stopped with SHUTDOWN
+    NOSAVE over Redis."""
     path = Path(lab.inventory)
-    path.write_text(render_inventory(lab))
+    path.write_text(render_inventory(lab, actions))
     return path

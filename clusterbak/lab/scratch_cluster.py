@@ -38,5 +38,7 @@ class LabScratchCluster:
 def lab_scratch_cluster(where: Path, masters: int, replicas: int, base_port: int | None = None) -> LabScratchCluster:
     """masters x (1 + replicas) nodes in `where`, masters first; base_port None: free ports."""
     lab = cluster.up(where, masters, replicas, base_port or free_base_port(masters * (1 + replicas)), form=False)
-    write_inventory(lab)
+    # no stop_command: the restore stops these empty throwaway nodes with SHUTDOWN NOSAVE (a few ms) instead of a
+    # `python -m clusterbak.lab.nodectl stop` per node (an interpreter each, at once: ~0.3 s of the drill's RTO)
+    write_inventory(lab, ("restart", "start"))
     return LabScratchCluster(lab)

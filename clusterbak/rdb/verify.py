@@ -160,12 +160,13 @@ def _parse(h: _Header) -> Generator[_Request, bytes, None]:
 
 
 class RdbVerifier:
-    """Feed every byte of one RDB file in order, then finish() for the report."""
+    """Feed every byte of one RDB file in order, then finish() for the report. `hash_bytes=False`: no sha256 (the
+    report's is ""), for a caller that has the same bytes' sha256 from elsewhere (a file stored as it is)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, hash_bytes: bool = True) -> None:
         self.name = name
         self._size = 0
-        self._sha = hashlib.sha256()
+        self._sha = hashlib.sha256() if hash_bytes else None
         self._crc = 0
         self._tail = b""  # the last (up to) 8 bytes, not yet in the CRC: the stored CRC at the end
         self._before_tail: int | None = None  # the last byte that is in the CRC: 0xFF at the end
@@ -182,7 +183,8 @@ class RdbVerifier:
         if not n:
             return
         self._size += n
-        self._sha.update(chunk)
+        if self._sha is not None:
+            self._sha.update(chunk)
         if self._parser is not None:
             self._drive(chunk)
         if n >= 8:  # CRC everything but the last 8 bytes seen so far
@@ -246,7 +248,7 @@ class RdbVerifier:
         return RdbReport(
             name=name,
             size=size,
-            sha256=self._sha.hexdigest(),
+            sha256=self._sha.hexdigest() if self._sha is not None else "",
             magic=h.magic,
             rdb_version=h.version,
             crc64_stored=f"{stored:016x}",

@@ -13,14 +13,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
-from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_exponential
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay
 
 from clusterbak.errors import AccessRefused, RunCancelled, StepFailed
 from clusterbak.redisops.connect import describe_redis_error
 
-POLL = 0.1  # the longest pause between two INFO persistence polls
-POLL_FIRST = 0.005  # the first pause; each next one doubles up to POLL: a small save is seen done within ms, not
-# a whole POLL later (3 shards on one host cost up to 3 x POLL of pure waiting before), and a long one costs 10 polls/s
+POLL = 0.1  # the longest pause between two INFO persistence polls: a long save costs 10 polls/s
+POLL_FIRST = 0.005  # the shortest pause
+POLL_SHARE = 0.1  # each pause is this share of the time waited so far: a save is seen done at most ~10% (or
+# POLL_FIRST) after it ended. Redis itself notices its child's end only at a serverCron tick (hz 10: a small save
+# takes ~0.1 s); the doubling pauses used before (5, 10, 20, 40, 80 ms) saw such a save only at ~0.16 s, and
+# the saves on one host run one after another, so that waste added up per shard.
+
+
+def poll_pause(waited: float) -> float:
+    """Seconds to pause before the next INFO persistence, after `waited` seconds of waiting."""
+    return min(POLL, max(POLL_FIRST, POLL_SHARE * waited))
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +74,10 @@ class _Persistence:
 
 def _wait(client: redis.Redis, done, timeout: float, what: str, address: str,
           cancelled: Callable[[], bool] = lambda: False) -> _Persistence:
-    """The one wait policy for saves: poll INFO persistence (POLL_FIRST, doubling up to every POLL seconds) until
-    done, cancelled or timeout."""
+    """The one wait policy for saves: poll INFO persistence (poll_pause: POLL_SHARE of the time waited so far,
+    between POLL_FIRST and POLL) until done, cancelled or timeout."""
     retrying = Retrying(stop=stop_after_delay(max(timeout, POLL)),
-                        wait=wait_exponential(multiplier=POLL_FIRST, max=POLL),
+                        wait=lambda state: poll_pause(state.seconds_since_start or 0.0),
                         retry=retry_if_result(lambda p: not done(p) and not cancelled()))
     try:
         state = retrying(_Persistence.read, client)

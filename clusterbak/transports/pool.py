@@ -14,12 +14,14 @@ from clusterbak.transports.factory import open_transport
 class TransportPool:
     """One open transport per distinct way in (transport kind, host, port, user, key, container), shared by the
     callers of `get`: nodes on one host cost one connection, not one each. `fresh` opens one the caller owns (a
-    long transfer that should not share). Thread-safe; `close` (or leaving the `with`) closes the shared ones."""
+    long transfer that should not share). Thread-safe; `close` (or leaving the `with`) closes the shared ones.
+    Different ways in open at once (an SSH handshake to one host never waits for another's); one way in opens once."""
 
     def __init__(self, inventory: Inventory, accept_new_host_keys: bool = False) -> None:
         self.inventory, self.accept = inventory, accept_new_host_keys
         self._open: dict[tuple, Transport] = {}
-        self._lock = threading.Lock()
+        self._opening: dict[tuple, threading.Lock] = {}  # per way in: the first caller opens, the others wait
+        self._lock = threading.Lock()  # guards the two dicts, never held while a transport opens
 
     @staticmethod
     def key(access: NodeAccess) -> tuple:
@@ -34,10 +36,19 @@ class TransportPool:
     def get(self, address: str) -> Transport:
         """The shared transport to `address`'s host (opened on first use)."""
         access = self.inventory.access(address)
+        key = self.key(access)
         with self._lock:
-            transport = self._open.get(self.key(access))
+            transport = self._open.get(key)
+            if transport is not None:
+                return transport
+            opening = self._opening.setdefault(key, threading.Lock())
+        with opening:
+            with self._lock:
+                transport = self._open.get(key)
             if transport is None:
-                transport = self._open[self.key(access)] = open_transport(access, self.accept)
+                transport = open_transport(access, self.accept)
+                with self._lock:
+                    self._open[key] = transport
             return transport
 
     def fresh(self, address: str) -> Transport:

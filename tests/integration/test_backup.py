@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import shutil
@@ -159,6 +160,11 @@ def test_flipped_byte_is_found_by_verify(lab, cli, tmp_path):
     result, doc = backup(cli, lab, tmp_path / "sets", "--compress", "none")
     assert result.exit_code == 0
     set_dir = Path(doc["data"]["path"])
+    for shard in doc["data"]["manifest"]["shards"]:  # stored as it is: both hashes from the one pass, and right
+        f = shard["file"]
+        assert f["sha256"] == f["raw_sha256"] == hashlib.sha256((set_dir / f["path"]).read_bytes()).hexdigest()
+    result, _ = cli.json("verify", doc["data"]["backup_id"], "--dest", str(tmp_path / "sets"))
+    assert result.exit_code == 0
     victim = set_dir / doc["data"]["manifest"]["shards"][1]["file"]["path"]
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0x01
