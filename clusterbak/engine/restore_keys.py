@@ -97,6 +97,8 @@ class ShardTally:
     missing: int = 0
     exist_on_target: int = 0
     bytes: int = 0
+    place_seconds: float = 0.0  # its stored files read once, checked, written under the scratch root
+    check_seconds: float = 0.0  # redis-check-rdb/-aof on them
     load_seconds: float = 0.0
     copy_seconds: float = 0.0
 
@@ -116,13 +118,14 @@ class Run:
     def master_of(self, name: bytes) -> MasterTally:
         return self.masters[self.table[key_slot(name)]]
 
-    def report(self, seconds: float) -> dict:
+    def report(self, seconds: float, place_seconds: float = 0.0) -> dict:
         totals = {k: sum(getattr(m, k) for m in self.masters) for k in _COUNTS}
         totals["selected"] = sum(s.selected for s in self.shards)
         totals["missing"] = sum(s.missing for s in self.shards)
         return {"backup_id": self.plan.backup_id, "mode": "write" if self.write else "dry-run",
                 "shards": [asdict(s) for s in self.shards], "masters": [asdict(m) for m in self.masters],
                 "totals": totals, "errors": self.errors, "seconds": round(seconds, 3),
+                "place_seconds": round(place_seconds, 3),  # every needed shard placed and checked, before the copy
                 "copy": {"migrate": self.why_dump is None, "why_dump": self.why_dump, "notes": self.notes},
                 "keys_per_second": round(totals["selected"] / seconds) if seconds else None}
 
@@ -228,6 +231,7 @@ def run_restore_keys(
     where = check_scratch_space(plan, scratch_root)
     with _scratch_root(where) as root:  # SIGTERM unwinds like Ctrl-C (cli/entry.py)
         placed = place_needed(root, set_dir, manifest, plan, on_event)
+        placing = time.monotonic() - t0
         before_writing()
         if write and plan.on_conflict == "fail":
             check = _pass(plan, placed, manifest, target, False, root, on_event, parallel, last=False)
@@ -238,7 +242,7 @@ def run_restore_keys(
                     f"{', '.join(check.existing_examples)}); nothing was written (--on-conflict fail)")
             on_event("checked", {"existing": 0})
         run = _pass(plan, placed, manifest, target, write, root, on_event, parallel, last=True)
-    return run.report(time.monotonic() - t0)
+    return run.report(time.monotonic() - t0, placing)
 
 
 def _pass(
@@ -314,7 +318,8 @@ class _ShardJob:
 
     def run(self) -> Run:
         run = _new_run(self.plan, self.write, self.target)
-        tally = ShardTally(self.shard.index, self.source)
+        tally = ShardTally(self.shard.index, self.source, place_seconds=self.placed.place_seconds,
+                           check_seconds=self.placed.check_seconds)
         run.shards.append(tally)
         try:
             if self.cancelled.is_set():

@@ -31,7 +31,8 @@ import shutil
 import socket
 import subprocess
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from clusterbak.engine.verify import check_file
@@ -73,6 +74,8 @@ class PlacedShard:
     links: tuple[str, ...] = ()  # files Redis only reads: hard-linked into a server's dir
     copies: tuple[str, ...] = ()  # files Redis appends to (the last incr AOF, a pre-7.0 single AOF): copied
     subdirs: tuple[str, ...] = ()
+    place_seconds: float = 0.0  # reading, checking and writing the stored files
+    check_seconds: float = 0.0  # redis-check-rdb/-aof on the placed files
 
     def link_into(self, dest: Path) -> None:
         """Give a scratch server's directory the files: no stored file is read, and the placed ones stay as they
@@ -93,9 +96,11 @@ def place_shard(root: Path, set_dir: StoredSet, shard: ShardRecord) -> PlacedSha
     redis-check-rdb (redis-check-aof) deep-check the placed dump. VerifyError names the file and the reason."""
     where = Path(_mkdtemp(root, f"placed-{shard.index:02d}-"))
     try:
+        t = time.monotonic()
         placed = _place(where, set_dir, shard)
+        t1 = time.monotonic()
         _deep_check(placed, shard.aof is not None)
-        return placed
+        return replace(placed, place_seconds=round(t1 - t, 3), check_seconds=round(time.monotonic() - t1, 3))
     except BaseException:
         shutil.rmtree(where, ignore_errors=True)
         raise
