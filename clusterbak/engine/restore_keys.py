@@ -1,9 +1,11 @@
 """restore-keys: copy selected keys of a backup set into a live target, shard by shard, through a scratch server.
 
-Per needed shard: load it into a scratch redis-server (as a replica of nothing, so no key is dropped while loading),
-promote it for a moment and touch the selection so the keys whose TTL has passed since the backup expire and are
-named by keyspace events, demote it (its keyspace is then frozen), then copy the selection in batches to the target
-master that owns each key's slot. Two ways to copy:
+First every needed shard is placed under the run's scratch root and checked (scratch.place_shard: the stored file
+read once with its hashes and CRC64, then redis-check-rdb deep-checks the placed dump): a damaged set stops the run
+before any key is written. Then, per needed shard: load it into a scratch redis-server (as a replica of nothing, so
+no key is dropped while loading), promote it for a moment and touch the selection so the keys whose TTL has passed
+since the backup expire and are named by keyspace events, demote it (its keyspace is then frozen), then copy the
+selection in batches to the target master that owns each key's slot. Two ways to copy:
 
 - MIGRATE (a write run whose keys keep their names and TTLs, to a plain-TCP target): the scratch server itself DUMPs
   a batch of keys and RESTOREs them into one target master (`MIGRATE ... COPY [REPLACE] KEYS ...`); clusterbak only
