@@ -9,7 +9,7 @@ Run:  .venv/bin/python benchmarks/restore_keys_reshape.py [--keys 1000000] [--va
 3. floor: every key's DUMP payload read from the source beforehand (not timed) and written as RESTORE ... ABSTTL
    commands into one file per target master (by slot); timed: one `redis-cli --pipe` per master, all at once;
 4. FLUSHALL the target, then timed: `clusterbak restore-keys ID --seed TARGET --yes --json` as a subprocess
-   (verify the shards, load each into a scratch server, copy every key), its peak RSS from wait4();
+   (place and check the shards, load each into a scratch server, copy every key), its peak RSS from wait4();
 5. prints a markdown table: wall seconds, keys/s, and clusterbak's throughput as a fraction of the floor's
    (goal >= 0.7x), its peak RSS (goal < 200 MB). Everything it starts is stopped and removed on the way out.
 
@@ -17,8 +17,10 @@ Run:  .venv/bin/python benchmarks/restore_keys_reshape.py [--keys 1000000] [--va
 medians are printed). --against DIR also runs `restore-keys` from another source tree of clusterbak (e.g. a
 `git worktree` of an older commit) in each round, on the same backup and target: a before/after in one run.
 Where the CPU goes, per run: the target masters (their utime+stime before and after), the scratch servers
-(sampled from /proc while they live; their "DB loaded" time from their logs), clusterbak itself and redis-cli
-(wait4), as microseconds per key.
+(sampled from /proc while they live; their "DB loaded" time from their logs), the redis-check-rdb/-aof runs on the
+placed shards (sampled the same way, every 0.1 s: up to 0.1 s per run is missed), clusterbak itself (wait4, the
+checkers' sampled CPU taken out: wait4 counts the children it reaped) and redis-cli (wait4), as microseconds per
+key.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from clusterbak.redisops.dumprestore import pack  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 2000
 TICK = os.sysconf("SC_CLK_TCK")
+CHECKERS = ("redis-check-rdb", "redis-check-aof")
 
 
 def masters_of(seed_port: int) -> list:
@@ -144,7 +147,7 @@ class ScratchWatch:
     daemonize, so wait4 never sees them) and the load time each logs, until stopped."""
 
     def __init__(self, root: Path) -> None:
-        self.root, self.cpu, self.load_cpu, self.loaded = str(root), {}, {}, {}
+        self.root, self.cpu, self.load_cpu, self.loaded, self.check = str(root), {}, {}, {}, {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -156,6 +159,11 @@ class ScratchWatch:
                     continue
                 pid = int(entry)
                 try:
+                    if pid in self.check or (pid not in self.cpu
+                                             and Path(f"/proc/{pid}/comm").read_text().strip() in CHECKERS
+                                             and os.readlink(f"/proc/{pid}/cwd").startswith(self.root)):
+                        self.check[pid] = cpu_seconds(pid)
+                        continue
                     if pid not in self.cpu:
                         if Path(f"/proc/{pid}/comm").read_text().strip() != "redis-server" or \
                                 not os.readlink(f"/proc/{pid}/cwd").startswith(self.root):
@@ -174,6 +182,7 @@ class ScratchWatch:
         self.stop.set()
         self.thread.join()
         return {"scratch_cpu": sum(self.cpu.values()), "scratch_load_cpu": sum(self.load_cpu.values()),
+                "check_cpu": sum(self.check.values()),
                 "scratch_load_s": sorted(self.loaded.values())}
 
 
@@ -213,10 +222,30 @@ def run_ours(tree: Path, backup_id: str, work: Path, dst, pids: list[int], paral
     wall = time.perf_counter() - t
     out = {"wall": wall, "target_cpu": targets_cpu(pids) - before, **watch.finish(),
            "client_cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}
+    out["own_cpu"] = out["client_cpu"] - out["check_cpu"]
     doc = json.loads(stdout)
     assert doc["exit_code"] == 0, doc["errors"]
     out["report"] = doc["data"]["report"]
     return out
+
+
+def check_alone(work: Path, backup_id: str) -> float:
+    """CPU seconds (wait4, exact) of redis-check-rdb on each shard's dump, decompressed beforehand (untimed)."""
+    from clusterbak.storage.sink import iter_stored_file
+
+    set_dir = work / "sets" / backup_id
+    total = 0.0
+    for shard in json.loads((set_dir / "manifest.json").read_text())["shards"]:
+        dump = work / "check-alone.rdb"
+        with open(dump, "wb") as out:
+            for chunk in iter_stored_file(set_dir / shard["file"]["path"], shard["file"]["compression"]):
+                out.write(chunk)
+        proc = subprocess.Popen(["redis-check-rdb", str(dump)], stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        assert status == 0, f"redis-check-rdb refused shard {shard['index']}"
+        total += usage.ru_utime + usage.ru_stime
+        dump.unlink()
+    return total
 
 
 def median(values: list[float]) -> float:
@@ -304,16 +333,23 @@ def main() -> None:
             engine = median([f["wall"] / r["report"]["seconds"] for f, r in zip(floor, mine, strict=True)])
             print(f"| clusterbak restore-keys, {name} (engine only: {engine:.2f}x) | {w:.2f} | {keys / w:,.0f} | "
                   f"{ratio:.2f}x | {loads(mine)} |")
-        print("\nCPU per key, microseconds (target masters / scratch servers, of which loading / clusterbak or "
-              "redis-cli), each round:")
+        print("\nCPU per key, microseconds (target masters / scratch servers, of which loading / redis-check-rdb "
+              "on the placed shards / clusterbak itself or redis-cli), each round:")
         for name in runs:
-            print(f"- {name}: " + "; ".join(
-                per_key_us(r, keys, "target_cpu", "scratch_cpu", "scratch_load_cpu", "client_cpu") for r in runs[name]))
+            print(f"- {name}: " + "; ".join(per_key_us(r, keys, "target_cpu", "scratch_cpu", "scratch_load_cpu",
+                                                       "check_cpu", "own_cpu" if name != "floor" else "client_cpu")
+                                            for r in runs[name]))
+        alone = check_alone(work, backup_id)
+        print(f"\nredis-check-rdb alone on the 3 shards' dumps (exact, wait4): {alone:.2f} s CPU, "
+              f"{alone / keys * 1e6:.2f} us/key (load {os.getloadavg()[0]:.1f})")
         for name, _, _ in trees:
             last = runs[name][-1]
             rep = last["report"]
             shards = rep["shards"]
-            print(f"\n{name}, last round: scratch loads {', '.join(str(s['load_seconds']) + 's' for s in shards)}"
+            per_shard = ", ".join(f"{s.get('place_seconds', '-')}+{s.get('check_seconds', '-')}s" for s in shards)
+            print(f"\n{name}, last round: placed and checked in {rep.get('place_seconds', '-')}s (per shard, "
+                  f"place + redis-check-rdb: {per_shard})")
+            print(f"scratch loads {', '.join(str(s['load_seconds']) + 's' for s in shards)}"
                   f" (Redis's own 'DB loaded': {', '.join(f'{x:.2f}s' for x in last['scratch_load_s'])}); copies: "
                   f"{', '.join(str(s['copy_seconds']) + 's' for s in shards)}")
             print(f"copy: {rep['copy']}; batches MIGRATE/DUMP/fallback: {rep['totals']['batches_migrate']}/"

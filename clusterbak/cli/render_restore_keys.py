@@ -17,6 +17,8 @@ def show_plan(r: Renderer, plan: dict) -> None:
     r.line(f"on conflict: {plan['on_conflict']}, TTL: {plan['ttl']}"
            + (f", written as {plan['rename_prefix']}<name>" if plan["rename_prefix"] else "")
            + f"; read by {plan['scratch_server']} (DUMP payloads RDB {plan['payload_rdb_version']})")
+    r.line(f"places {plan['place_bytes']} bytes ({_size(plan['place_bytes'])}) of dumps under the scratch dir "
+           "(every needed shard at once, checked before any key is written)")
     for line in plan["refusals"]:
         r.line(f"[bold red]refused:[/] {_escape(line)}")
 

@@ -11,10 +11,10 @@ import typer
 from clusterbak.cli import common as c
 from clusterbak.cli import repo_opts as ro
 from clusterbak.cli.backup_cmd import Dest, DryRun
-from clusterbak.cli.render import Outcome, Renderer
+from clusterbak.cli.render import Outcome, Renderer, _size
 from clusterbak.cli.render_restore_keys import show_plan, show_report
 from clusterbak.config import load_inventory
-from clusterbak.engine.restore_keys import prepare_restore_keys, run_restore_keys, verify_needed
+from clusterbak.engine.restore_keys import prepare_restore_keys, run_restore_keys
 from clusterbak.errors import EXIT_PRECONDITION, EXIT_STEP_FAILED, PreconditionError, UsageError
 from clusterbak.model.manifest import Manifest
 from clusterbak.plan.restore_keys import Selection, parse_slot_ranges
@@ -70,7 +70,8 @@ def restore_keys(
     ] = 1,
     scratch_dir: Annotated[
         Path | None,
-        typer.Option("--scratch-dir", help="Where scratch servers keep their files (default: the temp dir)."),
+        typer.Option("--scratch-dir", help="Where the needed shards' dumps are placed and scratch servers keep "
+                     "their files (default: the temp dir, $TMPDIR)."),
     ] = None,
     inventory: c.InventoryOpt = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask before writing.")] = False,
@@ -102,12 +103,15 @@ def restore_keys(
         show_plan(r, data["plan"])
         if not plan.ok:
             return Outcome(data=data, exit_code=EXIT_PRECONDITION, errors=list(plan.refusals))
-        verify_needed(set_dir, manifest, plan)
-        if not dry_run and not yes and not r.confirm(
-                f"write the selected keys of backup {backup_id} into {len(plan.masters)} target master(s)?"):
-            raise PreconditionError("not confirmed; nothing was written (use --yes to skip the question)")
+
+        def confirm() -> None:  # after the needed shards were placed and checked, before anything is written
+            if not dry_run and not yes and not r.confirm(
+                    f"write the selected keys of backup {backup_id} into {len(plan.masters)} target master(s)?"):
+                raise PreconditionError("not confirmed; nothing was written (use --yes to skip the question)")
+
         report = run_restore_keys(plan, set_dir, manifest, conn, write=not dry_run, scratch_root=scratch_dir,
-                                  on_event=lambda k, d: r.note(_note(k, d)), parallel=parallel)
+                                  on_event=lambda k, d: r.note(_note(k, d)), parallel=parallel,
+                                  before_writing=confirm)
         data["report"] = report
         show_report(r, report)
         failed = report["totals"]["failed"]
@@ -118,6 +122,11 @@ def restore_keys(
 
 
 def _note(kind: str, data: dict) -> str:
+    if kind == "placing":
+        return (f"placing and checking {data['shards']} shard(s) ({_size(data['bytes'])}): sha256, RDB CRC64, "
+                "redis-check-rdb")
+    if kind == "placed":
+        return f"{data['shards']} shard(s) checked: nothing damaged"
     if kind == "loading":
         return f"shard {data['shard']}: loading into a scratch server"
     if kind == "loaded":

@@ -1,9 +1,11 @@
 """restore-keys: copy selected keys of a backup set into a live target, shard by shard, through a scratch server.
 
-Per needed shard: load it into a scratch redis-server (as a replica of nothing, so no key is dropped while loading),
-promote it for a moment and touch the selection so the keys whose TTL has passed since the backup expire and are
-named by keyspace events, demote it (its keyspace is then frozen), then copy the selection in batches to the target
-master that owns each key's slot. Two ways to copy:
+First every needed shard is placed under the run's scratch root and checked (scratch.place_shard: the stored file
+read once with its hashes and CRC64, then redis-check-rdb deep-checks the placed dump): a damaged set stops the run
+before any key is written. Then, per needed shard: load it into a scratch redis-server (as a replica of nothing, so
+no key is dropped while loading), promote it for a moment and touch the selection so the keys whose TTL has passed
+since the backup expire and are named by keyspace events, demote it (its keyspace is then frozen), then copy the
+selection in batches to the target master that owns each key's slot. Two ways to copy:
 
 - MIGRATE (a write run whose keys keep their names and TTLs, to a plain-TCP target): the scratch server itself DUMPs
   a batch of keys and RESTOREs them into one target master (`MIGRATE ... COPY [REPLACE] KEYS ...`); clusterbak only
@@ -17,7 +19,9 @@ first and writes nothing if any selected key exists.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -25,14 +29,14 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from clusterbak.engine.scratch import SCRATCH_PREFIX, ScratchServer, scratch_server_version
-from clusterbak.engine.verify import verify_set
+from clusterbak.engine.scratch import SCRATCH_PREFIX, PlacedShard, ScratchServer, place_shard, scratch_server_version
 from clusterbak.errors import PreconditionError, StepFailed, VerifyError
 from clusterbak.model.manifest import Manifest, ShardRecord
 from clusterbak.plan.restore_keys import (
+    SCRATCH_MOVE,
     RestoreKeysPlan,
     Selection,
     glob_match,
@@ -40,6 +44,7 @@ from clusterbak.plan.restore_keys import (
     payload_rdb_version,
     payload_type,
     plan_restore_keys,
+    scratch_space_refusal,
     slot_owner_table,
     slot_range_of,
 )
@@ -94,6 +99,8 @@ class ShardTally:
     missing: int = 0
     exist_on_target: int = 0
     bytes: int = 0
+    place_seconds: float = 0.0  # its stored files read once, checked, written under the scratch root
+    check_seconds: float = 0.0  # redis-check-rdb/-aof on them
     load_seconds: float = 0.0
     copy_seconds: float = 0.0
 
@@ -113,13 +120,14 @@ class Run:
     def master_of(self, name: bytes) -> MasterTally:
         return self.masters[self.table[key_slot(name)]]
 
-    def report(self, seconds: float) -> dict:
+    def report(self, seconds: float, place_seconds: float = 0.0) -> dict:
         totals = {k: sum(getattr(m, k) for m in self.masters) for k in _COUNTS}
         totals["selected"] = sum(s.selected for s in self.shards)
         totals["missing"] = sum(s.missing for s in self.shards)
         return {"backup_id": self.plan.backup_id, "mode": "write" if self.write else "dry-run",
                 "shards": [asdict(s) for s in self.shards], "masters": [asdict(m) for m in self.masters],
                 "totals": totals, "errors": self.errors, "seconds": round(seconds, 3),
+                "place_seconds": round(place_seconds, 3),  # every needed shard placed and checked, before the copy
                 "copy": {"migrate": self.why_dump is None, "why_dump": self.why_dump, "notes": self.notes},
                 "keys_per_second": round(totals["selected"] / seconds) if seconds else None}
 
@@ -159,14 +167,50 @@ def why_not_migrate(plan: RestoreKeysPlan, target: ConnectionOptions, write: boo
     return None
 
 
-def verify_needed(set_dir: StoredSet, manifest: Manifest, plan: RestoreKeysPlan) -> None:
-    """The stored files of the shards to read match the manifest (sha256, RDB CRC64); nothing else is read."""
-    wanted = {s.index for s in plan.shards}
-    sub = replace(manifest, shards=tuple(s for s in manifest.shards if s.index in wanted), node_confs=())
-    bad = [f"{r['file']}: {r['problem']}" for r in verify_set(set_dir, sub) if not r["ok"]]
-    if bad:
-        raise VerifyError(f"backup {plan.backup_id} is damaged, nothing was written: {bad[0]}"
-                          + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+def check_scratch_space(plan: RestoreKeysPlan, scratch_root: Path | None, statvfs=os.statvfs) -> Path:
+    """The directory the scratch root goes in, refused (exit 3) when the needed shards' dumps do not fit there."""
+    where = Path(scratch_root) if scratch_root is not None else Path(tempfile.gettempdir())
+    try:
+        st = statvfs(where)
+    except OSError as exc:
+        raise PreconditionError(f"scratch root {where}: {exc.strerror or exc}; give {SCRATCH_MOVE}") from exc
+    why = scratch_space_refusal(str(where), plan.place_bytes, st.f_bavail * st.f_frsize)
+    if why:
+        raise PreconditionError(why)
+    return where
+
+
+def place_needed(root: Path, set_dir: StoredSet, manifest: Manifest, plan: RestoreKeysPlan,
+                 on_event: Event = lambda k, d: None) -> dict[int, PlacedShard]:
+    """Every needed shard's stored files read once, checked (sha256, RDB CRC64) and placed under root, each placed
+    dump deep-checked by redis-check-rdb/-aof. Shards at once: sha256, zstd and the checkers use every core.
+    Any failure raises (the first in shard order; a damaged file is VerifyError) before anything is written."""
+    by_index = {s.index: s for s in manifest.shards}
+    shards = [by_index[s.index] for s in plan.shards]
+    on_event("placing", {"shards": len(shards), "bytes": plan.place_bytes})
+
+    def one(shard: ShardRecord) -> PlacedShard | BaseException:
+        try:
+            return place_shard(root, set_dir, shard)
+        except Exception as exc:  # collected: every shard is tried, the first failure in shard order is raised
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1, len(shards) or 1)),
+                            thread_name_prefix="restore-keys-place") as pool:
+        results = list(pool.map(one, shards))
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        for r in results:
+            if isinstance(r, PlacedShard):
+                shutil.rmtree(r.dir, ignore_errors=True)
+        damaged = [r for r in failed if isinstance(r, VerifyError)]
+        if not damaged:
+            raise failed[0]
+        raise VerifyError(f"backup {plan.backup_id} is damaged, nothing was written: {damaged[0]}"
+                          + (f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else "")) from damaged[0]
+    placed = {p.index: p for p in results if isinstance(p, PlacedShard)}
+    on_event("placed", {"shards": len(placed)})
+    return placed
 
 
 def run_restore_keys(
@@ -178,40 +222,50 @@ def run_restore_keys(
     scratch_root: Path | None = None,
     on_event: Event = lambda k, d: None,
     parallel: int = 1,
+    before_writing: Callable[[], None] = lambda: None,
 ) -> dict:
-    """Dry run (write=False) or real run. Scratch servers live under scratch_root and are gone when this returns."""
+    """Dry run (write=False) or real run. First every needed shard is placed and checked (place_needed): a damaged
+    set stops the run there, before any key is written. Then `before_writing` (the CLI's confirmation), then the
+    passes. Scratch servers and placed files live under scratch_root and are gone when this returns."""
     if not plan.ok:
         raise PreconditionError("refusing a plan with refusals: " + "; ".join(plan.refusals))
     t0 = time.monotonic()
-    with _scratch_root(scratch_root) as root:  # SIGTERM unwinds like Ctrl-C (cli/entry.py)
+    where = check_scratch_space(plan, scratch_root)
+    with _scratch_root(where) as root:  # SIGTERM unwinds like Ctrl-C (cli/entry.py)
+        placed = place_needed(root, set_dir, manifest, plan, on_event)
+        placing = time.monotonic() - t0
+        before_writing()
         if write and plan.on_conflict == "fail":
-            check = _pass(plan, set_dir, manifest, target, False, root, on_event, parallel)
+            check = _pass(plan, placed, manifest, target, False, root, on_event, parallel, last=False)
             existing = sum(m.exist_on_target for m in check.masters)
             if existing:
                 raise PreconditionError(
                     f"{existing} selected keys already exist on the target (for example "
                     f"{', '.join(check.existing_examples)}); nothing was written (--on-conflict fail)")
             on_event("checked", {"existing": 0})
-        run = _pass(plan, set_dir, manifest, target, write, root, on_event, parallel)
-    return run.report(time.monotonic() - t0)
+        run = _pass(plan, placed, manifest, target, write, root, on_event, parallel, last=True)
+    return run.report(time.monotonic() - t0, placing)
 
 
 def _pass(
     plan: RestoreKeysPlan,
-    set_dir: StoredSet,
+    placed: dict[int, PlacedShard],
     manifest: Manifest,
     target: ConnectionOptions,
     write: bool,
     root: Path,
     on_event: Event,
     parallel: int,
+    last: bool,
 ) -> Run:
     """Every shard of the plan, `parallel` at a time (each its own scratch server and target connections).
     On an error or an interrupt the other shards stop at their next batch; their sockets are shut so a blocked
-    read returns at once, and each job removes its scratch server on the way out."""
+    read returns at once, and each job removes its scratch server on the way out. In the last pass a shard's
+    placed files are removed as soon as it is done (the disk is given back shard by shard)."""
     run = _new_run(plan, write, target)
     by_index = {s.index: s for s in manifest.shards}
-    jobs = [_ShardJob(plan, write, set_dir, by_index[s.index], s.source, target, root, on_event) for s in plan.shards]
+    jobs = [_ShardJob(plan, write, placed[s.index], by_index[s.index], s.source, target, root, on_event, last)
+            for s in plan.shards]
     pool = ThreadPoolExecutor(max_workers=max(1, min(parallel, len(jobs) or 1)), thread_name_prefix="restore-keys")
     try:
         futures = [pool.submit(job.run) for job in jobs]
@@ -243,9 +297,9 @@ def _merge(into: Run, part: Run) -> None:
 
 
 class _ShardJob:
-    def __init__(self, plan, write, set_dir, shard, source, target, root, on_event) -> None:
-        self.plan, self.write, self.set_dir, self.shard, self.source = plan, write, set_dir, shard, source
-        self.target, self.root, self.on_event = target, root, on_event
+    def __init__(self, plan, write, placed, shard, source, target, root, on_event, last) -> None:
+        self.plan, self.write, self.placed, self.shard, self.source = plan, write, placed, shard, source
+        self.target, self.root, self.on_event, self.last = target, root, on_event, last
         self.cancelled = threading.Event()
         self.pipes: list[Pipe] = []
         self.lock = threading.Lock()
@@ -266,7 +320,8 @@ class _ShardJob:
 
     def run(self) -> Run:
         run = _new_run(self.plan, self.write, self.target)
-        tally = ShardTally(self.shard.index, self.source)
+        tally = ShardTally(self.shard.index, self.source, place_seconds=self.placed.place_seconds,
+                           check_seconds=self.placed.check_seconds)
         run.shards.append(tally)
         try:
             if self.cancelled.is_set():
@@ -274,8 +329,7 @@ class _ShardJob:
             self.on_event("loading", {"shard": tally.index})
             t = time.monotonic()
             targets = [self._open(lambda m=m: open_pipe(self.target, m.address)) for m in self.plan.masters]
-            with ScratchServer(self.root, self.set_dir, self.shard,
-                               debug_option=self.plan.scratch.parts >= (7, 0)) as scratch:
+            with ScratchServer(self.root, self.placed, debug_option=self.plan.scratch.parts >= (7, 0)) as scratch:
                 tally.load_seconds = round(time.monotonic() - t, 3)
                 self.on_event("loaded", {"shard": tally.index, "seconds": tally.load_seconds})
                 t = time.monotonic()
@@ -287,6 +341,8 @@ class _ShardJob:
             with self.lock:
                 for p in self.pipes:
                     p.close()
+            if self.last:
+                shutil.rmtree(self.placed.dir, ignore_errors=True)
 
 
 def _copy_shard(run: Run, tally: ShardTally, scratch: ScratchServer, shard: ShardRecord, pipes: list[Pipe],
@@ -637,9 +693,8 @@ def _error(run: Run, message: str) -> None:
 
 @contextmanager
 def _scratch_root(root: Path | None) -> Iterator[Path]:
-    """A private (0700) directory for this run's scratch servers; removed at the end, whatever happened."""
-    import shutil
-
+    """A private (0700) directory for this run's placed shards and scratch servers; removed at the end, whatever
+    happened."""
     base = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=root))
     try:
         yield base

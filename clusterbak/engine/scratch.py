@@ -11,30 +11,42 @@ It loads the shard as a *replica of nothing*: its master address is a local sock
 the link never comes up, nothing is ever synced over it, and a replica keeps the keys whose TTL has passed (a
 master drops them while loading, without a trace). restore-keys promotes it briefly to learn those names from
 keyspace events, then demotes it again, so the keyspace it copies from never changes.
+
+Before any scratch server starts, restore-keys places every needed shard (`place_shard`): each stored file is read
+once, decrypted, decompressed and checked as it streams (sha256 of the stored and of the original bytes, RDB
+structure and CRC64: engine/verify.py's check) into a private directory, and the placed dump is then deep-checked by
+`redis-check-rdb` (`redis-check-aof` for an AOF shard), which sets `sanitize-dump-payload yes` itself and walks
+every compact encoding without holding the dataset. A shard that fails any of it is a damaged set (VerifyError)
+before a single key is written anywhere. A scratch server then loads the placed files (hard links of them; a copy
+of the AOF files Redis appends to), so the stored file is never read again, also when a shard is loaded twice
+(`--on-conflict fail`).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import shutil
 import socket
 import subprocess
 import threading
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from clusterbak.engine.verify import check_file
 from clusterbak.errors import PreconditionError, StepFailed, VerifyError
 from clusterbak.lab.procs import find_binary, free_base_port, is_our_redis, read_pid, start_standalone, stop_pid
 from clusterbak.model.aofmanifest import needed, parse_aof_manifest, render_manifest
-from clusterbak.model.manifest import ShardRecord, StoredFile
+from clusterbak.model.manifest import ShardRecord
 from clusterbak.model.names import check_bare_name
 from clusterbak.plan.restore_keys import ServerVersion
 from clusterbak.redisops.dumprestore import Pipe, wait_loaded
-from clusterbak.storage.reader import VerifiedReader
 from clusterbak.storage.repository import StoredSet
 
 SCRATCH_PREFIX = "clusterbak-scratch-"
-_COPY_BUFFER = 1 << 20
+CHECK_TIMEOUT = 3600.0  # redis-check-rdb/-aof on one placed shard
 START_TIMEOUT = 8.0
 # what Redis logs (rdb.c rdbReportError) when the RDB it loads fails a check of its content, e.g.
 # "Internal error in RDB reading offset 0, function at rdb.c:2291 -> Hash listpack integrity check failed."
@@ -51,14 +63,142 @@ def scratch_server_version() -> ServerVersion:
     return ServerVersion("valkey" if found.group(1).lower() == "valkey" else "redis", found.group(2))
 
 
+@dataclass(frozen=True, slots=True)
+class PlacedShard:
+    """A shard's files, checked and placed in `dir` (place_shard); a scratch server loads them from its own dir."""
+
+    index: int
+    dir: Path
+    label: str  # the stored file(s) the set names, for messages
+    config: str  # the redis.conf lines that load the files
+    links: tuple[str, ...] = ()  # files Redis only reads: hard-linked into a server's dir
+    copies: tuple[str, ...] = ()  # files Redis appends to (the last incr AOF, a pre-7.0 single AOF): copied
+    subdirs: tuple[str, ...] = ()
+    place_seconds: float = 0.0  # reading, checking and writing the stored files
+    check_seconds: float = 0.0  # redis-check-rdb/-aof on the placed files
+
+    def link_into(self, dest: Path) -> None:
+        """Give a scratch server's directory the files: no stored file is read, and the placed ones stay as they
+        are for a second load (a server writes its AOF; an RDB it never writes in place)."""
+        for sub in self.subdirs:
+            (dest / sub).mkdir()
+        for name in self.links:
+            try:
+                os.link(self.dir / name, dest / name)
+            except OSError:  # a filesystem without hard links
+                shutil.copyfile(self.dir / name, dest / name)
+        for name in self.copies:
+            shutil.copyfile(self.dir / name, dest / name)
+
+
+def place_shard(root: Path, set_dir: StoredSet, shard: ShardRecord) -> PlacedShard:
+    """Stream the shard's stored files once into a private dir under root, checking them as verify does, then have
+    redis-check-rdb (redis-check-aof) deep-check the placed dump. VerifyError names the file and the reason."""
+    where = Path(_mkdtemp(root, f"placed-{shard.index:02d}-"))
+    try:
+        t = time.monotonic()
+        placed = _place(where, set_dir, shard)
+        t1 = time.monotonic()
+        _deep_check(placed, shard.aof is not None)
+        return replace(placed, place_seconds=round(t1 - t, 3), check_seconds=round(time.monotonic() - t1, 3))
+    except BaseException:
+        shutil.rmtree(where, ignore_errors=True)
+        raise
+
+
+def _place(where: Path, set_dir: StoredSet, shard: ShardRecord) -> PlacedShard:
+    if shard.aof is None:
+        assert shard.file is not None  # an RDB shard
+        _place_file(set_dir, shard.file, where / "dump.rdb", rdb=True)
+        return PlacedShard(shard.index, where, set_dir.label(shard.file.path),
+                           "dbfilename dump.rdb\nappendonly no\n", links=("dump.rdb",))
+    aof = shard.aof
+    label = set_dir.label(aof.folder)
+    if aof.manifest_text is None:  # pre-7.0 single file: Redis 7 upgrades it when it loads
+        (record,) = aof.files
+        name = check_bare_name(aof.filename)
+        _place_file(set_dir, record, where / name, rdb=False)
+        return PlacedShard(shard.index, where, label,
+                           f"appendonly yes\nappendfilename {aof.filename}\ndbfilename dump.rdb\n", copies=(name,))
+    (where / "appendonlydir").mkdir()
+    by_name = {f.name: f for f in aof.files}
+    files = needed(parse_aof_manifest(aof.manifest_text))
+    names = [f"appendonlydir/{check_bare_name(f.name)}" for f in files]
+    for f, name in zip(files, names, strict=True):
+        _place_file(set_dir, by_name[f.name], where / name, rdb=f.name.endswith(".rdb"))
+    manifest = f"appendonlydir/{check_bare_name(aof.filename)}.manifest"
+    (where / manifest).write_text(render_manifest(files))
+    last_incr = names[-1] if files[-1].type == "i" else None
+    return PlacedShard(shard.index, where, label,
+                       f"appendonly yes\nappenddirname appendonlydir\nappendfilename {aof.filename}\n"
+                       "dbfilename dump.rdb\n",
+                       links=tuple(n for n in names if n != last_incr),
+                       copies=(manifest,) + ((last_incr,) if last_incr else ()), subdirs=("appendonlydir",))
+
+
+def _place_file(set_dir: StoredSet, record, dest: Path, rdb: bool) -> None:
+    try:
+        with open(dest, "xb") as out:
+            result = check_file(set_dir, record, rdb, out)
+    except OSError as exc:
+        raise StepFailed(f"placing {set_dir.label(record.path)} into {dest.parent}: {exc.strerror or exc}") from exc
+    if not result["ok"]:
+        raise VerifyError(f"{result['file']}: {result['problem']}")
+
+
+def _deep_check(placed: PlacedShard, aof: bool) -> None:
+    """redis-check-rdb (or redis-check-aof: the RDB preamble goes through the same check) on the placed files."""
+    tool = _check_tool("redis-check-aof" if aof else "redis-check-rdb")
+    if not aof:
+        path = placed.dir / "dump.rdb"
+    elif placed.subdirs:
+        path = next(placed.dir.glob("appendonlydir/*.manifest"))
+    else:
+        (name,) = placed.copies
+        path = placed.dir / name
+    try:
+        run = subprocess.run([tool, str(path)], capture_output=True, text=True, errors="replace",
+                             timeout=CHECK_TIMEOUT, cwd=placed.dir)
+    except subprocess.TimeoutExpired as exc:
+        raise StepFailed(f"{Path(tool).name} on shard {placed.index} took over {CHECK_TIMEOUT:.0f}s") from exc
+    if run.returncode != 0:
+        raise VerifyError(f"{placed.label} (shard {placed.index}): {Path(tool).name} refused it "
+                          f"({_check_reason(run.stdout + run.stderr)})")
+
+
+def _check_tool(name: str) -> str:
+    """The checker beside the redis-server scratch servers run (the same build), else the one on PATH."""
+    beside = Path(find_binary("redis-server")).with_name(name)
+    return str(beside) if beside.exists() else find_binary(name)
+
+
+def _check_reason(out: str) -> str:
+    """One line from redis-check-rdb/-aof's output: Redis's own reason for the first error."""
+    found = _CORRUPT.search(out)
+    if found is not None:
+        return _corrupt_reason(found)
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    for i, line in enumerate(lines[:-1]):
+        if line == "--- RDB ERROR DETECTED ---":
+            return re.sub(r"^\[offset \d+\] ", "", lines[i + 1])
+    return lines[-1] if lines else "no output"
+
+
+def _corrupt_reason(found: re.Match) -> str:
+    reason = found.group(2).split(". Failure loading rdb format")[0]  # an AOF's RDB preamble adds this
+    return f"{reason.strip().rstrip('.')}, {found.group(1)}"
+
+
 class ScratchServer:
     """Use as a context manager: the server is stopped by pid and its directory removed on every exit path."""
 
-    def __init__(self, root: Path, set_dir: StoredSet, shard: ShardRecord, load_timeout: float = 600.0,
+    def __init__(self, root: Path, placed: PlacedShard, load_timeout: float = 600.0,
                  debug_option: bool = False) -> None:
-        """debug_option: the server knows `enable-debug-command` (Redis/Valkey 7+): DEBUG DIGEST-VALUE from
-        loopback is allowed (restore-keys compares values with it); older servers allow DEBUG anyway."""
-        self.root, self.set_dir, self.shard, self.load_timeout = root, set_dir, shard, load_timeout
+        """placed: the shard's checked files (place_shard). debug_option: the server knows `enable-debug-command`
+        (Redis/Valkey 7+): DEBUG DIGEST-VALUE from loopback is allowed (restore-keys compares values with it); older
+        servers allow DEBUG anyway."""
+        self.root, self.placed, self.load_timeout = root, placed, load_timeout
+        self.index = placed.index
         self.debug_option = debug_option
         self.dir: Path | None = None
         self.pid: int | None = None
@@ -81,10 +221,10 @@ class ScratchServer:
             log, corrupt = self._log_tail(), self._corruption()
             self.close()
             if corrupt:
-                raise VerifyError(f"{self._files_label()} (shard {self.shard.index}) is damaged: the scratch server's "
+                raise VerifyError(f"{self.placed.label} (shard {self.index}) is damaged: the scratch server's "
                                   f"deep check of its values refused it ({corrupt}); nothing of that shard was "
                                   "written") from exc
-            raise StepFailed(f"scratch server for shard {self.shard.index} did not come up: {exc}"
+            raise StepFailed(f"scratch server for shard {self.index} did not come up: {exc}"
                              + (f"; its log ended with: {log}" if log else "")) from exc
         except BaseException:
             self.close()
@@ -106,21 +246,15 @@ class ScratchServer:
         except OSError:
             return ""
         found = _CORRUPT.search(text)
-        if found is None:
-            return ""
-        reason = found.group(2).split(". Failure loading rdb format")[0]  # an AOF's RDB preamble adds this
-        return f"{reason.strip().rstrip('.')}, {found.group(1)}"
-
-    def _files_label(self) -> str:
-        files = [self.shard.file] if self.shard.aof is None else list(self.shard.aof.files)
-        return ", ".join(self.set_dir.label(f.path) for f in files if f is not None)
+        return "" if found is None else _corrupt_reason(found)
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     def _start(self) -> None:
-        self.dir = Path(_mkdtemp(self.root, f"shard-{self.shard.index:02d}-"))
-        extra = self._place()
+        self.dir = Path(_mkdtemp(self.root, f"shard-{self.index:02d}-"))
+        self.placed.link_into(self.dir)
+        extra = self.placed.config
         # a master address nobody can answer on: bound by us, never listening -> connection refused
         self._fake_master = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._fake_master.bind(("127.0.0.1", 0))
@@ -147,28 +281,6 @@ class ScratchServer:
             wait_loaded(pipe, max(self.load_timeout, size / 20e6))
         finally:
             pipe.close()
-
-    def _place(self) -> str:
-        """Decompress the shard's stored files into the scratch dir (hashed as they stream: a file that differs from
-        the manifest fails the run); return the config lines that load them."""
-        assert self.dir is not None  # made by __enter__ before anything is placed
-        if self.shard.aof is None:
-            assert self.shard.file is not None  # an RDB shard
-            _copy(self.set_dir, self.shard.file, self.dir / "dump.rdb")
-            return "dbfilename dump.rdb\nappendonly no\n"
-        aof = self.shard.aof
-        if aof.manifest_text is None:  # pre-7.0 single file: Redis 7 upgrades it when it loads
-            (record,) = aof.files
-            _copy(self.set_dir, record, self.dir / check_bare_name(aof.filename))
-            return f"appendonly yes\nappendfilename {aof.filename}\ndbfilename dump.rdb\n"
-        folder = self.dir / "appendonlydir"
-        folder.mkdir()
-        by_name = {f.name: f for f in aof.files}
-        files = needed(parse_aof_manifest(aof.manifest_text))
-        for f in files:
-            _copy(self.set_dir, by_name[f.name], folder / check_bare_name(f.name))
-        (folder / f"{check_bare_name(aof.filename)}.manifest").write_text(render_manifest(files))
-        return f"appendonly yes\nappenddirname appendonlydir\nappendfilename {aof.filename}\ndbfilename dump.rdb\n"
 
     def close(self) -> None:
         try:
@@ -208,9 +320,3 @@ def _mkdtemp(root: Path, prefix: str) -> str:
 
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     return tempfile.mkdtemp(prefix=prefix, dir=root)
-
-
-def _copy(set_dir: StoredSet, record: StoredFile, dest: Path) -> None:
-    with open(dest, "xb") as out:
-        shutil.copyfileobj(VerifiedReader(set_dir, record), out, _COPY_BUFFER)
-

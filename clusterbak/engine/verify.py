@@ -39,7 +39,16 @@ def verify_set(stored: StoredSet, manifest: Manifest) -> list[dict]:
         return [r for rows in pool.map(lambda job: job(), jobs) for r in rows]
 
 
-def _check(stored: StoredSet, record: StoredFile, fn) -> dict:
+def check_file(stored: StoredSet, record: StoredFile, rdb: bool, into=None) -> dict:
+    """verify_set's check of one stored file ({file, ok, problem}); rdb: also its RDB structure and CRC64. With
+    `into` (a writable binary file) the original bytes are written there as they stream: one read both checks and
+    places a file (restore-keys). An encrypted file is then decrypted or fails: its bytes are needed."""
+    if into is not None and record.encryption != "none" and not stored.identities:
+        return {"file": stored.label(record.path), "ok": False, "problem": "encrypted: give --identity FILE to read it"}
+    return _check(stored, record, _rdb if rdb else None, into)
+
+
+def _check(stored: StoredSet, record: StoredFile, fn, into=None) -> dict:
     label = stored.label(record.path)
     try:
         size = stored.size(record.path)
@@ -54,6 +63,8 @@ def _check(stored: StoredSet, record: StoredFile, fn) -> dict:
             return {"file": label, "ok": True, "problem": None,
                     "note": "stored sha256 ok; content not decrypted (no --identity)"}
         chunks = verified_chunks(stored, record, "does not match the manifest", "")
+        if into is not None:
+            chunks = _written(chunks, into)
         if fn is None:
             for _ in chunks:
                 pass
@@ -62,6 +73,12 @@ def _check(stored: StoredSet, record: StoredFile, fn) -> dict:
         return {"file": label, "ok": True, "problem": None}
     except ClusterbakError as exc:  # the result names the file once: callers print "file: problem"
         return {"file": label, "ok": False, "problem": str(exc).removeprefix(f"{label}: ")}
+
+
+def _written(chunks, into):
+    for chunk in chunks:
+        into.write(chunk)
+        yield chunk
 
 
 def _stored_only(stored: StoredSet, record: StoredFile) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusterbak.errors import UsageError
+from clusterbak.model.aofmanifest import needed, parse_aof_manifest
 from clusterbak.model.manifest import Manifest, ShardRecord
 from clusterbak.model.topology import SLOT_COUNT, SlotRange, TopologyParseError, compress_slots
 
@@ -324,6 +325,7 @@ class RestoreKeysPlan:
     scratch: ServerVersion
     payload_version: int | None
     refusals: tuple[str, ...] = ()
+    place_bytes: int = 0  # the needed shards' dumps, placed under the scratch root all at once before any write
 
     @property
     def ok(self) -> bool:
@@ -340,6 +342,7 @@ class RestoreKeysPlan:
             "on_conflict": self.on_conflict, "ttl": self.ttl,
             "rename_prefix": self.rename_prefix.decode(errors="replace"),
             "scratch_server": str(self.scratch), "payload_rdb_version": self.payload_version,
+            "place_bytes": self.place_bytes,
             "refusals": list(self.refusals),
         }
 
@@ -378,5 +381,31 @@ def plan_restore_keys(manifest: Manifest, selection: Selection, masters: list[Ta
         if gaps:
             refusals.append("no target master serves slots " + " ".join(str(r) for r in gaps[:5])
                             + (" ..." if len(gaps) > 5 else "") + "; fix the target's slot coverage first")
+    wanted = {x.index for x in shards}
+    place = sum(shard_place_bytes(s) for s in manifest.shards if s.index in wanted)
     return RestoreKeysPlan(manifest.backup_id, kind, selection, tuple(shards), tuple(masters), standalone,
-                           on_conflict, ttl, rename_prefix, scratch, top, tuple(refusals))
+                           on_conflict, ttl, rename_prefix, scratch, top, tuple(refusals), place)
+
+
+def shard_place_bytes(shard: ShardRecord) -> int:
+    """The bytes restore-keys places for this shard: its dump, or the AOF files Redis loads (base and incr)."""
+    if shard.aof is None:
+        files = [shard.file] if shard.file is not None else []
+    elif shard.aof.manifest_text is None:
+        files = list(shard.aof.files)
+    else:
+        names = {f.name for f in needed(parse_aof_manifest(shard.aof.manifest_text))}
+        files = [f for f in shard.aof.files if f.name in names]
+    return sum(f.raw_size if f.raw_size is not None else f.stored_size for f in files)
+
+
+SCRATCH_MOVE = "--scratch-dir DIR (default: the temp dir, $TMPDIR)"
+
+
+def scratch_space_refusal(root: str, needed_bytes: int, free_bytes: int) -> str | None:
+    """Why the needed shards cannot be placed under the scratch root, or None."""
+    if needed_bytes <= free_bytes:
+        return None
+    return (f"the scratch root {root} has {free_bytes} bytes free, but the needed shards' dumps take {needed_bytes} "
+            f"bytes there at once (placed and checked before any key is written); nothing was written. Give "
+            f"{SCRATCH_MOVE} on a filesystem with room")

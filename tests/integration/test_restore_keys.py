@@ -398,23 +398,25 @@ def rewrite_shard_rdb(source, tmp_path: Path, index: int, change) -> tuple[Path,
     return sets, shard["file"]["path"]
 
 
-def test_a_shard_the_scratch_server_cannot_load_fails_naming_its_log(source, standalone, cli, tmp_path):
-    """A dump the local redis-server refuses to load (here: a copy of the set whose shard-0 RDB claims version 11,
-    which Redis 7.0 does not read, with its CRC64 and the manifest's hashes made to match) stops the run with the
-    server's own words (exit 4); no scratch server or file is left."""
+def test_a_shard_the_local_redis_cannot_read_fails_in_the_check_with_its_words(source, standalone, cli, tmp_path):
+    """A dump the local redis cannot read (here: a copy of the set whose shard-0 RDB claims version 11, which
+    Redis 7.0 does not read, with its CRC64 and the manifest's hashes made to match) stops the run with
+    redis-check-rdb's own words before any scratch server starts (exit 4); nothing is written, no file is left."""
     def version_11(body: bytes) -> bytes:
         if not body.startswith(b"REDIS0010"):
             pytest.skip(f"this check needs a Redis 7.0 dump (RDB 10); the lab wrote {body[:9]!r}")
         return b"REDIS0011" + body[9:]
 
-    sets, _ = rewrite_shard_rdb(source, tmp_path, 0, version_11)
+    sets, path = rewrite_shard_rdb(source, tmp_path, 0, version_11)
     target = standalone()
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     result, out = cli.json("restore-keys", source["id"], "--dest", str(sets), "--seed", addr(target), "--standalone",
                            "--yes", "--scratch-dir", str(scratch))
     assert result.exit_code == 4, out["errors"]
-    assert "did not come up" in out["errors"][0] and "RDB format version 11" in out["errors"][0], out["errors"]
+    (line,) = out["errors"]
+    assert path in line and "redis-check-rdb" in line and "RDB format version 11" in line, line
+    assert target.dbsize() == 0
     assert list(scratch.iterdir()) == []
 
 
@@ -444,6 +446,31 @@ def test_a_crafted_compact_value_never_reaches_the_live_target(source, make_lab,
     for node in live.get_primaries():
         assert live.get_redis_connection(node).ping()
     assert [k for k in live.scan_iter(count=1000)] == [b"live:{x}"]
+    assert list(scratch.iterdir()) == []
+
+
+def test_a_damaged_later_shard_stops_the_run_before_any_key_is_written(source, standalone, cli, tmp_path):
+    """The crafted listpack of the test above, in shard 2 this time, copied one shard after the other
+    (--parallel 1): shards 0 and 1 are fine and come first. Every needed shard is placed and deep-checked
+    (redis-check-rdb) before the first key is written, so the run stops there: exit 4, one line naming shard 2's
+    file, the target untouched, no placed dump or scratch server left."""
+    def crafted(body: bytes) -> bytes:
+        at = body.find(b"\x84cart\x05")
+        assert at > 0, "no raw hash listpack with a cart field in shard 2"
+        return body[:at] + b"\x8acart\x05" + body[at + 6:]
+
+    sets, path = rewrite_shard_rdb(source, tmp_path, 2, crafted)
+    target = standalone()
+    target.set("live", "written after the backup")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    result, out = cli.json("restore-keys", source["id"], "--dest", str(sets), "--seed", addr(target), "--standalone",
+                           "--yes", "--parallel", "1", "--scratch-dir", str(scratch))
+    assert result.exit_code == 4, out
+    (line,) = out["errors"]
+    assert "damaged" in line and path in line and "shard 2" in line and "integrity check failed" in line, line
+    assert "\n" not in line
+    assert target.keys("*") == [b"live"], "keys of the shards before the damaged one were written"
     assert list(scratch.iterdir()) == []
 
 

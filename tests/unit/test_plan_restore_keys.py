@@ -175,3 +175,61 @@ def test_plan_refuses_a_scratch_server_that_cannot_deep_check_a_backup():
     assert plan_restore_keys(old, Selection.of(), masters, True, ServerVersion("redis", "6.2.14")).ok
     assert plan_restore_keys(MANIFEST, Selection.of(), [_master("t:1", [(0, 16383)], "8.0.1", "valkey")], True,
                              ServerVersion("valkey", "7.2.5")).ok
+
+
+def _with_file(shard: ShardRecord, raw_size: int | None, stored_size: int) -> ShardRecord:
+    from dataclasses import replace
+
+    from clusterbak.model.manifest import StoredFile
+
+    return replace(shard, file=StoredFile(f"shard-{shard.index}.rdb.zst", "0" * 64, stored_size, "zstd",
+                                          raw_size=raw_size))
+
+
+def _sized_manifest() -> Manifest:
+    from dataclasses import replace
+
+    sizes = [(1000, 400), (2000, 800), (None, 3000)]  # no raw_size recorded: the stored size counts
+    return replace(MANIFEST, shards=tuple(_with_file(s, raw, stored)
+                                          for s, (raw, stored) in zip(MANIFEST.shards, sizes, strict=True)))
+
+
+def test_plan_counts_the_bytes_placed_for_the_needed_shards_only():
+    scratch, masters = ServerVersion("redis", "7.0.15"), [_master("t:1", [(0, 16383)])]
+    manifest = _sized_manifest()
+    assert plan_restore_keys(manifest, Selection.of(), masters, True, scratch).place_bytes == 6000
+    one = plan_restore_keys(manifest, Selection.of(slots=parse_slot_ranges(["6000"])), masters, True, scratch)
+    assert one.place_bytes == 2000 and one.to_dict()["place_bytes"] == 2000
+
+
+def test_scratch_space_refusal_names_root_bytes_and_the_option_that_moves_it():
+    from clusterbak.plan.restore_keys import scratch_space_refusal
+
+    assert scratch_space_refusal("/tmp", 6000, 6000) is None
+    why = scratch_space_refusal("/tmp", 6000, 5999)
+    assert why is not None
+    assert "/tmp" in why and "6000" in why and "5999" in why and "--scratch-dir" in why and "TMPDIR" in why, why
+
+
+def test_a_scratch_root_without_room_is_refused_before_anything_is_placed(tmp_path):
+    """The engine's guard: statvfs of the scratch root against the plan's bytes; exit 3 (PreconditionError), and
+    the root is left as it was."""
+    import os
+
+    from clusterbak.engine.restore_keys import check_scratch_space
+    from clusterbak.errors import EXIT_PRECONDITION, PreconditionError
+
+    plan = plan_restore_keys(_sized_manifest(), Selection.of(), [_master("t:1", [(0, 16383)])], True,
+                             ServerVersion("redis", "7.0.15"))
+
+    def fake(free_blocks: int):
+        return lambda path: os.statvfs_result((4096, 4096, 10**6, free_blocks, free_blocks, 0, 0, 0, 0, 255))
+
+    assert check_scratch_space(plan, tmp_path, fake(2)) == tmp_path  # 8192 bytes free >= 6000
+    with pytest.raises(PreconditionError) as caught:
+        check_scratch_space(plan, tmp_path, fake(1))  # 4096 bytes free < 6000
+    assert caught.value.exit_code == EXIT_PRECONDITION
+    assert str(tmp_path) in str(caught.value) and "6000" in str(caught.value) and "4096" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(PreconditionError, match="--scratch-dir"):
+        check_scratch_space(plan, tmp_path / "missing")
