@@ -212,6 +212,7 @@ class ChoosingSink:
     def close(self, raw_sha256: str | None = None):
         if self._sink is None:
             self._decide()
+        assert self._sink is not None  # opened by _decide
         return self._sink.close(raw_sha256) if self.hashes_raw else self._sink.close()
 
     def abort(self) -> None:
