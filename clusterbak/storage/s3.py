@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import os
 import queue
 import re
 import threading
@@ -326,18 +327,7 @@ class S3Repository:
     def __init__(self, bucket: str, prefix: str, options: S3Options) -> None:
         self.bucket, self.prefix, self.options = bucket, prefix, options
         self.url = f"s3://{bucket}/{prefix}".rstrip("/")
-        # Checksums "when_required": botocore's default CRC32 trailers cost ~40% of the upload rate here (90 vs 149
-        # MB/s on loopback); every object's sha256 is in the manifest and checked on every read, SigV4 signs the
-        # payload hash over plain HTTP, and TLS carries it over HTTPS.
-        config = botocore.config.Config(s3={"addressing_style": "path" if options.path_style else "auto"},
-                                        request_checksum_calculation="when_required",
-                                        response_checksum_validation="when_required",
-                                        retries={"max_attempts": 3, "mode": "standard"},
-                                        connect_timeout=10, read_timeout=60,
-                                        max_pool_connections=max(10, 4 * options.concurrency))
-        session = boto3.session.Session()
-        self.client = session.client("s3", endpoint_url=options.endpoint_url or None,
-                                     region_name=options.region or session.region_name or "us-east-1", config=config)
+        self.client = _client(options)
 
     @classmethod
     def from_url(cls, url: str, options: S3Options | None) -> S3Repository:
@@ -524,3 +514,36 @@ class S3Repository:
         if entry.path != self.set_url(entry.backup_id):
             raise StepFailed(f"refusing to delete {entry.path}: not a set of {self.url}")
         self._delete_prefix(entry.backup_id)
+
+
+_CLIENTS: dict[tuple, object] = {}  # at most one: the client of the last options and AWS environment asked for
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _client(options: S3Options):
+    """One boto3 client per process for the same options and AWS environment: the CLI checks the bucket with it and
+    the engine's run uploads with it (a second client would load botocore's service models again: ~0.1-0.25 s on
+    the way to the first BGSAVE). boto3 clients are thread-safe. A changed AWS_* variable (credentials, profile,
+    endpoint, region) or HOME (~/.aws) makes a new one."""
+    key = (options.endpoint_url, options.path_style, options.region, options.concurrency,
+           tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_") or k == "HOME")))
+    with _CLIENTS_LOCK:
+        if key not in _CLIENTS:
+            _CLIENTS.clear()
+            _CLIENTS[key] = _new_client(options)
+        return _CLIENTS[key]
+
+
+def _new_client(options: S3Options):
+    # Checksums "when_required": botocore's default CRC32 trailers cost ~40% of the upload rate here (90 vs 149
+    # MB/s on loopback); every object's sha256 is in the manifest and checked on every read, SigV4 signs the
+    # payload hash over plain HTTP, and TLS carries it over HTTPS.
+    config = botocore.config.Config(s3={"addressing_style": "path" if options.path_style else "auto"},
+                                    request_checksum_calculation="when_required",
+                                    response_checksum_validation="when_required",
+                                    retries={"max_attempts": 3, "mode": "standard"},
+                                    connect_timeout=10, read_timeout=60,
+                                    max_pool_connections=max(10, 4 * options.concurrency))
+    session = boto3.session.Session()
+    return session.client("s3", endpoint_url=options.endpoint_url or None,
+                          region_name=options.region or session.region_name or "us-east-1", config=config)
