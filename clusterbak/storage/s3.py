@@ -12,7 +12,6 @@ import datetime
 import io
 import os
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -25,15 +24,14 @@ import botocore.exceptions
 
 from clusterbak.errors import PreconditionError, StepFailed, UsageError
 from clusterbak.model.manifest import BACKUP_ID, Manifest
-from clusterbak.model.names import NameError_, check_relative_path
+from clusterbak.model.names import check_relative_path
 from clusterbak.storage.backupset import MANIFEST, MANIFEST_LIMIT, manifest_from_bytes
 from clusterbak.storage.keys import SIGNATURE_SUFFIX, Signer, check_signature
 from clusterbak.storage.records import RECORD_LIMIT, VERIFY_FILE, parse_verify
 from clusterbak.storage.repository import SetEntry, SetWriter, set_status
-from clusterbak.storage.s3options import S3Options
+from clusterbak.storage.s3options import S3Options, parse_s3_url
 from clusterbak.storage.stages import Encryption
 
-BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 MIN_PART = 5 * 1024 * 1024  # S3's smallest part (but the last)
 SMALL = 256 * 1024  # objects up to this size are held in their own small buffer and sent with one PUT
 GROW_EVERY = 2000  # parts: then the part size doubles (5 MiB parts: 10 GB, then 20 GB more, ...; S3 allows 10000)
@@ -331,16 +329,7 @@ class S3Repository:
 
     @classmethod
     def from_url(cls, url: str, options: S3Options | None) -> S3Repository:
-        rest = url[len("s3://"):]
-        bucket, _, prefix = rest.partition("/")
-        prefix = prefix.strip("/")
-        if not BUCKET.fullmatch(bucket):
-            raise UsageError(f"--dest {url}: {bucket!r} is not an S3 bucket name (3-63 of a-z 0-9 . -)")
-        if prefix:
-            try:
-                check_relative_path(prefix)
-            except NameError_ as exc:
-                raise UsageError(f"--dest {url}: the prefix is not a plain path: {exc}") from None
+        bucket, prefix = parse_s3_url(url)
         return cls(bucket, prefix, options or S3Options())
 
     def key(self, backup_id: str, relative: str = "") -> str:
