@@ -164,10 +164,10 @@ class _RecordingSink:
 def open_stored(target: SetFile | Path, compress: str, hashes_raw: bool = False):
     """The sink a stored file is written through: a set's file (stages, any repository) or a plain local path.
     `hashes_raw`: the caller hashes the raw bytes itself and hands the digest to close(raw_sha256=...), so the sink
-    does not hash them again (StoredSink)."""
+    does not hash an encrypted file's plaintext again (StoredSink; a plain path is never encrypted)."""
     if isinstance(target, SetFile):
         return target.writer.open_sink(target.relative, compress, hashes_raw=hashes_raw)
-    return FileSink(target, compress, hashes_raw=hashes_raw)
+    return FileSink(target, compress)
 
 
 def open_stored_as(target_for: Callable[[str], SetFile | Path], compress: str, hashes_raw: bool = False):
@@ -213,7 +213,8 @@ class ChoosingSink:
         if self._sink is None:
             self._decide()
         assert self._sink is not None  # opened by _decide
-        return self._sink.close(raw_sha256) if self.hashes_raw else self._sink.close()
+        return self._sink.close(raw_sha256) if self.hashes_raw and isinstance(self.target, SetFile) \
+            else self._sink.close()
 
     def abort(self) -> None:
         self._held = []

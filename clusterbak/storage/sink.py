@@ -60,18 +60,14 @@ def stored_name(base: str, compression: str) -> str:
 class FileSink:
     """One file being written. Use as a context manager (an exception aborts) or call close()/abort()."""
 
-    def __init__(self, path: str | os.PathLike[str], compress: str = "zstd", level: int = ZSTD_LEVEL,
-                 hashes_raw: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], compress: str = "zstd", level: int = ZSTD_LEVEL) -> None:
         if compress not in COMPRESSIONS:
             raise UsageError(f"unknown compression {compress!r}: use one of {', '.join(COMPRESSIONS)}")
         self.path = Path(path)
         self.compression = compress
         self._raw = 0
         self._stored = 0
-        # hashes_raw: the caller hashes the raw bytes and hands the digest to close(); stored as they are, they
-        # are not hashed a second time here
-        self._hashes_raw = hashes_raw
-        self._sha = None if hashes_raw and compress == "none" else hashlib.sha256()
+        self._sha = hashlib.sha256()
         self._zstd = (
             zstandard.ZstdCompressor(level=level, threads=0, write_checksum=True).compressobj()
             if compress == "zstd"
@@ -93,22 +89,17 @@ class FileSink:
     def _put(self, data: bytes | bytearray | memoryview) -> None:
         if not len(data):
             return
-        if self._sha is not None:
-            self._sha.update(data)
+        self._sha.update(data)
         self._stored += len(data)
         try:
             self._file.write(data)
         except OSError as exc:
             raise StepFailed(f"{self.path}: write failed: {exc.strerror}") from exc
 
-    def close(self, raw_sha256: str | None = None) -> StoredFile:
-        """Flush, fsync, close; the file is complete. A failure here aborts (removes the file) and raises.
-        `raw_sha256`: the raw bytes' digest, from a caller that opened the sink with hashes_raw."""
+    def close(self) -> StoredFile:
+        """Flush, fsync, close; the file is complete. A failure here aborts (removes the file) and raises."""
         if self._state != "open":
             raise RuntimeError(f"{self.path}: close() on a {self._state} sink")
-        if self._hashes_raw and raw_sha256 is None:
-            self.abort()
-            raise StepFailed(f"{self.path}: the raw bytes' sha256 was not handed over")
         try:
             if self._zstd is not None:
                 self._put(self._zstd.flush())
@@ -123,9 +114,7 @@ class FileSink:
             self.abort()
             raise
         self._state = "closed"
-        digest = self._sha.hexdigest() if self._sha is not None else raw_sha256
-        assert digest is not None  # hashed here, or handed over (checked above)
-        return StoredFile(str(self.path), self._raw, self._stored, digest, self.compression)
+        return StoredFile(str(self.path), self._raw, self._stored, self._sha.hexdigest(), self.compression)
 
     def abort(self) -> None:
         """Close and remove the partial file; does nothing once close() has succeeded."""

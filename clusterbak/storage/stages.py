@@ -170,20 +170,19 @@ class Written:
 class StoredSink:
     """raw -> (zstd) -> (age) -> sha256 -> ObjectWriter. close() returns Written; abort() removes the object.
 
-    `hashes_raw`: the caller already hashes every raw byte it writes (the RDB verifier does) and hands that sha256
-    to close(raw_sha256=...). The sink then never hashes the raw bytes a second time: a file stored as it is (no
-    zstd, no age) takes that digest as its stored sha256, and an encrypted uncompressed one records it as its
-    plaintext sha256. One sha256 pass over the data fewer per file, the same digests in the manifest."""
+    `hashes_raw`: the caller hashes the raw bytes of a file the sink transforms (the backup's verifying sinks do)
+    and hands that sha256 to close(raw_sha256=...): an encrypted, uncompressed file then records it as its plaintext
+    sha256 instead of this sink hashing the plaintext a second time (with age: two sha256 passes per byte, not
+    three). A file stored as it is is hashed here as always: its stored sha256 is its raw one."""
 
     def __init__(self, out: ObjectWriter, compress: str, level: int, encryption: Encryption | None = None,
                  hashes_raw: bool = False) -> None:
         self.out, self.compression, self.encryption = out, compress, encryption
         self._raw = self._stored = 0
-        self._hashes_raw = hashes_raw
-        self._as_is = compress == "none" and encryption is None  # stored bytes == raw bytes
-        self._sha = None if hashes_raw and self._as_is else hashlib.sha256()
-        self._raw_sha = (hashlib.sha256() if encryption is not None and compress == "none" and not hashes_raw
-                         else None)
+        self._sha = hashlib.sha256()
+        plaintext = encryption is not None and compress == "none"  # the manifest records the plaintext's sha256
+        self._needs_raw = plaintext and hashes_raw
+        self._raw_sha = hashlib.sha256() if plaintext and not hashes_raw else None
         self._zstd = (zstandard.ZstdCompressor(level=level, threads=0, write_checksum=True).compressobj()
                       if compress == "zstd" else None)
         self._age = AgeEncryptor(encryption, self._put) if encryption is not None else None
@@ -201,13 +200,12 @@ class StoredSink:
     def _put(self, data) -> None:
         if not len(data):
             return
-        if self._sha is not None:
-            self._sha.update(data)
+        self._sha.update(data)
         self._stored += len(data)
         self.out.write(data)
 
     def close(self, raw_sha256: str | None = None) -> Written:
-        if self._hashes_raw and raw_sha256 is None:
+        if self._needs_raw and raw_sha256 is None:
             self.abort()
             raise StepFailed(f"{self.out.label}: the raw bytes' sha256 was not handed over")
         try:
@@ -220,12 +218,8 @@ class StoredSink:
         except BaseException:
             self.abort()
             raise
-        stored = self._sha.hexdigest() if self._sha is not None else raw_sha256
-        assert stored is not None  # hashed here, or handed over (checked above)
-        plain = self._raw_sha.hexdigest() if self._raw_sha is not None else None
-        if plain is None and self.encryption is not None and self.compression == "none":
-            plain = raw_sha256
-        return Written(self._raw, self._stored, stored, self.compression, self.encryption, plain)
+        plain = self._raw_sha.hexdigest() if self._raw_sha is not None else raw_sha256 if self._needs_raw else None
+        return Written(self._raw, self._stored, self._sha.hexdigest(), self.compression, self.encryption, plain)
 
     def abort(self) -> None:
         if self._age is not None:

@@ -133,9 +133,10 @@ class _CountingSha:
 
 
 @pytest.mark.parametrize("encrypted", [False, True])
-def test_a_caller_that_hashes_the_raw_bytes_saves_the_sinks_second_pass(tmp_path, made, monkeypatch, encrypted):
-    """The RDB verifier already hashes every raw byte: with hashes_raw the sink takes that digest (the stored sha256
-    of a file stored as it is, the plaintext sha256 of an encrypted one) instead of hashing the bytes again."""
+def test_a_caller_that_hashes_the_raw_bytes_saves_the_sinks_plaintext_pass(tmp_path, made, monkeypatch, encrypted):
+    """The backup's verifying sinks hash the raw bytes of a file the store transforms: with hashes_raw an encrypted
+    file records that digest as its plaintext sha256 instead of the sink hashing the plaintext again (two passes per
+    byte with age, not three). A file stored as it is is hashed by the sink as before: that is its raw hash."""
     from clusterbak.storage import stages
 
     payload = os.urandom(2_000_000)
@@ -147,18 +148,20 @@ def test_a_caller_that_hashes_the_raw_bytes_saves_the_sinks_second_pass(tmp_path
     sink = writer.open_sink("blob.bin", "none", hashes_raw=True)
     for i in range(0, len(payload), 100_000):
         sink.write(payload[i:i + 100_000])
-    written = sink.close(raw_sha256=raw)
+    written = sink.close(raw_sha256=raw if encrypted else None)
     stored = (tmp_path / "sets" / "20260101T000000Z-0001.partial" / "blob.bin").read_bytes()
     assert written.sha256_stored == hashlib.sha256(stored).hexdigest()
+    assert _CountingSha.fed == len(stored)  # the stored bytes only: the plaintext was not hashed a second time
     if encrypted:
-        assert written.raw_sha256 == raw and _CountingSha.fed == len(stored)  # only the ciphertext was hashed
+        assert written.raw_sha256 == raw
     else:
-        assert written.sha256_stored == raw and _CountingSha.fed == 0  # stored as it is: nothing hashed again
+        assert written.sha256_stored == raw
 
 
-def test_a_sink_told_the_caller_hashes_refuses_to_close_without_the_digest(tmp_path):
+def test_an_encrypted_sink_told_the_caller_hashes_refuses_to_close_without_the_digest(tmp_path, made):
     repo = LocalRepository(tmp_path / "sets")
-    sink = repo.begin("20260101T000000Z-0001").open_sink("blob.bin", "none", hashes_raw=True)
+    writer = repo.begin("20260101T000000Z-0001", Encryption((made[0]["recipient"],)))
+    sink = writer.open_sink("blob.bin", "none", hashes_raw=True)
     sink.write(b"x" * 1000)
     with pytest.raises(StepFailed, match="sha256 was not handed over"):
         sink.close()
