@@ -1,7 +1,7 @@
 """Side by side, one run: backup to S3 vs to a local directory, the repository's upload vs boto3's upload_file, and
 what --encrypt-to costs. Random (incompressible) values; a real s3s-fs server and a real 3x1 lab on loopback.
 
-    .venv/bin/python benchmarks/s3_backup.py [--mb 256] [--file-mb 256] [--runs 2]
+    .venv/bin/python benchmarks/s3_backup.py [--mb 256] [--file-mb 256] [--runs 3]
 
 1. fills a 3x1 lab with --mb of random 100 KB values (pipelined per node), waits for the replicas;
 2. backs it up --runs times each, alternated: to a local dir, to s3://bench/..., to a local dir with --encrypt-to,
@@ -87,17 +87,37 @@ def owned(client) -> set[int]:
     return _OWNED[port]
 
 
-def timed(cmd: list[str], env: dict) -> tuple[float, float]:
-    """(wall seconds, peak RSS MB) of one command; raises if it fails."""
+def cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far (Linux /proc); nan elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(cmd: list[str], env: dict, server_pid: int) -> tuple[float, float, float, float]:
+    """(wall seconds, peak RSS MB, CPU seconds of the command, CPU seconds of the S3 server meanwhile) of one
+    command; raises if it fails. CPU time says where the work went even when other work on the machine makes the
+    wall times of single runs vary."""
+    before = cpu_of(server_pid)
     if os.path.exists(TIME_BIN):
         with tempfile.NamedTemporaryFile("r") as out:
-            subprocess.run([TIME_BIN, "-f", "%e %M", "-o", out.name, *cmd], env=env, check=True,
+            subprocess.run([TIME_BIN, "-f", "%e %M %U %S", "-o", out.name, *cmd], env=env, check=True,
                            stdout=subprocess.DEVNULL)
-            wall, rss = out.read().split()[-2:]
-            return float(wall), int(rss) / 1024
+            wall, rss, user, system = out.read().split()[-4:]
+            return float(wall), int(rss) / 1024, float(user) + float(system), cpu_of(server_pid) - before
     t0 = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0, float("nan")
+    return time.perf_counter() - t0, float("nan"), float("nan"), cpu_of(server_pid) - before
+
+
+def compile_checkout() -> None:
+    """The checkout's bytecode, compiled once as an installed package's is: with PYTHONDONTWRITEBYTECODE set (some CI
+    and sandbox shells) every backup subprocess would otherwise compile clusterbak from source again."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "clusterbak"], cwd=ROOT, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
 
 
 def repo_upload(repo: S3Repository, blob: Path, i: int) -> None:
@@ -112,10 +132,12 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=int, default=256)
     ap.add_argument("--file-mb", type=int, default=256)
-    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--part-mb", type=int, default=5, help="--s3-part-size-mb for the S3 cases")
     ap.add_argument("--concurrency", type=int, default=2, help="--s3-concurrency for the S3 cases")
     args = ap.parse_args()
+    compile_checkout()
+    load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="clusterbak-s3bench-"))
     server = s3server.start(work / "s3")
     server.make_bucket(BUCKET)
@@ -139,11 +161,11 @@ def main() -> int:
             "s3+age": lambda i: [*base, "--dest", f"s3://{BUCKET}/enc-{i}", "--encrypt-to", keys["recipient"],
                                 *s3args],
         }
-        results: dict[str, list[tuple[float, float]]] = {k: [] for k in cases}
+        results: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in cases}
         for i in range(args.runs):
             order = list(cases)[i % len(cases):] + list(cases)[: i % len(cases)]
             for name in order:
-                results[name].append(timed(cases[name](i), env))
+                results[name].append(timed(cases[name](i), env, server.pid))
                 print(f"  {name:10} run {i}: {results[name][-1][0]:.2f} s", file=sys.stderr)
                 for leftover in work.glob("local-*"):  # keep the disk small between runs
                     shutil.rmtree(leftover, ignore_errors=True)
@@ -166,39 +188,46 @@ def main() -> int:
                                                                                  f"upload/same-{i}.bin"),
             "repository": lambda i: repo_upload(repo, blob, i),
         }
-        uploads: dict[str, list[float]] = {name: [] for name in uploaders}
+        uploads: dict[str, list[tuple[float, float, float]]] = {name: [] for name in uploaders}
         for i in range(args.runs):
             names = list(uploaders)
             for name in names[i % 3:] + names[: i % 3]:
-                t0 = time.perf_counter()
+                t0, c0, s0 = time.perf_counter(), time.process_time(), cpu_of(server.pid)
                 uploaders[name](i)
-                uploads[name].append(time.perf_counter() - t0)
+                uploads[name].append((time.perf_counter() - t0, time.process_time() - c0, cpu_of(server.pid) - s0))
         size = blob.stat().st_size
 
-        def med(name: str) -> float:
-            return statistics.median(w for w, _ in results[name])
+        def med(name: str, column: int = 0) -> float:
+            return statistics.median(r[column] for r in results[name])
 
         def rss(name: str) -> float:
-            return max(r for _, r in results[name])
+            return max(r[1] for r in results[name])
 
-        print(f"\n### backup of a 3x1 lab, {args.mb} MB of random values, median of {args.runs} runs\n")
-        print("| case | wall s | peak RSS MB | ratio | goal |")
-        print("|---|---|---|---|---|")
-        print(f"| local dir | {med('local'):.2f} | {rss('local'):.0f} | 1.00 | |")
-        print(f"| s3 (s3s-fs) | {med('s3'):.2f} | {rss('s3'):.0f} | {med('s3') / med('local'):.2f} vs local | <= 1.2 |")
+        def cpu(name: str) -> str:  # the backup process's CPU seconds, + the S3 server's
+            return f"{med(name, 2):.2f}" + (f" + {med(name, 3):.2f}" if name.startswith("s3") else "")
+
+        load = f"load average {load_before[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (2 cores here)"
+        print(f"\n### backup of a 3x1 lab, {args.mb} MB of random values, median of {args.runs} runs; {load}\n")
+        print("| case | wall s | peak RSS MB | ratio | goal | CPU s (+ S3 server) |")
+        print("|---|---|---|---|---|---|")
+        print(f"| local dir | {med('local'):.2f} | {rss('local'):.0f} | 1.00 | | {cpu('local')} |")
+        print(f"| s3 (s3s-fs) | {med('s3'):.2f} | {rss('s3'):.0f} | {med('s3') / med('local'):.2f} vs local | <= 1.2 "
+              f"| {cpu('s3')} |")
         print(f"| local + age | {med('local+age'):.2f} | {rss('local+age'):.0f} | "
-              f"{med('local+age') / med('local'):.2f} vs local | <= 1.1 |")
+              f"{med('local+age') / med('local'):.2f} vs local | <= 1.1 | {cpu('local+age')} |")
         print(f"| s3 + age | {med('s3+age'):.2f} | {rss('s3+age'):.0f} | {med('s3+age') / med('s3'):.2f} vs s3 | "
-              "<= 1.1 |")
-        up = statistics.median(uploads["upload_file"])
-        print(f"\n### upload of one {size / 1e6:.0f} MB random file to the same s3s-fs, median of {args.runs}\n")
-        print("| uploader | MB/s | vs upload_file | goal |")
-        print("|---|---|---|---|")
-        for name, times in uploads.items():
-            t = statistics.median(times)
+              f"<= 1.1 | {cpu('s3+age')} |")
+        up = statistics.median(t for t, _, _ in uploads["upload_file"])
+        print(f"\n### upload of one {size / 1e6:.0f} MB random file to the same s3s-fs, median of {args.runs}; "
+              f"load average {os.getloadavg()[0]:.1f}\n")
+        print("| uploader | MB/s | vs upload_file | goal | CPU s (+ S3 server) |")
+        print("|---|---|---|---|---|")
+        for name, runs in uploads.items():
+            t = statistics.median(r[0] for r in runs)
             label = (f"S3Repository sink ({args.part_mb} MiB parts, {args.concurrency} in flight)"
                      if name == "repository" else f"boto3 {name}")
-            print(f"| {label} | {size / t / 1e6:.0f} | {up / t:.2f} | {'>= 0.9' if name == 'repository' else ''} |")
+            print(f"| {label} | {size / t / 1e6:.0f} | {up / t:.2f} | {'>= 0.9' if name == 'repository' else ''} | "
+                  f"{statistics.median(r[1] for r in runs):.2f} + {statistics.median(r[2] for r in runs):.2f} |")
         return 0
     finally:
         if lab is not None:

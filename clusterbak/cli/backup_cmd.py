@@ -95,19 +95,20 @@ def backup(seed: c.Seed, inventory: c.InventoryFile, dest: Dest,
         enc, signer = ro.encryption(encrypt_to), ro.load_signer(sign_key)
         if not ro.is_remote(dest):
             check_writable_destination(dest)  # before any BGSAVE
-        # a missing bucket or refused credentials: exit 3 before any BGSAVE
-        repo = ro.repository(dest, s3_endpoint_url, s3_path_style, s3_part_size_mb, s3_concurrency, writing=True,
-                             lock_days=lock_days, lock_mode=lock_mode)
+        # a missing bucket or refused credentials: exit 3 before any BGSAVE (an S3 repository is opened and checked
+        # while the cluster is read, and waited for before the plan is shown)
+        repo = ro.repository_soon(dest, s3_endpoint_url, s3_path_style, s3_part_size_mb, s3_concurrency,
+                                  writing=True, lock_days=lock_days, lock_mode=lock_mode)
         run = BackupRun(dest, parallel, timeout, compress.value, catch_up_timeout, relax_fsync, saves_per_host,
                         accept_new_host_keys, enc.recipients if enc else (), signer is not None, force, via.value)
         if dry_run:
-            return planned(r, prepare_backup(opts, inv, run, source=source.value, max_lag=max_lag, aof=aof), inv,
-                           opts, repo, enc, signer)
+            prepared = prepare_backup(opts, inv, run, source=source.value, max_lag=max_lag, aof=aof)
+            return planned(r, prepared, inv, opts, repo(), enc, signer)
         with locked_run(opts, None, "backup", break_lock) as lock:
             for holder in lock.broken:
                 r.note(f"broke a stale run lock: {holder.describe()}")
-            return planned(r, prepare_backup(opts, inv, run, source=source.value, max_lag=max_lag, aof=aof), inv,
-                           opts, repo, enc, signer)
+            prepared = prepare_backup(opts, inv, run, source=source.value, max_lag=max_lag, aof=aof)
+            return planned(r, prepared, inv, opts, repo(), enc, signer)
 
     def planned(r: Renderer, prepared: PreparedBackup, inv: Inventory, opts: ConnectionOptions, repo, enc,
                 signer) -> Outcome:

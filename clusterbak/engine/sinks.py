@@ -38,7 +38,7 @@ class VerifyingRdbSink:
 
         self._sha: hashlib._Hash | None = hashlib.sha256()
         self.verifier = RdbVerifier(name, hash_bytes=False)
-        self.file = open_stored_as(chosen, compress)
+        self.file = open_stored_as(chosen, compress, hashes_raw=True)  # an encrypted file's plaintext: our hash
         self.on_bytes = on_bytes
         self.stored: StoredFile | None = None
         self.report: RdbReport | None = None
@@ -66,9 +66,10 @@ class VerifyingRdbSink:
             self.file.abort()
             raise
         t1 = time.perf_counter()
-        self.stored = stored = self.file.close()
-        if self._sha is not None:
-            sha = self._sha.hexdigest()
+        raw = self._sha.hexdigest() if self._sha is not None else None
+        self.stored = stored = self.file.close(raw_sha256=raw)
+        if raw is not None:
+            sha = raw
         elif stored.compression == "none" and getattr(stored, "encryption", None) is None:
             sha = stored.sha256_stored  # the bytes stored are the bytes received
         else:  # cannot happen: the hash stops only for a file stored as it is
@@ -117,7 +118,7 @@ class HashingSink:
     def __init__(self, target_for: Callable[[str], SetFile | Path], compress: str, on_bytes=None) -> None:
         import hashlib
 
-        self.file = open_stored_as(target_for, compress)
+        self.file = open_stored_as(target_for, compress, hashes_raw=True)  # an encrypted file's plaintext: ours
         self.digest = hashlib.sha256()
         self.on_bytes = on_bytes
         self.stored: StoredFile | None = None
@@ -130,8 +131,8 @@ class HashingSink:
             self.on_bytes(len(chunk))
 
     def close(self) -> None:
-        self.stored = self.file.close()
         self.raw_sha256 = self.digest.hexdigest()
+        self.stored = self.file.close(raw_sha256=self.raw_sha256)
 
     def abort(self) -> None:
         self.file.abort()

@@ -109,11 +109,13 @@ class SetWriter:
     def __truediv__(self, name: str) -> SetFile:
         return SetFile(self, check_relative_path(name))
 
-    def open_sink(self, relative: str, compress: str, level: int = ZSTD_LEVEL) -> _RecordingSink:
+    def open_sink(self, relative: str, compress: str, level: int = ZSTD_LEVEL,
+                  hashes_raw: bool = False) -> _RecordingSink:
         check_relative_path(relative)
         if relative in self.written:
             raise StepFailed(f"{relative} was already written in backup {self.backup_id}")
-        return _RecordingSink(self, relative, StoredSink(self.open_object(relative), compress, level, self.encryption))
+        return _RecordingSink(self, relative, StoredSink(self.open_object(relative), compress, level, self.encryption,
+                                                         hashes_raw))
 
     def manifest_bytes(self, manifest: dict) -> tuple[bytes, bytes | None]:
         """The manifest as stored (each file's encryption recorded) and its signature (None: unsigned)."""
@@ -150,8 +152,8 @@ class _RecordingSink:
     def write(self, chunk) -> None:
         self.sink.write(chunk)
 
-    def close(self) -> Written:
-        written = self.sink.close()
+    def close(self, raw_sha256: str | None = None) -> Written:
+        written = self.sink.close(raw_sha256)
         self.writer.written[self.relative] = written
         return written
 
@@ -159,17 +161,19 @@ class _RecordingSink:
         self.sink.abort()
 
 
-def open_stored(target: SetFile | Path, compress: str):
-    """The sink a stored file is written through: a set's file (stages, any repository) or a plain local path."""
+def open_stored(target: SetFile | Path, compress: str, hashes_raw: bool = False):
+    """The sink a stored file is written through: a set's file (stages, any repository) or a plain local path.
+    `hashes_raw`: the caller hashes the raw bytes itself and hands the digest to close(raw_sha256=...), so the sink
+    does not hash an encrypted file's plaintext again (StoredSink; a plain path is never encrypted)."""
     if isinstance(target, SetFile):
-        return target.writer.open_sink(target.relative, compress)
+        return target.writer.open_sink(target.relative, compress, hashes_raw=hashes_raw)
     return FileSink(target, compress)
 
 
-def open_stored_as(target_for: Callable[[str], SetFile | Path], compress: str):
+def open_stored_as(target_for: Callable[[str], SetFile | Path], compress: str, hashes_raw: bool = False):
     """Like open_stored, for a file whose name depends on its compression (`target_for("zstd")` ends in .zst).
     compress "auto" holds the first SAMPLE_BYTES, then opens the file raw or zstd by how well they compress."""
-    return ChoosingSink(target_for, None if compress == "auto" else compress)
+    return ChoosingSink(target_for, None if compress == "auto" else compress, hashes_raw)
 
 
 class ChoosingSink:
@@ -177,15 +181,16 @@ class ChoosingSink:
     only then is the stored file created, under the name for that choice (`target`). Memory: one sample.
     With `fixed` the file is opened at once, as that."""
 
-    def __init__(self, target_for: Callable[[str], SetFile | Path], fixed: str | None = None) -> None:
-        self.target_for = target_for
+    def __init__(self, target_for: Callable[[str], SetFile | Path], fixed: str | None = None,
+                 hashes_raw: bool = False) -> None:
+        self.target_for, self.hashes_raw = target_for, hashes_raw
         self.target: SetFile | Path | None = None
         self._held: list[bytes] = []
         self._held_bytes = 0
         self._sink = None
         if fixed is not None:
             self.target = target_for(fixed)
-            self._sink = open_stored(self.target, fixed)
+            self._sink = open_stored(self.target, fixed, hashes_raw)
 
     def write(self, chunk) -> None:
         if self._sink is not None:
@@ -200,14 +205,16 @@ class ChoosingSink:
         held, self._held = b"".join(self._held), []
         choice = choose_compression(held[:SAMPLE_BYTES])
         self.target = self.target_for(choice)
-        self._sink = open_stored(self.target, choice)
+        self._sink = open_stored(self.target, choice, self.hashes_raw)
         if held:
             self._sink.write(held)
 
-    def close(self):
+    def close(self, raw_sha256: str | None = None):
         if self._sink is None:
             self._decide()
-        return self._sink.close()
+        assert self._sink is not None  # opened by _decide
+        return self._sink.close(raw_sha256) if self.hashes_raw and isinstance(self.target, SetFile) \
+            else self._sink.close()
 
     def abort(self) -> None:
         self._held = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import types
 
 import pytest
 
@@ -112,3 +113,56 @@ def test_annotate_records_encryption_and_refuses_unrecorded_or_different_files(t
         annotate({"nodes": []}, writer.written)
     with pytest.raises(StepFailed, match="sha256"):
         annotate({"x": {"path": "nodes/a.conf", "sha256": "0" * 64}}, writer.written)
+
+
+class _CountingSha:
+    """hashlib.sha256 stand-in that counts the bytes hashed through it."""
+
+    fed = 0
+    real = hashlib.sha256
+
+    def __init__(self, data=b""):
+        self._h = _CountingSha.real(data)
+
+    def update(self, data):
+        _CountingSha.fed += len(data)
+        self._h.update(data)
+
+    def hexdigest(self):
+        return self._h.hexdigest()
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_a_caller_that_hashes_the_raw_bytes_saves_the_sinks_plaintext_pass(tmp_path, made, monkeypatch, encrypted):
+    """The backup's verifying sinks hash the raw bytes of a file the store transforms: with hashes_raw an encrypted
+    file records that digest as its plaintext sha256 instead of the sink hashing the plaintext again (two passes per
+    byte with age, not three). A file stored as it is is hashed by the sink as before: that is its raw hash."""
+    from clusterbak.storage import stages
+
+    payload = os.urandom(2_000_000)
+    raw = hashlib.sha256(payload).hexdigest()
+    monkeypatch.setattr(stages, "hashlib", types.SimpleNamespace(sha256=_CountingSha))
+    _CountingSha.fed = 0
+    repo = LocalRepository(tmp_path / "sets")
+    writer = repo.begin("20260101T000000Z-0001", Encryption((made[0]["recipient"],)) if encrypted else None)
+    sink = writer.open_sink("blob.bin", "none", hashes_raw=True)
+    for i in range(0, len(payload), 100_000):
+        sink.write(payload[i:i + 100_000])
+    written = sink.close(raw_sha256=raw if encrypted else None)
+    stored = (tmp_path / "sets" / "20260101T000000Z-0001.partial" / "blob.bin").read_bytes()
+    assert written.sha256_stored == hashlib.sha256(stored).hexdigest()
+    assert _CountingSha.fed == len(stored)  # the stored bytes only: the plaintext was not hashed a second time
+    if encrypted:
+        assert written.raw_sha256 == raw
+    else:
+        assert written.sha256_stored == raw
+
+
+def test_an_encrypted_sink_told_the_caller_hashes_refuses_to_close_without_the_digest(tmp_path, made):
+    repo = LocalRepository(tmp_path / "sets")
+    writer = repo.begin("20260101T000000Z-0001", Encryption((made[0]["recipient"],)))
+    sink = writer.open_sink("blob.bin", "none", hashes_raw=True)
+    sink.write(b"x" * 1000)
+    with pytest.raises(StepFailed, match="sha256 was not handed over"):
+        sink.close()
+    assert not (tmp_path / "sets" / "20260101T000000Z-0001.partial" / "blob.bin").exists()
