@@ -1,6 +1,6 @@
 """Issue 14, row 3: fixed overhead on 20k small mixed keys (~4 MB): clusterbak vs `redis-cli --cluster backup`.
 
-Run:  python benchmarks/row_fixed_overhead.py [--keys 20000] [--runs 3] [--baseline DIR]
+Run:  python benchmarks/row_fixed_overhead.py [--keys 20000] [--runs 3] [--baseline DIR] [--with-sync]
 
 A 3x1 loopback lab gets --keys small random keys (strings, hashes, lists, sets; ~200 bytes each); then --runs
 rounds, alternated, of the anchor and `clusterbak backup` (and the --baseline checkout's), median wall seconds and
@@ -36,6 +36,7 @@ def main() -> int:
     ap.add_argument("--keys", type=int, default=20_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--baseline", type=Path, default=None, help="another checkout to time in the same rounds")
+    ap.add_argument("--with-sync", action="store_true", help="also time `--via sync` (PSYNC streams) in the rounds")
     args = ap.parse_args()
     require_tools()
     with tempfile.TemporaryDirectory(prefix="cb-row3-") as tmp, LabRun(Path(tmp)) as lab:
@@ -48,6 +49,10 @@ def main() -> int:
             before = Series(f"clusterbak (baseline {args.baseline})")
             jobs.append(lambda: run_clusterbak(args.baseline, lab, work, before))
             series.insert(0, before)
+        if args.with_sync:
+            synced = Series("clusterbak --via sync (this tree)")
+            jobs.append(lambda: run_clusterbak(REPO, lab, work, synced, ("--via", "sync")))
+            series.append(synced)
         run_clusterbak(REPO, lab, work, Series("warm-up"))
         alternate(jobs, args.runs)
         table(f"row 3: fixed overhead, {keys:,} small mixed random keys, 3 masters x 1 replica on 127.0.0.1; "
