@@ -94,7 +94,17 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
     store = open_repository(options.dest, options.s3)
     partial = store.begin(plan.backup_id, options.encryption, options.signer)
     started = time.time()
-    extras: NodeExtras | None = None
+    extras_box: list[NodeExtras] = []  # started with the set's first file (below)
+    extras_lock = threading.Lock()
+
+    def start_extras() -> None:
+        """Config files, users, modules: independent of the snapshots, so collected while the shards run - but
+        only once the first shard file exists: the set directory appears with its first file, so a run killed
+        before that (e.g. during an AOF rewrite) leaves nothing behind."""
+        with extras_lock:
+            if not extras_box:
+                extras_box.append(NodeExtras(plan.node_files, partial, transports, conn))
+
     try:
         # saves at once per host: 1 unless the operator knows the host has the memory (the plan shows what it assumes)
         per_host = max(1, options.saves_per_host)
@@ -105,6 +115,8 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
             """Every step and chunk reports here: once the run is cancelled, workers stop at their next one."""
             if cancel.is_set():
                 raise RunCancelled("backup cancelled")
+            if kind == "transfer":
+                start_extras()
             on_event(kind, data)
 
         slots = max(1, options.parallel)
@@ -118,8 +130,6 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
         try:
             futures = [pool.submit(collect, s, partial, inventory, conn, options, host_locks, guarded)
                        for s in plan.shards]
-            # config files, users, modules: independent of the snapshots, so collected while the shards run
-            extras = NodeExtras(plan.node_files, partial, transports, conn)
             done, _ = wait(futures, return_when="FIRST_EXCEPTION")
             if any(f.exception() is not None for f in done):
                 cancel.set()
@@ -145,7 +155,8 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
                     raise
                 incomplete.append(f"{nf.address}: nodes.conf not collected ({exc}): restore cannot bring this node "
                                   "back from this set")
-        warnings += extras.add_to(node_records)
+        start_extras()
+        warnings += extras_box[0].add_to(node_records)
         created = time.time()
         manifest = manifest_record(
             kind=plan.kind, backup_id=plan.backup_id, created=created, started=started, version=__version__,
@@ -154,13 +165,15 @@ def _run(plan: BackupPlan, seed: str, topology: Topology, states: tuple[NodeStat
             warnings=warnings + incomplete, incomplete=incomplete)
         final = store.finalize(partial, manifest)
     except BaseException:
-        if extras is not None:
-            extras.close()  # before the discard: nothing may still write into the set
+        with extras_lock:
+            for extras in extras_box:
+                extras.close()  # before the discard: nothing may still write into the set
         store.discard(partial)
         raise
     finally:
-        if extras is not None:
-            extras.close()
+        with extras_lock:
+            for extras in extras_box:
+                extras.close()
     on_event("complete", {"path": final, "backup_id": plan.backup_id})
     return manifest
 
