@@ -70,17 +70,24 @@ def round_trip(cli, fleet: fl.Fleet, tmp_path: Path, *backup_extra: str) -> dict
     wipe(fleet)
     result, doc = cli.json("restore", manifest["backup_id"], "--dest", str(dest), "--inventory", fleet.inventory,
                            "--yes")
+    if result.exit_code != 0:  # what a failed restore needs to be understood, printed whole
+        print(json.dumps({"errors": doc["errors"], "restore": doc.get("data")}, indent=1, default=str))
+        print_server_logs(fleet)
     assert result.exit_code == 0, doc["errors"]
     after = digests(fleet)
     if after != before:  # what a mismatch needs to be understood, printed whole (an assert's repr is cut short)
         print(json.dumps({"after": after, "before": before, "nodes": node_report(fleet), "restore": doc["data"],
                           "shards": [{"source": s["source"], "keys": s["rdb"]["keys"], "expires": s["rdb"]["expires"]}
                                      for s in manifest["shards"]]}, indent=1, default=str))
-        for n in fleet.nodes:
-            log = fl.container_of(fleet, n.address).exec_run(["tail", "-n", "60", f"{fl.DATA_DIR}/server.log"])
-            print(f"--- {n.address} server.log\n{log.output.decode(errors='replace')}")
+        print_server_logs(fleet)
     assert after == before
     return manifest
+
+
+def print_server_logs(fleet: fl.Fleet) -> None:
+    for n in fleet.nodes:
+        log = fl.container_of(fleet, n.address).exec_run(["tail", "-n", "60", f"{fl.DATA_DIR}/server.log"])
+        print(f"--- {n.address} server.log\n{log.output.decode(errors='replace')}")
 
 
 def node_report(fleet: fl.Fleet) -> dict:
