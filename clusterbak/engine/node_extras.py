@@ -70,8 +70,8 @@ def _node_path(value: str, what: str, address: str) -> str:
 
 
 class NodeExtras:
-    """Config files, users and modules of the nodes, collected in the background from the start of a backup: they
-    do not depend on the snapshots, so they overlap the saves instead of following them (issue 14). `add_to`
+    """Config files, users and modules of the nodes, collected in the background from the set's first shard file on:
+    they do not depend on the snapshots, so they overlap the saves instead of following them (issue 14). `add_to`
     waits and adds them to the node records; `close` (always, also on failure) waits for what still runs, so
     nothing writes into a set being discarded."""
 
