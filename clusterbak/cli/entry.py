@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import signal
 import sys
@@ -60,6 +61,8 @@ def _tidy_help(command) -> None:
         elif param.metavar is None and getattr(param, "param_type_name", "") == "argument":
             param.metavar = METAVARS.get(param.name) or param.name.upper()
             param.display_type_rich = lambda ctx: None  # the name says it; no `<str>` beside it
+            param.type = copy.copy(param.type)  # typer <0.28 prints the type's metavar instead: an empty one
+            param.type.get_metavar = lambda *_args, **_kw: ""
         elif param.metavar is None and getattr(param, "param_type_name", "") == "option":
             kind = getattr(getattr(getattr(param, "type_descriptor", None), "annotation", None), "__name__", "")
             param.metavar = METAVARS.get(param.name) or TYPE_METAVARS.get(kind.lower(), param.name.upper())
