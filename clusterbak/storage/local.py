@@ -20,10 +20,11 @@ from clusterbak.storage.backupset import (
     read_verification,
     set_file,
 )
+from clusterbak.storage.direct import DirectWriter
 from clusterbak.storage.keys import SIGNATURE_SUFFIX, Signer, check_signature
 from clusterbak.storage.records import read_local, write_atomic
 from clusterbak.storage.repository import SetEntry, SetWriter, set_status
-from clusterbak.storage.sink import _BUFFER, _fsync_dir
+from clusterbak.storage.sink import _fsync_dir
 from clusterbak.storage.stages import Encryption
 
 
@@ -38,8 +39,8 @@ class LocalFile:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
             raise StepFailed(f"{path}: cannot create: {exc.strerror}") from exc
-        self._file = os.fdopen(fd, "wb", buffering=_BUFFER)
-        self._closed = False
+        self._file = DirectWriter(fd)  # a large file skips the page cache (storage/direct.py)
+        self._closed = self._released = False
 
     def write(self, data) -> None:
         try:
@@ -49,21 +50,26 @@ class LocalFile:
 
     def close(self) -> None:
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+            self._file.finish()
         except OSError as exc:
             raise StepFailed(f"{self.path}: cannot finish the file: {exc.strerror}") from exc
+        finally:
+            self._release()
         self._closed = True
 
     def abort(self) -> None:
         if self._closed:
             return
-        try:
-            self._file.close()
-        except OSError:
-            pass
+        self._release()
         self.path.unlink(missing_ok=True)
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            try:
+                self._file.close()
+            except OSError:
+                pass
 
 
 class LocalStoredSet:
