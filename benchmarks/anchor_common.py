@@ -17,6 +17,7 @@ import os
 import random
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -45,13 +46,15 @@ def require_tools() -> None:
 
 
 class LabRun:
-    """A 3x1 lab on free loopback ports, removed on exit (also on failure or Ctrl-C)."""
+    """A 3x1 lab on free loopback ports, removed on exit (also on failure, Ctrl-C or SIGTERM: a `timeout` or `kill`
+    of the benchmark unwinds like Ctrl-C instead of leaving six servers running)."""
 
     def __init__(self, workdir: Path, masters: int = 3, replicas: int = 1) -> None:
         self.workdir, self.masters_n, self.replicas_n = workdir, masters, replicas
         self.lab = None
 
     def __enter__(self) -> LabRun:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         base = free_base_port(self.masters_n * (1 + self.replicas_n))
         self.lab = cluster.up(self.workdir / "lab", self.masters_n, self.replicas_n, base)
         self.seed = self.lab.seed
