@@ -97,11 +97,15 @@ class DirectWriter:
         os.fsync(self.fd)
 
     def close(self) -> None:
-        self._view.release()
-        if self._buf is not None:
-            self._buf.close()
+        try:
+            self._view.release()
+            if self._buf is not None:
+                self._buf.close()
+        except BufferError:  # a slice of it is still referenced (a failed write's traceback): freed with that
+            pass
+        finally:
             self._buf = None
-        os.close(self.fd)
+            os.close(self.fd)
 
     def _turn_direct(self) -> bool:
         if os.environ.get(ENV, "auto").lower() in ("off", "0", "no"):

@@ -4,6 +4,7 @@ Real files on the test's own filesystem; the O_DIRECT flag is read back from /pr
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -108,3 +109,12 @@ def test_an_aborted_file_is_removed(tmp_path):
     f.write(os.urandom(CHUNK + 5))
     f.abort()
     assert not path.exists()
+
+
+def test_a_failed_write_still_closes_cleanly():
+    """ENOSPC mid-file (here /dev/full): the error is the write's, and closing after it raises nothing else."""
+    writer = DirectWriter(os.open("/dev/full", os.O_WRONLY))
+    with pytest.raises(OSError) as failed:
+        writer.write(os.urandom(2 * CHUNK))
+    assert failed.value.errno == errno.ENOSPC
+    writer.close()
