@@ -7,11 +7,16 @@ loop (one connection each) and records every round trip. Phases, alternated per 
 backup took), during `clusterbak backup` (defaults: replicas save), during `redis-cli --cluster backup` (the masters
 save). Prints p50 / p99 / max of the masters' round trips per phase and p99 vs idle (goal for clusterbak <= 1.1x).
 All on one host with 2 cores, so CPU the backup uses shows up as latency too: the figures include that.
+
+--pin gives the masters a CPU of their own, as separate hosts do in production: the masters (every thread) and the
+probe on CPU 0; the replicas, clusterbak and redis-cli on CPU 1. A fork inherits its parent's CPU, so the anchor's
+BGSAVEs still run beside the masters, and clusterbak's beside the replicas.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -60,6 +65,17 @@ class Probe:
             t.join()
 
 
+def pin_servers(lab: LabRun) -> None:
+    """Masters (all their threads) on CPU 0, replicas on CPU 1; this process (and the probe threads) on CPU 0."""
+    for node in lab.topology().nodes:
+        c = redis.Redis(host=node.host, port=node.port)
+        pid = int(c.info("server")["process_id"])
+        c.close()
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setaffinity(int(tid), {0} if node.is_master else {1})
+    os.sched_setaffinity(0, {0})
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
@@ -73,11 +89,18 @@ def main() -> int:
                     help='another clusterbak phase with these backup flags, e.g. --extra "--nice 10" (repeatable)')
     ap.add_argument("--wrap", action="append", default=[], metavar="CMD",
                     help='another clusterbak phase run under this command, e.g. --wrap "nice -n 10" (repeatable)')
+    ap.add_argument("--pin", action="store_true",
+                    help="masters and the probe on CPU 0; replicas, clusterbak and redis-cli on CPU 1")
     args = ap.parse_args()
     require_tools()
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        sys.exit("--pin needs 2 CPUs")
+    other_cpu = (lambda: os.sched_setaffinity(0, {1})) if args.pin else None
     with tempfile.TemporaryDirectory(prefix="cb-lat-") as tmp, LabRun(Path(tmp)) as lab:
         work = Path(tmp)
         lab.fill(int(args.mb * 1e6))
+        if args.pin:
+            pin_servers(lab)
         masters = [(n.host, n.port) for n in lab.topology().nodes if n.is_master]
         keys = {}
         for host, port in masters:
@@ -101,11 +124,11 @@ def main() -> int:
                 elif argv is cb:
                     flags, wrap = variants.get(name, ([], []))
                     subprocess.run([*wrap, *argv, str(dest / "sets"), *flags], check=True, capture_output=True,
-                                   cwd=cwd)
+                                   cwd=cwd, preexec_fn=other_cpu)
                     if name == "clusterbak backup":
                         last = time.perf_counter() - t
                 else:
-                    subprocess.run([*argv, str(dest)], check=True, capture_output=True, cwd=cwd)
+                    subprocess.run([*argv, str(dest)], check=True, capture_output=True, cwd=cwd, preexec_fn=other_cpu)
             phases[name].extend(probe.samples)
             subprocess.run(["rm", "-rf", str(dest)], check=True)
 
@@ -120,8 +143,9 @@ def main() -> int:
                 jobs[(r + k) % len(jobs)]()
         idle99 = pct(phases["idle"], 99)
         print()
+        pinned = "; masters + probe on CPU 0, replicas + backup clients on CPU 1" if args.pin else ""
         print(f"master latency (GET round trip, 3 masters, {args.mb:.0f} MB of random 1 KB values, {args.runs} "
-              "alternated rounds; microseconds)")
+              f"alternated rounds; microseconds{pinned})")
         print()
         print("| phase | samples | p50 us | p99 us | max us | p99 vs idle |")
         print("|---|---|---|---|---|---|")
