@@ -78,6 +78,7 @@ def run_drill(set_dir: StoredSet, manifest: Manifest, lab_dir: Path | None, keep
     report: dict = {"lab": {"dir": str(where), "seed": None, "inventory": None, "kept": keep, "removed": False}}
     marks: dict[str, float] = {}
     watch: ReadinessWatch | None = None
+    linked: dict[str, str] = {}  # a node's dump -> the verified copy it is a hard link of (engine/placed_once.py)
 
     def note(kind: str, data: dict) -> None:
         nonlocal watch
@@ -88,6 +89,8 @@ def run_drill(set_dir: StoredSet, manifest: Manifest, lab_dir: Path | None, keep
                 watch.start()
         elif kind == "serving":
             marks["serving"] = time.monotonic()
+        elif kind == "copies":
+            linked.update(data["linked"])
         on_event(kind, data)
 
     try:
@@ -133,7 +136,8 @@ def run_drill(set_dir: StoredSet, manifest: Manifest, lab_dir: Path | None, keep
             rpo_seconds=round(time.time() - min(s.requested_at for s in manifest.shards), 1),
             backup_id=manifest.backup_id, raw_bytes=raw, stored_bytes=manifest.stored_bytes,
             keys=manifest.keys, restore_rate_mb_s=round(raw / rto / 1e6, 1) if rto else None,
-            mapping={old: new.address for old, new in mapping.items()})
+            mapping={old: new.address for old, new in mapping.items()},
+            placed={"written": len(plan.nodes) - len(linked), "linked": len(linked)})
     finally:
         if not keep:
             if lab is not None:

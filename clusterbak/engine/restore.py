@@ -23,6 +23,7 @@ from pathlib import Path
 
 from clusterbak.engine.interrupts import StopFlag
 from clusterbak.engine.node_extras import extras_paths, place_extras
+from clusterbak.engine.placed_once import PlacedOnce
 from clusterbak.engine.prove import prove
 from clusterbak.engine.restore_journal import Journal, RestoreJournal
 from clusterbak.engine.verify import verify_set
@@ -132,6 +133,8 @@ def _execute(plan: RestorePlan, set_dir: StoredSet, manifest: Manifest, conn: Co
             _stop(n, transports[n.new_address], conn)
             journal.mark(n.new_address, stopped=True)
 
+    copies = PlacedOnce() if start_when_placed else None  # a drill's lab: each shard written once, then linked
+
     def place_one(n: NodeRestore) -> None:
         progress = journal.node(n.new_address)
         if stop.requested or progress.placed:
@@ -142,7 +145,7 @@ def _execute(plan: RestorePlan, set_dir: StoredSet, manifest: Manifest, conn: Co
             _remove_placed(n, transports[n.new_address], set())  # only the temp files a killed write left
             already = _copies_of_this_restore(n, transports[n.new_address], plan.backup_id)
         journal.mark(n.new_address, placing=True)
-        moved = _replace(n, transports[n.new_address], set_dir, plan, manifest, already)
+        moved = _replace(n, transports[n.new_address], set_dir, plan, manifest, already, copies)
         journal.mark(n.new_address, moved=[list(m) for m in moved], placed=True)
 
     def place_and_start(n: NodeRestore) -> None:
@@ -162,6 +165,8 @@ def _execute(plan: RestorePlan, set_dir: StoredSet, manifest: Manifest, conn: Co
         journal.mark(phase="placing")
         _step(plan, "place", on_event)
         _each(plan, place_and_start, "started", on_event)
+        assert copies is not None
+        on_event("copies", {"linked": dict(copies.linked)})
     elif not stop.requested:
         journal.mark(phase="placing")
         _step(plan, "place", on_event)
@@ -300,7 +305,7 @@ def _stop(node: NodeRestore, transport, conn: ConnectionOptions) -> None:
 
 
 def _replace(node: NodeRestore, transport, set_dir: StoredSet, plan: RestorePlan, manifest: Manifest,
-             already: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+             already: Sequence[tuple[str, str]] = (), copies: PlacedOnce | None = None) -> list[tuple[str, str]]:
     """Move the node's files aside, place the set's; if placing fails (a file changed since it was verified, a
     write error), put the node's previous files back so it is left stopped exactly as it was. `already`: copies
     an earlier, cut-short run made (--resume): kept, never moved aside a second time. Returns what was moved."""
@@ -308,7 +313,7 @@ def _replace(node: NodeRestore, transport, set_dir: StoredSet, plan: RestorePlan
     modes.update({p: _mode_for(transport, p, 0o600) for p in extras_paths(node)})  # secrets: 0600 when new
     moved = list(already) + _move_aside(node, transport, plan.backup_id, {p for p, _ in already})
     try:
-        _place(node, transport, set_dir, plan, manifest, modes)
+        _place(node, transport, set_dir, plan, manifest, modes, copies)
     except BaseException as exc:
         try:
             _put_back(node, transport, moved)
@@ -350,7 +355,7 @@ def _put_back(node: NodeRestore, transport, moved: list[tuple[str, str]]) -> Non
 
 
 def _place(node: NodeRestore, transport, set_dir: StoredSet, plan: RestorePlan, manifest: Manifest,
-           modes: dict[str, int]) -> None:
+           modes: dict[str, int], copies: PlacedOnce | None = None) -> None:
     conf = manifest.conf_of(node.node_id)
     assert conf is not None  # the plan refused nodes without one
     # the plan fills these in for every node it places (the AOF paths when the target runs appendonly yes)
@@ -374,7 +379,15 @@ def _place(node: NodeRestore, transport, set_dir: StoredSet, plan: RestorePlan, 
                              io.BytesIO(f"file {node.aof_base_name} seq 1 type b\n".encode()), mode=0o640)
     else:
         assert shard.file is not None  # an RDB shard
-        transport.write_from(node.rdb_path, VerifiedReader(set_dir, shard.file), mode=modes.get(node.rdb_path, 0o640))
+        record, path = shard.file, node.rdb_path
+
+        def write() -> int:
+            return transport.write_from(path, VerifiedReader(set_dir, record), mode=modes.get(path, 0o640))
+
+        if copies is None:
+            write()
+        else:
+            copies.place(record.path, path, transport, write)
 
 
 def _read_verified(set_dir: StoredSet, record: StoredFile) -> bytes:

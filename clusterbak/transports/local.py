@@ -124,6 +124,15 @@ class LocalTransport:
         finally:
             os.close(fd)
 
+    def link(self, src: str, dst: str) -> bool:
+        """`dst` as a hard link of `src` (a drill's lab: engine/placed_once.py). False when the filesystem, or a
+        name already at `dst`, refuses it: the caller then writes a copy."""
+        try:
+            os.link(src, dst, follow_symlinks=False)
+        except OSError:
+            return False
+        return True
+
     def rename(self, src: str, dst: str) -> None:
         if os.path.lexists(dst):
             raise TransportError(f"local: cannot rename {src} to {dst}: the target exists; move it aside first")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -170,6 +171,9 @@ def test_drill_reports_rto_and_rpo_and_tears_down(lab, cli, tmp_path):
     rep = doc["data"]
     assert rep["ok"] and rep["rto_seconds"] > 0 and rep["rpo_seconds"] >= 0
     assert set(rep["samples"]) == {"string", "hash", "list", "set", "zset", "stream"}
+    # each shard's dump read, verified and written once; its replica's is a hard link of that copy
+    shards = len(json.loads((tmp_path / "sets" / backup_id / "manifest.json").read_text())["shards"])
+    assert rep["placed"] == {"written": shards, "linked": len(rep["mapping"]) - shards}
     assert cluster.load(tmp_path / "drill") is None  # torn down
 
 
