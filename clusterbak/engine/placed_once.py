@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 
 from clusterbak.errors import StepFailed
+from clusterbak.storage.reader import report_bytes
 
 
 class PlacedOnce:
@@ -21,9 +22,10 @@ class PlacedOnce:
         self._first: dict[str, tuple[threading.Event, list[str | None]]] = {}
         self.linked: dict[str, str] = {}  # a node's path -> the copy it is a link of
 
-    def place(self, key: str, path: str, transport, write: Callable[[], object]) -> None:
+    def place(self, key: str, path: str, transport, write: Callable[[], object], size: int) -> None:
         """Put the shard file `key` at `path`: `write()` for its first node, a hard link for the others (each
-        waits for the first copy; a node's first placer is already running, so no wait can deadlock)."""
+        waits for the first copy; a node's first placer is already running, so no wait can deadlock). A link
+        reports its `size` bytes to the thread's progress, as a read copy would."""
         link = getattr(transport, "link", None)
         if link is None:
             write()
@@ -47,5 +49,6 @@ class PlacedOnce:
         if link(placed[0], path):
             with self._lock:
                 self.linked[path] = placed[0]
+            report_bytes(size)
             return
         write()

@@ -387,7 +387,8 @@ def _place(node: NodeRestore, transport, set_dir: StoredSet, plan: RestorePlan, 
         if copies is None:
             write()
         else:
-            copies.place(record.path, path, transport, write)
+            copies.place(record.path, path, transport, write,
+                         record.raw_size if record.raw_size is not None else record.stored_size)
 
 
 def _read_verified(set_dir: StoredSet, record: StoredFile) -> bytes:
