@@ -118,3 +118,35 @@ def test_a_failed_write_still_closes_cleanly():
         writer.write(os.urandom(2 * CHUNK))
     assert failed.value.errno == errno.ENOSPC
     writer.close()
+
+
+def _refusing_direct(monkeypatch, how: str):
+    """The kernel's answer to a direct write, simulated (no filesystem here refuses an aligned one): `einval`
+    refuses it whole, `short` takes only its first 8 KiB. Buffered writes go through untouched."""
+    real = os.write
+    seen = {"direct_writes": 0}
+
+    def write(fd, data):
+        if _flags(fd) & os.O_DIRECT:
+            seen["direct_writes"] += 1
+            if how == "einval":
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real(fd, memoryview(data)[:8192])
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    return seen
+
+
+@pytest.mark.parametrize("how", ["einval", "short"])
+def test_a_refused_direct_write_finishes_the_file_buffered(tmp_path, monkeypatch, how):
+    _direct_capable(tmp_path)
+    seen = _refusing_direct(monkeypatch, how)
+    data = os.urandom(3 * CHUNK + 4321)
+    path = tmp_path / "f"
+    f = LocalFile(path)
+    f.write(data)
+    f.close()
+    assert seen["direct_writes"] == 1  # tried once, then buffered for good
+    assert f._file.direct is False
+    assert path.read_bytes() == data
