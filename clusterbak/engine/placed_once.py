@@ -12,14 +12,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from clusterbak.errors import StepFailed
+from clusterbak.errors import ClusterbakError, StepFailed
 from clusterbak.storage.reader import report_bytes
 
 
 class PlacedOnce:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._first: dict[str, tuple[threading.Event, list[str | None]]] = {}
+        self._first: dict[str, tuple[threading.Event, list]] = {}  # key -> (done, [placed path, error])
         self.linked: dict[str, str] = {}  # a node's path -> the copy it is a link of
 
     def place(self, key: str, path: str, transport, write: Callable[[], object], size: int) -> None:
@@ -34,18 +34,24 @@ class PlacedOnce:
             entry = self._first.get(key)
             first = entry is None
             if entry is None:
-                entry = self._first[key] = (threading.Event(), [None])
+                entry = self._first[key] = (threading.Event(), [None, None])
         done, placed = entry
         if first:
             try:
                 write()
                 placed[0] = path
+            except BaseException as exc:
+                placed[1] = exc
+                raise
             finally:
                 done.set()
             return
         done.wait()
-        if placed[0] is None:
-            raise StepFailed(f"{path}: not placed: the first copy of its shard failed (see that node's error)")
+        if placed[0] is None:  # the first copy failed: this node fails the same way (a damaged set stays exit 4)
+            failed = placed[1]
+            if isinstance(failed, ClusterbakError):
+                raise type(failed)(str(failed)) from failed
+            raise StepFailed(f"{path}: not placed: the first copy of its shard failed ({failed})")
         if link(placed[0], path):
             with self._lock:
                 self.linked[path] = placed[0]
